@@ -1,0 +1,14 @@
+//! Actors: one per live thing, each a thin ractor shell around a pure state type.
+//!
+//! - [`root`]: the root supervisor; starts one supervisor per domain.
+//! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
+//! - [`registry`]: id → actor handle, read without asking any actor.
+//! - [`restart`]: the restart budget every supervisor applies.
+//!
+//! Rules live in `state.rs` files and never touch tokio, sockets or sled; actor shells only
+//! load, persist, apply and reply.
+
+pub mod race;
+pub mod registry;
+pub mod restart;
+pub mod root;

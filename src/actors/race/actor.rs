@@ -1,0 +1,131 @@
+//! The race actor: owns one race's [`RaceState`], journals the events its rules produce,
+//! applies them, publishes the race's summary to the directory and replies.
+//!
+//! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
+//! rebuilds its state from the latest snapshot plus the journal after it.
+
+use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary};
+use super::KIND;
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::RaceId;
+use crate::persist::{ActorKey, Journal, Store};
+use crate::time::now_ms;
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
+
+/// What every race actor shares: storage, the directory it publishes to, and limits.
+pub struct RaceContext {
+    /// Reads persisted state on start.
+    pub store: Store,
+    /// Appends events and snapshots.
+    pub journal: Journal,
+    /// Summaries of every race, read by list/show without asking actors.
+    pub directory: DashMap<RaceId, RaceSummary>,
+    /// Validation limits from configuration.
+    pub limits: RaceLimits,
+    /// Events between snapshots.
+    pub snapshot_every: u64,
+}
+
+/// Messages a race actor accepts.
+pub enum RaceMsg {
+    /// Run a lifecycle command and reply with the race as it is afterwards.
+    Command {
+        /// What to do.
+        command: RaceCommand,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<Result<RaceSummary, Rejection>>,
+    },
+    /// Panics inside the handler: lets tests prove that supervision restarts a failed race
+    /// from its persisted state. Not reachable from the protocol.
+    #[cfg(test)]
+    Panic,
+}
+
+/// Spawn arguments: which race, and the shared context.
+pub struct RaceArgs {
+    /// The race this actor serves.
+    pub id: RaceId,
+    /// Shared storage and directory.
+    pub ctx: Arc<RaceContext>,
+}
+
+/// The actor's state: the pure race state plus journal bookkeeping.
+pub struct RaceActorState {
+    /// The race this actor serves.
+    id: RaceId,
+    /// Its journal key.
+    key: ActorKey,
+    /// The rules' state.
+    state: RaceState,
+    /// Sequence number of the last journaled event.
+    seq: u64,
+    /// Sequence number the latest snapshot covers.
+    snapshot_seq: u64,
+    /// Shared storage and directory.
+    ctx: Arc<RaceContext>,
+}
+
+/// The ractor behaviour of a race.
+pub struct RaceActor;
+
+impl Actor for RaceActor {
+    type Msg = RaceMsg;
+    type State = RaceActorState;
+    type Arguments = RaceArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<RaceMsg>, args: RaceArgs) -> Result<RaceActorState, ActorProcessingErr> {
+        let key = ActorKey::new(KIND, args.id.as_str());
+        let recovered = args.ctx.store.load::<RaceState, RaceEvent>(&key)?;
+        let (snapshot_seq, mut state) = recovered.snapshot.unwrap_or_default();
+        for (_, event) in &recovered.events {
+            state.apply(event);
+        }
+        if let Some(race) = &state.race {
+            args.ctx.directory.insert(args.id.clone(), race.summary());
+        }
+        Ok(RaceActorState { id: args.id, key, state, seq: recovered.last_seq, snapshot_seq, ctx: args.ctx })
+    }
+
+    async fn handle(&self, myself: ActorRef<RaceMsg>, message: RaceMsg, st: &mut RaceActorState) -> Result<(), ActorProcessingErr> {
+        match message {
+            RaceMsg::Command { command, reply } => {
+                let outcome = execute(st, command).await;
+                let _ = reply.send(outcome);
+                // A rejected create leaves nothing behind: no actor for a race that does not exist.
+                if st.state.race.is_none() {
+                    myself.stop(Some("no such race".into()));
+                }
+            }
+            #[cfg(test)]
+            RaceMsg::Panic => panic!("race {} asked to panic", st.id),
+        }
+        Ok(())
+    }
+}
+
+/// Decide, persist, apply: the only order in which state may change.
+async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+    let events = st.state.handle(&st.id, command, now_ms(), st.ctx.limits)?;
+    st.ctx.journal.append(&st.key, st.seq + 1, &events).await.map_err(|e| {
+        tracing::error!(race = %st.id, "journal append failed: {e}");
+        Rejection::new(ErrorCode::Unavailable, "the change could not be stored and was not applied; retry")
+    })?;
+    for event in &events {
+        st.state.apply(event);
+    }
+    st.seq += events.len() as u64;
+    let Some(race) = &st.state.race else {
+        return Err(Rejection::internal("race vanished after an accepted command"));
+    };
+    let summary = race.summary();
+    st.ctx.directory.insert(st.id.clone(), summary.clone());
+    if st.seq - st.snapshot_seq >= st.ctx.snapshot_every {
+        match st.ctx.journal.snapshot(&st.key, st.seq, &st.state).await {
+            Ok(()) => st.snapshot_seq = st.seq,
+            Err(e) => tracing::warn!(race = %st.id, "snapshot not queued: {e}"),
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,154 @@
+//! The race domain's facade: what the API layer calls. It finds race actors through the
+//! registry, reads summaries from the directory, and turns actor-call failures into typed
+//! rejections, so callers never handle ractor types.
+
+use super::actor::{RaceContext, RaceMsg};
+use super::state::{RaceCommand, RaceLimits, RaceSummary};
+use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
+use crate::actors::registry::Registry;
+use crate::actors::root::{DomainSpec, RootMsg};
+use crate::config::Config;
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::RaceId;
+use crate::persist::{Journal, Store};
+use crate::time::now_ms;
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Race-domain settings taken from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RaceSettings {
+    /// Validation limits.
+    pub limits: RaceLimits,
+    /// Events between snapshots.
+    pub snapshot_every: u64,
+    /// Restarts per race per window.
+    pub restart_budget: u32,
+    /// The restart window.
+    pub restart_window: Duration,
+    /// How long to wait for a race actor.
+    pub call_timeout: Duration,
+}
+
+impl RaceSettings {
+    /// Reads the race settings out of the configuration.
+    pub fn from_config(config: &Config) -> RaceSettings {
+        RaceSettings {
+            limits: RaceLimits {
+                max_name_chars: config.race.max_name_chars,
+                max_course_points: config.race.max_course_points,
+            },
+            snapshot_every: config.persist.snapshot_every,
+            restart_budget: config.supervision.restart_budget,
+            restart_window: Duration::from_secs(config.supervision.restart_window_secs),
+            call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
+        }
+    }
+}
+
+/// Handle to the running race domain.
+#[derive(Clone)]
+pub struct RaceDomain {
+    /// Shared with every race actor.
+    ctx: Arc<RaceContext>,
+    /// Live race actors by id.
+    registry: Arc<Registry<RaceId, RaceMsg>>,
+    /// The current race supervisor (replaced when the root restarts it).
+    supervisor: Arc<Mutex<Option<ActorRef<RaceSupervisorMsg>>>>,
+    /// How long to wait for an actor.
+    call_timeout: Duration,
+}
+
+impl RaceDomain {
+    /// Starts the race supervisor under `root`, which recovers every stored race before this
+    /// returns.
+    pub async fn start(root: &ActorRef<RootMsg>, store: Store, journal: Journal, settings: RaceSettings) -> Result<RaceDomain, String> {
+        let ctx = Arc::new(RaceContext {
+            store,
+            journal,
+            directory: DashMap::new(),
+            limits: settings.limits,
+            snapshot_every: settings.snapshot_every,
+        });
+        let registry = Arc::new(Registry::new(super::KIND));
+        let supervisor = Arc::new(Mutex::new(None));
+        let args = RaceSupervisorArgs {
+            slot: supervisor.clone(),
+            ctx: ctx.clone(),
+            registry: registry.clone(),
+            restart_budget: settings.restart_budget,
+            restart_window: settings.restart_window,
+        };
+        match root.call(|reply| RootMsg::StartDomain { spec: DomainSpec::Race(args), reply }, None).await {
+            Ok(CallResult::Success(Ok(()))) => {}
+            Ok(CallResult::Success(Err(e))) => return Err(e),
+            Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
+        }
+        Ok(RaceDomain { ctx, registry, supervisor, call_timeout: settings.call_timeout })
+    }
+
+    /// The validation limits, for callers that build commands (course size).
+    pub fn limits(&self) -> RaceLimits {
+        self.ctx.limits
+    }
+
+    /// Live race actors; for tests and metrics.
+    pub fn registry(&self) -> &Registry<RaceId, RaceMsg> {
+        &self.registry
+    }
+
+    /// Creates a race with a fresh id.
+    pub async fn create(&self, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+        let id = RaceId::generate(now_ms());
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Rejection::new(ErrorCode::Unavailable, "the race domain is restarting; retry"))?;
+        let actor = match supervisor.call(|reply| RaceSupervisorMsg::Spawn { id: id.clone(), reply }, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(outcome)) => outcome?,
+            _ => return Err(Rejection::new(ErrorCode::Unavailable, "the race supervisor did not answer; retry")),
+        };
+        self.call(&id, &actor, command).await
+    }
+
+    /// Runs a lifecycle command on an existing race.
+    pub async fn command(&self, id: &RaceId, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+        let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
+        self.call(id, &actor, command).await
+    }
+
+    /// One race's summary, read from the directory.
+    pub fn get(&self, id: &RaceId) -> Result<RaceSummary, Rejection> {
+        self.ctx.directory.get(id).map(|s| s.value().clone()).ok_or_else(|| not_found(id))
+    }
+
+    /// Every race, oldest first (ids sort by creation time).
+    pub fn list(&self) -> Vec<RaceSummary> {
+        let mut races: Vec<RaceSummary> = self.ctx.directory.iter().map(|e| e.value().clone()).collect();
+        races.sort_by(|a, b| a.id.cmp(&b.id));
+        races
+    }
+
+    async fn call(&self, id: &RaceId, actor: &ActorRef<RaceMsg>, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+        match actor.call(|reply| RaceMsg::Command { command, reply }, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(outcome)) => outcome,
+            Ok(CallResult::Timeout) => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} did not answer in time; the command may still take effect"),
+            )),
+            Ok(CallResult::SenderError) | Err(_) => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} is restarting; retry"),
+            )),
+        }
+    }
+}
+
+fn not_found(id: &RaceId) -> Rejection {
+    Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist"))
+}

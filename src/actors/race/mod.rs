@@ -1,0 +1,14 @@
+//! The race domain: lifecycle rules ([`state`]), the actor that persists and applies them
+//! ([`actor`]), the supervisor that recovers and restarts race actors ([`supervisor`]), and
+//! the facade the API layer calls ([`domain`]).
+
+pub mod actor;
+pub mod domain;
+pub mod state;
+pub mod supervisor;
+
+pub use domain::RaceDomain;
+pub use state::{Race, RaceCommand, RaceEvent, RaceLimits, RaceState, RaceStatus, RaceSummary};
+
+/// Journal key prefix and metrics label for race actors.
+pub const KIND: &str = "race";

@@ -1,0 +1,206 @@
+//! The API layer: turns a decoded [`Request`] from an authenticated socket into domain
+//! commands and the result into a [`Reply`].
+//!
+//! Role checks live here, in [`permitted`], so one table decides who may send what. GPX
+//! text is parsed into a validated [`Course`] here, so the domain only sees valid courses.
+//! Nothing here knows about sockets or encodings.
+
+use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary};
+use crate::auth::{Claims, Role};
+use crate::engine::{Engine, Services};
+use crate::error::{ErrorCode, Rejection};
+use crate::geo::Course;
+use crate::ids::RaceId;
+use crate::net::protocol::{BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request};
+use crate::time::now_ms;
+use std::path::PathBuf;
+
+/// What the session should send back.
+pub enum Outcome {
+    /// One reply or error.
+    Reply(Result<Reply, Rejection>),
+    /// Stream this file as backup chunks, then send `reply`, then delete the file.
+    StreamFile {
+        /// The file to stream.
+        path: PathBuf,
+        /// The reply that ends the stream.
+        reply: Reply,
+    },
+}
+
+impl From<Result<Reply, Rejection>> for Outcome {
+    fn from(result: Result<Reply, Rejection>) -> Self {
+        Outcome::Reply(result)
+    }
+}
+
+/// Whether `role` may send `request` at all (race scope is checked per request).
+pub fn permitted(role: Role, request: &Request) -> bool {
+    match request {
+        Request::Ping | Request::RefreshToken { .. } => true,
+        Request::RaceList | Request::RaceGet { .. } => matches!(role, Role::Admin | Role::Spectator | Role::Racer),
+        Request::RaceCreate(_)
+        | Request::RaceUpdate(_)
+        | Request::RaceStart { .. }
+        | Request::RaceFinish { .. }
+        | Request::RaceCancel { .. }
+        | Request::Backup => role == Role::Admin,
+    }
+}
+
+/// Handles one request for the holder of `claims` (which a refresh may replace).
+pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> Outcome {
+    if !permitted(claims.role, &request) {
+        return Outcome::Reply(Err(Rejection::new(
+            ErrorCode::Forbidden,
+            format!("role {} may not send {}", claims.role, request.type_name()),
+        )));
+    }
+    let expired = claims.expires_at_ms() + engine.config.auth.leeway_secs as i64 * 1000 <= now_ms();
+    if expired && !matches!(request, Request::RefreshToken { .. }) {
+        return Outcome::Reply(Err(Rejection::new(ErrorCode::TokenExpired, "token expired; send refresh_token or reconnect")));
+    }
+    let Some(services) = engine.services() else {
+        return Outcome::Reply(Err(Rejection::new(ErrorCode::Unavailable, "the server is still recovering")));
+    };
+    match request {
+        Request::Ping => Outcome::Reply(Ok(Reply::Pong { server_time_ms: now_ms() })),
+        Request::RefreshToken { token } => refresh(engine, claims, &token).into(),
+        Request::RaceCreate(create) => race_create(services, create).await.into(),
+        Request::RaceUpdate(update) => race_update(services, update).await.into(),
+        Request::RaceList => {
+            let races = services
+                .races
+                .list()
+                .iter()
+                .filter(|r| claims.race.as_deref().is_none_or(|scope| scope == r.id.as_str()))
+                .map(race_view)
+                .collect();
+            Outcome::Reply(Ok(Reply::Races(races)))
+        }
+        Request::RaceGet { id } => {
+            let result = RaceId::parse(&id)
+                .and_then(|id| in_scope(claims, &id).map(|()| id))
+                .and_then(|id| services.races.get(&id))
+                .map(|r| Reply::Race(race_view(&r)));
+            Outcome::Reply(result)
+        }
+        Request::RaceStart { id } => race_command(services, &id, RaceCommand::Start).await.into(),
+        Request::RaceFinish { id } => race_command(services, &id, RaceCommand::Finish).await.into(),
+        Request::RaceCancel { id, reason } => race_command(services, &id, RaceCommand::Cancel { reason }).await.into(),
+        Request::Backup => backup(engine, services).await,
+    }
+}
+
+fn refresh(engine: &Engine, claims: &mut Claims, token: &str) -> Result<Reply, Rejection> {
+    let fresh = engine.keys.verify(token).map_err(|e| match e {
+        crate::auth::TokenError::Expired => Rejection::new(ErrorCode::TokenExpired, "the new token has already expired"),
+        other => Rejection::new(ErrorCode::Unauthenticated, other.to_string()),
+    })?;
+    if fresh.sub != claims.sub || fresh.role != claims.role || fresh.race != claims.race {
+        return Err(Rejection::new(
+            ErrorCode::Forbidden,
+            "a refreshed token must have the same subject, role and race as the socket's",
+        ));
+    }
+    let expires_at_ms = fresh.expires_at_ms();
+    *claims = fresh;
+    Ok(Reply::TokenRefreshed { expires_at_ms })
+}
+
+fn in_scope(claims: &Claims, id: &RaceId) -> Result<(), Rejection> {
+    match &claims.race {
+        Some(scope) if scope != id.as_str() => Err(Rejection::new(ErrorCode::Forbidden, format!("this token is limited to race {scope}"))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_course(services: &Services, gpx: &str) -> Result<Course, Rejection> {
+    Course::from_gpx(gpx.as_bytes(), services.races.limits().max_course_points)
+        .map_err(|e| Rejection::new(ErrorCode::InvalidCourse, e.to_string()))
+}
+
+async fn race_create(services: &Services, create: RaceCreate) -> Result<Reply, Rejection> {
+    let course = parse_course(services, &create.course_gpx)?;
+    let command = RaceCommand::Create {
+        name: create.name,
+        course,
+        start_at_ms: create.start_at_ms,
+        cutoff_at_ms: create.cutoff_at_ms,
+    };
+    services.races.create(command).await.map(|r| Reply::Race(race_view(&r)))
+}
+
+async fn race_update(services: &Services, update: RaceUpdate) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(&update.id)?;
+    let course = update.course_gpx.as_deref().map(|gpx| parse_course(services, gpx)).transpose()?;
+    let cutoff_at_ms = if update.clear_cutoff { Some(None) } else { update.cutoff_at_ms.map(Some) };
+    let command = RaceCommand::Update { name: update.name, course, start_at_ms: update.start_at_ms, cutoff_at_ms };
+    services.races.command(&id, command).await.map(|r| Reply::Race(race_view(&r)))
+}
+
+async fn race_command(services: &Services, id: &str, command: RaceCommand) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(id)?;
+    services.races.command(&id, command).await.map(|r| Reply::Race(race_view(&r)))
+}
+
+async fn backup(engine: &Engine, services: &Services) -> Outcome {
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    let path = engine
+        .config
+        .backup_dir()
+        .join(format!("stream-{}-{:08x}.tmp", now_ms(), u32::from_be_bytes(suffix)));
+    match services.journal.backup(path.clone()).await {
+        Ok(summary) => Outcome::StreamFile {
+            path,
+            reply: Reply::BackupDone(BackupInfo { bytes: summary.bytes, records: summary.records, crc32: summary.crc32 }),
+        },
+        Err(e) => {
+            tracing::error!("backup failed: {e}");
+            let _ = std::fs::remove_file(&path);
+            Outcome::Reply(Err(Rejection::internal(format!("backup failed: {e}"))))
+        }
+    }
+}
+
+/// The wire view of a race summary.
+pub fn race_view(r: &RaceSummary) -> RaceView {
+    RaceView {
+        id: r.id.to_string(),
+        name: r.name.clone(),
+        state: match r.status {
+            RaceStatus::Scheduled => RaceStateView::Scheduled,
+            RaceStatus::Live => RaceStateView::Live,
+            RaceStatus::Finished => RaceStateView::Finished,
+            RaceStatus::Cancelled => RaceStateView::Cancelled,
+        },
+        start_at_ms: r.start_at_ms,
+        cutoff_at_ms: r.cutoff_at_ms,
+        created_at_ms: r.created_at_ms,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        cancelled_at_ms: r.cancelled_at_ms,
+        cancel_reason: r.cancel_reason.clone(),
+        course_points: r.course_points,
+        course_length_m: r.course_length_m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admins_change_races_and_patrol_roles_cannot_read_them() {
+        let start = Request::RaceStart { id: "r".into() };
+        assert!(permitted(Role::Admin, &start));
+        for role in [Role::Racer, Role::Spectator, Role::Officer, Role::Citizen] {
+            assert!(!permitted(role, &start));
+            assert!(!permitted(role, &Request::Backup));
+            assert!(permitted(role, &Request::Ping));
+        }
+        assert!(permitted(Role::Spectator, &Request::RaceList));
+        assert!(!permitted(Role::Citizen, &Request::RaceList));
+    }
+}

@@ -1,0 +1,295 @@
+//! Signed session tokens: who is on the other end of a socket and what they may do.
+//!
+//! Tokens are HS256 JWTs carrying a [`Role`], a subject id, an optional race scope and an
+//! expiry. The signing secret never ships in `config.toml`: it is read from
+//! `PELOTON_AUTH_SECRET`, from `auth.secret_file`, or created at random in the data folder
+//! with owner-only permissions. The same [`Keys`] issue tokens offline in the CLI and
+//! verify them in the server.
+
+use crate::config::Config;
+use crate::ids::validate_id;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The environment variable holding the secret itself (hex or any text of 32+ bytes).
+pub const SECRET_ENV: &str = "PELOTON_AUTH_SECRET";
+/// File name of the generated secret inside the data folder.
+pub const SECRET_FILE_NAME: &str = "secret.key";
+
+/// What a token holder is; decides which messages they may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs the system: races, imports, backups, mail.
+    Admin,
+    /// A racer's phone, bound to one race.
+    Racer,
+    /// Watches races; may be scoped to one race (share links).
+    Spectator,
+    /// A police officer's device.
+    Officer,
+    /// A citizen's device.
+    Citizen,
+}
+
+impl Role {
+    /// Every role, for help texts and validation messages.
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Racer, Role::Spectator, Role::Officer, Role::Citizen];
+
+    /// The lowercase name used in tokens and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Racer => "racer",
+            Role::Spectator => "spectator",
+            Role::Officer => "officer",
+            Role::Citizen => "citizen",
+        }
+    }
+
+    /// Parses a role name as typed on the command line.
+    pub fn parse(text: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == text)
+            .ok_or_else(|| format!("unknown role `{text}`; expected one of admin, racer, spectator, officer, citizen"))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The claims inside a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject: the user, device or admin the token was issued to.
+    pub sub: String,
+    /// What the subject may do.
+    pub role: Role,
+    /// Restricts the token to one race (racers, share links).
+    #[serde(default)]
+    pub race: Option<String>,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+}
+
+impl Claims {
+    /// Expiry in milliseconds, the protocol's time unit.
+    pub fn expires_at_ms(&self) -> i64 {
+        self.exp.saturating_mul(1000)
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No token was presented.
+    #[error("no token presented; send `Authorization: Bearer <token>` or `?token=`")]
+    Missing,
+    /// The token is past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// Bad signature, malformed, or claims out of range.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Why the secret could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[error("auth secret: {0}")]
+pub struct SecretError(pub String);
+
+/// Signing and verification keys derived from the secret.
+#[derive(Clone)]
+pub struct Keys {
+    /// Signs tokens (CLI, refresh tests).
+    encoding: EncodingKey,
+    /// Verifies tokens at upgrade and refresh.
+    decoding: DecodingKey,
+    /// Expiry and algorithm checks.
+    validation: Validation,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    /// Keys from raw secret bytes. Secrets shorter than 32 bytes are refused: HS256 is only
+    /// as strong as its key.
+    pub fn from_secret(secret: &[u8], leeway_secs: u64) -> Result<Keys, SecretError> {
+        if secret.len() < 32 {
+            return Err(SecretError(format!(
+                "the secret must be at least 32 bytes, got {}",
+                secret.len()
+            )));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway_secs;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Keys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// Loads the secret the way the server does: `PELOTON_AUTH_SECRET`, then
+    /// `auth.secret_file`, then `<data_dir>/secret.key`, created if missing.
+    pub fn load_or_create(config: &Config) -> Result<Keys, SecretError> {
+        let secret = match std::env::var(SECRET_ENV) {
+            Ok(value) if !value.is_empty() => decode_secret(value.trim()),
+            _ => load_or_create_file(&secret_path(config))?,
+        };
+        Keys::from_secret(&secret, config.auth.leeway_secs)
+    }
+
+    /// Signs `claims`.
+    pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
+    /// Verifies a token's signature, expiry and claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            }
+        })?;
+        let claims = data.claims;
+        validate_id("token subject", &claims.sub).map_err(|r| TokenError::Invalid(r.message))?;
+        if let Some(race) = &claims.race {
+            validate_id("token race", race).map_err(|r| TokenError::Invalid(r.message))?;
+        }
+        Ok(claims)
+    }
+}
+
+/// Builds claims valid from `now_secs` for `ttl_secs`.
+pub fn claims_for(role: Role, sub: &str, race: Option<&str>, now_secs: i64, ttl_secs: u64) -> Claims {
+    Claims {
+        sub: sub.to_owned(),
+        role,
+        race: race.map(str::to_owned),
+        iat: now_secs,
+        exp: now_secs.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+    }
+}
+
+/// Where the secret file is for this configuration.
+pub fn secret_path(config: &Config) -> PathBuf {
+    if config.auth.secret_file.is_empty() {
+        config.server.data_dir.join(SECRET_FILE_NAME)
+    } else {
+        PathBuf::from(&config.auth.secret_file)
+    }
+}
+
+/// Secrets are stored as hex; anything else is taken as raw bytes so a passphrase works too.
+fn decode_secret(text: &str) -> Vec<u8> {
+    let is_hex = text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex {
+        (0..text.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+            .collect()
+    } else {
+        text.as_bytes().to_vec()
+    }
+}
+
+fn load_or_create_file(path: &Path) -> Result<Vec<u8>, SecretError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(decode_secret(text.trim())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SecretError(format!("cannot read {}: {e}", path.display()))),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| SecretError(format!("no randomness for a new secret: {e}")))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| SecretError(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    write_owner_only(path, hex.as_bytes())
+        .map_err(|e| SecretError(format!("cannot write {}: {e}", path.display())))?;
+    Ok(secret.to_vec())
+}
+
+/// Creates the file with mode 0600 from the start, so the secret is never readable by others,
+/// and fails rather than overwrite a secret another process created meanwhile.
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::from_secret(&[7u8; 32], 0).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_keep_their_claims() {
+        let now = crate::time::now_ms() / 1000;
+        let claims = claims_for(Role::Racer, "rider-1", Some("race-9"), now, 60);
+        let token = keys().issue(&claims).unwrap();
+        assert_eq!(keys().verify(&token).unwrap(), claims);
+    }
+
+    #[test]
+    fn expired_wrong_key_and_garbage_are_refused() {
+        let now = crate::time::now_ms() / 1000;
+        let old = claims_for(Role::Admin, "ops", None, now - 7200, 60);
+        assert_eq!(keys().verify(&keys().issue(&old).unwrap()), Err(TokenError::Expired));
+        let other = Keys::from_secret(&[8u8; 32], 0).unwrap();
+        let token = other.issue(&claims_for(Role::Admin, "ops", None, now, 60)).unwrap();
+        assert!(matches!(keys().verify(&token), Err(TokenError::Invalid(_))));
+        assert!(matches!(keys().verify("not.a.token"), Err(TokenError::Invalid(_))));
+        let bad_sub = claims_for(Role::Admin, "a/b", None, now, 60);
+        assert!(matches!(keys().verify(&keys().issue(&bad_sub).unwrap()), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(Keys::from_secret(b"short", 0).is_err());
+    }
+
+    #[test]
+    fn secret_file_is_created_owner_only_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s").join(SECRET_FILE_NAME);
+        let first = load_or_create_file(&path).unwrap();
+        let second = load_or_create_file(&path).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `peloton admin …` and `peloton restore`: each command validates its flags, talks to the
+//! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
+
+use super::args::{AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs};
+use super::{output, CliError};
+use crate::auth::{claims_for, Keys, Role};
+use crate::config::{Config, Overrides};
+use crate::ids::validate_id;
+use crate::net::client::Client;
+use crate::net::codec::Codec;
+use crate::net::protocol::{RaceCreate, RaceUpdate, RaceView, Reply, Request};
+use crate::persist::backup;
+use crate::time::{now_ms, parse_duration, parse_rfc3339};
+use std::path::Path;
+
+/// Runs an admin command.
+pub async fn run(args: AdminArgs) -> Result<(), CliError> {
+    match args.command {
+        AdminCommand::Token(TokenCommand::Issue(issue)) => issue_token(issue, args.json),
+        AdminCommand::Race(race) => {
+            let request = race_request(race)?;
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let reply = client.request(request).await?;
+            client.close().await;
+            print_reply(reply, args.json)
+        }
+        AdminCommand::Backup { out } => {
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let tmp = out.with_extension("partial");
+            let mut file = std::fs::File::create(&tmp).map_err(|e| CliError::Failed(format!("cannot create {}: {e}", tmp.display())))?;
+            let info = client.backup(&mut file).await;
+            client.close().await;
+            let info = info.inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+            file.sync_all().map_err(|e| CliError::Failed(e.to_string()))?;
+            drop(file);
+            std::fs::rename(&tmp, &out).map_err(|e| CliError::Failed(format!("cannot write {}: {e}", out.display())))?;
+            let summary = backup::verify(&out).map_err(|e| CliError::Failed(format!("downloaded backup does not verify: {e}")))?;
+            if summary.crc32 != info.crc32 || summary.records != info.records {
+                return Err(CliError::Failed("downloaded backup differs from what the server wrote".into()));
+            }
+            if args.json {
+                output::json(&summary)
+            } else {
+                println!("wrote {} ({} bytes, {} records, crc32 {:08x})", out.display(), summary.bytes, summary.records, summary.crc32);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs `peloton restore`.
+pub fn restore(args: RestoreArgs) -> Result<(), CliError> {
+    let summary = backup::restore(&args.file, &args.data, args.force).map_err(|e| CliError::Failed(e.to_string()))?;
+    if args.json {
+        output::json(&summary)
+    } else {
+        println!("restored {} records from {} into {}", summary.records, args.file.display(), args.data.display());
+        Ok(())
+    }
+}
+
+async fn connect(server: &str, token: Option<&str>) -> Result<Client, CliError> {
+    let token = token.ok_or_else(|| CliError::Usage("no token: pass --token or set PELOTON_TOKEN (see `peloton admin token issue`)".into()))?;
+    Ok(Client::connect(server, token, Codec::Binary).await?)
+}
+
+fn issue_token(args: TokenIssueArgs, json: bool) -> Result<(), CliError> {
+    let role = Role::parse(&args.role).map_err(CliError::Usage)?;
+    validate_id("--sub", &args.sub).map_err(|r| CliError::Usage(r.message))?;
+    if let Some(race) = &args.race {
+        validate_id("--race", race).map_err(|r| CliError::Usage(r.message))?;
+    }
+    let ttl = parse_duration(&args.ttl).map_err(|e| CliError::Usage(format!("--ttl: {e}")))?;
+    let overrides = Overrides { listen: None, data_dir: args.data.clone() };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    if ttl.as_secs() == 0 || ttl.as_secs() > config.auth.max_ttl_secs {
+        return Err(CliError::Usage(format!("--ttl must be between 1s and {}s (auth.max_ttl_secs)", config.auth.max_ttl_secs)));
+    }
+    let keys = Keys::load_or_create(&config).map_err(|e| CliError::Failed(e.to_string()))?;
+    let claims = claims_for(role, &args.sub, args.race.as_deref(), now_ms() / 1000, ttl.as_secs());
+    let token = keys.issue(&claims).map_err(|e| CliError::Failed(e.to_string()))?;
+    if json {
+        output::json(&serde_json::json!({
+            "token": token,
+            "role": role.as_str(),
+            "sub": claims.sub,
+            "race": claims.race,
+            "expires_at": crate::time::format_rfc3339(claims.expires_at_ms()),
+        }))
+    } else {
+        println!("{token}");
+        Ok(())
+    }
+}
+
+fn read_gpx(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("cannot read course {}: {e}", path.display())))
+}
+
+fn time_flag(flag: &str, value: &str) -> Result<i64, CliError> {
+    parse_rfc3339(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))
+}
+
+fn race_request(command: RaceCommand) -> Result<Request, CliError> {
+    Ok(match command {
+        RaceCommand::Create { name, course, start, cutoff } => Request::RaceCreate(RaceCreate {
+            name,
+            course_gpx: read_gpx(&course)?,
+            start_at_ms: time_flag("--start", &start)?,
+            cutoff_at_ms: cutoff.map(|c| time_flag("--cutoff", &c)).transpose()?,
+        }),
+        RaceCommand::Update { id, name, course, start, cutoff, clear_cutoff } => Request::RaceUpdate(RaceUpdate {
+            id,
+            name,
+            course_gpx: course.map(|c| read_gpx(&c)).transpose()?,
+            start_at_ms: start.map(|s| time_flag("--start", &s)).transpose()?,
+            cutoff_at_ms: cutoff.map(|c| time_flag("--cutoff", &c)).transpose()?,
+            clear_cutoff,
+        }),
+        RaceCommand::List => Request::RaceList,
+        RaceCommand::Show { id } => Request::RaceGet { id },
+        RaceCommand::Start { id } => Request::RaceStart { id },
+        RaceCommand::Finish { id } => Request::RaceFinish { id },
+        RaceCommand::Cancel { id, reason } => Request::RaceCancel { id, reason },
+    })
+}
+
+fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
+    match reply {
+        Reply::Race(race) => print_race(&race, json),
+        Reply::Races(races) if json => output::json(&races),
+        Reply::Races(races) => {
+            output::races(&races);
+            Ok(())
+        }
+        other => Err(CliError::Failed(format!("unexpected reply {}", other.type_name()))),
+    }
+}
+
+fn print_race(race: &RaceView, json: bool) -> Result<(), CliError> {
+    if json {
+        output::json(race)
+    } else {
+        output::race(race);
+        Ok(())
+    }
+}

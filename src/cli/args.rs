@@ -1,0 +1,184 @@
+//! Command-line shapes (clap derive). Kept apart from the code that runs them so `--help`
+//! is readable in one place.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Peloton: live races, patrol proximity and durable mail over WebSockets.
+#[derive(Debug, Parser)]
+#[command(name = "peloton", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Administer a running server (and issue tokens offline).
+    Admin(AdminArgs),
+    /// Restore a backup file into an empty data folder (server stopped).
+    Restore(RestoreArgs),
+}
+
+/// `peloton serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A config file layered over the embedded defaults.
+    #[arg(long, env = "PELOTON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:0 for a free port (overrides server.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data folder (overrides server.data_dir).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// `peloton admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Server address, ws://HOST:PORT.
+    #[arg(long, env = "PELOTON_SERVER", default_value = "ws://127.0.0.1:7400", global = true)]
+    pub server: String,
+    /// Admin token (see `peloton admin token issue`).
+    #[arg(long, env = "PELOTON_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print exactly one JSON document instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The admin command.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Admin commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Signed tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Races.
+    #[command(subcommand)]
+    Race(RaceCommand),
+    /// Download a consistent backup of the running server.
+    Backup {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `peloton admin token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token offline with the server's secret.
+    Issue(TokenIssueArgs),
+}
+
+/// `peloton admin token issue`.
+#[derive(Debug, Args)]
+pub struct TokenIssueArgs {
+    /// admin, racer, spectator, officer or citizen.
+    #[arg(long)]
+    pub role: String,
+    /// Subject id: the user, device or admin.
+    #[arg(long)]
+    pub sub: String,
+    /// Limit the token to one race.
+    #[arg(long)]
+    pub race: Option<String>,
+    /// Lifetime, e.g. 1h, 15m, 7d.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// The server's data folder (where the secret lives).
+    #[arg(long, env = "PELOTON_DATA")]
+    pub data: Option<PathBuf>,
+    /// The server's config file, if it sets auth.secret_file.
+    #[arg(long, env = "PELOTON_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `peloton admin race …`.
+#[derive(Debug, Subcommand)]
+pub enum RaceCommand {
+    /// Create a race from a GPX course.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// GPX file with the course.
+        #[arg(long)]
+        course: PathBuf,
+        /// Planned start, RFC 3339 (2026-12-01T09:00:00Z).
+        #[arg(long)]
+        start: String,
+        /// Cut-off, RFC 3339.
+        #[arg(long)]
+        cutoff: Option<String>,
+    },
+    /// Edit a scheduled race.
+    Update {
+        /// Race id.
+        id: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New GPX course.
+        #[arg(long)]
+        course: Option<PathBuf>,
+        /// New planned start.
+        #[arg(long)]
+        start: Option<String>,
+        /// New cut-off.
+        #[arg(long, conflicts_with = "clear_cutoff")]
+        cutoff: Option<String>,
+        /// Remove the cut-off.
+        #[arg(long)]
+        clear_cutoff: bool,
+    },
+    /// List races.
+    List,
+    /// Show one race.
+    Show {
+        /// Race id.
+        id: String,
+    },
+    /// Open a scheduled race.
+    Start {
+        /// Race id.
+        id: String,
+    },
+    /// Finish a live race.
+    Finish {
+        /// Race id.
+        id: String,
+    },
+    /// Cancel a scheduled or live race.
+    Cancel {
+        /// Race id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `peloton restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The data folder to restore into (must not hold a database).
+    #[arg(long, env = "PELOTON_DATA")]
+    pub data: PathBuf,
+    /// Replace an existing database in the data folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Print exactly one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,42 @@
+//! The command line: `peloton serve`, `peloton admin …`, `peloton restore`.
+//!
+//! Argument shapes live in [`args`]; admin commands in [`admin`] speak the binary protocol
+//! through [`crate::net::client`]; [`output`] prints tables for people and exactly one JSON
+//! document for scripts (`--json`).
+
+pub mod admin;
+pub mod args;
+pub mod output;
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags or configuration: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The operation failed (server refused, connection lost, file unreadable): exit code 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<crate::net::client::ClientError> for CliError {
+    fn from(e: crate::net::client::ClientError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}

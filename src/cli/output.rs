@@ -1,0 +1,59 @@
+//! Printing results: a table or a few lines for people, exactly one JSON document with
+//! `--json`. Errors are printed by `main` as one line on stderr.
+
+use crate::net::protocol::RaceView;
+use crate::time::format_rfc3339;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+
+/// Prints `value` as one JSON document on stdout.
+pub fn json<T: Serialize>(value: &T) -> Result<(), super::CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| super::CliError::Failed(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Races as a table.
+pub fn races(races: &[RaceView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["id", "name", "state", "start", "length km", "points"]);
+    for r in races {
+        table.add_row([
+            r.id.clone(),
+            r.name.clone(),
+            state(r).to_owned(),
+            format_rfc3339(r.start_at_ms),
+            format!("{:.2}", r.course_length_m / 1000.0),
+            r.course_points.to_string(),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// One race as labelled lines.
+pub fn race(r: &RaceView) {
+    let opt = |t: Option<i64>| t.map(format_rfc3339).unwrap_or_else(|| "-".into());
+    println!("id        {}", r.id);
+    println!("name      {}", r.name);
+    println!("state     {}", state(r));
+    println!("start     {}", format_rfc3339(r.start_at_ms));
+    println!("cut-off   {}", opt(r.cutoff_at_ms));
+    println!("course    {:.2} km, {} points", r.course_length_m / 1000.0, r.course_points);
+    println!("created   {}", format_rfc3339(r.created_at_ms));
+    println!("started   {}", opt(r.started_at_ms));
+    println!("finished  {}", opt(r.finished_at_ms));
+    if r.cancelled_at_ms.is_some() {
+        println!("cancelled {} ({})", opt(r.cancelled_at_ms), r.cancel_reason.as_deref().unwrap_or("no reason given"));
+    }
+}
+
+fn state(r: &RaceView) -> &'static str {
+    use crate::net::protocol::RaceStateView as S;
+    match r.state {
+        S::Scheduled => "scheduled",
+        S::Live => "live",
+        S::Finished => "finished",
+        S::Cancelled => "cancelled",
+    }
+}

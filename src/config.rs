@@ -1,0 +1,409 @@
+//! Configuration: the embedded `config.toml` defaults, an optional file on top, then
+//! `PELOTON_*` environment variables, then command-line flags.
+//!
+//! Loading works on a TOML table so every layer is merged the same way and every error can
+//! name the exact key (`ws.max_frame_bytes`). The typed [`Config`] is only built once the
+//! merged table is complete, then checked by [`Config::validate`].
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The defaults, compiled in so the binary runs with no file beside it.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+/// A configuration problem, always naming the key (or file) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Everything the server can be told. Mirrors `config.toml` section by section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen and keep data.
+    pub server: ServerConfig,
+    /// WebSocket limits, per socket.
+    pub ws: WsConfig,
+    /// Token signing and checking.
+    pub auth: AuthConfig,
+    /// Journal, snapshots and backups.
+    pub persist: PersistConfig,
+    /// Actor restarts and call timeouts.
+    pub supervision: SupervisionConfig,
+    /// Race validation limits.
+    pub race: RaceConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the listening socket and the data folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `ip:port` to accept HTTP and WebSocket connections on; port 0 takes a free port.
+    pub listen: String,
+    /// Folder for sled, the signing secret and backups.
+    pub data_dir: PathBuf,
+    /// Time a graceful shutdown waits for sockets to close.
+    pub shutdown_grace_ms: u64,
+    /// Longest time to read an HTTP request head.
+    pub header_read_timeout_ms: u64,
+}
+
+/// `[ws]`: per-socket buffers and limits; small by default so sockets stay cheap.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsConfig {
+    /// tokio-tungstenite read buffer per socket.
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write reaches the socket.
+    pub write_buffer_bytes: usize,
+    /// Outgoing bytes one socket may hold before it is treated as stuck.
+    pub max_write_buffer_bytes: usize,
+    /// Largest incoming frame.
+    pub max_frame_bytes: usize,
+    /// Largest incoming message for every role but admin.
+    pub max_message_bytes: usize,
+    /// Largest incoming message for admins (GPX uploads).
+    pub admin_max_message_bytes: usize,
+    /// Capacity of one socket's outbound queue, in frames.
+    pub outbound_queue: usize,
+    /// Sustained messages per second per socket.
+    pub rate_limit_per_sec: u32,
+    /// Burst allowance above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Consecutive rate-limited messages before the socket is closed with 1008.
+    pub flood_close_after: u32,
+    /// Grace after token expiry before the socket is closed.
+    pub token_expiry_grace_ms: u64,
+}
+
+/// `[auth]`: where the signing secret lives and how tokens are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Secret file; empty means `<data_dir>/secret.key`.
+    pub secret_file: String,
+    /// Clock skew tolerated on expiry.
+    pub leeway_secs: u64,
+    /// Longest token lifetime the CLI will issue.
+    pub max_ttl_secs: u64,
+}
+
+/// `[persist]`: group commit, snapshots and backups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistConfig {
+    /// Most writes committed by one flush.
+    pub group_commit_max_batch: usize,
+    /// Events between snapshots of one actor.
+    pub snapshot_every: u64,
+    /// Hours between scheduled backups (0 = off).
+    pub backup_every_hours: u64,
+    /// Scheduled backups kept.
+    pub backup_keep: usize,
+    /// Scheduled backup folder, relative to the data folder unless absolute.
+    pub backup_dir: PathBuf,
+}
+
+/// `[supervision]`: how hard supervisors try to keep actors alive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// Restarts allowed per actor per window.
+    pub restart_budget: u32,
+    /// The window for the restart budget.
+    pub restart_window_secs: u64,
+    /// How long the API waits for an actor.
+    pub call_timeout_ms: u64,
+}
+
+/// `[race]`: limits on what an admin may create.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaceConfig {
+    /// Longest race name.
+    pub max_name_chars: usize,
+    /// Most course points.
+    pub max_course_points: usize,
+}
+
+/// `[log]`: the default tracing filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+/// Command-line values that beat every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Self::from_table(parse_table(DEFAULT_CONFIG, "embedded config.toml")?)
+    }
+
+    /// Loads defaults, then `file`, then the process environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &vars, overrides)
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse_table(DEFAULT_CONFIG, "embedded config.toml")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            let layer = parse_table(&text, &path.display().to_string())?;
+            merge_layer(&mut table, layer, &path.display().to_string())?;
+        }
+        apply_env(&mut table, env)?;
+        if let Some(listen) = &overrides.listen {
+            set_key(&mut table, "server", "listen", toml::Value::String(listen.clone()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            set_key(
+                &mut table,
+                "server",
+                "data_dir",
+                toml::Value::String(dir.display().to_string()),
+            );
+        }
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.message().trim().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range checks serde cannot express; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+            if value < min {
+                return Err(ConfigError(format!("{key} must be at least {min}, got {value}")));
+            }
+            Ok(())
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError(format!(
+                "server.listen must be ip:port such as 127.0.0.1:7400, got `{}`",
+                self.server.listen
+            )));
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("server.data_dir must not be empty".into()));
+        }
+        let ws = &self.ws;
+        at_least("ws.read_buffer_bytes", ws.read_buffer_bytes as u64, 512)?;
+        at_least("ws.write_buffer_bytes", ws.write_buffer_bytes as u64, 0)?;
+        at_least("ws.max_frame_bytes", ws.max_frame_bytes as u64, 128)?;
+        at_least("ws.max_message_bytes", ws.max_message_bytes as u64, ws.max_frame_bytes.min(128) as u64)?;
+        at_least("ws.admin_max_message_bytes", ws.admin_max_message_bytes as u64, ws.max_message_bytes as u64)?;
+        at_least("ws.max_write_buffer_bytes", ws.max_write_buffer_bytes as u64, (ws.write_buffer_bytes + 1) as u64)?;
+        at_least("ws.outbound_queue", ws.outbound_queue as u64, 1)?;
+        at_least("ws.rate_limit_per_sec", ws.rate_limit_per_sec.into(), 1)?;
+        at_least("ws.rate_limit_burst", ws.rate_limit_burst.into(), 1)?;
+        at_least("ws.flood_close_after", ws.flood_close_after.into(), 1)?;
+        at_least("auth.max_ttl_secs", self.auth.max_ttl_secs, 1)?;
+        at_least("persist.group_commit_max_batch", self.persist.group_commit_max_batch as u64, 1)?;
+        at_least("persist.snapshot_every", self.persist.snapshot_every, 1)?;
+        at_least("persist.backup_keep", self.persist.backup_keep as u64, 1)?;
+        at_least("supervision.restart_window_secs", self.supervision.restart_window_secs, 1)?;
+        at_least("supervision.call_timeout_ms", self.supervision.call_timeout_ms, 1)?;
+        at_least("race.max_name_chars", self.race.max_name_chars as u64, 1)?;
+        at_least("race.max_course_points", self.race.max_course_points as u64, 2)?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return Err(ConfigError(format!(
+                "log.filter is not a valid tracing filter: `{}`",
+                self.log.filter
+            )));
+        }
+        Ok(())
+    }
+
+    /// The scheduled backup folder, resolved against the data folder.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.persist.backup_dir.is_absolute() {
+            self.persist.backup_dir.clone()
+        } else {
+            self.server.data_dir.join(&self.persist.backup_dir)
+        }
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError(format!("{origin}: {}", e.message().trim())))
+}
+
+/// Copies `layer` onto `base`, refusing keys the defaults do not have so a typo is an error
+/// rather than a silently ignored setting.
+fn merge_layer(base: &mut toml::Table, layer: toml::Table, origin: &str) -> Result<(), ConfigError> {
+    for (section, value) in layer {
+        let Some(toml::Value::Table(base_section)) = base.get_mut(&section) else {
+            return Err(ConfigError(format!("{origin}: unknown section [{section}]")));
+        };
+        let toml::Value::Table(entries) = value else {
+            return Err(ConfigError(format!("{origin}: `{section}` must be a [section]")));
+        };
+        for (key, value) in entries {
+            let Some(default) = base_section.get(&key) else {
+                return Err(ConfigError(format!("{origin}: unknown key {section}.{key}")));
+            };
+            if default.type_str() != value.type_str() {
+                return Err(ConfigError(format!(
+                    "{origin}: {section}.{key} must be {} {}, got {} {}",
+                    article(default.type_str()),
+                    default.type_str(),
+                    article(value.type_str()),
+                    value.type_str(),
+                )));
+            }
+            base_section.insert(key, value);
+        }
+    }
+    Ok(())
+}
+
+/// Applies `PELOTON_<SECTION>_<KEY>` (and the short forms) to known keys, parsing each value
+/// as the type the default has.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let mut keys = Vec::new();
+    for (section, value) in table.iter() {
+        if let toml::Value::Table(entries) = value {
+            for (key, default) in entries {
+                keys.push((section.clone(), key.clone(), default.clone()));
+            }
+        }
+    }
+    for (section, key, default) in keys {
+        let mut names = vec![format!("PELOTON_{}_{}", section.to_uppercase(), key.to_uppercase())];
+        match (section.as_str(), key.as_str()) {
+            ("server", "listen") => names.push("PELOTON_LISTEN".into()),
+            ("server", "data_dir") => names.push("PELOTON_DATA".into()),
+            _ => {}
+        }
+        // The short forms are what users type, so they win over the long forms.
+        let Some((name, raw)) = names
+            .iter()
+            .rev()
+            .find_map(|n| lookup(n).map(|v| (n.clone(), v)))
+        else {
+            continue;
+        };
+        let value = match default {
+            toml::Value::String(_) => toml::Value::String(raw),
+            toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| {
+                ConfigError(format!("{section}.{key} (from {name}) must be an integer, got `{raw}`"))
+            })?),
+            toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| {
+                ConfigError(format!("{section}.{key} (from {name}) must be true or false, got `{raw}`"))
+            })?),
+            toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| {
+                ConfigError(format!("{section}.{key} (from {name}) must be a number, got `{raw}`"))
+            })?),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{section}.{key} cannot be set from the environment"
+                )))
+            }
+        };
+        set_key(table, &section, &key, value);
+    }
+    Ok(())
+}
+
+fn article(type_name: &str) -> &'static str {
+    if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+fn set_key(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
+    if let Some(toml::Value::Table(entries)) = table.get_mut(section) {
+        entries.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.ws.read_buffer_bytes, 4096);
+        assert_eq!(c.persist.backup_every_hours, 4);
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_flags_override_environment() {
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_WS_MAX_FRAME_BYTES", "8192"), ("PELOTON_LISTEN", "127.0.0.1:1")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.ws.max_frame_bytes, 8192);
+        assert_eq!(c.server.listen, "127.0.0.1:1");
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_LISTEN", "127.0.0.1:1")]),
+            &Overrides { listen: Some("127.0.0.1:2".into()), data_dir: None },
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load_from(None, &env(&[("PELOTON_WS_MAX_FRAME_BYTES", "lots")]), &Overrides::default())
+            .unwrap_err();
+        assert!(e.0.contains("ws.max_frame_bytes"), "{e}");
+        let e = Config::load_from(None, &env(&[("PELOTON_PERSIST_SNAPSHOT_EVERY", "0")]), &Overrides::default())
+            .unwrap_err();
+        assert!(e.0.contains("persist.snapshot_every"), "{e}");
+        let e = Config::load_from(None, &[], &Overrides { listen: Some("nowhere".into()), data_dir: None })
+            .unwrap_err();
+        assert!(e.0.contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn file_layers_reject_unknown_keys_and_wrong_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[ws]\nmax_frame_bytez = 1\n").unwrap();
+        let e = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("ws.max_frame_bytez"), "{e}");
+        std::fs::write(&path, "[ws]\nmax_frame_bytes = \"big\"\n").unwrap();
+        let e = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("max_frame_bytes"), "{e}");
+        std::fs::write(&path, "[ws]\nmax_frame_bytes = 2048\n").unwrap();
+        let c = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.ws.max_frame_bytes, 2048);
+    }
+}

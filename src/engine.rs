@@ -1,0 +1,257 @@
+//! The assembled server: configuration, keys, storage, the supervision tree and the HTTP
+//! listener, started in the order that makes readiness honest, and stopped gracefully.
+//!
+//! Start: open storage → start the journal writer → bind the socket (health answers, ready
+//! does not) → start the root supervisor and recover every domain → ready → print
+//! `listening on`. Stop (SIGTERM/SIGINT or [`RunningServer::shutdown`]): stop accepting →
+//! close sockets with 1001 → stop actors → flush the journal.
+
+use crate::actors::race::domain::RaceSettings;
+use crate::actors::race::RaceDomain;
+use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::net::http;
+use crate::persist::{backup, Journal, JournalWriter, Store};
+use crate::time::now_ms;
+use ractor::{Actor, ActorRef};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// Why the server could not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The running domains, available once recovery has finished.
+pub struct Services {
+    /// The race domain.
+    pub races: RaceDomain,
+    /// The journal, for backups and the final flush.
+    pub journal: Journal,
+}
+
+/// What every connection handler shares.
+pub struct Engine {
+    /// The effective configuration.
+    pub config: Config,
+    /// Token verification.
+    pub keys: Keys,
+    /// Set once, when recovery has finished.
+    services: OnceLock<Services>,
+    /// True from the end of recovery until shutdown begins.
+    ready: AtomicBool,
+    /// Flips to true when shutdown begins; every session watches it.
+    shutdown: watch::Sender<bool>,
+    /// Open WebSocket sessions, so shutdown can wait for them to close.
+    pub sessions: Arc<SessionTracker>,
+}
+
+impl Engine {
+    /// The domains, or `None` while recovering.
+    pub fn services(&self) -> Option<&Services> {
+        self.services.get()
+    }
+
+    /// Whether requests are served (recovery done, not shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A receiver that changes to `true` when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Counts open sessions and wakes a waiter when the last one closes.
+#[derive(Default)]
+pub struct SessionTracker {
+    /// Sessions open now.
+    open: AtomicUsize,
+    /// Notified whenever a session closes.
+    closed: Notify,
+}
+
+/// Held by a session for its lifetime.
+pub struct SessionGuard(Arc<SessionTracker>);
+
+impl SessionTracker {
+    /// Registers a session until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> SessionGuard {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(crate::metrics::OPEN_SOCKETS).set(open as f64);
+        SessionGuard(self.clone())
+    }
+
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    async fn wait_idle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.closed.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let open = self.0.open.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        metrics::gauge!(crate::metrics::OPEN_SOCKETS).set(open as f64);
+        self.0.closed.notify_waiters();
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Shared state, for in-process tests.
+    pub engine: Arc<Engine>,
+    /// The supervision tree's root.
+    root: ActorRef<RootMsg>,
+    /// The accept loop.
+    listener: tokio::task::JoinHandle<()>,
+    /// Scheduled backups, stopped at shutdown.
+    backups: Option<tokio::task::JoinHandle<()>>,
+    /// The journal writer thread, joined last.
+    writer: Option<JournalWriter>,
+}
+
+/// Starts everything and returns once recovery has finished and connections are served.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    crate::metrics::install();
+    let keys = Keys::load_or_create(&config).map_err(|e| StartError(e.to_string()))?;
+    let data_dir = config.server.data_dir.clone();
+    let store = Store::open(&data_dir).map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
+    let (journal, writer) = JournalWriter::start(store.clone(), config.persist.group_commit_max_batch)
+        .map_err(|e| StartError(format!("journal writer: {e}")))?;
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let (shutdown, _) = watch::channel(false);
+    let engine = Arc::new(Engine {
+        config: config.clone(),
+        keys,
+        services: OnceLock::new(),
+        ready: AtomicBool::new(false),
+        shutdown,
+        sessions: Arc::new(SessionTracker::default()),
+    });
+    let listener = tokio::spawn(http::serve(listener, engine.clone()));
+
+    let restart_window = Duration::from_secs(config.supervision.restart_window_secs);
+    let (root, _) = RootSupervisor::spawn(None, RootSupervisor, RootArgs { restart_budget: config.supervision.restart_budget, restart_window })
+        .await
+        .map_err(|e| StartError(format!("supervision tree: {e}")))?;
+    let races = match RaceDomain::start(&root, store, journal.clone(), RaceSettings::from_config(&config)).await {
+        Ok(races) => races,
+        Err(e) => {
+            root.stop(None);
+            listener.abort();
+            return Err(StartError(format!("recovery failed: {e}")));
+        }
+    };
+    let backups = (config.persist.backup_every_hours > 0).then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));
+    if engine.services.set(Services { races, journal }).is_err() {
+        return Err(StartError("services were set twice".into()));
+    }
+    engine.ready.store(true, Ordering::Release);
+    tracing::info!(%addr, "ready");
+    Ok(RunningServer { addr, engine, root, listener, backups, writer: Some(writer) })
+}
+
+impl RunningServer {
+    /// Graceful shutdown: stop accepting, close sockets with 1001, stop actors, flush.
+    pub async fn shutdown(mut self) {
+        let engine = self.engine.clone();
+        engine.ready.store(false, Ordering::Release);
+        let _ = engine.shutdown.send(true);
+        let grace = Duration::from_millis(engine.config.server.shutdown_grace_ms);
+        let _ = tokio::time::timeout(grace, &mut self.listener).await;
+        self.listener.abort();
+        engine.sessions.wait_idle(grace).await;
+        if let Some(task) = self.backups.take() {
+            task.abort();
+        }
+        if let Err(e) = self.root.stop_and_wait(Some("shutdown".into()), Some(grace)).await {
+            tracing::warn!("actors did not stop in time: {e}");
+        }
+        if let Some(services) = engine.services() {
+            if let Err(e) = services.journal.flush().await {
+                tracing::error!("final journal flush failed: {e}");
+            }
+        }
+        // The writer thread stops once every journal handle is gone; sled flushed above.
+        drop(self.writer.take());
+        tracing::info!("stopped");
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Every `backup_every_hours`: write a backup through the journal writer (consistent),
+/// verify it, and keep the newest `backup_keep`.
+async fn scheduled_backups(config: Config, journal: Journal) {
+    let every = Duration::from_secs(config.persist.backup_every_hours.saturating_mul(3600));
+    let dir = config.backup_dir();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        let path = backup::scheduled_name(&dir, now_ms());
+        match journal.backup(path).await {
+            Ok(summary) => {
+                metrics::counter!(crate::metrics::BACKUPS, "result" => "ok").increment(1);
+                tracing::info!(path = %summary.path.display(), records = summary.records, "scheduled backup written and verified");
+                if let Err(e) = backup::rotate_names(&dir, config.persist.backup_keep) {
+                    tracing::warn!("old backups not rotated: {e}");
+                }
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::BACKUPS, "result" => "error").increment(1);
+                tracing::error!("scheduled backup failed: {e}");
+            }
+        }
+    }
+}

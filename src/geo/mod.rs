@@ -1,0 +1,8 @@
+//! Pure geometry shared by the domains: positions in fixed point, geodesic distances and
+//! race courses. No async, no I/O beyond parsing bytes handed in.
+
+pub mod course;
+pub mod position;
+
+pub use course::{Course, CourseError};
+pub use position::Position;

@@ -1,0 +1,74 @@
+//! Prometheus metrics: one recorder per process, rendered by `GET /metrics`.
+//!
+//! Metric names live here as constants so the exposition is documented in one place
+//! (PROTOCOL.md repeats them for operators) and no caller invents a near-duplicate name.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Gauge: WebSocket sockets open now.
+pub const OPEN_SOCKETS: &str = "peloton_ws_open_sockets";
+/// Counter by `type`: messages decoded from clients.
+pub const MESSAGES_IN: &str = "peloton_ws_messages_in_total";
+/// Counter by `type`: messages sent to clients.
+pub const MESSAGES_OUT: &str = "peloton_ws_messages_out_total";
+/// Counter by `code`: error replies sent.
+pub const ERRORS: &str = "peloton_errors_total";
+/// Counter by `code`: sockets closed by the server with a close code.
+pub const CLOSES: &str = "peloton_ws_closes_total";
+/// Counter: events appended to the journal.
+pub const JOURNAL_APPENDS: &str = "peloton_journal_appends_total";
+/// Counter: group-commit flushes.
+pub const JOURNAL_FLUSHES: &str = "peloton_journal_flushes_total";
+/// Histogram (seconds): time of one group-commit flush.
+pub const JOURNAL_FLUSH_SECONDS: &str = "peloton_journal_flush_seconds";
+/// Histogram: events committed by one flush.
+pub const JOURNAL_BATCH_EVENTS: &str = "peloton_journal_batch_events";
+/// Counter: snapshots written.
+pub const SNAPSHOTS: &str = "peloton_snapshots_total";
+/// Gauge by `kind`: actors alive now.
+pub const LIVE_ACTORS: &str = "peloton_actors_live";
+/// Counter by `kind`: actors restarted after a failure.
+pub const ACTOR_RESTARTS: &str = "peloton_actor_restarts_total";
+/// Counter by `result`: scheduled backups.
+pub const BACKUPS: &str = "peloton_backups_total";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls return the same handle. `None` when
+/// another recorder was installed first (metrics are then not exposed, nothing else breaks).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(JOURNAL_FLUSH_SECONDS.into()),
+                    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(JOURNAL_BATCH_EVENTS.into()),
+                        &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+                    )
+                });
+            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!("metrics recorder not installed: {e}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    match install() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    }
+}

@@ -1,0 +1,37 @@
+//! Everything about bytes on sockets, and nothing about rules.
+//!
+//! - [`protocol`]: the v1 message model (requests, replies, errors, pushes).
+//! - [`codec`]: the two encodings of that model, `peloton.v1.bin` and `peloton.v1.json`.
+//! - [`http`]: the HTTP server on the one port: health, readiness, metrics, WebSocket upgrade.
+//! - [`session`]: one WebSocket's life: limits, decoding, dispatch to [`crate::api`], replies.
+//! - [`ratelimit`]: the per-socket token bucket.
+//! - [`client`]: the Rust client the CLI and the tests use.
+//!
+//! `protocol` and `codec` depend on nothing but shared types, so a v2 can be added beside them.
+
+pub mod client;
+pub mod codec;
+pub mod http;
+pub mod protocol;
+pub mod ratelimit;
+pub mod session;
+
+/// WebSocket close codes the server uses (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Malformed WebSocket framing.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A frame type the subprotocol does not use (binary on JSON, text on binary).
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Rate limit flood, expired token, or a consumer too slow for too long.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame or message over the configured size.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server failed unexpectedly.
+    pub const INTERNAL_ERROR: u16 = 1011;
+}

@@ -1,0 +1,307 @@
+//! Protocol v1: the message model both subprotocols carry.
+//!
+//! A client sends [`ClientFrame`]s: a client-chosen request id and a [`Request`]. The server
+//! answers every request with exactly one [`ServerFrame::Reply`] or [`ServerFrame::Error`]
+//! carrying that id, and sends [`ServerFrame::Push`] for anything not asked for.
+//!
+//! Enum variant order is the binary encoding (a varint tag): append, never reorder or remove.
+//! PROTOCOL.md documents every message, field and byte.
+
+use crate::auth::Role;
+use crate::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this module implements.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Chosen by the client; echoed in the one reply or error. Ids need not be unique, but
+    /// a client that reuses them cannot tell replies apart.
+    pub id: u64,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// Everything a client can ask. Roles allowed are listed in PROTOCOL.md and enforced in
+/// [`crate::api`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness check; answered with [`Reply::Pong`]. Any role.
+    Ping,
+    /// Replace this socket's token with a fresh one for the same subject and role. Any role.
+    RefreshToken {
+        /// The new token.
+        token: String,
+    },
+    /// Create a race. Admin.
+    RaceCreate(RaceCreate),
+    /// Edit a scheduled race. Admin.
+    RaceUpdate(RaceUpdate),
+    /// List races. Admin, spectator, racer (race-scoped tokens see their race only).
+    RaceList,
+    /// One race. Admin, spectator, racer (race-scoped tokens: their race only).
+    RaceGet {
+        /// Race id.
+        id: String,
+    },
+    /// Scheduled → live. Admin.
+    RaceStart {
+        /// Race id.
+        id: String,
+    },
+    /// Live → finished. Admin.
+    RaceFinish {
+        /// Race id.
+        id: String,
+    },
+    /// Scheduled or live → cancelled. Admin.
+    RaceCancel {
+        /// Race id.
+        id: String,
+        /// Why, for the record.
+        reason: Option<String>,
+    },
+    /// A consistent backup of the whole database, streamed as [`Push::BackupChunk`]s and
+    /// closed by [`Reply::BackupDone`]. Admin.
+    Backup,
+}
+
+impl Request {
+    /// Every request type name, in variant (tag) order.
+    pub const TYPES: [&'static str; 10] = [
+        "ping",
+        "refresh_token",
+        "race_create",
+        "race_update",
+        "race_list",
+        "race_get",
+        "race_start",
+        "race_finish",
+        "race_cancel",
+        "backup",
+    ];
+
+    /// The snake_case type name, for metrics and logs.
+    pub fn type_name(&self) -> &'static str {
+        Self::TYPES[match self {
+            Request::Ping => 0,
+            Request::RefreshToken { .. } => 1,
+            Request::RaceCreate(_) => 2,
+            Request::RaceUpdate(_) => 3,
+            Request::RaceList => 4,
+            Request::RaceGet { .. } => 5,
+            Request::RaceStart { .. } => 6,
+            Request::RaceFinish { .. } => 7,
+            Request::RaceCancel { .. } => 8,
+            Request::Backup => 9,
+        }]
+    }
+}
+
+/// Fields of [`Request::RaceCreate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceCreate {
+    /// Display name, 1..=`race.max_name_chars` characters.
+    pub name: String,
+    /// The course as GPX 1.0/1.1 text: track points in order (or route points).
+    pub course_gpx: String,
+    /// Planned start, ms since the epoch.
+    pub start_at_ms: i64,
+    /// Cut-off, ms since the epoch, after the start.
+    pub cutoff_at_ms: Option<i64>,
+}
+
+/// Fields of [`Request::RaceUpdate`]; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceUpdate {
+    /// Race id.
+    pub id: String,
+    /// New name.
+    pub name: Option<String>,
+    /// New course as GPX text.
+    pub course_gpx: Option<String>,
+    /// New planned start.
+    pub start_at_ms: Option<i64>,
+    /// New cut-off.
+    pub cutoff_at_ms: Option<i64>,
+    /// Remove the cut-off (wins over `cutoff_at_ms`).
+    pub clear_cutoff: bool,
+}
+
+/// Something the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The successful answer to request `id`.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// The failed answer to request `id` (`None` when the frame was too broken to read an id).
+    Error {
+        /// The request's id, when it could be read.
+        id: Option<u64>,
+        /// Why.
+        error: WireError,
+    },
+    /// Not an answer: something the server tells unasked.
+    Push(Push),
+}
+
+impl ServerFrame {
+    /// The snake_case type name, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerFrame::Reply { reply, .. } => reply.type_name(),
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Push(push) => push.type_name(),
+        }
+    }
+}
+
+/// A typed error: a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// For programs.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+/// Successful answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The server's clock, ms since the epoch.
+        server_time_ms: i64,
+    },
+    /// Answer to [`Request::RefreshToken`].
+    TokenRefreshed {
+        /// The new expiry, ms since the epoch.
+        expires_at_ms: i64,
+    },
+    /// One race (create, update, get, start, finish, cancel).
+    Race(RaceView),
+    /// Several races (list).
+    Races(Vec<RaceView>),
+    /// End of a backup stream.
+    BackupDone(BackupInfo),
+}
+
+impl Reply {
+    /// The snake_case type name, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Reply::Pong { .. } => "pong",
+            Reply::TokenRefreshed { .. } => "token_refreshed",
+            Reply::Race(_) => "race",
+            Reply::Races(_) => "races",
+            Reply::BackupDone(_) => "backup_done",
+        }
+    }
+}
+
+/// Unrequested messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Push {
+    /// First frame on every socket: who the server thinks you are.
+    Welcome(Welcome),
+    /// A piece of a backup, in order, before its [`Reply::BackupDone`].
+    BackupChunk {
+        /// The backup request's id.
+        request_id: u64,
+        /// Byte offset of `data` in the backup file.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+impl Push {
+    /// The snake_case type name, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Push::Welcome(_) => "welcome",
+            Push::BackupChunk { .. } => "backup_chunk",
+        }
+    }
+}
+
+/// Fields of [`Push::Welcome`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version spoken on this socket.
+    pub protocol: u32,
+    /// The server's version (Cargo package version).
+    pub server_version: String,
+    /// The token's role.
+    pub role: Role,
+    /// The token's subject.
+    pub sub: String,
+    /// The token's race scope.
+    pub race: Option<String>,
+    /// The token's expiry, ms since the epoch.
+    pub expires_at_ms: i64,
+}
+
+/// Race lifecycle status on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaceStateView {
+    /// Created, not started.
+    Scheduled,
+    /// Racing.
+    Live,
+    /// Over.
+    Finished,
+    /// Called off.
+    Cancelled,
+}
+
+/// A race as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceView {
+    /// Race id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Lifecycle status.
+    pub state: RaceStateView,
+    /// Planned start, ms.
+    pub start_at_ms: i64,
+    /// Cut-off, ms.
+    pub cutoff_at_ms: Option<i64>,
+    /// Created, ms.
+    pub created_at_ms: i64,
+    /// Went live, ms.
+    pub started_at_ms: Option<i64>,
+    /// Finished, ms.
+    pub finished_at_ms: Option<i64>,
+    /// Cancelled, ms.
+    pub cancelled_at_ms: Option<i64>,
+    /// Why it was cancelled.
+    pub cancel_reason: Option<String>,
+    /// Number of course points.
+    pub course_points: u32,
+    /// Geodesic course length, metres.
+    pub course_length_m: f64,
+}
+
+/// Fields of [`Reply::BackupDone`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// Total bytes streamed.
+    pub bytes: u64,
+    /// Key/value records in the backup.
+    pub records: u64,
+    /// CRC-32 of the file (also inside its trailer).
+    pub crc32: u32,
+}

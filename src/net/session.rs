@@ -1,0 +1,247 @@
+//! One WebSocket session, from the first frame to the close code.
+//!
+//! A reader loop enforces the rate limit, decodes frames with the socket's [`Codec`], asks
+//! [`crate::api`] to handle each request and queues exactly one reply per request. A writer
+//! task drains a bounded queue into the socket, feeding every queued frame before one flush
+//! so a burst costs one write. Protocol violations close only this socket, with the code
+//! PROTOCOL.md lists.
+
+use super::close_code;
+use super::codec::Codec;
+use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
+use super::ratelimit::TokenBucket;
+use crate::api::{self, Outcome};
+use crate::auth::Claims;
+use crate::engine::Engine;
+use crate::error::{ErrorCode, Rejection};
+use crate::metrics as m;
+use crate::time::now_ms;
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// Bytes per backup chunk pushed to the client.
+const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What the writer task sends.
+enum Outbound {
+    /// A data frame.
+    Frame(Message),
+    /// The last frame: close with this code and reason.
+    Close(u16, String),
+}
+
+/// Why the reader stopped, when the server is the one closing.
+type CloseReason = (u16, String);
+
+/// The reader side's state.
+struct Session {
+    /// The socket's encoding.
+    codec: Codec,
+    /// Who is on the other end; replaced by a token refresh.
+    claims: Claims,
+    /// Into the writer task.
+    out: mpsc::Sender<Outbound>,
+    /// Rate limit.
+    bucket: TokenBucket,
+    /// Consecutive rate-limited messages.
+    violations: u32,
+    /// Shared server state.
+    engine: Arc<Engine>,
+}
+
+/// Runs a session until the client leaves, a violation closes it, or shutdown begins.
+pub async fn run<S>(ws: WebSocketStream<S>, codec: Codec, claims: Claims, engine: Arc<Engine>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = engine.sessions.enter();
+    let mut shutdown = engine.shutdown_signal();
+    let ws_config = &engine.config.ws;
+    let (sink, mut stream) = ws.split();
+    let (out, queue) = mpsc::channel(ws_config.outbound_queue);
+    let writer = tokio::spawn(write_loop(sink, queue));
+    let mut session = Session {
+        codec,
+        bucket: TokenBucket::new(ws_config.rate_limit_per_sec, ws_config.rate_limit_burst, Instant::now()),
+        violations: 0,
+        out,
+        engine: engine.clone(),
+        claims,
+    };
+    let welcome = Welcome {
+        protocol: PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        role: session.claims.role,
+        sub: session.claims.sub.clone(),
+        race: session.claims.race.clone(),
+        expires_at_ms: session.claims.expires_at_ms(),
+    };
+    session.send(&ServerFrame::Push(Push::Welcome(welcome))).await;
+    let grace = Duration::from_millis(ws_config.token_expiry_grace_ms);
+
+    let close: Option<CloseReason> = loop {
+        if *shutdown.borrow() {
+            break Some((close_code::GOING_AWAY, "server shutting down".into()));
+        }
+        let expires_in = Duration::from_millis(u64::try_from(session.claims.expires_at_ms() - now_ms()).unwrap_or(0)) + grace;
+        tokio::select! {
+            _ = shutdown.changed() => continue,
+            _ = tokio::time::sleep(expires_in) => {
+                break Some((close_code::POLICY_VIOLATION, "token expired".into()));
+            }
+            message = stream.next() => {
+                let payload = match message {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Binary(bytes))) if codec == Codec::Binary => bytes,
+                    Some(Ok(Message::Text(text))) if codec == Codec::Json => text.into(),
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some((close_code::UNSUPPORTED_DATA, "binary frames are not accepted on peloton.v1.json".into()));
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        break Some((close_code::UNSUPPORTED_DATA, "text frames are not accepted on peloton.v1.bin".into()));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break close_for(&e),
+                };
+                if let Some(close) = session.on_payload(&payload).await {
+                    break Some(close);
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
+        let _ = session.out.send(Outbound::Close(code, reason)).await;
+    }
+    drop(session);
+    let _ = writer.await;
+}
+
+/// The close code for a read error, or `None` when the peer is simply gone.
+fn close_for(error: &WsError) -> Option<CloseReason> {
+    match error {
+        WsError::Capacity(e) => Some((close_code::MESSAGE_TOO_BIG, e.to_string())),
+        WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8".into())),
+        WsError::Protocol(e) => Some((close_code::PROTOCOL_ERROR, e.to_string())),
+        _ => None,
+    }
+}
+
+impl Session {
+    /// Handles one data frame; returns a close reason when the socket must go.
+    async fn on_payload(&mut self, payload: &[u8]) -> Option<CloseReason> {
+        if !self.bucket.try_take(Instant::now()) {
+            self.violations += 1;
+            if self.violations >= self.engine.config.ws.flood_close_after {
+                return Some((close_code::POLICY_VIOLATION, "rate limit exceeded".into()));
+            }
+            self.reject(None, Rejection::new(ErrorCode::RateLimited, "slow down: rate limit exceeded")).await;
+            return None;
+        }
+        self.violations = 0;
+        let frame = match self.codec.decode_client(payload) {
+            Ok(frame) => frame,
+            Err(e) => {
+                metrics::counter!(m::MESSAGES_IN, "type" => "undecodable").increment(1);
+                self.reject(e.id, Rejection::new(e.code, e.message)).await;
+                return None;
+            }
+        };
+        metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
+        match api::handle(&self.engine, &mut self.claims, frame.request).await {
+            Outcome::Reply(Ok(reply)) => self.send(&ServerFrame::Reply { id: frame.id, reply }).await,
+            Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
+            Outcome::StreamFile { path, reply } => {
+                let result = self.stream_file(frame.id, &path).await;
+                let _ = std::fs::remove_file(&path);
+                match result {
+                    Ok(()) => self.send(&ServerFrame::Reply { id: frame.id, reply }).await,
+                    Err(e) => self.reject(Some(frame.id), Rejection::internal(format!("backup stream failed: {e}"))).await,
+                }
+            }
+        }
+        None
+    }
+
+    async fn stream_file(&mut self, request_id: u64, path: &std::path::Path) -> std::io::Result<()> {
+        let mut file = std::fs::File::open(path)?;
+        let mut offset = 0u64;
+        loop {
+            let mut data = vec![0u8; BACKUP_CHUNK_BYTES];
+            let n = file.read(&mut data)?;
+            if n == 0 {
+                return Ok(());
+            }
+            data.truncate(n);
+            self.send(&ServerFrame::Push(Push::BackupChunk { request_id, offset, data })).await;
+            offset += n as u64;
+        }
+    }
+
+    async fn reject(&mut self, id: Option<u64>, rejection: Rejection) {
+        metrics::counter!(m::ERRORS, "code" => rejection.code.as_str()).increment(1);
+        let frame = ServerFrame::Error { id, error: WireError { code: rejection.code, message: rejection.message } };
+        self.send(&frame).await;
+    }
+
+    /// Encodes and queues a frame; waits when the queue is full (replies are never dropped).
+    async fn send(&mut self, frame: &ServerFrame) {
+        match self.codec.encode_server(frame) {
+            Ok(message) => {
+                metrics::counter!(m::MESSAGES_OUT, "type" => frame.type_name()).increment(1);
+                let _ = self.out.send(Outbound::Frame(message)).await;
+            }
+            Err(e) => tracing::error!("cannot encode {}: {e}", frame.type_name()),
+        }
+    }
+}
+
+/// Drains the queue into the socket: every frame already queued is fed before one flush.
+async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, mut queue: mpsc::Receiver<Outbound>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(message) => {
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: truncate_reason(reason).into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close().await;
+                    return;
+                }
+            }
+            next = queue.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+
+/// RFC 6455 allows at most 123 bytes of close reason.
+fn truncate_reason(mut reason: String) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason
+}

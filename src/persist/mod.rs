@@ -1,0 +1,63 @@
+//! Durable state: a per-actor journal of events plus snapshots, in sled.
+//!
+//! - [`store`]: opens the database, checks the schema version, reads an actor back
+//!   (latest snapshot + later events) and lists actors.
+//! - [`journal`]: the single writer thread; group commit batches appends and flushes them
+//!   together, and an append's future resolves only once its flush is on disk.
+//! - [`record`]: the versioned byte encoding of every stored value.
+//! - [`backup`]: consistent backup files, their verification, and restore.
+//!
+//! Nothing here knows what an event means: persist stores bytes for actor keys. The domains
+//! decide what to store; this module decides how.
+
+pub mod backup;
+pub mod journal;
+pub mod record;
+pub mod store;
+
+pub use journal::{Journal, JournalWriter};
+pub use store::{ActorKey, Recovered, Store};
+
+/// A storage failure. Each variant says enough to act on without reading the code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PersistError {
+    /// sled (or the file system under it) failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A stored record could not be decoded: recovery stops rather than lose it silently.
+    #[error("corrupt record for actor {actor} at sequence {seq}: {reason}")]
+    Corrupt {
+        /// The actor key the record belongs to.
+        actor: String,
+        /// Its sequence number (0 for a snapshot header).
+        seq: u64,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The data folder was written by an incompatible version of Peloton.
+    #[error("data folder has schema version {found}; this build reads version {expected}")]
+    SchemaMismatch {
+        /// Version on disk.
+        found: u32,
+        /// Version this build writes.
+        expected: u32,
+    },
+    /// The journal writer has stopped (shutdown or a fatal storage error).
+    #[error("the journal is closed")]
+    Closed,
+    /// A backup file is damaged or not a backup.
+    #[error("backup: {0}")]
+    Backup(String),
+}
+
+impl From<sled::Error> for PersistError {
+    fn from(e: sled::Error) -> Self {
+        PersistError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for PersistError {
+    fn from(e: std::io::Error) -> Self {
+        PersistError::Storage(e.to_string())
+    }
+}
