@@ -1,0 +1,312 @@
+//! Journal benchmarks: what group commit buys, and how long recovery takes.
+//!
+//! - `journal/append/group_commit_64_tasks`: 64 tokio tasks, each appending events for its
+//!   own actor one append at a time and awaiting each (an append resolves only after the
+//!   flush that made it durable), all through one `JournalWriter` with `max_batch` 4096.
+//!   Appends queued while the writer flushes share the next flush.
+//! - `journal/append/flush_per_event`: the same events appended by a single appender that
+//!   awaits each append before sending the next, so every event pays its own flush.
+//!
+//!   Both report `Throughput::Elements` (events/s) in the same run, so their ratio is the
+//!   group-commit gain on this machine's disk.
+//! - `journal/recovery_1m/load_all_warm`: 1,000,000 journaled events (1,000 actors x 1,000
+//!   events, built once with group commit and large batches, outside the timed loop), read
+//!   back the way startup does: list the actors (`Store::actors("race")`), `Store::load`
+//!   each, fold its events into a state. The store is already open, so sled's page cache is
+//!   warm.
+//! - `journal/recovery_1m/open_and_load_all`: the same, but each iteration also opens the
+//!   database (`Store::open`) and drops it afterwards, like a process restart (the OS page
+//!   cache stays warm).
+//!
+//! Events are a small serde struct (a position fix, about 100 bytes as a record). Data lives
+//! in `tempfile::TempDir`s on the default temporary directory.
+//!
+//! Run with `nice -n 10 cargo bench --bench journal`.
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use peloton::persist::{record, ActorKey, Journal, JournalWriter, Store};
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Concurrent appenders in the group-commit case.
+const APPENDERS: usize = 64;
+/// Events each appender writes per iteration; both append cases write
+/// `APPENDERS * EVENTS_PER_APPENDER` events per iteration.
+const EVENTS_PER_APPENDER: u64 = 8;
+/// The writer's `group_commit_max_batch`.
+const MAX_BATCH: usize = 4096;
+/// Recovery data set: actors x events each = 1,000,000 events.
+const RECOVERY_ACTORS: usize = 1_000;
+const RECOVERY_EVENTS_PER_ACTOR: u64 = 1_000;
+/// Events per append while building the recovery data set.
+const BUILD_CHUNK: u64 = 500;
+
+/// A racer's position fix: the kind of small event a live race journals most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PositionFix {
+    racer: String,
+    at_ms: i64,
+    lat: f64,
+    lon: f64,
+    elevation_m: f32,
+    speed_mps: f32,
+    heading_deg: f32,
+    accuracy_m: f32,
+    source: String,
+}
+
+fn fix(racer: usize, seq: u64) -> PositionFix {
+    PositionFix {
+        racer: format!("racer-{racer:05}"),
+        at_ms: 1_767_000_000_000 + seq as i64 * 1_000,
+        lat: 46.0569 + seq as f64 * 1e-5,
+        lon: 14.5058 - seq as f64 * 1e-5,
+        elevation_m: 295.0 + (seq % 50) as f32,
+        speed_mps: 8.5 + (seq % 7) as f32 * 0.25,
+        heading_deg: (seq % 360) as f32,
+        accuracy_m: 3.5,
+        source: "gps/android-fused/v2.14.1 (Pixel 8)".into(),
+    }
+}
+
+/// What recovery folds the events into: enough work to touch every field once.
+#[derive(Debug, Default)]
+struct RacerState {
+    fixes: u64,
+    last_seq: u64,
+    last_at_ms: i64,
+    position: (f64, f64),
+    max_speed_mps: f32,
+}
+
+impl RacerState {
+    fn apply(mut self, seq: u64, e: &PositionFix) -> Self {
+        self.fixes += 1;
+        self.last_seq = seq;
+        self.last_at_ms = e.at_ms;
+        self.position = (e.lat, e.lon);
+        self.max_speed_mps = self.max_speed_mps.max(e.speed_mps);
+        self
+    }
+}
+
+fn actor(i: usize) -> ActorKey {
+    ActorKey::new("race", &format!("0193a5c1f2e0{i:08x}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A fresh database with its writer thread.
+struct Db {
+    _dir: TempDir,
+    store: Store,
+    journal: Journal,
+    writer: JournalWriter,
+}
+
+impl Db {
+    fn new() -> Db {
+        let dir = TempDir::new().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open store");
+        let (journal, writer) = JournalWriter::start(store.clone(), MAX_BATCH).expect("start writer");
+        Db {
+            _dir: dir,
+            store,
+            journal,
+            writer,
+        }
+    }
+
+    /// Stops the writer after its last flush; returns the directory and store.
+    fn stop(self) -> (TempDir, Store) {
+        drop(self.journal);
+        self.writer.join();
+        (self._dir, self.store)
+    }
+}
+
+/// One iteration of the group-commit case: `APPENDERS` tasks append `EVENTS_PER_APPENDER`
+/// events each, one awaited append per event. `round` keeps sequence numbers increasing.
+async fn group_commit_round(journal: &Journal, round: u64) {
+    let mut tasks = Vec::with_capacity(APPENDERS);
+    for a in 0..APPENDERS {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = actor(a);
+            let first = round * EVENTS_PER_APPENDER + 1;
+            for seq in first..first + EVENTS_PER_APPENDER {
+                journal.append(&key, seq, &[fix(a, seq)]).await.expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("appender task");
+    }
+}
+
+/// One iteration of the flush-per-event case: the same events, one appender, each append
+/// awaited (and so flushed) before the next is sent.
+async fn flush_per_event_round(journal: &Journal, round: u64) {
+    let keys: Vec<ActorKey> = (0..APPENDERS).map(actor).collect();
+    let first = round * EVENTS_PER_APPENDER + 1;
+    for seq in first..first + EVENTS_PER_APPENDER {
+        for (a, key) in keys.iter().enumerate() {
+            journal.append(key, seq, &[fix(a, seq)]).await.expect("append");
+        }
+    }
+}
+
+fn bench_append(c: &mut Criterion) {
+    let rt = runtime();
+    let events = APPENDERS as u64 * EVENTS_PER_APPENDER;
+    eprintln!(
+        "\njournal: event record size {} bytes; {events} events per append iteration\n",
+        record::encode(&fix(42, 123_456))
+            .expect("encode event")
+            .len()
+    );
+    let mut group = c.benchmark_group("journal/append");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(events));
+
+    let db = Db::new();
+    let mut round = 0;
+    group.bench_function("group_commit_64_tasks", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(group_commit_round(&db.journal, round));
+                round += 1;
+            }
+            start.elapsed()
+        })
+    });
+    db.stop();
+
+    let db = Db::new();
+    let mut round = 0;
+    group.bench_function("flush_per_event", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(flush_per_event_round(&db.journal, round));
+                round += 1;
+            }
+            start.elapsed()
+        })
+    });
+    db.stop();
+    group.finish();
+}
+
+/// Writes 1,000,000 events with group commit: every actor's events in appends of
+/// `BUILD_CHUNK`, all actors concurrently.
+fn build_recovery_data(rt: &tokio::runtime::Runtime) -> (TempDir, Store) {
+    let db = Db::new();
+    let started = Instant::now();
+    let journal = db.journal.clone();
+    rt.block_on(async move {
+        // Encoding happens in the appending task; share the work out over a few tasks per
+        // core and let the writer batch whatever they queue.
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let journal = journal.clone();
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let a = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if a >= RECOVERY_ACTORS {
+                        break;
+                    }
+                    let key = actor(a);
+                    let mut seq = 1;
+                    while seq <= RECOVERY_EVENTS_PER_ACTOR {
+                        let end = (seq + BUILD_CHUNK).min(RECOVERY_EVENTS_PER_ACTOR + 1);
+                        let chunk: Vec<PositionFix> = (seq..end).map(|s| fix(a, s)).collect();
+                        journal.append(&key, seq, &chunk).await.expect("append");
+                        seq = end;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("builder task");
+        }
+        journal.flush().await.expect("flush");
+    });
+    let (dir, store) = db.stop();
+    let elapsed = started.elapsed();
+    let total = RECOVERY_ACTORS as u64 * RECOVERY_EVENTS_PER_ACTOR;
+    assert_eq!(store.journal_len() as u64, total);
+    eprintln!(
+        "\njournal: built {total} events ({RECOVERY_ACTORS} actors x {RECOVERY_EVENTS_PER_ACTOR}) \
+         with group commit in {:.2} s ({:.0} events/s, one-shot, not a criterion figure)\n",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    (dir, store)
+}
+
+/// Recovery as startup does it: every actor listed, loaded and folded. Returns the number
+/// of events replayed.
+fn recover_all(store: &Store) -> u64 {
+    let mut replayed = 0;
+    for key in store.actors("race").expect("list actors") {
+        let recovered = store
+            .load::<RacerState, PositionFix>(&key)
+            .expect("load actor");
+        assert!(recovered.snapshot.is_none());
+        let state = recovered
+            .events
+            .iter()
+            .fold(RacerState::default(), |s, (seq, e)| s.apply(*seq, e));
+        replayed += state.fixes;
+        black_box(state);
+    }
+    replayed
+}
+
+fn bench_recovery(c: &mut Criterion) {
+    let rt = runtime();
+    let (dir, store) = build_recovery_data(&rt);
+    let total = RECOVERY_ACTORS as u64 * RECOVERY_EVENTS_PER_ACTOR;
+
+    let mut group = c.benchmark_group("journal/recovery_1m");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(total));
+
+    group.bench_function("load_all_warm", |b| {
+        b.iter(|| assert_eq!(recover_all(&store), total))
+    });
+    drop(store);
+
+    group.bench_function("open_and_load_all", |b| {
+        b.iter(|| {
+            let store = Store::open(dir.path()).expect("reopen store");
+            assert_eq!(recover_all(&store), total);
+            store
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_append, bench_recovery);
+criterion_main!(benches);

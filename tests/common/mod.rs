@@ -1,0 +1,186 @@
+//! Shared test harness: real servers (in-process or as a child process), real sockets,
+//! real files. Nothing here fakes the server.
+#![allow(dead_code)]
+
+use peloton::auth::{claims_for, Keys, Role};
+use peloton::config::{Config, Overrides};
+use peloton::engine::RunningServer;
+use peloton::net::client::Client;
+use peloton::net::codec::Codec;
+use peloton::time::now_ms;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A real GPX ride from the shared data folder.
+pub fn gpx_path(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/gpx").join(name);
+    assert!(path.exists(), "shared ride missing: {}", path.display());
+    path
+}
+
+/// The GPX text of a shared ride.
+pub fn gpx(name: &str) -> String {
+    std::fs::read_to_string(gpx_path(name)).expect("read shared gpx")
+}
+
+/// Defaults with a free port and the given data folder, independent of the process env.
+pub fn test_config(dir: &Path) -> Config {
+    Config::load_from(
+        None,
+        &[],
+        &Overrides { listen: Some("127.0.0.1:0".into()), data_dir: Some(dir.to_path_buf()) },
+    )
+    .expect("test config")
+}
+
+/// An in-process server on a free port with its own data folder.
+pub struct TestServer {
+    /// The running server (taken by `stop`).
+    pub server: Option<RunningServer>,
+    /// Its data folder.
+    pub dir: tempfile::TempDir,
+    /// `ws://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its signing keys.
+    pub keys: Keys,
+}
+
+impl TestServer {
+    /// Starts with the default test configuration.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts after letting the caller adjust the configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let keys = Keys::load_or_create(&config).expect("keys");
+        let server = peloton::engine::start(config).await.expect("server starts");
+        let addr = server.addr;
+        TestServer { server: Some(server), dir, url: format!("ws://{addr}"), addr, keys }
+    }
+
+    /// A token for `role`/`sub`, valid for an hour.
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        token(&self.keys, role, sub, None, 3600)
+    }
+
+    /// A client of `role` speaking `codec`.
+    pub async fn client(&self, role: Role, codec: Codec) -> Client {
+        Client::connect(&self.url, &self.token(role, "tester"), codec).await.expect("connect")
+    }
+
+    /// Graceful shutdown.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// Signs a token with explicit lifetime (negative `ttl_secs` gives an expired token).
+pub fn token(keys: &Keys, role: Role, sub: &str, race: Option<&str>, ttl_secs: i64) -> String {
+    let now = now_ms() / 1000;
+    let mut claims = claims_for(role, sub, race, now, 1);
+    claims.exp = now + ttl_secs;
+    keys.issue(&claims).expect("sign")
+}
+
+/// The `peloton` binary built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_peloton"))
+}
+
+/// The server as a child process, as an operator runs it.
+pub struct ChildServer {
+    /// The process.
+    pub child: Child,
+    /// `ws://127.0.0.1:PORT`.
+    pub url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Runs `peloton serve --listen 127.0.0.1:0 --data DIR` with extra environment, and
+    /// waits for its `listening on` line.
+    pub fn start(data: &Path, env: &[(&str, &str)]) -> ChildServer {
+        let mut command = bin();
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn peloton serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .expect("address");
+        ChildServer { child, url: format!("ws://{addr}"), addr }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Keys as a child server in `data` uses them (the secret file it creates or finds).
+pub fn keys_for(data: &Path) -> Keys {
+    Keys::load_or_create(&test_config(data)).expect("keys")
+}
+
+/// A plain HTTP/1.1 GET over a real socket: (status, body). `path_and_headers` is the
+/// request line's target and version plus any extra header lines.
+pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path_and_headers}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    // A 101 keeps the connection open: read what arrives within a short window.
+    let _ = tokio::time::timeout(Duration::from_millis(1500), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
