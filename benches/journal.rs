@@ -107,7 +107,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A fresh database with its writer thread.
 struct Db {
-    _dir: TempDir,
+    dir: TempDir,
     store: Store,
     journal: Journal,
     writer: JournalWriter,
@@ -117,9 +117,10 @@ impl Db {
     fn new() -> Db {
         let dir = TempDir::new().expect("temp dir");
         let store = Store::open(dir.path()).expect("open store");
-        let (journal, writer) = JournalWriter::start(store.clone(), MAX_BATCH).expect("start writer");
+        let (journal, writer) =
+            JournalWriter::start(store.clone(), MAX_BATCH).expect("start writer");
         Db {
-            _dir: dir,
+            dir,
             store,
             journal,
             writer,
@@ -130,7 +131,7 @@ impl Db {
     fn stop(self) -> (TempDir, Store) {
         drop(self.journal);
         self.writer.join();
-        (self._dir, self.store)
+        (self.dir, self.store)
     }
 }
 
@@ -144,7 +145,10 @@ async fn group_commit_round(journal: &Journal, round: u64) {
             let key = actor(a);
             let first = round * EVENTS_PER_APPENDER + 1;
             for seq in first..first + EVENTS_PER_APPENDER {
-                journal.append(&key, seq, &[fix(a, seq)]).await.expect("append");
+                journal
+                    .append(&key, seq, &[fix(a, seq)])
+                    .await
+                    .expect("append");
             }
         }));
     }
@@ -160,7 +164,10 @@ async fn flush_per_event_round(journal: &Journal, round: u64) {
     let first = round * EVENTS_PER_APPENDER + 1;
     for seq in first..first + EVENTS_PER_APPENDER {
         for (a, key) in keys.iter().enumerate() {
-            journal.append(key, seq, &[fix(a, seq)]).await.expect("append");
+            journal
+                .append(key, seq, &[fix(a, seq)])
+                .await
+                .expect("append");
         }
     }
 }

@@ -23,8 +23,8 @@ use peloton::auth::Role;
 use peloton::error::ErrorCode;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{
-    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply,
-    Request, ServerFrame, Welcome, WireError, PROTOCOL_VERSION,
+    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request,
+    ServerFrame, Welcome, WireError, PROTOCOL_VERSION,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -127,8 +127,18 @@ fn messages() -> Vec<(&'static str, Frame)> {
         "eyJzdWIiOiJyYWNlci0wNDIiLCJyb2xlIjoicmFjZXIiLCJyYWNlIjoiMDE5M2E1YzFmMmUwNGI3YzlkMmEiLCJpYXQiOjE3NjcwMDAwMDAsImV4cCI6MTc2NzAzNjAwMH0",
         "kY3b9Qx1mJ7s2Vt8pN4cR6wZ0aL5hE3uG9dF1iO2yTq"
     );
-    let client = |request| Frame::Client(ClientFrame { id: REQUEST_ID, request });
-    let reply = |reply| Frame::Server(ServerFrame::Reply { id: REQUEST_ID, reply });
+    let client = |request| {
+        Frame::Client(ClientFrame {
+            id: REQUEST_ID,
+            request,
+        })
+    };
+    let reply = |reply| {
+        Frame::Server(ServerFrame::Reply {
+            id: REQUEST_ID,
+            reply,
+        })
+    };
     let id = || RACE_ID.to_owned();
     vec![
         ("ping", client(Request::Ping)),
@@ -196,7 +206,9 @@ fn messages() -> Vec<(&'static str, Frame)> {
                 id: Some(REQUEST_ID),
                 error: WireError {
                     code: ErrorCode::InvalidTransition,
-                    message: format!("race {RACE_ID} is finished; only a scheduled race can be edited"),
+                    message: format!(
+                        "race {RACE_ID} is finished; only a scheduled race can be edited"
+                    ),
                 },
             }),
         ),
