@@ -11,7 +11,9 @@ use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
 use crate::ids::RaceId;
-use crate::net::protocol::{BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request};
+use crate::net::protocol::{
+    BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request,
+};
 use crate::time::now_ms;
 use std::path::PathBuf;
 
@@ -38,7 +40,9 @@ impl From<Result<Reply, Rejection>> for Outcome {
 pub fn permitted(role: Role, request: &Request) -> bool {
     match request {
         Request::Ping | Request::RefreshToken { .. } => true,
-        Request::RaceList | Request::RaceGet { .. } => matches!(role, Role::Admin | Role::Spectator | Role::Racer),
+        Request::RaceList | Request::RaceGet { .. } => {
+            matches!(role, Role::Admin | Role::Spectator | Role::Racer)
+        }
         Request::RaceCreate(_)
         | Request::RaceUpdate(_)
         | Request::RaceStart { .. }
@@ -58,13 +62,21 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
     }
     let expired = claims.expires_at_ms() + engine.config.auth.leeway_secs as i64 * 1000 <= now_ms();
     if expired && !matches!(request, Request::RefreshToken { .. }) {
-        return Outcome::Reply(Err(Rejection::new(ErrorCode::TokenExpired, "token expired; send refresh_token or reconnect")));
+        return Outcome::Reply(Err(Rejection::new(
+            ErrorCode::TokenExpired,
+            "token expired; send refresh_token or reconnect",
+        )));
     }
     let Some(services) = engine.services() else {
-        return Outcome::Reply(Err(Rejection::new(ErrorCode::Unavailable, "the server is still recovering")));
+        return Outcome::Reply(Err(Rejection::new(
+            ErrorCode::Unavailable,
+            "the server is still recovering",
+        )));
     };
     match request {
-        Request::Ping => Outcome::Reply(Ok(Reply::Pong { server_time_ms: now_ms() })),
+        Request::Ping => Outcome::Reply(Ok(Reply::Pong {
+            server_time_ms: now_ms(),
+        })),
         Request::RefreshToken { token } => refresh(engine, claims, &token).into(),
         Request::RaceCreate(create) => race_create(services, create).await.into(),
         Request::RaceUpdate(update) => race_update(services, update).await.into(),
@@ -73,7 +85,12 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
                 .races
                 .list()
                 .iter()
-                .filter(|r| claims.race.as_deref().is_none_or(|scope| scope == r.id.as_str()))
+                .filter(|r| {
+                    claims
+                        .race
+                        .as_deref()
+                        .is_none_or(|scope| scope == r.id.as_str())
+                })
                 .map(race_view)
                 .collect();
             Outcome::Reply(Ok(Reply::Races(races)))
@@ -86,15 +103,23 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
             Outcome::Reply(result)
         }
         Request::RaceStart { id } => race_command(services, &id, RaceCommand::Start).await.into(),
-        Request::RaceFinish { id } => race_command(services, &id, RaceCommand::Finish).await.into(),
-        Request::RaceCancel { id, reason } => race_command(services, &id, RaceCommand::Cancel { reason }).await.into(),
+        Request::RaceFinish { id } => race_command(services, &id, RaceCommand::Finish)
+            .await
+            .into(),
+        Request::RaceCancel { id, reason } => {
+            race_command(services, &id, RaceCommand::Cancel { reason })
+                .await
+                .into()
+        }
         Request::Backup => backup(engine, services).await,
     }
 }
 
 fn refresh(engine: &Engine, claims: &mut Claims, token: &str) -> Result<Reply, Rejection> {
     let fresh = engine.keys.verify(token).map_err(|e| match e {
-        crate::auth::TokenError::Expired => Rejection::new(ErrorCode::TokenExpired, "the new token has already expired"),
+        crate::auth::TokenError::Expired => {
+            Rejection::new(ErrorCode::TokenExpired, "the new token has already expired")
+        }
         other => Rejection::new(ErrorCode::Unauthenticated, other.to_string()),
     })?;
     if fresh.sub != claims.sub || fresh.role != claims.role || fresh.race != claims.race {
@@ -110,7 +135,10 @@ fn refresh(engine: &Engine, claims: &mut Claims, token: &str) -> Result<Reply, R
 
 fn in_scope(claims: &Claims, id: &RaceId) -> Result<(), Rejection> {
     match &claims.race {
-        Some(scope) if scope != id.as_str() => Err(Rejection::new(ErrorCode::Forbidden, format!("this token is limited to race {scope}"))),
+        Some(scope) if scope != id.as_str() => Err(Rejection::new(
+            ErrorCode::Forbidden,
+            format!("this token is limited to race {scope}"),
+        )),
         _ => Ok(()),
     }
 }
@@ -128,33 +156,67 @@ async fn race_create(services: &Services, create: RaceCreate) -> Result<Reply, R
         start_at_ms: create.start_at_ms,
         cutoff_at_ms: create.cutoff_at_ms,
     };
-    services.races.create(command).await.map(|r| Reply::Race(race_view(&r)))
+    services
+        .races
+        .create(command)
+        .await
+        .map(|r| Reply::Race(race_view(&r)))
 }
 
 async fn race_update(services: &Services, update: RaceUpdate) -> Result<Reply, Rejection> {
     let id = RaceId::parse(&update.id)?;
-    let course = update.course_gpx.as_deref().map(|gpx| parse_course(services, gpx)).transpose()?;
-    let cutoff_at_ms = if update.clear_cutoff { Some(None) } else { update.cutoff_at_ms.map(Some) };
-    let command = RaceCommand::Update { name: update.name, course, start_at_ms: update.start_at_ms, cutoff_at_ms };
-    services.races.command(&id, command).await.map(|r| Reply::Race(race_view(&r)))
+    let course = update
+        .course_gpx
+        .as_deref()
+        .map(|gpx| parse_course(services, gpx))
+        .transpose()?;
+    let cutoff_at_ms = if update.clear_cutoff {
+        Some(None)
+    } else {
+        update.cutoff_at_ms.map(Some)
+    };
+    let command = RaceCommand::Update {
+        name: update.name,
+        course,
+        start_at_ms: update.start_at_ms,
+        cutoff_at_ms,
+    };
+    services
+        .races
+        .command(&id, command)
+        .await
+        .map(|r| Reply::Race(race_view(&r)))
 }
 
-async fn race_command(services: &Services, id: &str, command: RaceCommand) -> Result<Reply, Rejection> {
+async fn race_command(
+    services: &Services,
+    id: &str,
+    command: RaceCommand,
+) -> Result<Reply, Rejection> {
     let id = RaceId::parse(id)?;
-    services.races.command(&id, command).await.map(|r| Reply::Race(race_view(&r)))
+    services
+        .races
+        .command(&id, command)
+        .await
+        .map(|r| Reply::Race(race_view(&r)))
 }
 
 async fn backup(engine: &Engine, services: &Services) -> Outcome {
     let mut suffix = [0u8; 4];
     let _ = getrandom::fill(&mut suffix);
-    let path = engine
-        .config
-        .backup_dir()
-        .join(format!("stream-{}-{:08x}.tmp", now_ms(), u32::from_be_bytes(suffix)));
+    let path = engine.config.backup_dir().join(format!(
+        "stream-{}-{:08x}.tmp",
+        now_ms(),
+        u32::from_be_bytes(suffix)
+    ));
     match services.journal.backup(path.clone()).await {
         Ok(summary) => Outcome::StreamFile {
             path,
-            reply: Reply::BackupDone(BackupInfo { bytes: summary.bytes, records: summary.records, crc32: summary.crc32 }),
+            reply: Reply::BackupDone(BackupInfo {
+                bytes: summary.bytes,
+                records: summary.records,
+                crc32: summary.crc32,
+            }),
         },
         Err(e) => {
             tracing::error!("backup failed: {e}");

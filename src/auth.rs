@@ -36,7 +36,13 @@ pub enum Role {
 
 impl Role {
     /// Every role, for help texts and validation messages.
-    pub const ALL: [Role; 5] = [Role::Admin, Role::Racer, Role::Spectator, Role::Officer, Role::Citizen];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Racer,
+        Role::Spectator,
+        Role::Officer,
+        Role::Citizen,
+    ];
 
     /// The lowercase name used in tokens and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -161,12 +167,11 @@ impl Keys {
 
     /// Verifies a token's signature, expiry and claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            }
-        })?;
+            })?;
         let claims = data.claims;
         validate_id("token subject", &claims.sub).map_err(|r| TokenError::Invalid(r.message))?;
         if let Some(race) = &claims.race {
@@ -177,7 +182,13 @@ impl Keys {
 }
 
 /// Builds claims valid from `now_secs` for `ttl_secs`.
-pub fn claims_for(role: Role, sub: &str, race: Option<&str>, now_secs: i64, ttl_secs: u64) -> Claims {
+pub fn claims_for(
+    role: Role,
+    sub: &str,
+    race: Option<&str>,
+    now_secs: i64,
+    ttl_secs: u64,
+) -> Claims {
     Claims {
         sub: sub.to_owned(),
         role,
@@ -198,7 +209,8 @@ pub fn secret_path(config: &Config) -> PathBuf {
 
 /// Secrets are stored as hex; anything else is taken as raw bytes so a passphrase works too.
 fn decode_secret(text: &str) -> Vec<u8> {
-    let is_hex = text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex =
+        text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex {
         (0..text.len())
             .step_by(2)
@@ -216,7 +228,8 @@ fn load_or_create_file(path: &Path) -> Result<Vec<u8>, SecretError> {
         Err(e) => return Err(SecretError(format!("cannot read {}: {e}", path.display()))),
     }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| SecretError(format!("no randomness for a new secret: {e}")))?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| SecretError(format!("no randomness for a new secret: {e}")))?;
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -263,13 +276,24 @@ mod tests {
     fn expired_wrong_key_and_garbage_are_refused() {
         let now = crate::time::now_ms() / 1000;
         let old = claims_for(Role::Admin, "ops", None, now - 7200, 60);
-        assert_eq!(keys().verify(&keys().issue(&old).unwrap()), Err(TokenError::Expired));
+        assert_eq!(
+            keys().verify(&keys().issue(&old).unwrap()),
+            Err(TokenError::Expired)
+        );
         let other = Keys::from_secret(&[8u8; 32], 0).unwrap();
-        let token = other.issue(&claims_for(Role::Admin, "ops", None, now, 60)).unwrap();
+        let token = other
+            .issue(&claims_for(Role::Admin, "ops", None, now, 60))
+            .unwrap();
         assert!(matches!(keys().verify(&token), Err(TokenError::Invalid(_))));
-        assert!(matches!(keys().verify("not.a.token"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            keys().verify("not.a.token"),
+            Err(TokenError::Invalid(_))
+        ));
         let bad_sub = claims_for(Role::Admin, "a/b", None, now, 60);
-        assert!(matches!(keys().verify(&keys().issue(&bad_sub).unwrap()), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            keys().verify(&keys().issue(&bad_sub).unwrap()),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -172,7 +172,12 @@ impl Config {
         }
         apply_env(&mut table, env)?;
         if let Some(listen) = &overrides.listen {
-            set_key(&mut table, "server", "listen", toml::Value::String(listen.clone()));
+            set_key(
+                &mut table,
+                "server",
+                "listen",
+                toml::Value::String(listen.clone()),
+            );
         }
         if let Some(dir) = &overrides.data_dir {
             set_key(
@@ -197,7 +202,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
             if value < min {
-                return Err(ConfigError(format!("{key} must be at least {min}, got {value}")));
+                return Err(ConfigError(format!(
+                    "{key} must be at least {min}, got {value}"
+                )));
             }
             Ok(())
         }
@@ -214,21 +221,49 @@ impl Config {
         at_least("ws.read_buffer_bytes", ws.read_buffer_bytes as u64, 512)?;
         at_least("ws.write_buffer_bytes", ws.write_buffer_bytes as u64, 0)?;
         at_least("ws.max_frame_bytes", ws.max_frame_bytes as u64, 128)?;
-        at_least("ws.max_message_bytes", ws.max_message_bytes as u64, ws.max_frame_bytes.min(128) as u64)?;
-        at_least("ws.admin_max_message_bytes", ws.admin_max_message_bytes as u64, ws.max_message_bytes as u64)?;
-        at_least("ws.max_write_buffer_bytes", ws.max_write_buffer_bytes as u64, (ws.write_buffer_bytes + 1) as u64)?;
+        at_least(
+            "ws.max_message_bytes",
+            ws.max_message_bytes as u64,
+            ws.max_frame_bytes.min(128) as u64,
+        )?;
+        at_least(
+            "ws.admin_max_message_bytes",
+            ws.admin_max_message_bytes as u64,
+            ws.max_message_bytes as u64,
+        )?;
+        at_least(
+            "ws.max_write_buffer_bytes",
+            ws.max_write_buffer_bytes as u64,
+            (ws.write_buffer_bytes + 1) as u64,
+        )?;
         at_least("ws.outbound_queue", ws.outbound_queue as u64, 1)?;
         at_least("ws.rate_limit_per_sec", ws.rate_limit_per_sec.into(), 1)?;
         at_least("ws.rate_limit_burst", ws.rate_limit_burst.into(), 1)?;
         at_least("ws.flood_close_after", ws.flood_close_after.into(), 1)?;
         at_least("auth.max_ttl_secs", self.auth.max_ttl_secs, 1)?;
-        at_least("persist.group_commit_max_batch", self.persist.group_commit_max_batch as u64, 1)?;
+        at_least(
+            "persist.group_commit_max_batch",
+            self.persist.group_commit_max_batch as u64,
+            1,
+        )?;
         at_least("persist.snapshot_every", self.persist.snapshot_every, 1)?;
         at_least("persist.backup_keep", self.persist.backup_keep as u64, 1)?;
-        at_least("supervision.restart_window_secs", self.supervision.restart_window_secs, 1)?;
-        at_least("supervision.call_timeout_ms", self.supervision.call_timeout_ms, 1)?;
+        at_least(
+            "supervision.restart_window_secs",
+            self.supervision.restart_window_secs,
+            1,
+        )?;
+        at_least(
+            "supervision.call_timeout_ms",
+            self.supervision.call_timeout_ms,
+            1,
+        )?;
         at_least("race.max_name_chars", self.race.max_name_chars as u64, 1)?;
-        at_least("race.max_course_points", self.race.max_course_points as u64, 2)?;
+        at_least(
+            "race.max_course_points",
+            self.race.max_course_points as u64,
+            2,
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(ConfigError(format!(
                 "log.filter is not a valid tracing filter: `{}`",
@@ -255,17 +290,27 @@ fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
 
 /// Copies `layer` onto `base`, refusing keys the defaults do not have so a typo is an error
 /// rather than a silently ignored setting.
-fn merge_layer(base: &mut toml::Table, layer: toml::Table, origin: &str) -> Result<(), ConfigError> {
+fn merge_layer(
+    base: &mut toml::Table,
+    layer: toml::Table,
+    origin: &str,
+) -> Result<(), ConfigError> {
     for (section, value) in layer {
         let Some(toml::Value::Table(base_section)) = base.get_mut(&section) else {
-            return Err(ConfigError(format!("{origin}: unknown section [{section}]")));
+            return Err(ConfigError(format!(
+                "{origin}: unknown section [{section}]"
+            )));
         };
         let toml::Value::Table(entries) = value else {
-            return Err(ConfigError(format!("{origin}: `{section}` must be a [section]")));
+            return Err(ConfigError(format!(
+                "{origin}: `{section}` must be a [section]"
+            )));
         };
         for (key, value) in entries {
             let Some(default) = base_section.get(&key) else {
-                return Err(ConfigError(format!("{origin}: unknown key {section}.{key}")));
+                return Err(ConfigError(format!(
+                    "{origin}: unknown key {section}.{key}"
+                )));
             };
             if default.type_str() != value.type_str() {
                 return Err(ConfigError(format!(
@@ -295,7 +340,11 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         }
     }
     for (section, key, default) in keys {
-        let mut names = vec![format!("PELOTON_{}_{}", section.to_uppercase(), key.to_uppercase())];
+        let mut names = vec![format!(
+            "PELOTON_{}_{}",
+            section.to_uppercase(),
+            key.to_uppercase()
+        )];
         match (section.as_str(), key.as_str()) {
             ("server", "listen") => names.push("PELOTON_LISTEN".into()),
             ("server", "data_dir") => names.push("PELOTON_DATA".into()),
@@ -312,13 +361,19 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         let value = match default {
             toml::Value::String(_) => toml::Value::String(raw),
             toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| {
-                ConfigError(format!("{section}.{key} (from {name}) must be an integer, got `{raw}`"))
+                ConfigError(format!(
+                    "{section}.{key} (from {name}) must be an integer, got `{raw}`"
+                ))
             })?),
             toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| {
-                ConfigError(format!("{section}.{key} (from {name}) must be true or false, got `{raw}`"))
+                ConfigError(format!(
+                    "{section}.{key} (from {name}) must be true or false, got `{raw}`"
+                ))
             })?),
             toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().map_err(|_| {
-                ConfigError(format!("{section}.{key} (from {name}) must be a number, got `{raw}`"))
+                ConfigError(format!(
+                    "{section}.{key} (from {name}) must be a number, got `{raw}`"
+                ))
             })?),
             _ => {
                 return Err(ConfigError(format!(
@@ -350,7 +405,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -364,7 +422,10 @@ mod tests {
     fn environment_overrides_defaults_and_flags_override_environment() {
         let c = Config::load_from(
             None,
-            &env(&[("PELOTON_WS_MAX_FRAME_BYTES", "8192"), ("PELOTON_LISTEN", "127.0.0.1:1")]),
+            &env(&[
+                ("PELOTON_WS_MAX_FRAME_BYTES", "8192"),
+                ("PELOTON_LISTEN", "127.0.0.1:1"),
+            ]),
             &Overrides::default(),
         )
         .unwrap();
@@ -373,7 +434,10 @@ mod tests {
         let c = Config::load_from(
             None,
             &env(&[("PELOTON_LISTEN", "127.0.0.1:1")]),
-            &Overrides { listen: Some("127.0.0.1:2".into()), data_dir: None },
+            &Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                data_dir: None,
+            },
         )
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:2");
@@ -381,14 +445,29 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::load_from(None, &env(&[("PELOTON_WS_MAX_FRAME_BYTES", "lots")]), &Overrides::default())
-            .unwrap_err();
+        let e = Config::load_from(
+            None,
+            &env(&[("PELOTON_WS_MAX_FRAME_BYTES", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("ws.max_frame_bytes"), "{e}");
-        let e = Config::load_from(None, &env(&[("PELOTON_PERSIST_SNAPSHOT_EVERY", "0")]), &Overrides::default())
-            .unwrap_err();
+        let e = Config::load_from(
+            None,
+            &env(&[("PELOTON_PERSIST_SNAPSHOT_EVERY", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("persist.snapshot_every"), "{e}");
-        let e = Config::load_from(None, &[], &Overrides { listen: Some("nowhere".into()), data_dir: None })
-            .unwrap_err();
+        let e = Config::load_from(
+            None,
+            &[],
+            &Overrides {
+                listen: Some("nowhere".into()),
+                data_dir: None,
+            },
+        )
+        .unwrap_err();
         assert!(e.0.contains("server.listen"), "{e}");
     }
 

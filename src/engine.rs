@@ -136,13 +136,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     crate::metrics::install();
     let keys = Keys::load_or_create(&config).map_err(|e| StartError(e.to_string()))?;
     let data_dir = config.server.data_dir.clone();
-    let store = Store::open(&data_dir).map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
-    let (journal, writer) = JournalWriter::start(store.clone(), config.persist.group_commit_max_batch)
-        .map_err(|e| StartError(format!("journal writer: {e}")))?;
+    let store = Store::open(&data_dir)
+        .map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
+    let (journal, writer) =
+        JournalWriter::start(store.clone(), config.persist.group_commit_max_batch)
+            .map_err(|e| StartError(format!("journal writer: {e}")))?;
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.server.listen)))?;
-    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
     let (shutdown, _) = watch::channel(false);
     let engine = Arc::new(Engine {
         config: config.clone(),
@@ -155,10 +159,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listener = tokio::spawn(http::serve(listener, engine.clone()));
 
     let restart_window = Duration::from_secs(config.supervision.restart_window_secs);
-    let (root, _) = RootSupervisor::spawn(None, RootSupervisor, RootArgs { restart_budget: config.supervision.restart_budget, restart_window })
-        .await
-        .map_err(|e| StartError(format!("supervision tree: {e}")))?;
-    let races = match RaceDomain::start(&root, store, journal.clone(), RaceSettings::from_config(&config)).await {
+    let (root, _) = RootSupervisor::spawn(
+        None,
+        RootSupervisor,
+        RootArgs {
+            restart_budget: config.supervision.restart_budget,
+            restart_window,
+        },
+    )
+    .await
+    .map_err(|e| StartError(format!("supervision tree: {e}")))?;
+    let races = match RaceDomain::start(
+        &root,
+        store,
+        journal.clone(),
+        RaceSettings::from_config(&config),
+    )
+    .await
+    {
         Ok(races) => races,
         Err(e) => {
             root.stop(None);
@@ -166,13 +184,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(StartError(format!("recovery failed: {e}")));
         }
     };
-    let backups = (config.persist.backup_every_hours > 0).then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));
+    let backups = (config.persist.backup_every_hours > 0)
+        .then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));
     if engine.services.set(Services { races, journal }).is_err() {
         return Err(StartError("services were set twice".into()));
     }
     engine.ready.store(true, Ordering::Release);
     tracing::info!(%addr, "ready");
-    Ok(RunningServer { addr, engine, root, listener, backups, writer: Some(writer) })
+    Ok(RunningServer {
+        addr,
+        engine,
+        root,
+        listener,
+        backups,
+        writer: Some(writer),
+    })
 }
 
 impl RunningServer {
@@ -188,7 +214,11 @@ impl RunningServer {
         if let Some(task) = self.backups.take() {
             task.abort();
         }
-        if let Err(e) = self.root.stop_and_wait(Some("shutdown".into()), Some(grace)).await {
+        if let Err(e) = self
+            .root
+            .stop_and_wait(Some("shutdown".into()), Some(grace))
+            .await
+        {
             tracing::warn!("actors did not stop in time: {e}");
         }
         if let Some(services) = engine.services() {
@@ -213,7 +243,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

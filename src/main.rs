@@ -27,16 +27,24 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let overrides = Overrides { listen: args.listen, data_dir: args.data };
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data,
+    };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.filter.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = runtime()?;
     rt.block_on(async {
-        let server = peloton::engine::start(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+        let server = peloton::engine::start(config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
         // Tools wait for exactly this line on stdout.
         println!("listening on {}", server.addr);
         let _ = std::io::stdout().flush();

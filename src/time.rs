@@ -53,7 +53,9 @@ mod tests {
 
     #[test]
     fn bad_times_and_durations_are_explained() {
-        assert!(parse_rfc3339("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_rfc3339("yesterday")
+            .unwrap_err()
+            .contains("yesterday"));
         assert!(parse_duration("soon").unwrap_err().contains("soon"));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
     }

@@ -20,7 +20,10 @@ pub struct Registry<K, M> {
 impl<K: Eq + Hash + Clone, M: Message> Registry<K, M> {
     /// An empty registry for actors of `kind`.
     pub fn new(kind: &'static str) -> Self {
-        Registry { kind, actors: DashMap::new() }
+        Registry {
+            kind,
+            actors: DashMap::new(),
+        }
     }
 
     /// The live actor for `id`, if any.
@@ -36,7 +39,8 @@ impl<K: Eq + Hash + Clone, M: Message> Registry<K, M> {
 
     /// Forgets `id` only if it is still served by the actor `which`.
     pub fn remove_if(&self, id: &K, which: ActorId) {
-        self.actors.remove_if(id, |_, actor| actor.get_id() == which);
+        self.actors
+            .remove_if(id, |_, actor| actor.get_id() == which);
         self.report();
     }
 

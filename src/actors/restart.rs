@@ -18,13 +18,20 @@ pub struct RestartBudget<K> {
 impl<K: Eq + Hash> RestartBudget<K> {
     /// A budget of `budget` restarts per `window` for each child.
     pub fn new(budget: u32, window: Duration) -> Self {
-        RestartBudget { budget, window, history: HashMap::new() }
+        RestartBudget {
+            budget,
+            window,
+            history: HashMap::new(),
+        }
     }
 
     /// Records a restart of `child` at `now` if the budget allows it.
     pub fn allow(&mut self, child: K, now: Instant) -> bool {
         let times = self.history.entry(child).or_default();
-        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             times.pop_front();
         }
         if times.len() >= self.budget as usize {
@@ -46,7 +53,10 @@ mod tests {
         assert!(b.allow("a", t));
         assert!(b.allow("a", t + Duration::from_secs(1)));
         assert!(!b.allow("a", t + Duration::from_secs(2)));
-        assert!(b.allow("b", t + Duration::from_secs(2)), "budgets are per child");
+        assert!(
+            b.allow("b", t + Duration::from_secs(2)),
+            "budgets are per child"
+        );
         assert!(b.allow("a", t + Duration::from_secs(11)));
     }
 }

@@ -26,7 +26,13 @@ impl DomainSpec {
     async fn spawn(&self, root: &ActorRef<RootMsg>) -> Result<ActorId, ActorProcessingErr> {
         match self {
             DomainSpec::Race(args) => {
-                let (actor, _) = RaceSupervisor::spawn_linked(None, RaceSupervisor, args.clone(), root.get_cell()).await?;
+                let (actor, _) = RaceSupervisor::spawn_linked(
+                    None,
+                    RaceSupervisor,
+                    args.clone(),
+                    root.get_cell(),
+                )
+                .await?;
                 Ok(actor.get_id())
             }
         }
@@ -68,16 +74,32 @@ impl Actor for RootSupervisor {
     type State = RootState;
     type Arguments = RootArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<RootMsg>, args: RootArgs) -> Result<RootState, ActorProcessingErr> {
-        Ok(RootState { domains: HashMap::new(), budget: RestartBudget::new(args.restart_budget, args.restart_window) })
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        args: RootArgs,
+    ) -> Result<RootState, ActorProcessingErr> {
+        Ok(RootState {
+            domains: HashMap::new(),
+            budget: RestartBudget::new(args.restart_budget, args.restart_window),
+        })
     }
 
-    async fn post_stop(&self, myself: ActorRef<RootMsg>, _state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<RootMsg>,
+        _state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         myself.stop_children(None);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RootMsg>, message: RootMsg, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RootMsg>,
+        message: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMsg::StartDomain { spec, reply } => {
                 let outcome = match spec.spawn(&myself).await {
@@ -93,7 +115,12 @@ impl Actor for RootSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<RootMsg>, event: SupervisionEvent, state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        event: SupervisionEvent,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.domains.remove(&cell.get_id());
@@ -104,7 +131,10 @@ impl Actor for RootSupervisor {
                 };
                 tracing::error!(domain = spec.name(), "domain supervisor failed: {error}");
                 if !state.budget.allow(spec.name(), Instant::now()) {
-                    tracing::error!(domain = spec.name(), "restart budget exhausted; the domain stays down");
+                    tracing::error!(
+                        domain = spec.name(),
+                        "restart budget exhausted; the domain stays down"
+                    );
                     return Ok(());
                 }
                 match spec.spawn(&myself).await {

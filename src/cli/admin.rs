@@ -1,7 +1,9 @@
 //! `peloton admin …` and `peloton restore`: each command validates its flags, talks to the
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
-use super::args::{AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs};
+use super::args::{
+    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
+};
 use super::{output, CliError};
 use crate::auth::{claims_for, Keys, Role};
 use crate::config::{Config, Overrides};
@@ -27,23 +29,35 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
         AdminCommand::Backup { out } => {
             let mut client = connect(&args.server, args.token.as_deref()).await?;
             let tmp = out.with_extension("partial");
-            let mut file = std::fs::File::create(&tmp).map_err(|e| CliError::Failed(format!("cannot create {}: {e}", tmp.display())))?;
+            let mut file = std::fs::File::create(&tmp)
+                .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", tmp.display())))?;
             let info = client.backup(&mut file).await;
             client.close().await;
             let info = info.inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             })?;
-            file.sync_all().map_err(|e| CliError::Failed(e.to_string()))?;
+            file.sync_all()
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             drop(file);
-            std::fs::rename(&tmp, &out).map_err(|e| CliError::Failed(format!("cannot write {}: {e}", out.display())))?;
-            let summary = backup::verify(&out).map_err(|e| CliError::Failed(format!("downloaded backup does not verify: {e}")))?;
+            std::fs::rename(&tmp, &out)
+                .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", out.display())))?;
+            let summary = backup::verify(&out)
+                .map_err(|e| CliError::Failed(format!("downloaded backup does not verify: {e}")))?;
             if summary.crc32 != info.crc32 || summary.records != info.records {
-                return Err(CliError::Failed("downloaded backup differs from what the server wrote".into()));
+                return Err(CliError::Failed(
+                    "downloaded backup differs from what the server wrote".into(),
+                ));
             }
             if args.json {
                 output::json(&summary)
             } else {
-                println!("wrote {} ({} bytes, {} records, crc32 {:08x})", out.display(), summary.bytes, summary.records, summary.crc32);
+                println!(
+                    "wrote {} ({} bytes, {} records, crc32 {:08x})",
+                    out.display(),
+                    summary.bytes,
+                    summary.records,
+                    summary.crc32
+                );
                 Ok(())
             }
         }
@@ -52,17 +66,27 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
 
 /// Runs `peloton restore`.
 pub fn restore(args: RestoreArgs) -> Result<(), CliError> {
-    let summary = backup::restore(&args.file, &args.data, args.force).map_err(|e| CliError::Failed(e.to_string()))?;
+    let summary = backup::restore(&args.file, &args.data, args.force)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     if args.json {
         output::json(&summary)
     } else {
-        println!("restored {} records from {} into {}", summary.records, args.file.display(), args.data.display());
+        println!(
+            "restored {} records from {} into {}",
+            summary.records,
+            args.file.display(),
+            args.data.display()
+        );
         Ok(())
     }
 }
 
 async fn connect(server: &str, token: Option<&str>) -> Result<Client, CliError> {
-    let token = token.ok_or_else(|| CliError::Usage("no token: pass --token or set PELOTON_TOKEN (see `peloton admin token issue`)".into()))?;
+    let token = token.ok_or_else(|| {
+        CliError::Usage(
+            "no token: pass --token or set PELOTON_TOKEN (see `peloton admin token issue`)".into(),
+        )
+    })?;
     Ok(Client::connect(server, token, Codec::Binary).await?)
 }
 
@@ -73,14 +97,28 @@ fn issue_token(args: TokenIssueArgs, json: bool) -> Result<(), CliError> {
         validate_id("--race", race).map_err(|r| CliError::Usage(r.message))?;
     }
     let ttl = parse_duration(&args.ttl).map_err(|e| CliError::Usage(format!("--ttl: {e}")))?;
-    let overrides = Overrides { listen: None, data_dir: args.data.clone() };
+    let overrides = Overrides {
+        listen: None,
+        data_dir: args.data.clone(),
+    };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     if ttl.as_secs() == 0 || ttl.as_secs() > config.auth.max_ttl_secs {
-        return Err(CliError::Usage(format!("--ttl must be between 1s and {}s (auth.max_ttl_secs)", config.auth.max_ttl_secs)));
+        return Err(CliError::Usage(format!(
+            "--ttl must be between 1s and {}s (auth.max_ttl_secs)",
+            config.auth.max_ttl_secs
+        )));
     }
     let keys = Keys::load_or_create(&config).map_err(|e| CliError::Failed(e.to_string()))?;
-    let claims = claims_for(role, &args.sub, args.race.as_deref(), now_ms() / 1000, ttl.as_secs());
-    let token = keys.issue(&claims).map_err(|e| CliError::Failed(e.to_string()))?;
+    let claims = claims_for(
+        role,
+        &args.sub,
+        args.race.as_deref(),
+        now_ms() / 1000,
+        ttl.as_secs(),
+    );
+    let token = keys
+        .issue(&claims)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     if json {
         output::json(&serde_json::json!({
             "token": token,
@@ -96,7 +134,8 @@ fn issue_token(args: TokenIssueArgs, json: bool) -> Result<(), CliError> {
 }
 
 fn read_gpx(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("cannot read course {}: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read course {}: {e}", path.display())))
 }
 
 fn time_flag(flag: &str, value: &str) -> Result<i64, CliError> {
@@ -105,13 +144,25 @@ fn time_flag(flag: &str, value: &str) -> Result<i64, CliError> {
 
 fn race_request(command: RaceCommand) -> Result<Request, CliError> {
     Ok(match command {
-        RaceCommand::Create { name, course, start, cutoff } => Request::RaceCreate(RaceCreate {
+        RaceCommand::Create {
+            name,
+            course,
+            start,
+            cutoff,
+        } => Request::RaceCreate(RaceCreate {
             name,
             course_gpx: read_gpx(&course)?,
             start_at_ms: time_flag("--start", &start)?,
             cutoff_at_ms: cutoff.map(|c| time_flag("--cutoff", &c)).transpose()?,
         }),
-        RaceCommand::Update { id, name, course, start, cutoff, clear_cutoff } => Request::RaceUpdate(RaceUpdate {
+        RaceCommand::Update {
+            id,
+            name,
+            course,
+            start,
+            cutoff,
+            clear_cutoff,
+        } => Request::RaceUpdate(RaceUpdate {
             id,
             name,
             course_gpx: course.map(|c| read_gpx(&c)).transpose()?,
@@ -135,7 +186,10 @@ fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
             output::races(&races);
             Ok(())
         }
-        other => Err(CliError::Failed(format!("unexpected reply {}", other.type_name()))),
+        other => Err(CliError::Failed(format!(
+            "unexpected reply {}",
+            other.type_name()
+        ))),
     }
 }
 

@@ -42,7 +42,12 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Server address, ws://HOST:PORT.
-    #[arg(long, env = "PELOTON_SERVER", default_value = "ws://127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        env = "PELOTON_SERVER",
+        default_value = "ws://127.0.0.1:7400",
+        global = true
+    )]
     pub server: String,
     /// Admin token (see `peloton admin token issue`).
     #[arg(long, env = "PELOTON_TOKEN", global = true, hide_env_values = true)]

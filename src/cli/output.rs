@@ -8,7 +8,8 @@ use serde::Serialize;
 
 /// Prints `value` as one JSON document on stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<(), super::CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| super::CliError::Failed(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| super::CliError::Failed(e.to_string()))?;
     println!("{text}");
     Ok(())
 }
@@ -39,12 +40,20 @@ pub fn race(r: &RaceView) {
     println!("state     {}", state(r));
     println!("start     {}", format_rfc3339(r.start_at_ms));
     println!("cut-off   {}", opt(r.cutoff_at_ms));
-    println!("course    {:.2} km, {} points", r.course_length_m / 1000.0, r.course_points);
+    println!(
+        "course    {:.2} km, {} points",
+        r.course_length_m / 1000.0,
+        r.course_points
+    );
     println!("created   {}", format_rfc3339(r.created_at_ms));
     println!("started   {}", opt(r.started_at_ms));
     println!("finished  {}", opt(r.finished_at_ms));
     if r.cancelled_at_ms.is_some() {
-        println!("cancelled {} ({})", opt(r.cancelled_at_ms), r.cancel_reason.as_deref().unwrap_or("no reason given"));
+        println!(
+            "cancelled {} ({})",
+            opt(r.cancelled_at_ms),
+            r.cancel_reason.as_deref().unwrap_or("no reason given")
+        );
     }
 }
 

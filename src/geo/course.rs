@@ -52,7 +52,12 @@ impl Course {
         let mut raw: Vec<(f64, f64)> = Vec::new();
         for track in &gpx.tracks {
             for segment in &track.segments {
-                raw.extend(segment.points.iter().map(|w| (w.point().y(), w.point().x())));
+                raw.extend(
+                    segment
+                        .points
+                        .iter()
+                        .map(|w| (w.point().y(), w.point().x())),
+                );
             }
         }
         if raw.is_empty() {
@@ -66,11 +71,15 @@ impl Course {
     /// Builds a course from `(lat, lon)` pairs in degrees, with the same validation as GPX.
     pub fn from_degrees(raw: &[(f64, f64)], max_points: usize) -> Result<Course, CourseError> {
         if raw.len() > max_points {
-            return Err(CourseError::TooManyPoints { max: max_points, found: raw.len() });
+            return Err(CourseError::TooManyPoints {
+                max: max_points,
+                found: raw.len(),
+            });
         }
         let mut points: Vec<Position> = Vec::with_capacity(raw.len());
         for (index, &(lat, lon)) in raw.iter().enumerate() {
-            let p = Position::from_degrees(lat, lon).map_err(|reason| CourseError::BadPoint { index, reason })?;
+            let p = Position::from_degrees(lat, lon)
+                .map_err(|reason| CourseError::BadPoint { index, reason })?;
             if points.last() != Some(&p) {
                 points.push(p);
             }
@@ -78,7 +87,10 @@ impl Course {
         if points.len() < 2 {
             return Err(CourseError::TooFewPoints(points.len()));
         }
-        let length_m = points.windows(2).map(|w| w[0].distance_m(w[1])).sum::<f64>();
+        let length_m = points
+            .windows(2)
+            .map(|w| w[0].distance_m(w[1]))
+            .sum::<f64>();
         if length_m <= 0.0 {
             return Err(CourseError::ZeroLength);
         }
@@ -117,20 +129,39 @@ mod tests {
 
     #[test]
     fn refuses_garbage_short_and_oversized_courses() {
-        assert!(matches!(Course::from_gpx(b"<nope", 100), Err(CourseError::Unreadable(_))));
-        assert_eq!(Course::from_degrees(&[(1.0, 1.0)], 100), Err(CourseError::TooFewPoints(1)));
-        assert!(matches!(Course::from_degrees(&[(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)], 2), Err(CourseError::TooManyPoints { .. })));
-        assert!(matches!(Course::from_degrees(&[(1.0, 1.0), (95.0, 2.0)], 10), Err(CourseError::BadPoint { index: 1, .. })));
+        assert!(matches!(
+            Course::from_gpx(b"<nope", 100),
+            Err(CourseError::Unreadable(_))
+        ));
+        assert_eq!(
+            Course::from_degrees(&[(1.0, 1.0)], 100),
+            Err(CourseError::TooFewPoints(1))
+        );
+        assert!(matches!(
+            Course::from_degrees(&[(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)], 2),
+            Err(CourseError::TooManyPoints { .. })
+        ));
+        assert!(matches!(
+            Course::from_degrees(&[(1.0, 1.0), (95.0, 2.0)], 10),
+            Err(CourseError::BadPoint { index: 1, .. })
+        ));
     }
 
     #[test]
     fn a_real_recorded_ride_parses_with_a_plausible_length() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/gpx/out-and-back-ljubljana.gpx");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/gpx/out-and-back-ljubljana.gpx"
+        );
         let Ok(bytes) = std::fs::read(path) else {
             panic!("shared data missing at {path}");
         };
         let c = Course::from_gpx(&bytes, 200_000).unwrap();
         assert!(c.points.len() > 100);
-        assert!(c.length_m > 1_000.0 && c.length_m < 500_000.0, "{}", c.length_m);
+        assert!(
+            c.length_m > 1_000.0 && c.length_m < 500_000.0,
+            "{}",
+            c.length_m
+        );
     }
 }

@@ -75,7 +75,12 @@ mod tests {
         assert!(Position::from_degrees(91.0, 0.0).is_err());
         assert!(Position::from_degrees(0.0, -180.5).is_err());
         assert!(Position::from_degrees(f64::NAN, 0.0).is_err());
-        assert!(Position { lat_e7: i32::MAX, lon_e7: 0 }.validate().is_err());
+        assert!(Position {
+            lat_e7: i32::MAX,
+            lon_e7: 0
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

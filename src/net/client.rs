@@ -5,7 +5,10 @@
 //! [`Client::next_push`]. Every failure is a typed [`ClientError`].
 
 use super::codec::Codec;
-use super::protocol::{BackupInfo, ClientFrame, Push, Reply, Request, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
+use super::protocol::{
+    BackupInfo, ClientFrame, Push, Reply, Request, ServerFrame, Welcome, WireError,
+    PROTOCOL_VERSION,
+};
 use crate::error::ErrorCode;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
@@ -91,10 +94,17 @@ impl Client {
     /// Connects to `server` (`ws://HOST:PORT`) with `token`, speaking `codec`.
     pub async fn connect(server: &str, token: &str, codec: Codec) -> Result<Client, ClientError> {
         let url = endpoint(server);
-        let mut request = url.as_str().into_client_request().map_err(|e| ClientError::BadUrl(url.clone(), e.to_string()))?;
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ClientError::BadUrl(url.clone(), "token has invalid characters".into()))?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::BadUrl(url.clone(), e.to_string()))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::BadUrl(url.clone(), "token has invalid characters".into()))?;
         request.headers_mut().insert("Authorization", bearer);
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(codec.subprotocol()));
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(codec.subprotocol()),
+        );
         let config = WebSocketConfig::default()
             .max_message_size(Some(super::codec::MAX_DECODE_BYTES))
             .max_frame_size(Some(super::codec::MAX_DECODE_BYTES));
@@ -103,7 +113,11 @@ impl Client {
             Err(_) => return Err(ClientError::Connect(url, "timed out".into())),
             Ok(Err(WsError::Http(response))) => {
                 let status = response.status().as_u16();
-                let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
                 return Err(ClientError::Http { status, body });
             }
             Ok(Err(e)) => return Err(ClientError::Connect(url, e.to_string())),
@@ -125,8 +139,14 @@ impl Client {
             timeout: Duration::from_secs(60),
         };
         match client.read_frame().await? {
-            ServerFrame::Push(Push::Welcome(welcome)) if welcome.protocol == PROTOCOL_VERSION => client.welcome = welcome,
-            other => return Err(ClientError::Protocol(format!("expected a v{PROTOCOL_VERSION} welcome, got {other:?}"))),
+            ServerFrame::Push(Push::Welcome(welcome)) if welcome.protocol == PROTOCOL_VERSION => {
+                client.welcome = welcome
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a v{PROTOCOL_VERSION} welcome, got {other:?}"
+                )))
+            }
         }
         Ok(client)
     }
@@ -151,8 +171,14 @@ impl Client {
     pub async fn send(&mut self, request: Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let message = self.codec.encode_client(&ClientFrame { id, request }).map_err(ClientError::Protocol)?;
-        self.ws.send(message).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let message = self
+            .codec
+            .encode_client(&ClientFrame { id, request })
+            .map_err(ClientError::Protocol)?;
+        self.ws
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(id)
     }
 
@@ -163,7 +189,9 @@ impl Client {
             loop {
                 match self.read_frame().await? {
                     ServerFrame::Reply { id: got, reply } if got == id => return Ok(reply),
-                    ServerFrame::Error { id: got, error } if got == Some(id) || got.is_none() => return Err(ClientError::Server(error)),
+                    ServerFrame::Error { id: got, error } if got == Some(id) || got.is_none() => {
+                        return Err(ClientError::Server(error))
+                    }
                     ServerFrame::Push(push) => self.pushes.push_back(push),
                     _ => {}
                 }
@@ -190,30 +218,53 @@ impl Client {
     }
 
     /// Downloads a consistent backup into `out`, checking offsets and the CRC.
-    pub async fn backup(&mut self, out: &mut impl std::io::Write) -> Result<BackupInfo, ClientError> {
+    pub async fn backup(
+        &mut self,
+        out: &mut impl std::io::Write,
+    ) -> Result<BackupInfo, ClientError> {
         let id = self.send(Request::Backup).await?;
         let mut written = 0u64;
         let info = tokio::time::timeout(self.timeout, async {
             loop {
                 match self.read_frame().await? {
-                    ServerFrame::Push(Push::BackupChunk { request_id, offset, data }) if request_id == id => {
+                    ServerFrame::Push(Push::BackupChunk {
+                        request_id,
+                        offset,
+                        data,
+                    }) if request_id == id => {
                         if offset != written {
-                            return Err(ClientError::Protocol(format!("backup chunk at {offset}, expected {written}")));
+                            return Err(ClientError::Protocol(format!(
+                                "backup chunk at {offset}, expected {written}"
+                            )));
                         }
-                        out.write_all(&data).map_err(|e| ClientError::Io(e.to_string()))?;
+                        out.write_all(&data)
+                            .map_err(|e| ClientError::Io(e.to_string()))?;
                         written += data.len() as u64;
                     }
-                    ServerFrame::Reply { id: got, reply: Reply::BackupDone(info) } if got == id => return Ok(info),
-                    ServerFrame::Error { id: got, error } if got == Some(id) => return Err(ClientError::Server(error)),
+                    ServerFrame::Reply {
+                        id: got,
+                        reply: Reply::BackupDone(info),
+                    } if got == id => return Ok(info),
+                    ServerFrame::Error { id: got, error } if got == Some(id) => {
+                        return Err(ClientError::Server(error))
+                    }
                     ServerFrame::Push(push) => self.pushes.push_back(push),
-                    other => return Err(ClientError::Protocol(format!("unexpected frame during backup: {}", other.type_name()))),
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "unexpected frame during backup: {}",
+                            other.type_name()
+                        )))
+                    }
                 }
             }
         })
         .await
         .map_err(|_| ClientError::Timeout(self.timeout))??;
         if info.bytes != written {
-            return Err(ClientError::Protocol(format!("backup is {} bytes, received {written}", info.bytes)));
+            return Err(ClientError::Protocol(format!(
+                "backup is {} bytes, received {written}",
+                info.bytes
+            )));
         }
         Ok(info)
     }
@@ -234,11 +285,16 @@ impl Client {
                 Message::Binary(b) => b.to_vec(),
                 Message::Text(t) => t.as_bytes().to_vec(),
                 Message::Close(frame) => {
-                    return Err(ClientError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                    return Err(ClientError::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
                 }
                 _ => continue,
             };
-            return self.codec.decode_server(&payload).map_err(ClientError::Protocol);
+            return self
+                .codec
+                .decode_server(&payload)
+                .map_err(ClientError::Protocol);
         }
     }
 }

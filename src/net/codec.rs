@@ -65,11 +65,14 @@ impl Codec {
     /// The first supported name in a `Sec-WebSocket-Protocol` header value, in the client's
     /// order of preference.
     pub fn negotiate(header: &str) -> Option<Codec> {
-        header.split(',').map(str::trim).find_map(|name| match name {
-            BINARY_SUBPROTOCOL => Some(Codec::Binary),
-            JSON_SUBPROTOCOL => Some(Codec::Json),
-            _ => None,
-        })
+        header
+            .split(',')
+            .map(str::trim)
+            .find_map(|name| match name {
+                BINARY_SUBPROTOCOL => Some(Codec::Binary),
+                JSON_SUBPROTOCOL => Some(Codec::Json),
+                _ => None,
+            })
     }
 
     /// Encodes a server frame as a WebSocket message of this codec's frame type.
@@ -94,7 +97,9 @@ impl Codec {
 
     fn encode_bytes<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
         match self {
-            Codec::Binary => bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| e.to_string()),
+            Codec::Binary => {
+                bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| e.to_string())
+            }
             Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
         }
     }
@@ -104,7 +109,9 @@ impl Codec {
         Ok(match self {
             Codec::Binary => Message::Binary(Bytes::from(bytes)),
             // serde_json only writes UTF-8.
-            Codec::Json => Message::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?.into()),
+            Codec::Json => {
+                Message::Text(String::from_utf8(bytes).map_err(|e| e.to_string())?.into())
+            }
         })
     }
 
@@ -126,9 +133,13 @@ impl Codec {
 }
 
 fn decode_binary_exact<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(payload, bincode_config()).map_err(|e| e.to_string())?;
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(payload, bincode_config())
+        .map_err(|e| e.to_string())?;
     if used != payload.len() {
-        return Err(format!("{} bytes after the end of the message", payload.len() - used));
+        return Err(format!(
+            "{} bytes after the end of the message",
+            payload.len() - used
+        ));
     }
     Ok(value)
 }
@@ -136,7 +147,11 @@ fn decode_binary_exact<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String>
 /// Reads the id first so that even a frame with an unknown or broken body gets an error
 /// reply the client can match.
 fn decode_binary_client(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
-    let broken = |id, message: String| DecodeError { id, code: ErrorCode::BadRequest, message };
+    let broken = |id, message: String| DecodeError {
+        id,
+        code: ErrorCode::BadRequest,
+        message,
+    };
     let (id, used) = bincode::serde::decode_from_slice::<u64, _>(payload, bincode_config())
         .map_err(|e| broken(None, format!("cannot read the request id: {e}")))?;
     let body = &payload[used..];
@@ -145,11 +160,15 @@ fn decode_binary_client(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
             return Err(DecodeError {
                 id: Some(id),
                 code: ErrorCode::UnknownType,
-                message: format!("unknown request type tag {tag}; this server knows 0..={}", Request::TYPES.len() - 1),
+                message: format!(
+                    "unknown request type tag {tag}; this server knows 0..={}",
+                    Request::TYPES.len() - 1
+                ),
             });
         }
     }
-    let request = decode_binary_exact::<Request>(body).map_err(|e| broken(Some(id), format!("malformed request: {e}")))?;
+    let request = decode_binary_exact::<Request>(body)
+        .map_err(|e| broken(Some(id), format!("malformed request: {e}")))?;
     Ok(ClientFrame { id, request })
 }
 
@@ -159,19 +178,29 @@ fn decode_json_client(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
         Err(e) => {
             // Read what we can to answer precisely: the id, and whether the type is unknown.
             let value: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
-            let id = value.as_ref().and_then(|v| v.get("id")).and_then(serde_json::Value::as_u64);
-            let type_name = value.as_ref().and_then(|v| v.get("request")).and_then(|r| match r {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Object(o) if o.len() == 1 => o.keys().next().cloned(),
-                _ => None,
-            });
+            let id = value
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .and_then(serde_json::Value::as_u64);
+            let type_name = value
+                .as_ref()
+                .and_then(|v| v.get("request"))
+                .and_then(|r| match r {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(o) if o.len() == 1 => o.keys().next().cloned(),
+                    _ => None,
+                });
             match type_name {
                 Some(name) if !Request::TYPES.contains(&name.as_str()) => Err(DecodeError {
                     id,
                     code: ErrorCode::UnknownType,
                     message: format!("unknown request type `{name}`"),
                 }),
-                _ => Err(DecodeError { id, code: ErrorCode::BadRequest, message: format!("malformed request: {e}") }),
+                _ => Err(DecodeError {
+                    id,
+                    code: ErrorCode::BadRequest,
+                    message: format!("malformed request: {e}"),
+                }),
             }
         }
     }
@@ -187,7 +216,12 @@ mod tests {
         vec![
             Request::Ping,
             Request::RefreshToken { token: "t".into() },
-            Request::RaceCreate(RaceCreate { name: "n".into(), course_gpx: "<gpx/>".into(), start_at_ms: 1, cutoff_at_ms: Some(2) }),
+            Request::RaceCreate(RaceCreate {
+                name: "n".into(),
+                course_gpx: "<gpx/>".into(),
+                start_at_ms: 1,
+                cutoff_at_ms: Some(2),
+            }),
             Request::RaceUpdate(crate::net::protocol::RaceUpdate {
                 id: "r".into(),
                 name: None,
@@ -200,7 +234,10 @@ mod tests {
             Request::RaceGet { id: "r".into() },
             Request::RaceStart { id: "r".into() },
             Request::RaceFinish { id: "r".into() },
-            Request::RaceCancel { id: "r".into(), reason: None },
+            Request::RaceCancel {
+                id: "r".into(),
+                reason: None,
+            },
             Request::Backup,
         ]
     }
@@ -222,9 +259,19 @@ mod tests {
 
     #[test]
     fn ping_is_two_bytes_on_the_wire() {
-        let bytes = Codec::Binary.encode_client_bytes(&ClientFrame { id: 7, request: Request::Ping }).unwrap();
+        let bytes = Codec::Binary
+            .encode_client_bytes(&ClientFrame {
+                id: 7,
+                request: Request::Ping,
+            })
+            .unwrap();
         assert_eq!(bytes, vec![7, 0]);
-        let json = Codec::Json.encode_client_bytes(&ClientFrame { id: 7, request: Request::Ping }).unwrap();
+        let json = Codec::Json
+            .encode_client_bytes(&ClientFrame {
+                id: 7,
+                request: Request::Ping,
+            })
+            .unwrap();
         assert_eq!(json, br#"{"id":7,"request":"ping"}"#);
     }
 
@@ -232,17 +279,32 @@ mod tests {
     fn broken_frames_are_classified_with_their_id() {
         assert_eq!(Codec::Binary.decode_client(&[]).unwrap_err().id, None);
         let unknown = Codec::Binary.decode_client(&[9, 200]).unwrap_err();
-        assert_eq!((unknown.id, unknown.code), (Some(9), ErrorCode::UnknownType));
+        assert_eq!(
+            (unknown.id, unknown.code),
+            (Some(9), ErrorCode::UnknownType)
+        );
         let truncated = Codec::Binary.decode_client(&[9, 2, 5, b'a']).unwrap_err();
-        assert_eq!((truncated.id, truncated.code), (Some(9), ErrorCode::BadRequest));
+        assert_eq!(
+            (truncated.id, truncated.code),
+            (Some(9), ErrorCode::BadRequest)
+        );
         let trailing = Codec::Binary.decode_client(&[9, 0, 0]).unwrap_err();
         assert_eq!(trailing.code, ErrorCode::BadRequest);
-        let huge_claim = Codec::Binary.decode_client(&[9, 1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).unwrap_err();
+        let huge_claim = Codec::Binary
+            .decode_client(&[9, 1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+            .unwrap_err();
         assert_eq!(huge_claim.code, ErrorCode::BadRequest);
 
-        let unknown = Codec::Json.decode_client(br#"{"id":4,"request":"fly"}"#).unwrap_err();
-        assert_eq!((unknown.id, unknown.code), (Some(4), ErrorCode::UnknownType));
-        let shape = Codec::Json.decode_client(br#"{"id":4,"request":{"race_get":{"id":5}}}"#).unwrap_err();
+        let unknown = Codec::Json
+            .decode_client(br#"{"id":4,"request":"fly"}"#)
+            .unwrap_err();
+        assert_eq!(
+            (unknown.id, unknown.code),
+            (Some(4), ErrorCode::UnknownType)
+        );
+        let shape = Codec::Json
+            .decode_client(br#"{"id":4,"request":{"race_get":{"id":5}}}"#)
+            .unwrap_err();
         assert_eq!((shape.id, shape.code), (Some(4), ErrorCode::BadRequest));
         assert_eq!(Codec::Json.decode_client(b"[1,2").unwrap_err().id, None);
     }
@@ -250,8 +312,17 @@ mod tests {
     #[test]
     fn server_frames_round_trip() {
         let frames = [
-            ServerFrame::Reply { id: 1, reply: Reply::Pong { server_time_ms: 5 } },
-            ServerFrame::Error { id: None, error: WireError { code: ErrorCode::Forbidden, message: "no".into() } },
+            ServerFrame::Reply {
+                id: 1,
+                reply: Reply::Pong { server_time_ms: 5 },
+            },
+            ServerFrame::Error {
+                id: None,
+                error: WireError {
+                    code: ErrorCode::Forbidden,
+                    message: "no".into(),
+                },
+            },
         ];
         for frame in frames {
             for codec in [Codec::Binary, Codec::Json] {
@@ -263,8 +334,14 @@ mod tests {
 
     #[test]
     fn negotiation_follows_client_preference() {
-        assert_eq!(Codec::negotiate("peloton.v1.json, peloton.v1.bin"), Some(Codec::Json));
-        assert_eq!(Codec::negotiate("chat, peloton.v1.bin"), Some(Codec::Binary));
+        assert_eq!(
+            Codec::negotiate("peloton.v1.json, peloton.v1.bin"),
+            Some(Codec::Json)
+        );
+        assert_eq!(
+            Codec::negotiate("chat, peloton.v1.bin"),
+            Some(Codec::Binary)
+        );
         assert_eq!(Codec::negotiate("peloton.v2.bin"), None);
     }
 

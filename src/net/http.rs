@@ -61,8 +61,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, engine: Arc<Engine>) {
     };
     let timeout = Duration::from_millis(engine.config.server.header_read_timeout_ms);
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(timeout).max_buf_size(MAX_HEAD_BYTES);
-    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -90,13 +95,16 @@ async fn route(req: Request<Incoming>, engine: Arc<Engine>) -> Result<Response<B
         }
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             response
         }
         (&Method::GET, WS_PATH) => upgrade(req, &engine),
-        (_, "/healthz" | "/readyz" | "/metrics" | WS_PATH) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (_, "/healthz" | "/readyz" | "/metrics" | WS_PATH) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
@@ -105,9 +113,10 @@ async fn route(req: Request<Incoming>, engine: Arc<Engine>) -> Result<Response<B
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -116,9 +125,10 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": code, "message": message }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -133,8 +143,15 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 /// The token from `Authorization: Bearer …` or the `token` query parameter.
 fn presented_token(req: &Request<Incoming>) -> Option<String> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+    if let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
             return Some(token.trim().to_owned());
         }
     }
@@ -148,18 +165,47 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
 
 fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
     if !engine.is_ready() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is not ready; retry shortly");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is not ready; retry shortly",
+        );
     }
-    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade") && header_has_token(&req, header::UPGRADE, "websocket");
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "not a WebSocket upgrade request");
+    let is_upgrade = header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket");
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec())
+    else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "not a WebSocket upgrade request",
+        );
     };
     if !is_upgrade {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "not a WebSocket upgrade request");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "not a WebSocket upgrade request",
+        );
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        let mut response = json_error(StatusCode::UPGRADE_REQUIRED, "bad_request", "WebSocket version 13 is required");
-        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut response = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "WebSocket version 13 is required",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return response;
     }
     let claims = match presented_token(&req).map(|t| engine.keys.verify(&t)) {
@@ -169,9 +215,15 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
     let claims = match claims {
         Ok(claims) => claims,
         Err(e) => {
-            let code = if e == TokenError::Expired { "token_expired" } else { "unauthenticated" };
+            let code = if e == TokenError::Expired {
+                "token_expired"
+            } else {
+                "unauthenticated"
+            };
             let mut response = json_error(StatusCode::UNAUTHORIZED, code, &e.to_string());
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
     };
@@ -195,7 +247,12 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(config)).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    WsRole::Server,
+                    Some(config),
+                )
+                .await;
                 session::run(ws, codec, claims, engine).await;
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
@@ -209,15 +266,26 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(&key)) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(codec.subprotocol()));
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(codec.subprotocol()),
+    );
     response
 }
 
 /// Per-socket buffers and limits; admins get a larger message limit for course uploads.
 fn socket_config(engine: &Engine, claims: &Claims) -> WebSocketConfig {
     let ws = &engine.config.ws;
-    let max_message = if claims.role == Role::Admin { ws.admin_max_message_bytes } else { ws.max_message_bytes };
-    let max_frame = if claims.role == Role::Admin { max_message } else { ws.max_frame_bytes };
+    let max_message = if claims.role == Role::Admin {
+        ws.admin_max_message_bytes
+    } else {
+        ws.max_message_bytes
+    };
+    let max_frame = if claims.role == Role::Admin {
+        max_message
+    } else {
+        ws.max_frame_bytes
+    };
     WebSocketConfig::default()
         .read_buffer_size(ws.read_buffer_bytes)
         .write_buffer_size(ws.write_buffer_bytes)

@@ -20,7 +20,12 @@ impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
-        TokenBucket { rate: f64::from(rate_per_sec.max(1)), burst, tokens: burst, updated: now }
+        TokenBucket {
+            rate: f64::from(rate_per_sec.max(1)),
+            burst,
+            tokens: burst,
+            updated: now,
+        }
     }
 
     /// Takes one token if there is one.
@@ -50,7 +55,10 @@ mod tests {
         assert!(!b.try_take(t));
         assert!(b.try_take(t + Duration::from_millis(100)));
         assert!(!b.try_take(t + Duration::from_millis(100)));
-        assert!((0..3).all(|_| b.try_take(t + Duration::from_secs(60))), "refills only up to the burst");
+        assert!(
+            (0..3).all(|_| b.try_take(t + Duration::from_secs(60))),
+            "refills only up to the burst"
+        );
         assert!(!b.try_take(t + Duration::from_secs(60)));
     }
 }

@@ -71,7 +71,11 @@ where
     let writer = tokio::spawn(write_loop(sink, queue));
     let mut session = Session {
         codec,
-        bucket: TokenBucket::new(ws_config.rate_limit_per_sec, ws_config.rate_limit_burst, Instant::now()),
+        bucket: TokenBucket::new(
+            ws_config.rate_limit_per_sec,
+            ws_config.rate_limit_burst,
+            Instant::now(),
+        ),
         violations: 0,
         out,
         engine: engine.clone(),
@@ -85,14 +89,18 @@ where
         race: session.claims.race.clone(),
         expires_at_ms: session.claims.expires_at_ms(),
     };
-    session.send(&ServerFrame::Push(Push::Welcome(welcome))).await;
+    session
+        .send(&ServerFrame::Push(Push::Welcome(welcome)))
+        .await;
     let grace = Duration::from_millis(ws_config.token_expiry_grace_ms);
 
     let close: Option<CloseReason> = loop {
         if *shutdown.borrow() {
             break Some((close_code::GOING_AWAY, "server shutting down".into()));
         }
-        let expires_in = Duration::from_millis(u64::try_from(session.claims.expires_at_ms() - now_ms()).unwrap_or(0)) + grace;
+        let expires_in = Duration::from_millis(
+            u64::try_from(session.claims.expires_at_ms() - now_ms()).unwrap_or(0),
+        ) + grace;
         tokio::select! {
             _ = shutdown.changed() => continue,
             _ = tokio::time::sleep(expires_in) => {
@@ -130,7 +138,10 @@ where
 fn close_for(error: &WsError) -> Option<CloseReason> {
     match error {
         WsError::Capacity(e) => Some((close_code::MESSAGE_TOO_BIG, e.to_string())),
-        WsError::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8".into())),
+        WsError::Utf8(_) => Some((
+            close_code::INVALID_PAYLOAD,
+            "text frame is not valid UTF-8".into(),
+        )),
         WsError::Protocol(e) => Some((close_code::PROTOCOL_ERROR, e.to_string())),
         _ => None,
     }
@@ -144,7 +155,11 @@ impl Session {
             if self.violations >= self.engine.config.ws.flood_close_after {
                 return Some((close_code::POLICY_VIOLATION, "rate limit exceeded".into()));
             }
-            self.reject(None, Rejection::new(ErrorCode::RateLimited, "slow down: rate limit exceeded")).await;
+            self.reject(
+                None,
+                Rejection::new(ErrorCode::RateLimited, "slow down: rate limit exceeded"),
+            )
+            .await;
             return None;
         }
         self.violations = 0;
@@ -158,21 +173,43 @@ impl Session {
         };
         metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
         match api::handle(&self.engine, &mut self.claims, frame.request).await {
-            Outcome::Reply(Ok(reply)) => self.send(&ServerFrame::Reply { id: frame.id, reply }).await,
+            Outcome::Reply(Ok(reply)) => {
+                self.send(&ServerFrame::Reply {
+                    id: frame.id,
+                    reply,
+                })
+                .await
+            }
             Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
             Outcome::StreamFile { path, reply } => {
                 let result = self.stream_file(frame.id, &path).await;
                 let _ = std::fs::remove_file(&path);
                 match result {
-                    Ok(()) => self.send(&ServerFrame::Reply { id: frame.id, reply }).await,
-                    Err(e) => self.reject(Some(frame.id), Rejection::internal(format!("backup stream failed: {e}"))).await,
+                    Ok(()) => {
+                        self.send(&ServerFrame::Reply {
+                            id: frame.id,
+                            reply,
+                        })
+                        .await
+                    }
+                    Err(e) => {
+                        self.reject(
+                            Some(frame.id),
+                            Rejection::internal(format!("backup stream failed: {e}")),
+                        )
+                        .await
+                    }
                 }
             }
         }
         None
     }
 
-    async fn stream_file(&mut self, request_id: u64, path: &std::path::Path) -> std::io::Result<()> {
+    async fn stream_file(
+        &mut self,
+        request_id: u64,
+        path: &std::path::Path,
+    ) -> std::io::Result<()> {
         let mut file = std::fs::File::open(path)?;
         let mut offset = 0u64;
         loop {
@@ -182,14 +219,25 @@ impl Session {
                 return Ok(());
             }
             data.truncate(n);
-            self.send(&ServerFrame::Push(Push::BackupChunk { request_id, offset, data })).await;
+            self.send(&ServerFrame::Push(Push::BackupChunk {
+                request_id,
+                offset,
+                data,
+            }))
+            .await;
             offset += n as u64;
         }
     }
 
     async fn reject(&mut self, id: Option<u64>, rejection: Rejection) {
         metrics::counter!(m::ERRORS, "code" => rejection.code.as_str()).increment(1);
-        let frame = ServerFrame::Error { id, error: WireError { code: rejection.code, message: rejection.message } };
+        let frame = ServerFrame::Error {
+            id,
+            error: WireError {
+                code: rejection.code,
+                message: rejection.message,
+            },
+        };
         self.send(&frame).await;
     }
 
@@ -206,8 +254,10 @@ impl Session {
 }
 
 /// Drains the queue into the socket: every frame already queued is fed before one flush.
-async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, mut queue: mpsc::Receiver<Outbound>)
-where
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(first) = queue.recv().await {
@@ -220,7 +270,10 @@ where
                     }
                 }
                 Outbound::Close(code, reason) => {
-                    let frame = CloseFrame { code: CloseCode::from(code), reason: truncate_reason(reason).into() };
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: truncate_reason(reason).into(),
+                    };
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     let _ = sink.close().await;
                     return;
@@ -234,7 +287,6 @@ where
     }
     let _ = sink.close().await;
 }
-
 
 /// RFC 6455 allows at most 123 bytes of close reason.
 fn truncate_reason(mut reason: String) -> String {

@@ -65,7 +65,11 @@ pub fn write_verified(db: &sled::Db, path: &Path) -> Result<BackupSummary, Persi
     }
     let tmp = path.with_extension("partial");
     let file = std::fs::File::create(&tmp)?;
-    let mut out = Checksummed { inner: BufWriter::new(file), crc: crc32fast::Hasher::new(), bytes: 0 };
+    let mut out = Checksummed {
+        inner: BufWriter::new(file),
+        crc: crc32fast::Hasher::new(),
+        bytes: 0,
+    };
     out.write_all(MAGIC)?;
     out.write_all(&FORMAT.to_be_bytes())?;
     out.write_all(&SCHEMA_VERSION.to_be_bytes())?;
@@ -75,7 +79,8 @@ pub fn write_verified(db: &sled::Db, path: &Path) -> Result<BackupSummary, Persi
             continue;
         }
         let tree = db.open_tree(&name)?;
-        let name_len = u16::try_from(name.len()).map_err(|_| PersistError::Backup("tree name too long".into()))?;
+        let name_len = u16::try_from(name.len())
+            .map_err(|_| PersistError::Backup("tree name too long".into()))?;
         for entry in tree.iter() {
             let (key, value) = entry?;
             out.write_all(&[RECORD])?;
@@ -91,18 +96,24 @@ pub fn write_verified(db: &sled::Db, path: &Path) -> Result<BackupSummary, Persi
     let crc = out.crc.clone().finalize();
     let mut inner = out.inner;
     inner.write_all(&crc.to_be_bytes())?;
-    let file = inner.into_inner().map_err(|e| PersistError::Storage(e.to_string()))?;
+    let file = inner
+        .into_inner()
+        .map_err(|e| PersistError::Storage(e.to_string()))?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     let summary = verify(path)?;
     if summary.records != records || summary.crc32 != crc {
-        return Err(PersistError::Backup(format!("{} did not read back as written", path.display())));
+        return Err(PersistError::Backup(format!(
+            "{} did not read back as written",
+            path.display()
+        )));
     }
     Ok(summary)
 }
 
 fn write_block(out: &mut impl Write, bytes: &[u8]) -> Result<(), PersistError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| PersistError::Backup("record over 4 GiB".into()))?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| PersistError::Backup("record over 4 GiB".into()))?;
     out.write_all(&len.to_be_bytes())?;
     out.write_all(bytes)?;
     Ok(())
@@ -116,18 +127,22 @@ struct Entry {
 }
 
 /// Reads a backup, calling `each` per record, and checks magic, schema, count and CRC.
-fn read(path: &Path, mut each: impl FnMut(Entry) -> Result<(), PersistError>) -> Result<BackupSummary, PersistError> {
+fn read(
+    path: &Path,
+    mut each: impl FnMut(Entry) -> Result<(), PersistError>,
+) -> Result<BackupSummary, PersistError> {
     let bad = |what: &str| PersistError::Backup(format!("{}: {what}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| bad(&e.to_string()))?;
     let bytes_total = file.metadata()?.len();
     let mut input = BufReader::new(file);
     let mut crc = crc32fast::Hasher::new();
-    let mut take = |n: usize, input: &mut BufReader<std::fs::File>| -> Result<Vec<u8>, PersistError> {
-        let mut buf = vec![0u8; n];
-        input.read_exact(&mut buf).map_err(|_| bad("truncated"))?;
-        crc.update(&buf);
-        Ok(buf)
-    };
+    let mut take =
+        |n: usize, input: &mut BufReader<std::fs::File>| -> Result<Vec<u8>, PersistError> {
+            let mut buf = vec![0u8; n];
+            input.read_exact(&mut buf).map_err(|_| bad("truncated"))?;
+            crc.update(&buf);
+            Ok(buf)
+        };
     if take(8, &mut input)? != MAGIC {
         return Err(bad("not a Peloton backup"));
     }
@@ -137,7 +152,10 @@ fn read(path: &Path, mut each: impl FnMut(Entry) -> Result<(), PersistError>) ->
     }
     let schema = be_u32(&take(4, &mut input)?);
     if schema != SCHEMA_VERSION {
-        return Err(PersistError::SchemaMismatch { found: schema, expected: SCHEMA_VERSION });
+        return Err(PersistError::SchemaMismatch {
+            found: schema,
+            expected: SCHEMA_VERSION,
+        });
     }
     let mut records = 0u64;
     loop {
@@ -145,9 +163,11 @@ fn read(path: &Path, mut each: impl FnMut(Entry) -> Result<(), PersistError>) ->
             RECORD => {
                 let name_len = usize::from(be_u16(&take(2, &mut input)?));
                 let tree = take(name_len, &mut input)?;
-                let key_len = block_len(&take(4, &mut input)?, bytes_total).ok_or_else(|| bad("key length past end"))?;
+                let key_len = block_len(&take(4, &mut input)?, bytes_total)
+                    .ok_or_else(|| bad("key length past end"))?;
                 let key = take(key_len, &mut input)?;
-                let value_len = block_len(&take(4, &mut input)?, bytes_total).ok_or_else(|| bad("value length past end"))?;
+                let value_len = block_len(&take(4, &mut input)?, bytes_total)
+                    .ok_or_else(|| bad("value length past end"))?;
                 let value = take(value_len, &mut input)?;
                 records += 1;
                 each(Entry { tree, key, value })?;
@@ -156,20 +176,33 @@ fn read(path: &Path, mut each: impl FnMut(Entry) -> Result<(), PersistError>) ->
             other => return Err(bad(&format!("unknown record tag {other:#x}"))),
         }
     }
-    let count = u64::from_be_bytes(take(8, &mut input)?.try_into().map_err(|_| bad("truncated"))?);
+    let count = u64::from_be_bytes(
+        take(8, &mut input)?
+            .try_into()
+            .map_err(|_| bad("truncated"))?,
+    );
     let expected = crc.finalize();
     let mut stored = [0u8; 4];
-    input.read_exact(&mut stored).map_err(|_| bad("truncated checksum"))?;
+    input
+        .read_exact(&mut stored)
+        .map_err(|_| bad("truncated checksum"))?;
     if u32::from_be_bytes(stored) != expected {
         return Err(bad("checksum mismatch: the file is damaged"));
     }
     if count != records {
-        return Err(bad(&format!("trailer says {count} records, found {records}")));
+        return Err(bad(&format!(
+            "trailer says {count} records, found {records}"
+        )));
     }
     if input.read(&mut [0u8; 1])? != 0 {
         return Err(bad("bytes after the trailer"));
     }
-    Ok(BackupSummary { path: path.to_path_buf(), bytes: bytes_total, records, crc32: expected })
+    Ok(BackupSummary {
+        path: path.to_path_buf(),
+        bytes: bytes_total,
+        records,
+        crc32: expected,
+    })
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -207,7 +240,10 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupSummar
     }
     let store = Store::open(data_dir)?;
     let summary = read(path, |entry| {
-        store.db.open_tree(&entry.tree)?.insert(entry.key, entry.value)?;
+        store
+            .db
+            .open_tree(&entry.tree)?
+            .insert(entry.key, entry.value)?;
         Ok(())
     })?;
     store.db.flush()?;
@@ -251,7 +287,10 @@ mod tests {
         journal.snapshot(&actor, 2, &20u64).await.unwrap();
         let out = src.path().join("x.pbak");
         let summary = journal.backup(out.clone()).await.unwrap();
-        assert_eq!(summary.records, 3, "schema version, snapshot, one event after compaction");
+        assert_eq!(
+            summary.records, 3,
+            "schema version, snapshot, one event after compaction"
+        );
 
         let dst = tempfile::tempdir().unwrap();
         restore(&out, dst.path(), false).unwrap();
@@ -260,7 +299,10 @@ mod tests {
         assert_eq!(r.snapshot, Some((2, 20)));
         assert_eq!(r.events, vec![(3, 3)]);
         drop(restored);
-        assert!(restore(&out, dst.path(), false).unwrap_err().to_string().contains("--force"));
+        assert!(restore(&out, dst.path(), false)
+            .unwrap_err()
+            .to_string()
+            .contains("--force"));
 
         let mut bytes = std::fs::read(&out).unwrap();
         let middle = bytes.len() / 2;
@@ -270,7 +312,13 @@ mod tests {
         std::fs::write(&out, &bytes[..bytes.len() - 3]).unwrap();
         assert!(verify(&out).is_err());
         std::fs::write(&out, b"hello").unwrap();
-        assert!(verify(&out).unwrap_err().to_string().contains("not a Peloton backup") || verify(&out).is_err());
+        assert!(
+            verify(&out)
+                .unwrap_err()
+                .to_string()
+                .contains("not a Peloton backup")
+                || verify(&out).is_err()
+        );
     }
 
     #[test]
@@ -281,7 +329,10 @@ mod tests {
         }
         std::fs::write(dir.path().join("notes.txt"), b"keep me").unwrap();
         let removed = rotate_names(dir.path(), 2).unwrap();
-        assert_eq!(removed, vec![scheduled_name(dir.path(), 1), scheduled_name(dir.path(), 2)]);
+        assert_eq!(
+            removed,
+            vec![scheduled_name(dir.path(), 1), scheduled_name(dir.path(), 2)]
+        );
         assert!(dir.path().join("notes.txt").exists());
     }
 }

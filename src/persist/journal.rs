@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 /// growing memory.
 const QUEUE_CAPACITY: usize = 65_536;
 
+/// Where the outcome of an append or flush goes once its group is on disk.
+type Waiter = oneshot::Sender<Result<(), PersistError>>;
+
 /// One request to the writer.
 enum WriteOp {
     /// Store events `first_seq..` of `actor`; `done` resolves after the flush.
@@ -28,11 +31,20 @@ enum WriteOp {
         done: oneshot::Sender<Result<(), PersistError>>,
     },
     /// Replace `actor`'s snapshot with `state` at `seq` and drop the events it covers.
-    Snapshot { actor: ActorKey, seq: u64, state: Vec<u8> },
+    Snapshot {
+        actor: ActorKey,
+        seq: u64,
+        state: Vec<u8>,
+    },
     /// Resolve once everything sent before is on disk.
-    Flush { done: oneshot::Sender<Result<(), PersistError>> },
+    Flush {
+        done: oneshot::Sender<Result<(), PersistError>>,
+    },
     /// Write a consistent backup file.
-    Backup { path: PathBuf, done: oneshot::Sender<Result<backup::BackupSummary, PersistError>> },
+    Backup {
+        path: PathBuf,
+        done: oneshot::Sender<Result<backup::BackupSummary, PersistError>>,
+    },
 }
 
 /// A cheap, cloneable handle for appending to the journal.
@@ -56,7 +68,12 @@ impl JournalWriter {
         let thread = std::thread::Builder::new()
             .name("peloton-journal".into())
             .spawn(move || writer_loop(store, rx, max_batch.max(1)))?;
-        Ok((Journal { tx }, JournalWriter { thread: Some(thread) }))
+        Ok((
+            Journal { tx },
+            JournalWriter {
+                thread: Some(thread),
+            },
+        ))
     }
 
     /// Waits for the writer to drain its queue and stop. Call after every [`Journal`] handle
@@ -71,17 +88,32 @@ impl JournalWriter {
 impl Journal {
     /// Appends already-encoded events for `actor`, numbered from `first_seq`, and waits until
     /// they are durable.
-    pub async fn append_encoded(&self, actor: &ActorKey, first_seq: u64, events: Vec<Vec<u8>>) -> Result<(), PersistError> {
+    pub async fn append_encoded(
+        &self,
+        actor: &ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> Result<(), PersistError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(WriteOp::Append { actor: actor.clone(), first_seq, events, done })
+            .send(WriteOp::Append {
+                actor: actor.clone(),
+                first_seq,
+                events,
+                done,
+            })
             .await
             .map_err(|_| PersistError::Closed)?;
         wait.await.map_err(|_| PersistError::Closed)?
     }
 
     /// Encodes and appends `events` for `actor` from `first_seq`, waiting for durability.
-    pub async fn append<E: Serialize>(&self, actor: &ActorKey, first_seq: u64, events: &[E]) -> Result<(), PersistError> {
+    pub async fn append<E: Serialize>(
+        &self,
+        actor: &ActorKey,
+        first_seq: u64,
+        events: &[E],
+    ) -> Result<(), PersistError> {
         let encoded = events
             .iter()
             .enumerate()
@@ -98,7 +130,12 @@ impl Journal {
 
     /// Queues a snapshot of `state` covering events up to `seq`. Not awaited: a lost snapshot
     /// only means a longer replay, never lost data.
-    pub async fn snapshot<S: Serialize>(&self, actor: &ActorKey, seq: u64, state: &S) -> Result<(), PersistError> {
+    pub async fn snapshot<S: Serialize>(
+        &self,
+        actor: &ActorKey,
+        seq: u64,
+        state: &S,
+    ) -> Result<(), PersistError> {
         let mut bytes = seq.to_be_bytes().to_vec();
         let body = record::encode(state).map_err(|reason| PersistError::Corrupt {
             actor: actor.to_string(),
@@ -107,7 +144,11 @@ impl Journal {
         })?;
         bytes.extend_from_slice(&body);
         self.tx
-            .send(WriteOp::Snapshot { actor: actor.clone(), seq, state: bytes })
+            .send(WriteOp::Snapshot {
+                actor: actor.clone(),
+                seq,
+                state: bytes,
+            })
             .await
             .map_err(|_| PersistError::Closed)
     }
@@ -115,14 +156,20 @@ impl Journal {
     /// Waits until everything queued before is durable.
     pub async fn flush(&self) -> Result<(), PersistError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(WriteOp::Flush { done }).await.map_err(|_| PersistError::Closed)?;
+        self.tx
+            .send(WriteOp::Flush { done })
+            .await
+            .map_err(|_| PersistError::Closed)?;
         wait.await.map_err(|_| PersistError::Closed)?
     }
 
     /// Writes a consistent backup of the whole database to `path` and verifies it.
     pub async fn backup(&self, path: PathBuf) -> Result<backup::BackupSummary, PersistError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(WriteOp::Backup { path, done }).await.map_err(|_| PersistError::Closed)?;
+        self.tx
+            .send(WriteOp::Backup { path, done })
+            .await
+            .map_err(|_| PersistError::Closed)?;
         wait.await.map_err(|_| PersistError::Closed)?
     }
 }
@@ -146,12 +193,17 @@ fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) 
 
 /// Applies one group, flushes once, then answers everyone in it.
 fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
-    let mut waiting: Vec<(oneshot::Sender<Result<(), PersistError>>, Result<(), PersistError>)> = Vec::new();
+    let mut waiting: Vec<(Waiter, Result<(), PersistError>)> = Vec::new();
     let mut backups = Vec::new();
     let mut appended = 0u64;
     for op in batch.drain(..) {
         match op {
-            WriteOp::Append { actor, first_seq, events, done } => {
+            WriteOp::Append {
+                actor,
+                first_seq,
+                events,
+                done,
+            } => {
                 let count = events.len() as u64;
                 let result = append(store, &actor, first_seq, events);
                 if result.is_ok() {
@@ -186,7 +238,12 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
     }
 }
 
-fn append(store: &Store, actor: &ActorKey, first_seq: u64, events: Vec<Vec<u8>>) -> Result<(), PersistError> {
+fn append(
+    store: &Store,
+    actor: &ActorKey,
+    first_seq: u64,
+    events: Vec<Vec<u8>>,
+) -> Result<(), PersistError> {
     let mut batch = sled::Batch::default();
     for (i, event) in events.into_iter().enumerate() {
         batch.insert(actor.journal_key(first_seq + i as u64), event);
@@ -200,7 +257,11 @@ fn append(store: &Store, actor: &ActorKey, first_seq: u64, events: Vec<Vec<u8>>)
 fn snapshot(store: &Store, actor: &ActorKey, seq: u64, state: Vec<u8>) -> Result<(), PersistError> {
     store.snapshots.insert(actor.as_str(), state)?;
     let mut batch = sled::Batch::default();
-    for key in store.journal.range(actor.journal_prefix()..=actor.journal_key(seq)).keys() {
+    for key in store
+        .journal
+        .range(actor.journal_prefix()..=actor.journal_key(seq))
+        .keys()
+    {
         batch.remove(key?);
     }
     store.journal.apply_batch(batch)?;
@@ -223,16 +284,30 @@ mod tests {
         let (dir, store) = open();
         let (journal, writer) = JournalWriter::start(store.clone(), 16).unwrap();
         let actor = ActorKey::new("race", "a");
-        journal.append(&actor, 1, &["one".to_string(), "two".to_string()]).await.unwrap();
-        journal.append(&actor, 3, &["three".to_string()]).await.unwrap();
+        journal
+            .append(&actor, 1, &["one".to_string(), "two".to_string()])
+            .await
+            .unwrap();
+        journal
+            .append(&actor, 3, &["three".to_string()])
+            .await
+            .unwrap();
         drop(journal);
-        tokio::task::spawn_blocking(move || writer.join()).await.unwrap();
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let r = store.load::<String, String>(&actor).unwrap();
         assert!(r.snapshot.is_none());
         assert_eq!(r.last_seq, 3);
-        assert_eq!(r.events.iter().map(|(s, e)| (*s, e.as_str())).collect::<Vec<_>>(), vec![(1, "one"), (2, "two"), (3, "three")]);
+        assert_eq!(
+            r.events
+                .iter()
+                .map(|(s, e)| (*s, e.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "one"), (2, "two"), (3, "three")]
+        );
         assert_eq!(store.actors("race").unwrap(), vec![actor]);
     }
 
@@ -251,7 +326,11 @@ mod tests {
         let r = store.load::<u64, u64>(&a).unwrap();
         assert_eq!(r.snapshot, Some((3, 30)));
         assert_eq!(r.events, vec![(4, 4), (5, 5)]);
-        assert_eq!(store.journal_len(), 3, "events 1..=3 of a are compacted, b's stays");
+        assert_eq!(
+            store.journal_len(),
+            3,
+            "events 1..=3 of a are compacted, b's stays"
+        );
         assert_eq!(store.actors("race").unwrap(), vec![a, b]);
         assert!(store.actors("mail").unwrap().is_empty());
     }
@@ -262,21 +341,41 @@ mod tests {
         let (journal, _writer) = JournalWriter::start(store.clone(), 16).unwrap();
         let actor = ActorKey::new("race", "x");
         journal.append(&actor, 1, &[1u64, 2]).await.unwrap();
-        store.journal.insert(actor.journal_key(2), vec![record::RECORD_VERSION, 0xff, 0xff]).unwrap();
+        store
+            .journal
+            .insert(
+                actor.journal_key(2),
+                vec![record::RECORD_VERSION, 0xff, 0xff],
+            )
+            .unwrap();
         let err = store.load::<u64, u64>(&actor).unwrap_err().to_string();
-        assert!(err.contains("race/x") && err.contains("sequence 2"), "{err}");
+        assert!(
+            err.contains("race/x") && err.contains("sequence 2"),
+            "{err}"
+        );
         store.journal.remove(actor.journal_key(2)).unwrap();
         journal.append(&actor, 3, &[3u64]).await.unwrap();
         let err = store.load::<u64, u64>(&actor).unwrap_err().to_string();
-        assert!(err.contains("jumps"), "a gap is reported, not skipped: {err}");
+        assert!(
+            err.contains("jumps"),
+            "a gap is reported, not skipped: {err}"
+        );
     }
 
     #[test]
     fn a_newer_schema_is_refused() {
         let (dir, store) = open();
-        store.db.open_tree("meta").unwrap().insert("schema_version", &99u32.to_be_bytes()).unwrap();
+        store
+            .db
+            .open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &99u32.to_be_bytes())
+            .unwrap();
         store.db.flush().unwrap();
         drop(store);
-        assert!(matches!(Store::open(dir.path()), Err(PersistError::SchemaMismatch { found: 99, .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(PersistError::SchemaMismatch { found: 99, .. })
+        ));
     }
 }

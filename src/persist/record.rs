@@ -25,11 +25,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         return Err("empty record".into());
     };
     if version != RECORD_VERSION {
-        return Err(format!("record format {version} is unknown to this build (reads {RECORD_VERSION})"));
+        return Err(format!(
+            "record format {version} is unknown to this build (reads {RECORD_VERSION})"
+        ));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| e.to_string())?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| e.to_string())?;
     if used != body.len() {
-        return Err(format!("{} trailing bytes after the record", body.len() - used));
+        return Err(format!(
+            "{} trailing bytes after the record",
+            body.len() - used
+        ));
     }
     Ok(value)
 }
@@ -49,12 +55,19 @@ mod tests {
     #[test]
     fn records_round_trip_and_reject_damage() {
         let bytes = encode(&("race", 7u64)).unwrap();
-        assert_eq!(decode::<(String, u64)>(&bytes).unwrap(), ("race".to_string(), 7));
+        assert_eq!(
+            decode::<(String, u64)>(&bytes).unwrap(),
+            ("race".to_string(), 7)
+        );
         assert!(decode::<(String, u64)>(&[]).is_err());
-        assert!(decode::<(String, u64)>(&[9, 1, 2]).unwrap_err().contains("format 9"));
+        assert!(decode::<(String, u64)>(&[9, 1, 2])
+            .unwrap_err()
+            .contains("format 9"));
         let mut long = bytes.clone();
         long.push(0);
-        assert!(decode::<(String, u64)>(&long).unwrap_err().contains("trailing"));
+        assert!(decode::<(String, u64)>(&long)
+            .unwrap_err()
+            .contains("trailing"));
         assert!(decode::<(String, u64)>(&bytes[..3]).is_err());
     }
 }

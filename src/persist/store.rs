@@ -106,7 +106,10 @@ impl Store {
                     .map(u32::from_be_bytes)
                     .map_err(|_| PersistError::Storage("schema_version is not 4 bytes".into()))?;
                 if found != SCHEMA_VERSION {
-                    return Err(PersistError::SchemaMismatch { found, expected: SCHEMA_VERSION });
+                    return Err(PersistError::SchemaMismatch {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
                 }
             }
         }
@@ -123,7 +126,11 @@ impl Store {
         &self,
         actor: &ActorKey,
     ) -> Result<Recovered<S, E>, PersistError> {
-        let corrupt = |seq: u64, reason: String| PersistError::Corrupt { actor: actor.to_string(), seq, reason };
+        let corrupt = |seq: u64, reason: String| PersistError::Corrupt {
+            actor: actor.to_string(),
+            seq,
+            reason,
+        };
         let snapshot = match self.snapshots.get(actor.as_str())? {
             None => None,
             Some(bytes) => {
@@ -134,24 +141,36 @@ impl Store {
                 let mut seq = [0u8; 8];
                 seq.copy_from_slice(seq_bytes);
                 let seq = u64::from_be_bytes(seq);
-                let state = record::decode::<S>(body).map_err(|e| corrupt(seq, format!("snapshot: {e}")))?;
+                let state = record::decode::<S>(body)
+                    .map_err(|e| corrupt(seq, format!("snapshot: {e}")))?;
                 Some((seq, state))
             }
         };
         let covered = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
         let mut events = Vec::new();
         let mut expected = covered + 1;
-        for entry in self.journal.range(actor.journal_key(covered + 1)..actor.journal_key(u64::MAX)) {
+        for entry in self
+            .journal
+            .range(actor.journal_key(covered + 1)..actor.journal_key(u64::MAX))
+        {
             let (key, value) = entry?;
-            let seq = parse_seq(&key).ok_or_else(|| corrupt(expected, "journal key without a sequence".into()))?;
+            let seq = parse_seq(&key)
+                .ok_or_else(|| corrupt(expected, "journal key without a sequence".into()))?;
             if seq != expected {
-                return Err(corrupt(expected, format!("journal jumps from {} to {seq}", expected - 1)));
+                return Err(corrupt(
+                    expected,
+                    format!("journal jumps from {} to {seq}", expected - 1),
+                ));
             }
             let event = record::decode::<E>(&value).map_err(|e| corrupt(seq, e))?;
             events.push((seq, event));
             expected += 1;
         }
-        Ok(Recovered { snapshot, events, last_seq: expected - 1 })
+        Ok(Recovered {
+            snapshot,
+            events,
+            last_seq: expected - 1,
+        })
     }
 
     /// Every actor of `kind` that has a snapshot or journal entries, in key order.
@@ -172,7 +191,9 @@ impl Store {
                 break;
             }
             let Some(split) = key.iter().position(|&b| b == 0) else {
-                return Err(PersistError::Storage("journal key without separator".into()));
+                return Err(PersistError::Storage(
+                    "journal key without separator".into(),
+                ));
             };
             let actor = key_text(&key[..split])?;
             from = key[..split].to_vec();
@@ -196,5 +217,6 @@ fn parse_seq(key: &[u8]) -> Option<u64> {
 }
 
 fn key_text(bytes: &[u8]) -> Result<String, PersistError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| PersistError::Storage("actor key is not UTF-8".into()))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| PersistError::Storage("actor key is not UTF-8".into()))
 }

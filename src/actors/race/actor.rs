@@ -75,7 +75,11 @@ impl Actor for RaceActor {
     type State = RaceActorState;
     type Arguments = RaceArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<RaceMsg>, args: RaceArgs) -> Result<RaceActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RaceMsg>,
+        args: RaceArgs,
+    ) -> Result<RaceActorState, ActorProcessingErr> {
         let key = ActorKey::new(KIND, args.id.as_str());
         let recovered = args.ctx.store.load::<RaceState, RaceEvent>(&key)?;
         let (snapshot_seq, mut state) = recovered.snapshot.unwrap_or_default();
@@ -85,10 +89,22 @@ impl Actor for RaceActor {
         if let Some(race) = &state.race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
-        Ok(RaceActorState { id: args.id, key, state, seq: recovered.last_seq, snapshot_seq, ctx: args.ctx })
+        Ok(RaceActorState {
+            id: args.id,
+            key,
+            state,
+            seq: recovered.last_seq,
+            snapshot_seq,
+            ctx: args.ctx,
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<RaceMsg>, message: RaceMsg, st: &mut RaceActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RaceMsg>,
+        message: RaceMsg,
+        st: &mut RaceActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             RaceMsg::Command { command, reply } => {
                 let outcome = execute(st, command).await;
@@ -108,16 +124,25 @@ impl Actor for RaceActor {
 /// Decide, persist, apply: the only order in which state may change.
 async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSummary, Rejection> {
     let events = st.state.handle(&st.id, command, now_ms(), st.ctx.limits)?;
-    st.ctx.journal.append(&st.key, st.seq + 1, &events).await.map_err(|e| {
-        tracing::error!(race = %st.id, "journal append failed: {e}");
-        Rejection::new(ErrorCode::Unavailable, "the change could not be stored and was not applied; retry")
-    })?;
+    st.ctx
+        .journal
+        .append(&st.key, st.seq + 1, &events)
+        .await
+        .map_err(|e| {
+            tracing::error!(race = %st.id, "journal append failed: {e}");
+            Rejection::new(
+                ErrorCode::Unavailable,
+                "the change could not be stored and was not applied; retry",
+            )
+        })?;
     for event in &events {
         st.state.apply(event);
     }
     st.seq += events.len() as u64;
     let Some(race) = &st.state.race else {
-        return Err(Rejection::internal("race vanished after an accepted command"));
+        return Err(Rejection::internal(
+            "race vanished after an accepted command",
+        ));
     };
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());

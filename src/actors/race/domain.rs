@@ -65,7 +65,12 @@ pub struct RaceDomain {
 impl RaceDomain {
     /// Starts the race supervisor under `root`, which recovers every stored race before this
     /// returns.
-    pub async fn start(root: &ActorRef<RootMsg>, store: Store, journal: Journal, settings: RaceSettings) -> Result<RaceDomain, String> {
+    pub async fn start(
+        root: &ActorRef<RootMsg>,
+        store: Store,
+        journal: Journal,
+        settings: RaceSettings,
+    ) -> Result<RaceDomain, String> {
         let ctx = Arc::new(RaceContext {
             store,
             journal,
@@ -82,12 +87,26 @@ impl RaceDomain {
             restart_budget: settings.restart_budget,
             restart_window: settings.restart_window,
         };
-        match root.call(|reply| RootMsg::StartDomain { spec: DomainSpec::Race(args), reply }, None).await {
+        match root
+            .call(
+                |reply| RootMsg::StartDomain {
+                    spec: DomainSpec::Race(args),
+                    reply,
+                },
+                None,
+            )
+            .await
+        {
             Ok(CallResult::Success(Ok(()))) => {}
             Ok(CallResult::Success(Err(e))) => return Err(e),
             Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
         }
-        Ok(RaceDomain { ctx, registry, supervisor, call_timeout: settings.call_timeout })
+        Ok(RaceDomain {
+            ctx,
+            registry,
+            supervisor,
+            call_timeout: settings.call_timeout,
+        })
     }
 
     /// The validation limits, for callers that build commands (course size).
@@ -108,34 +127,77 @@ impl RaceDomain {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| Rejection::new(ErrorCode::Unavailable, "the race domain is restarting; retry"))?;
-        let actor = match supervisor.call(|reply| RaceSupervisorMsg::Spawn { id: id.clone(), reply }, Some(self.call_timeout)).await {
+            .ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the race domain is restarting; retry",
+                )
+            })?;
+        let actor = match supervisor
+            .call(
+                |reply| RaceSupervisorMsg::Spawn {
+                    id: id.clone(),
+                    reply,
+                },
+                Some(self.call_timeout),
+            )
+            .await
+        {
             Ok(CallResult::Success(outcome)) => outcome?,
-            _ => return Err(Rejection::new(ErrorCode::Unavailable, "the race supervisor did not answer; retry")),
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the race supervisor did not answer; retry",
+                ))
+            }
         };
         self.call(&id, &actor, command).await
     }
 
     /// Runs a lifecycle command on an existing race.
-    pub async fn command(&self, id: &RaceId, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+    pub async fn command(
+        &self,
+        id: &RaceId,
+        command: RaceCommand,
+    ) -> Result<RaceSummary, Rejection> {
         let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
         self.call(id, &actor, command).await
     }
 
     /// One race's summary, read from the directory.
     pub fn get(&self, id: &RaceId) -> Result<RaceSummary, Rejection> {
-        self.ctx.directory.get(id).map(|s| s.value().clone()).ok_or_else(|| not_found(id))
+        self.ctx
+            .directory
+            .get(id)
+            .map(|s| s.value().clone())
+            .ok_or_else(|| not_found(id))
     }
 
     /// Every race, oldest first (ids sort by creation time).
     pub fn list(&self) -> Vec<RaceSummary> {
-        let mut races: Vec<RaceSummary> = self.ctx.directory.iter().map(|e| e.value().clone()).collect();
+        let mut races: Vec<RaceSummary> = self
+            .ctx
+            .directory
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         races.sort_by(|a, b| a.id.cmp(&b.id));
         races
     }
 
-    async fn call(&self, id: &RaceId, actor: &ActorRef<RaceMsg>, command: RaceCommand) -> Result<RaceSummary, Rejection> {
-        match actor.call(|reply| RaceMsg::Command { command, reply }, Some(self.call_timeout)).await {
+    async fn call(
+        &self,
+        id: &RaceId,
+        actor: &ActorRef<RaceMsg>,
+        command: RaceCommand,
+    ) -> Result<RaceSummary, Rejection> {
+        match actor
+            .call(
+                |reply| RaceMsg::Command { command, reply },
+                Some(self.call_timeout),
+            )
+            .await
+        {
             Ok(CallResult::Success(outcome)) => outcome,
             Ok(CallResult::Timeout) => Err(Rejection::new(
                 ErrorCode::Unavailable,

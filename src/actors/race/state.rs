@@ -240,7 +240,12 @@ impl RaceState {
     ) -> Result<Vec<RaceEvent>, Rejection> {
         let Some(race) = &self.race else {
             return match command {
-                RaceCommand::Create { name, course, start_at_ms, cutoff_at_ms } => {
+                RaceCommand::Create {
+                    name,
+                    course,
+                    start_at_ms,
+                    cutoff_at_ms,
+                } => {
                     let name = validate_name(&name, limits)?;
                     validate_times(start_at_ms, cutoff_at_ms)?;
                     Ok(vec![RaceEvent::Created {
@@ -252,13 +257,20 @@ impl RaceState {
                         at_ms: now_ms,
                     }])
                 }
-                _ => Err(Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist"))),
+                _ => Err(Rejection::new(
+                    ErrorCode::NotFound,
+                    format!("race {id} does not exist"),
+                )),
             };
         };
         let refuse = |what: &str| {
             Err(Rejection::new(
                 ErrorCode::InvalidTransition,
-                format!("race {} is {}; cannot {what}", race.id, race.status.as_str()),
+                format!(
+                    "race {} is {}; cannot {what}",
+                    race.id,
+                    race.status.as_str()
+                ),
             ))
         };
         match command {
@@ -266,7 +278,12 @@ impl RaceState {
                 ErrorCode::InvalidTransition,
                 format!("race {} already exists", race.id),
             )),
-            RaceCommand::Update { name, course, start_at_ms, cutoff_at_ms } => {
+            RaceCommand::Update {
+                name,
+                course,
+                start_at_ms,
+                cutoff_at_ms,
+            } => {
                 if race.status != RaceStatus::Scheduled {
                     return refuse("update it (only scheduled races can be edited)");
                 }
@@ -274,10 +291,20 @@ impl RaceState {
                 let start = start_at_ms.unwrap_or(race.start_at_ms);
                 let cutoff = cutoff_at_ms.unwrap_or(race.cutoff_at_ms);
                 validate_times(start, cutoff)?;
-                if name.is_none() && course.is_none() && start_at_ms.is_none() && cutoff_at_ms.is_none() {
+                if name.is_none()
+                    && course.is_none()
+                    && start_at_ms.is_none()
+                    && cutoff_at_ms.is_none()
+                {
                     return Err(Rejection::invalid("update names no field to change"));
                 }
-                Ok(vec![RaceEvent::Updated { name, course, start_at_ms, cutoff_at_ms, at_ms: now_ms }])
+                Ok(vec![RaceEvent::Updated {
+                    name,
+                    course,
+                    start_at_ms,
+                    cutoff_at_ms,
+                    at_ms: now_ms,
+                }])
             }
             RaceCommand::Start => match race.status {
                 RaceStatus::Scheduled => Ok(vec![RaceEvent::Started { at_ms: now_ms }]),
@@ -294,7 +321,10 @@ impl RaceState {
                 let reason = reason
                     .map(|r| validate_text("cancel reason", &r, 500))
                     .transpose()?;
-                Ok(vec![RaceEvent::Cancelled { reason, at_ms: now_ms }])
+                Ok(vec![RaceEvent::Cancelled {
+                    reason,
+                    at_ms: now_ms,
+                }])
             }
         }
     }
@@ -302,7 +332,14 @@ impl RaceState {
     /// Folds one accepted event into the state.
     pub fn apply(&mut self, event: &RaceEvent) {
         match event {
-            RaceEvent::Created { id, name, course, start_at_ms, cutoff_at_ms, at_ms } => {
+            RaceEvent::Created {
+                id,
+                name,
+                course,
+                start_at_ms,
+                cutoff_at_ms,
+                at_ms,
+            } => {
                 self.race = Some(Race {
                     id: id.clone(),
                     name: name.clone(),
@@ -317,7 +354,13 @@ impl RaceState {
                     cancel_reason: None,
                 });
             }
-            RaceEvent::Updated { name, course, start_at_ms, cutoff_at_ms, .. } => {
+            RaceEvent::Updated {
+                name,
+                course,
+                start_at_ms,
+                cutoff_at_ms,
+                ..
+            } => {
                 if let Some(race) = &mut self.race {
                     if let Some(name) = name {
                         race.name = name.clone();
@@ -368,21 +411,32 @@ fn validate_text(field: &str, text: &str, max_chars: usize) -> Result<String, Re
     }
     let chars = text.chars().count();
     if chars > max_chars {
-        return Err(Rejection::invalid(format!("{field} is {chars} characters; the limit is {max_chars}")));
+        return Err(Rejection::invalid(format!(
+            "{field} is {chars} characters; the limit is {max_chars}"
+        )));
     }
     if text.chars().any(char::is_control) {
-        return Err(Rejection::invalid(format!("{field} must not contain control characters")));
+        return Err(Rejection::invalid(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(text.to_owned())
 }
 
-fn validate_times(start_at_ms: UnixMillis, cutoff_at_ms: Option<UnixMillis>) -> Result<(), Rejection> {
+fn validate_times(
+    start_at_ms: UnixMillis,
+    cutoff_at_ms: Option<UnixMillis>,
+) -> Result<(), Rejection> {
     if !(EARLIEST_MS..=LATEST_MS).contains(&start_at_ms) {
-        return Err(Rejection::invalid("start time must be between 2000 and 2200"));
+        return Err(Rejection::invalid(
+            "start time must be between 2000 and 2200",
+        ));
     }
     if let Some(cutoff) = cutoff_at_ms {
         if cutoff <= start_at_ms || cutoff > LATEST_MS {
-            return Err(Rejection::invalid("cut-off must be after the start time (and before 2200)"));
+            return Err(Rejection::invalid(
+                "cut-off must be after the start time (and before 2200)",
+            ));
         }
     }
     Ok(())
@@ -393,7 +447,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const LIMITS: RaceLimits = RaceLimits { max_name_chars: 40, max_course_points: 100 };
+    const LIMITS: RaceLimits = RaceLimits {
+        max_name_chars: 40,
+        max_course_points: 100,
+    };
     const START: UnixMillis = 1_795_856_400_000;
 
     fn id() -> RaceId {
@@ -405,7 +462,12 @@ mod tests {
     }
 
     fn create() -> RaceCommand {
-        RaceCommand::Create { name: " Tour ".into(), course: course(), start_at_ms: START, cutoff_at_ms: None }
+        RaceCommand::Create {
+            name: " Tour ".into(),
+            course: course(),
+            start_at_ms: START,
+            cutoff_at_ms: None,
+        }
     }
 
     fn run(state: &mut RaceState, command: RaceCommand) -> Result<(), Rejection> {
@@ -431,14 +493,37 @@ mod tests {
     #[test]
     fn invalid_transitions_are_typed() {
         let mut s = RaceState::default();
-        assert_eq!(run(&mut s, RaceCommand::Start).unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(
+            run(&mut s, RaceCommand::Start).unwrap_err().code,
+            ErrorCode::NotFound
+        );
         run(&mut s, create()).unwrap();
-        assert_eq!(run(&mut s, RaceCommand::Finish).unwrap_err().code, ErrorCode::InvalidTransition);
-        assert_eq!(run(&mut s, create()).unwrap_err().code, ErrorCode::InvalidTransition);
+        assert_eq!(
+            run(&mut s, RaceCommand::Finish).unwrap_err().code,
+            ErrorCode::InvalidTransition
+        );
+        assert_eq!(
+            run(&mut s, create()).unwrap_err().code,
+            ErrorCode::InvalidTransition
+        );
         run(&mut s, RaceCommand::Start).unwrap();
-        let update = RaceCommand::Update { name: Some("x".into()), course: None, start_at_ms: None, cutoff_at_ms: None };
-        assert_eq!(run(&mut s, update).unwrap_err().code, ErrorCode::InvalidTransition);
-        run(&mut s, RaceCommand::Cancel { reason: Some("storm".into()) }).unwrap();
+        let update = RaceCommand::Update {
+            name: Some("x".into()),
+            course: None,
+            start_at_ms: None,
+            cutoff_at_ms: None,
+        };
+        assert_eq!(
+            run(&mut s, update).unwrap_err().code,
+            ErrorCode::InvalidTransition
+        );
+        run(
+            &mut s,
+            RaceCommand::Cancel {
+                reason: Some("storm".into()),
+            },
+        )
+        .unwrap();
         let err = run(&mut s, RaceCommand::Start).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidTransition);
         assert!(err.message.contains("cancelled"), "{}", err.message);
@@ -454,8 +539,16 @@ mod tests {
             ("ok", 0, None),
             ("ok", START, Some(START)),
         ] {
-            let cmd = RaceCommand::Create { name: name.into(), course: course(), start_at_ms: start, cutoff_at_ms: cutoff };
-            assert_eq!(s.handle(&id(), cmd, START, LIMITS).unwrap_err().code, ErrorCode::InvalidArgument);
+            let cmd = RaceCommand::Create {
+                name: name.into(),
+                course: course(),
+                start_at_ms: start,
+                cutoff_at_ms: cutoff,
+            };
+            assert_eq!(
+                s.handle(&id(), cmd, START, LIMITS).unwrap_err().code,
+                ErrorCode::InvalidArgument
+            );
         }
     }
 
@@ -467,8 +560,16 @@ mod tests {
                 start_at_ms: START + shift,
                 cutoff_at_ms: None,
             }),
-            (proptest::option::of("[a-z ]{0,50}"), proptest::option::of(proptest::option::of(START - 5..START + 5)))
-                .prop_map(|(name, cutoff)| RaceCommand::Update { name, course: None, start_at_ms: None, cutoff_at_ms: cutoff }),
+            (
+                proptest::option::of("[a-z ]{0,50}"),
+                proptest::option::of(proptest::option::of(START - 5..START + 5))
+            )
+                .prop_map(|(name, cutoff)| RaceCommand::Update {
+                    name,
+                    course: None,
+                    start_at_ms: None,
+                    cutoff_at_ms: cutoff
+                }),
             Just(RaceCommand::Start),
             Just(RaceCommand::Finish),
             proptest::option::of("[a-z]{0,8}").prop_map(|reason| RaceCommand::Cancel { reason }),

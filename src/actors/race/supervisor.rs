@@ -59,8 +59,15 @@ pub struct RaceSupervisorState {
 pub struct RaceSupervisor;
 
 impl RaceSupervisorState {
-    async fn spawn_child(&mut self, myself: &ActorRef<RaceSupervisorMsg>, id: RaceId) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
-        let args = RaceArgs { id: id.clone(), ctx: self.ctx.clone() };
+    async fn spawn_child(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        id: RaceId,
+    ) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
+        let args = RaceArgs {
+            id: id.clone(),
+            ctx: self.ctx.clone(),
+        };
         let (actor, _) = RaceActor::spawn_linked(None, RaceActor, args, myself.get_cell()).await?;
         self.children.insert(actor.get_id(), id.clone());
         self.registry.insert(id, actor.clone());
@@ -75,7 +82,11 @@ impl Actor for RaceSupervisor {
 
     /// Recovery: every race with stored history gets its actor back before the supervisor
     /// reports started, so readiness means recovered.
-    async fn pre_start(&self, myself: ActorRef<RaceSupervisorMsg>, args: RaceSupervisorArgs) -> Result<RaceSupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RaceSupervisorMsg>,
+        args: RaceSupervisorArgs,
+    ) -> Result<RaceSupervisorState, ActorProcessingErr> {
         let mut state = RaceSupervisorState {
             ctx: args.ctx,
             registry: args.registry,
@@ -84,7 +95,8 @@ impl Actor for RaceSupervisor {
         };
         let stored = state.ctx.store.actors(KIND)?;
         for key in stored {
-            let id = RaceId::parse(key.id()).map_err(|r| format!("stored race key {key}: {}", r.message))?;
+            let id = RaceId::parse(key.id())
+                .map_err(|r| format!("stored race key {key}: {}", r.message))?;
             state
                 .spawn_child(&myself, id)
                 .await
@@ -95,19 +107,31 @@ impl Actor for RaceSupervisor {
         Ok(state)
     }
 
-    async fn post_stop(&self, myself: ActorRef<RaceSupervisorMsg>, _state: &mut RaceSupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<RaceSupervisorMsg>,
+        _state: &mut RaceSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         myself.stop_children(None);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<RaceSupervisorMsg>, message: RaceSupervisorMsg, state: &mut RaceSupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<RaceSupervisorMsg>,
+        message: RaceSupervisorMsg,
+        state: &mut RaceSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             RaceSupervisorMsg::Spawn { id, reply } => {
                 let outcome = match state.registry.get(&id) {
                     Some(existing) => Ok(existing),
                     None => state.spawn_child(&myself, id.clone()).await.map_err(|e| {
                         tracing::error!(race = %id, "race actor did not start: {e}");
-                        Rejection::new(ErrorCode::Unavailable, format!("race {id} could not be started"))
+                        Rejection::new(
+                            ErrorCode::Unavailable,
+                            format!("race {id} could not be started"),
+                        )
                     }),
                 };
                 let _ = reply.send(outcome);
@@ -116,7 +140,12 @@ impl Actor for RaceSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<RaceSupervisorMsg>, event: SupervisionEvent, state: &mut RaceSupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RaceSupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut RaceSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(id) = state.children.remove(&cell.get_id()) {
@@ -158,20 +187,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (journal, _writer) = JournalWriter::start(store.clone(), 64).unwrap();
-        let (root, _) = RootSupervisor::spawn(None, RootSupervisor, RootArgs { restart_budget: 3, restart_window: Duration::from_secs(60) })
-            .await
-            .unwrap();
+        let (root, _) = RootSupervisor::spawn(
+            None,
+            RootSupervisor,
+            RootArgs {
+                restart_budget: 3,
+                restart_window: Duration::from_secs(60),
+            },
+        )
+        .await
+        .unwrap();
         let settings = RaceSettings {
-            limits: RaceLimits { max_name_chars: 50, max_course_points: 100 },
+            limits: RaceLimits {
+                max_name_chars: 50,
+                max_course_points: 100,
+            },
             snapshot_every: 2,
             restart_budget: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
         };
-        let domain = RaceDomain::start(&root, store, journal, settings).await.unwrap();
+        let domain = RaceDomain::start(&root, store, journal, settings)
+            .await
+            .unwrap();
         let course = Course::from_degrees(&[(46.0, 15.0), (46.01, 15.0)], 10).unwrap();
         let race = domain
-            .create(RaceCommand::Create { name: "Crashy".into(), course, start_at_ms: 1_795_856_400_000, cutoff_at_ms: None })
+            .create(RaceCommand::Create {
+                name: "Crashy".into(),
+                course,
+                start_at_ms: 1_795_856_400_000,
+                cutoff_at_ms: None,
+            })
             .await
             .unwrap();
         domain.command(&race.id, RaceCommand::Start).await.unwrap();
@@ -189,7 +235,11 @@ mod tests {
         }
         assert!(after.is_some(), "the race actor was restarted");
         let finished = domain.command(&race.id, RaceCommand::Finish).await.unwrap();
-        assert_eq!(finished.status, RaceStatus::Finished, "restarted with its live state");
+        assert_eq!(
+            finished.status,
+            RaceStatus::Finished,
+            "restarted with its live state"
+        );
         root.stop_and_wait(None, None).await.unwrap();
     }
 }
