@@ -18,16 +18,24 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A bare WebSocket (no Peloton client logic) with the welcome frame already read.
 async fn raw(server: &TestServer, role: Role, codec: Codec) -> Ws {
     let mut request = format!("{}/ws", server.url).into_client_request().unwrap();
     let auth = HeaderValue::from_str(&format!("Bearer {}", server.token(role, "raw"))).unwrap();
     request.headers_mut().insert("Authorization", auth);
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(codec.subprotocol()));
-    let config = WebSocketConfig::default().max_frame_size(None).max_message_size(None);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false).await.unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(codec.subprotocol()),
+    );
+    let config = WebSocketConfig::default()
+        .max_frame_size(None)
+        .max_message_size(None);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+        .await
+        .unwrap();
     let welcome = next_frame(&mut ws, codec).await;
     assert!(matches!(welcome, ServerFrame::Push(_)), "{welcome:?}");
     ws
@@ -35,7 +43,10 @@ async fn raw(server: &TestServer, role: Role, codec: Codec) -> Ws {
 
 async fn next_message(ws: &mut Ws) -> Option<Message> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("server answers") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("server answers")
+        {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(m)) => return Some(m),
             _ => return None,
@@ -77,7 +88,10 @@ async fn expect_close(ws: &mut Ws, code: u16) {
 
 async fn still_serving(server: &TestServer) {
     let mut client = server.client(Role::Spectator, Codec::Binary).await;
-    assert!(matches!(client.request(Request::Ping).await, Ok(Reply::Pong { .. })));
+    assert!(matches!(
+        client.request(Request::Ping).await,
+        Ok(Reply::Pong { .. })
+    ));
 }
 
 #[tokio::test]
@@ -86,18 +100,32 @@ async fn undecodable_binary_frames_get_typed_errors_and_the_socket_stays_open() 
     let mut ws = raw(&server, Role::Admin, Codec::Binary).await;
     ws.send(Message::Binary(vec![].into())).await.unwrap();
     expect_error(&mut ws, Codec::Binary, None, ErrorCode::BadRequest).await;
-    ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into())).await.unwrap();
+    ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, Codec::Binary, None, ErrorCode::BadRequest).await;
     // id 5, race_get, string claiming 40 bytes with 2 present: truncated.
-    ws.send(Message::Binary(vec![5, 5, 40, b'a', b'b'].into())).await.unwrap();
+    ws.send(Message::Binary(vec![5, 5, 40, b'a', b'b'].into()))
+        .await
+        .unwrap();
     expect_error(&mut ws, Codec::Binary, Some(5), ErrorCode::BadRequest).await;
     ws.send(Message::Binary(vec![6, 77].into())).await.unwrap();
     expect_error(&mut ws, Codec::Binary, Some(6), ErrorCode::UnknownType).await;
     // A length prefix claiming 2^63 bytes must not allocate or panic.
-    ws.send(Message::Binary(vec![7, 5, 253, 0, 0, 0, 0, 0, 0, 0, 0x80].into())).await.unwrap();
+    ws.send(Message::Binary(
+        vec![7, 5, 253, 0, 0, 0, 0, 0, 0, 0, 0x80].into(),
+    ))
+    .await
+    .unwrap();
     expect_error(&mut ws, Codec::Binary, Some(7), ErrorCode::BadRequest).await;
     ws.send(Message::Binary(vec![8, 0].into())).await.unwrap();
-    assert!(matches!(next_frame(&mut ws, Codec::Binary).await, ServerFrame::Reply { id: 8, reply: Reply::Pong { .. } }));
+    assert!(matches!(
+        next_frame(&mut ws, Codec::Binary).await,
+        ServerFrame::Reply {
+            id: 8,
+            reply: Reply::Pong { .. }
+        }
+    ));
     server.stop().await;
 }
 
@@ -108,16 +136,29 @@ async fn json_of_the_wrong_shape_gets_typed_errors() {
     for (text, id, code) in [
         ("not json", None, ErrorCode::BadRequest),
         (r#"{"id":1}"#, Some(1), ErrorCode::BadRequest),
-        (r#"{"id":2,"request":{"race_get":{"id":42}}}"#, Some(2), ErrorCode::BadRequest),
-        (r#"{"id":3,"request":"teleport"}"#, Some(3), ErrorCode::UnknownType),
+        (
+            r#"{"id":2,"request":{"race_get":{"id":42}}}"#,
+            Some(2),
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"id":3,"request":"teleport"}"#,
+            Some(3),
+            ErrorCode::UnknownType,
+        ),
         (r#"{"id":-4,"request":"ping"}"#, None, ErrorCode::BadRequest),
         (r#"[1,2,3]"#, None, ErrorCode::BadRequest),
     ] {
         ws.send(Message::Text(text.into())).await.unwrap();
         expect_error(&mut ws, Codec::Json, id, code).await;
     }
-    ws.send(Message::Text(r#"{"id":9,"request":"ping"}"#.into())).await.unwrap();
-    assert!(matches!(next_frame(&mut ws, Codec::Json).await, ServerFrame::Reply { id: 9, .. }));
+    ws.send(Message::Text(r#"{"id":9,"request":"ping"}"#.into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_frame(&mut ws, Codec::Json).await,
+        ServerFrame::Reply { id: 9, .. }
+    ));
     server.stop().await;
 }
 
@@ -128,7 +169,9 @@ async fn wrong_frame_types_close_with_1003() {
     ws.send(Message::Binary(vec![1, 0].into())).await.unwrap();
     expect_close(&mut ws, 1003).await;
     let mut ws = raw(&server, Role::Spectator, Codec::Binary).await;
-    ws.send(Message::Text(r#"{"id":1,"request":"ping"}"#.into())).await.unwrap();
+    ws.send(Message::Text(r#"{"id":1,"request":"ping"}"#.into()))
+        .await
+        .unwrap();
     expect_close(&mut ws, 1003).await;
     still_serving(&server).await;
     server.stop().await;
@@ -154,10 +197,15 @@ async fn oversized_frames_close_with_1009_for_every_role_limit() {
     })
     .await;
     let mut ws = raw(&server, Role::Spectator, Codec::Binary).await;
-    ws.send(Message::Binary(vec![0u8; 2048].into())).await.unwrap();
+    ws.send(Message::Binary(vec![0u8; 2048].into()))
+        .await
+        .unwrap();
     expect_close(&mut ws, 1009).await;
     let mut admin = raw(&server, Role::Admin, Codec::Binary).await;
-    admin.send(Message::Binary(vec![0u8; 8192].into())).await.unwrap();
+    admin
+        .send(Message::Binary(vec![0u8; 8192].into()))
+        .await
+        .unwrap();
     expect_close(&mut admin, 1009).await;
     still_serving(&server).await;
     server.stop().await;
@@ -196,7 +244,10 @@ async fn a_flood_beyond_the_rate_limit_is_refused_then_closed_with_1008() {
         }
     }
     assert!((5..=7).contains(&pongs), "the burst is served: {pongs}");
-    assert_eq!(limited, 9, "limited messages get errors until the flood threshold");
+    assert_eq!(
+        limited, 9,
+        "limited messages get errors until the flood threshold"
+    );
     still_serving(&server).await;
     server.stop().await;
 }
@@ -223,12 +274,28 @@ async fn broken_websocket_framing_closes_with_1002() {
         seen.extend_from_slice(&buf[..n]);
     }
     assert!(seen.starts_with(b"HTTP/1.1 101"));
-    // FIN + RSV1 + binary opcode, masked, 2-byte payload.
-    tcp.write_all(&[0xC2, 0x82, 1, 2, 3, 4, 8 ^ 1, 0 ^ 2]).await.unwrap();
+    // FIN + RSV1 + binary opcode, masked, 2-byte payload: the ping request [8, 0] XOR the
+    // mask [1, 2, 3, 4].
+    let (payload, mask) = ([8u8, 0], [1u8, 2, 3, 4]);
+    tcp.write_all(&[
+        0xC2,
+        0x82,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        payload[0] ^ mask[0],
+        payload[1] ^ mask[1],
+    ])
+    .await
+    .unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
     seen.extend_from_slice(&rest);
-    let close = seen.windows(2).position(|w| w[0] == 0x88).expect("a close frame");
+    let close = seen
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
     let code = u16::from_be_bytes([seen[close + 2], seen[close + 3]]);
     assert_eq!(code, 1002);
     still_serving(&server).await;
@@ -244,7 +311,11 @@ async fn abusers_do_not_starve_others() {
         let mut ws = raw(&server, Role::Spectator, Codec::Binary).await;
         abusers.push(tokio::spawn(async move {
             for _ in 0..200 {
-                if ws.send(Message::Binary(vec![0xff; 64].into())).await.is_err() {
+                if ws
+                    .send(Message::Binary(vec![0xff; 64].into()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

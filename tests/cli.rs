@@ -7,7 +7,11 @@ use common::{bin, gpx_path, ChildServer};
 use std::process::Output;
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -15,19 +19,32 @@ fn ok(out: Output) -> String {
 fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     // Tokens are issued offline; the first one creates the secret the server will use.
-    let token = ok(bin().args(["admin", "token", "issue", "--role", "admin", "--sub", "ops", "--data"]).arg(dir.path()).output().unwrap());
+    let token = ok(bin()
+        .args([
+            "admin", "token", "issue", "--role", "admin", "--sub", "ops", "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap());
     let token = token.trim().to_owned();
     assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("secret.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let server = ChildServer::start(dir.path(), &[]);
     let admin = |args: &[&str]| {
         let mut command = bin();
-        command.arg("admin").args(args).env("PELOTON_SERVER", &server.url).env("PELOTON_TOKEN", &token);
+        command
+            .arg("admin")
+            .args(args)
+            .env("PELOTON_SERVER", &server.url)
+            .env("PELOTON_TOKEN", &token);
         command.output().unwrap()
     };
     let course = gpx_path("out-and-back-ljubljana.gpx");
@@ -47,13 +64,24 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     assert_eq!(created["state"], "scheduled");
     assert_eq!(created["start_at_ms"], 1_796_115_600_000i64);
 
-    let listed: serde_json::Value = serde_json::from_str(&ok(admin(&["race", "list", "--json"]))).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "list", "--json"]))).unwrap();
     let races = listed.as_array().unwrap();
     assert_eq!(races.len(), 1);
-    assert_eq!((races[0]["id"].as_str(), races[0]["name"].as_str(), races[0]["state"].as_str()), (Some(id.as_str()), Some("Tour de Test"), Some("scheduled")));
+    assert_eq!(
+        (
+            races[0]["id"].as_str(),
+            races[0]["name"].as_str(),
+            races[0]["state"].as_str()
+        ),
+        (Some(id.as_str()), Some("Tour de Test"), Some("scheduled"))
+    );
 
     let table = ok(admin(&["race", "list"]));
-    assert!(table.contains("Tour de Test") && table.contains(&id), "{table}");
+    assert!(
+        table.contains("Tour de Test") && table.contains(&id),
+        "{table}"
+    );
     assert!(ok(admin(&["race", "start", &id])).contains("live"));
     assert!(ok(admin(&["race", "show", &id])).contains("live"));
     assert!(ok(admin(&["race", "finish", &id])).contains("finished"));
@@ -68,11 +96,31 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not_found"));
 
-    let bad_time = admin(&["race", "create", "--name", "x", "--course", course.to_str().unwrap(), "--start", "tomorrow"]);
+    let bad_time = admin(&[
+        "race",
+        "create",
+        "--name",
+        "x",
+        "--course",
+        course.to_str().unwrap(),
+        "--start",
+        "tomorrow",
+    ]);
     assert_eq!(bad_time.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--start"));
 
-    let wrong = bin().args(["admin", "--server", &server.url, "--token", "forged", "race", "list"]).output().unwrap();
+    let wrong = bin()
+        .args([
+            "admin",
+            "--server",
+            &server.url,
+            "--token",
+            "forged",
+            "race",
+            "list",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
     server.kill9();
@@ -81,14 +129,42 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
 #[test]
 fn token_issue_validates_its_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let issue = |args: &[&str]| bin().args(["admin", "token", "issue", "--data"]).arg(dir.path()).args(args).output().unwrap();
-    assert_eq!(issue(&["--role", "king", "--sub", "x"]).status.code(), Some(2));
-    assert_eq!(issue(&["--role", "racer", "--sub", "a/b"]).status.code(), Some(2));
-    assert_eq!(issue(&["--role", "racer", "--sub", "x", "--ttl", "forever"]).status.code(), Some(2));
-    assert_eq!(issue(&["--role", "racer", "--sub", "x", "--ttl", "400d"]).status.code(), Some(2));
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(issue(&["--role", "racer", "--sub", "rider-7", "--race", "r1", "--ttl", "15m", "--json"]))).unwrap();
-    assert_eq!((json["role"].as_str(), json["race"].as_str()), (Some("racer"), Some("r1")));
+    let issue = |args: &[&str]| {
+        bin()
+            .args(["admin", "token", "issue", "--data"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        issue(&["--role", "king", "--sub", "x"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        issue(&["--role", "racer", "--sub", "a/b"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        issue(&["--role", "racer", "--sub", "x", "--ttl", "forever"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        issue(&["--role", "racer", "--sub", "x", "--ttl", "400d"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(issue(&[
+        "--role", "racer", "--sub", "rider-7", "--race", "r1", "--ttl", "15m", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (json["role"].as_str(), json["race"].as_str()),
+        (Some("racer"), Some("r1"))
+    );
     assert!(json["token"].as_str().unwrap().len() > 20);
 }
 
@@ -106,16 +182,31 @@ fn invalid_configuration_names_the_key_and_exits_2() {
 
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[persist]\nsnapshot_every = 0\n").unwrap();
-    let out = bin().args(["serve", "--config"]).arg(&file).output().unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("persist.snapshot_every"));
 
-    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\ncolour = \"red\"\n").unwrap();
-    let out = bin().args(["serve", "--config"]).arg(&file).output().unwrap();
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"127.0.0.1:0\"\ncolour = \"red\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.colour"));
 
-    let out = bin().args(["serve", "--listen", "not-an-address"]).output().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }

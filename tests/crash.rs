@@ -42,7 +42,12 @@ async fn every_acknowledged_change_survives_sigkill() {
                         cutoff_at_ms: None,
                     })
                 } else {
-                    let pending = acked.lock().unwrap().iter().find(|(_, s)| next(**s).is_some()).map(|(id, s)| (id.clone(), *s));
+                    let pending = acked
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(_, s)| next(**s).is_some())
+                        .map(|(id, s)| (id.clone(), *s));
                     match pending {
                         Some((id, RaceStateView::Scheduled)) => Request::RaceStart { id },
                         Some((id, _)) => Request::RaceFinish { id },
@@ -64,23 +69,40 @@ async fn every_acknowledged_change_survives_sigkill() {
     server.kill9();
     let sent = stream.await.unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 5, "the stream made progress before the kill ({sent} requests)");
+    assert!(
+        acked.len() >= 5,
+        "the stream made progress before the kill ({sent} requests)"
+    );
 
     let server = ChildServer::start(dir.path(), &[]);
-    let mut client = Client::connect(&server.url, &admin, Codec::Json).await.unwrap();
-    let Reply::Races(races) = client.request(Request::RaceList).await.unwrap() else { panic!("list") };
-    let found: HashMap<String, RaceStateView> = races.into_iter().map(|r| (r.id, r.state)).collect();
+    let mut client = Client::connect(&server.url, &admin, Codec::Json)
+        .await
+        .unwrap();
+    let Reply::Races(races) = client.request(Request::RaceList).await.unwrap() else {
+        panic!("list")
+    };
+    let found: HashMap<String, RaceStateView> =
+        races.into_iter().map(|r| (r.id, r.state)).collect();
     let mut ahead = 0;
     for (id, state) in &acked {
-        let now = found.get(id).unwrap_or_else(|| panic!("acknowledged race {id} lost"));
+        let now = found
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged race {id} lost"));
         if now != state {
             // Only the one command in flight at the kill may have landed without its ack.
-            assert_eq!(Some(*now), next(*state), "race {id} went from acked {state:?} to {now:?}");
+            assert_eq!(
+                Some(*now),
+                next(*state),
+                "race {id} went from acked {state:?} to {now:?}"
+            );
             ahead += 1;
         }
     }
     assert!(ahead <= 1, "{ahead} races moved without an acknowledgement");
-    assert!(found.len() <= acked.len() + 1, "at most one unacknowledged create");
+    assert!(
+        found.len() <= acked.len() + 1,
+        "at most one unacknowledged create"
+    );
     // The recovered server keeps working.
     let Reply::Race(_) = client
         .request(Request::RaceCreate(RaceCreate {

@@ -12,7 +12,12 @@ use peloton::net::protocol::{RaceCreate, RaceStateView, RaceUpdate, RaceView, Re
 const START: i64 = 1_796_115_600_000;
 
 fn create(name: &str, ride: &str) -> Request {
-    Request::RaceCreate(RaceCreate { name: name.into(), course_gpx: gpx(ride), start_at_ms: START, cutoff_at_ms: None })
+    Request::RaceCreate(RaceCreate {
+        name: name.into(),
+        course_gpx: gpx(ride),
+        start_at_ms: START,
+        cutoff_at_ms: None,
+    })
 }
 
 fn race(reply: Reply) -> RaceView {
@@ -23,15 +28,26 @@ fn race(reply: Reply) -> RaceView {
 }
 
 fn code(result: Result<Reply, ClientError>) -> ErrorCode {
-    result.expect_err("should be refused").code().expect("typed server error")
+    result
+        .expect_err("should be refused")
+        .code()
+        .expect("typed server error")
 }
 
 async fn lifecycle(codec: Codec) {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, codec).await;
-    let created = race(admin.request(create("Tour de Test", "out-and-back-ljubljana.gpx")).await.unwrap());
+    let created = race(
+        admin
+            .request(create("Tour de Test", "out-and-back-ljubljana.gpx"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(created.state, RaceStateView::Scheduled);
-    assert!(created.course_points > 100 && created.course_length_m > 1000.0, "{created:?}");
+    assert!(
+        created.course_points > 100 && created.course_length_m > 1000.0,
+        "{created:?}"
+    );
 
     let updated = race(
         admin
@@ -46,16 +62,37 @@ async fn lifecycle(codec: Codec) {
             .await
             .unwrap(),
     );
-    assert_eq!((updated.name.as_str(), updated.cutoff_at_ms), ("Tour de Test 2", Some(START + 3_600_000)));
+    assert_eq!(
+        (updated.name.as_str(), updated.cutoff_at_ms),
+        ("Tour de Test 2", Some(START + 3_600_000))
+    );
 
-    let Reply::Races(list) = admin.request(Request::RaceList).await.unwrap() else { panic!("list") };
+    let Reply::Races(list) = admin.request(Request::RaceList).await.unwrap() else {
+        panic!("list")
+    };
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].id, created.id);
 
-    let live = race(admin.request(Request::RaceStart { id: created.id.clone() }).await.unwrap());
+    let live = race(
+        admin
+            .request(Request::RaceStart {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap(),
+    );
     assert_eq!(live.state, RaceStateView::Live);
     assert!(live.started_at_ms.is_some());
-    assert_eq!(code(admin.request(Request::RaceStart { id: created.id.clone() }).await), ErrorCode::InvalidTransition);
+    assert_eq!(
+        code(
+            admin
+                .request(Request::RaceStart {
+                    id: created.id.clone()
+                })
+                .await
+        ),
+        ErrorCode::InvalidTransition
+    );
     let update_live = Request::RaceUpdate(RaceUpdate {
         id: created.id.clone(),
         name: Some("late".into()),
@@ -64,19 +101,74 @@ async fn lifecycle(codec: Codec) {
         cutoff_at_ms: None,
         clear_cutoff: false,
     });
-    assert_eq!(code(admin.request(update_live).await), ErrorCode::InvalidTransition);
-    let finished = race(admin.request(Request::RaceFinish { id: created.id.clone() }).await.unwrap());
+    assert_eq!(
+        code(admin.request(update_live).await),
+        ErrorCode::InvalidTransition
+    );
+    let finished = race(
+        admin
+            .request(Request::RaceFinish {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap(),
+    );
     assert_eq!(finished.state, RaceStateView::Finished);
-    assert_eq!(code(admin.request(Request::RaceCancel { id: created.id.clone(), reason: None }).await), ErrorCode::InvalidTransition);
+    assert_eq!(
+        code(
+            admin
+                .request(Request::RaceCancel {
+                    id: created.id.clone(),
+                    reason: None
+                })
+                .await
+        ),
+        ErrorCode::InvalidTransition
+    );
 
-    let other = race(admin.request(create("Loop", "loop-celje-resevno-2020-09-20.gpx")).await.unwrap());
-    let cancelled = race(admin.request(Request::RaceCancel { id: other.id.clone(), reason: Some("storm".into()) }).await.unwrap());
-    assert_eq!((cancelled.state, cancelled.cancel_reason.as_deref()), (RaceStateView::Cancelled, Some("storm")));
+    let other = race(
+        admin
+            .request(create("Loop", "loop-celje-resevno-2020-09-20.gpx"))
+            .await
+            .unwrap(),
+    );
+    let cancelled = race(
+        admin
+            .request(Request::RaceCancel {
+                id: other.id.clone(),
+                reason: Some("storm".into()),
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (cancelled.state, cancelled.cancel_reason.as_deref()),
+        (RaceStateView::Cancelled, Some("storm"))
+    );
 
-    let shown = race(admin.request(Request::RaceGet { id: created.id.clone() }).await.unwrap());
+    let shown = race(
+        admin
+            .request(Request::RaceGet {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap(),
+    );
     assert_eq!(shown, finished);
-    assert_eq!(code(admin.request(Request::RaceGet { id: "nope".into() }).await), ErrorCode::NotFound);
-    assert_eq!(code(admin.request(Request::RaceStart { id: "bad/id".into() }).await), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(admin.request(Request::RaceGet { id: "nope".into() }).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(
+            admin
+                .request(Request::RaceStart {
+                    id: "bad/id".into()
+                })
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
     server.stop().await;
 }
 
@@ -95,17 +187,43 @@ async fn bad_courses_and_fields_get_typed_errors() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let with = |gpx: &str, name: &str, start: i64, cutoff: Option<i64>| {
-        Request::RaceCreate(RaceCreate { name: name.into(), course_gpx: gpx.into(), start_at_ms: start, cutoff_at_ms: cutoff })
+        Request::RaceCreate(RaceCreate {
+            name: name.into(),
+            course_gpx: gpx.into(),
+            start_at_ms: start,
+            cutoff_at_ms: cutoff,
+        })
     };
     let one_point = r#"<gpx version="1.1" creator="t"><trk><trkseg><trkpt lat="46" lon="15"/></trkseg></trk></gpx>"#;
     let bad_lat = r#"<gpx version="1.1" creator="t"><trk><trkseg><trkpt lat="146" lon="15"/><trkpt lat="46" lon="15.1"/></trkseg></trk></gpx>"#;
     let ride = gpx("loop-celje-resevno-2020-09-20.gpx");
-    assert_eq!(code(admin.request(with("not xml", "x", START, None)).await), ErrorCode::InvalidCourse);
-    assert_eq!(code(admin.request(with(one_point, "x", START, None)).await), ErrorCode::InvalidCourse);
-    assert_eq!(code(admin.request(with(bad_lat, "x", START, None)).await), ErrorCode::InvalidCourse);
-    assert_eq!(code(admin.request(with(&ride, "  ", START, None)).await), ErrorCode::InvalidArgument);
-    assert_eq!(code(admin.request(with(&ride, "x", START, Some(START - 1))).await), ErrorCode::InvalidArgument);
-    let Reply::Races(list) = admin.request(Request::RaceList).await.unwrap() else { panic!("list") };
+    assert_eq!(
+        code(admin.request(with("not xml", "x", START, None)).await),
+        ErrorCode::InvalidCourse
+    );
+    assert_eq!(
+        code(admin.request(with(one_point, "x", START, None)).await),
+        ErrorCode::InvalidCourse
+    );
+    assert_eq!(
+        code(admin.request(with(bad_lat, "x", START, None)).await),
+        ErrorCode::InvalidCourse
+    );
+    assert_eq!(
+        code(admin.request(with(&ride, "  ", START, None)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            admin
+                .request(with(&ride, "x", START, Some(START - 1)))
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
+    let Reply::Races(list) = admin.request(Request::RaceList).await.unwrap() else {
+        panic!("list")
+    };
     assert!(list.is_empty(), "rejected creates leave nothing behind");
     server.stop().await;
 }
@@ -114,21 +232,62 @@ async fn bad_courses_and_fields_get_typed_errors() {
 async fn roles_are_enforced_and_the_socket_stays_open() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    let a = race(admin.request(create("A", "loop-celje-resevno-2020-09-20.gpx")).await.unwrap());
-    let b = race(admin.request(create("B", "loop-celje-resevno-2021-03-27.gpx")).await.unwrap());
+    let a = race(
+        admin
+            .request(create("A", "loop-celje-resevno-2020-09-20.gpx"))
+            .await
+            .unwrap(),
+    );
+    let b = race(
+        admin
+            .request(create("B", "loop-celje-resevno-2021-03-27.gpx"))
+            .await
+            .unwrap(),
+    );
     for role in [Role::Spectator, Role::Racer, Role::Officer, Role::Citizen] {
         let mut client = server.client(role, Codec::Json).await;
-        assert_eq!(code(client.request(Request::RaceStart { id: a.id.clone() }).await), ErrorCode::Forbidden);
-        assert_eq!(code(client.request(Request::Backup).await), ErrorCode::Forbidden);
-        assert!(matches!(client.request(Request::Ping).await, Ok(Reply::Pong { .. })), "socket stays open after forbidden");
+        assert_eq!(
+            code(
+                client
+                    .request(Request::RaceStart { id: a.id.clone() })
+                    .await
+            ),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(client.request(Request::Backup).await),
+            ErrorCode::Forbidden
+        );
+        assert!(
+            matches!(client.request(Request::Ping).await, Ok(Reply::Pong { .. })),
+            "socket stays open after forbidden"
+        );
     }
     let scoped = token(&server.keys, Role::Spectator, "fan", Some(&b.id), 600);
-    let mut fan = Client::connect(&server.url, &scoped, Codec::Binary).await.unwrap();
+    let mut fan = Client::connect(&server.url, &scoped, Codec::Binary)
+        .await
+        .unwrap();
     assert_eq!(fan.welcome().race.as_deref(), Some(b.id.as_str()));
-    let Reply::Races(visible) = fan.request(Request::RaceList).await.unwrap() else { panic!("list") };
-    assert_eq!(visible.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![b.id.clone()]);
-    assert_eq!(code(fan.request(Request::RaceGet { id: a.id.clone() }).await), ErrorCode::Forbidden);
-    assert_eq!(race(fan.request(Request::RaceGet { id: b.id.clone() }).await.unwrap()).id, b.id);
+    let Reply::Races(visible) = fan.request(Request::RaceList).await.unwrap() else {
+        panic!("list")
+    };
+    assert_eq!(
+        visible.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![b.id.clone()]
+    );
+    assert_eq!(
+        code(fan.request(Request::RaceGet { id: a.id.clone() }).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        race(
+            fan.request(Request::RaceGet { id: b.id.clone() })
+                .await
+                .unwrap()
+        )
+        .id,
+        b.id
+    );
     server.stop().await;
 }
 
@@ -139,16 +298,40 @@ async fn bad_tokens_get_401_at_upgrade_and_tokens_refresh_in_place() {
         ClientError::Http { status, body } => (status, body),
         other => panic!("expected an HTTP refusal, got {other}"),
     };
-    let (s, body) = status(Client::connect(&server.url, "", Codec::Binary).await.err().unwrap());
+    let (s, body) = status(
+        Client::connect(&server.url, "", Codec::Binary)
+            .await
+            .err()
+            .unwrap(),
+    );
     assert_eq!(s, 401, "{body}");
-    let (s, _) = status(Client::connect(&server.url, "garbage.token.here", Codec::Binary).await.err().unwrap());
+    let (s, _) = status(
+        Client::connect(&server.url, "garbage.token.here", Codec::Binary)
+            .await
+            .err()
+            .unwrap(),
+    );
     assert_eq!(s, 401);
     let expired = token(&server.keys, Role::Admin, "ops", None, -3600);
-    let (s, body) = status(Client::connect(&server.url, &expired, Codec::Binary).await.err().unwrap());
+    let (s, body) = status(
+        Client::connect(&server.url, &expired, Codec::Binary)
+            .await
+            .err()
+            .unwrap(),
+    );
     assert_eq!(s, 401);
     assert!(body.contains("token_expired"), "{body}");
     let foreign = peloton::auth::Keys::from_secret(&[9u8; 32], 0).unwrap();
-    let (s, _) = status(Client::connect(&server.url, &token(&foreign, Role::Admin, "ops", None, 600), Codec::Json).await.err().unwrap());
+    let (s, _) = status(
+        Client::connect(
+            &server.url,
+            &token(&foreign, Role::Admin, "ops", None, 600),
+            Codec::Json,
+        )
+        .await
+        .err()
+        .unwrap(),
+    );
     assert_eq!(s, 401);
 
     // The token also works as a query parameter, and a missing subprotocol is a 400.
@@ -166,18 +349,58 @@ async fn bad_tokens_get_401_at_upgrade_and_tokens_refresh_in_place() {
     .await;
     assert_eq!(s, 400, "{body}");
 
-    let mut client = Client::connect(&server.url, &token(&server.keys, Role::Racer, "rider", None, 60), Codec::Binary).await.unwrap();
+    let mut client = Client::connect(
+        &server.url,
+        &token(&server.keys, Role::Racer, "rider", None, 60),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
     let fresh = token(&server.keys, Role::Racer, "rider", None, 7200);
-    match client.request(Request::RefreshToken { token: fresh }).await.unwrap() {
-        Reply::TokenRefreshed { expires_at_ms } => assert!(expires_at_ms > peloton::time::now_ms() + 3_600_000),
+    match client
+        .request(Request::RefreshToken { token: fresh })
+        .await
+        .unwrap()
+    {
+        Reply::TokenRefreshed { expires_at_ms } => {
+            assert!(expires_at_ms > peloton::time::now_ms() + 3_600_000)
+        }
         other => panic!("{other:?}"),
     }
     let someone_else = token(&server.keys, Role::Racer, "thief", None, 7200);
-    assert_eq!(code(client.request(Request::RefreshToken { token: someone_else }).await), ErrorCode::Forbidden);
+    assert_eq!(
+        code(
+            client
+                .request(Request::RefreshToken {
+                    token: someone_else
+                })
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
     let promoted = token(&server.keys, Role::Admin, "rider", None, 7200);
-    assert_eq!(code(client.request(Request::RefreshToken { token: promoted }).await), ErrorCode::Forbidden);
-    assert_eq!(code(client.request(Request::RefreshToken { token: "junk".into() }).await), ErrorCode::Unauthenticated);
-    assert!(matches!(client.request(Request::Ping).await, Ok(Reply::Pong { .. })));
+    assert_eq!(
+        code(
+            client
+                .request(Request::RefreshToken { token: promoted })
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(
+            client
+                .request(Request::RefreshToken {
+                    token: "junk".into()
+                })
+                .await
+        ),
+        ErrorCode::Unauthenticated
+    );
+    assert!(matches!(
+        client.request(Request::Ping).await,
+        Ok(Reply::Pong { .. })
+    ));
     server.stop().await;
 }
 
@@ -188,10 +411,19 @@ async fn a_socket_whose_token_expired_is_refused_then_closed() {
         c.ws.token_expiry_grace_ms = 1500;
     })
     .await;
-    let mut client = Client::connect(&server.url, &token(&server.keys, Role::Spectator, "fan", None, 2), Codec::Binary).await.unwrap();
+    let mut client = Client::connect(
+        &server.url,
+        &token(&server.keys, Role::Spectator, "fan", None, 2),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
     assert!(client.request(Request::Ping).await.is_ok());
     tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
-    assert_eq!(code(client.request(Request::RaceList).await), ErrorCode::TokenExpired);
+    assert_eq!(
+        code(client.request(Request::RaceList).await),
+        ErrorCode::TokenExpired
+    );
     match client.next_push(std::time::Duration::from_secs(5)).await {
         Err(ClientError::Closed(Some((1008, reason)))) => assert!(reason.contains("expired")),
         other => panic!("expected close 1008, got {other:?}"),
@@ -203,10 +435,23 @@ async fn a_socket_whose_token_expired_is_refused_then_closed() {
 async fn health_readiness_and_metrics_are_served_on_the_same_port() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    admin.request(create("M", "loop-celje-resevno-2020-09-20.gpx")).await.unwrap();
-    let _ = admin.request(Request::RaceStart { id: "missing".into() }).await;
-    assert_eq!(common::http_get(server.addr, "/healthz HTTP/1.1").await, (200, "ok\n".into()));
-    assert_eq!(common::http_get(server.addr, "/readyz HTTP/1.1").await, (200, "ready\n".into()));
+    admin
+        .request(create("M", "loop-celje-resevno-2020-09-20.gpx"))
+        .await
+        .unwrap();
+    let _ = admin
+        .request(Request::RaceStart {
+            id: "missing".into(),
+        })
+        .await;
+    assert_eq!(
+        common::http_get(server.addr, "/healthz HTTP/1.1").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        common::http_get(server.addr, "/readyz HTTP/1.1").await,
+        (200, "ready\n".into())
+    );
     let (status, metrics) = common::http_get(server.addr, "/metrics HTTP/1.1").await;
     assert_eq!(status, 200);
     for name in [
@@ -223,6 +468,9 @@ async fn health_readiness_and_metrics_are_served_on_the_same_port() {
     }
     assert!(metrics.contains("type=\"race_create\""));
     assert!(metrics.contains("code=\"not_found\""));
-    assert_eq!(common::http_get(server.addr, "/nowhere HTTP/1.1").await.0, 404);
+    assert_eq!(
+        common::http_get(server.addr, "/nowhere HTTP/1.1").await.0,
+        404
+    );
     server.stop().await;
 }

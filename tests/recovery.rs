@@ -40,19 +40,39 @@ async fn snapshot_plus_tail_survives_restart_and_shutdown_closes_with_1001() {
     let env = [("PELOTON_PERSIST_SNAPSHOT_EVERY", "2")];
     let server = ChildServer::start(dir.path(), &env);
     let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary).await.unwrap();
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
     let a = create(&mut client, "A").await;
     for name in ["A1", "A2", "A3"] {
-        let update = RaceUpdate { id: a.id.clone(), name: Some(name.into()), course_gpx: None, start_at_ms: None, cutoff_at_ms: None, clear_cutoff: false };
+        let update = RaceUpdate {
+            id: a.id.clone(),
+            name: Some(name.into()),
+            course_gpx: None,
+            start_at_ms: None,
+            cutoff_at_ms: None,
+            clear_cutoff: false,
+        };
         client.request(Request::RaceUpdate(update)).await.unwrap();
     }
-    client.request(Request::RaceStart { id: a.id.clone() }).await.unwrap();
+    client
+        .request(Request::RaceStart { id: a.id.clone() })
+        .await
+        .unwrap();
     let b = create(&mut client, "B").await;
-    client.request(Request::RaceCancel { id: b.id.clone(), reason: Some("rain".into()) }).await.unwrap();
+    client
+        .request(Request::RaceCancel {
+            id: b.id.clone(),
+            reason: Some("rain".into()),
+        })
+        .await
+        .unwrap();
     create(&mut client, "C").await;
     let before = list(&mut client).await;
 
-    let mut watcher = Client::connect(&server.url, &admin, Codec::Json).await.unwrap();
+    let mut watcher = Client::connect(&server.url, &admin, Codec::Json)
+        .await
+        .unwrap();
     let waiting = tokio::spawn(async move { watcher.next_push(Duration::from_secs(30)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.terminate(), Some(0), "SIGTERM exits cleanly");
@@ -62,8 +82,14 @@ async fn snapshot_plus_tail_survives_restart_and_shutdown_closes_with_1001() {
     }
 
     let server = ChildServer::start(dir.path(), &env);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary).await.unwrap();
-    assert_eq!(list(&mut client).await, before, "identical after snapshot + journal replay");
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
+    assert_eq!(
+        list(&mut client).await,
+        before,
+        "identical after snapshot + journal replay"
+    );
     server.kill9();
 }
 
@@ -72,33 +98,75 @@ async fn backup_while_running_restores_into_a_new_folder() {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path(), &[]);
     let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary).await.unwrap();
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
     let first = create(&mut client, "kept").await;
-    client.request(Request::RaceStart { id: first.id.clone() }).await.unwrap();
+    client
+        .request(Request::RaceStart {
+            id: first.id.clone(),
+        })
+        .await
+        .unwrap();
     let at_backup = list(&mut client).await;
 
     let file = dir.path().join("snap.pbak");
     let out = bin()
-        .args(["admin", "--server", &server.url, "--token", &admin, "backup", "--json", "--out"])
+        .args([
+            "admin",
+            "--server",
+            &server.url,
+            "--token",
+            &admin,
+            "backup",
+            "--json",
+            "--out",
+        ])
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["records"].as_u64().unwrap() >= 3, "{summary}");
     create(&mut client, "after the backup").await;
     server.kill9();
 
     let restored = tempfile::tempdir().unwrap();
-    let out = bin().arg("restore").arg(&file).arg("--data").arg(restored.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = bin().arg("restore").arg(&file).arg("--data").arg(restored.path()).output().unwrap();
-    assert_eq!(again.status.code(), Some(1), "restoring over a database is refused");
+    let out = bin()
+        .arg("restore")
+        .arg(&file)
+        .arg("--data")
+        .arg(restored.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = bin()
+        .arg("restore")
+        .arg(&file)
+        .arg("--data")
+        .arg(restored.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "restoring over a database is refused"
+    );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     let server = ChildServer::start(restored.path(), &[]);
     let admin = token(&keys_for(restored.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary).await.unwrap();
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
     assert_eq!(list(&mut client).await, at_backup);
     server.kill9();
 
@@ -107,9 +175,18 @@ async fn backup_while_running_restores_into_a_new_folder() {
     damaged[middle] ^= 0xff;
     std::fs::write(&file, damaged).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = bin().arg("restore").arg(&file).arg("--data").arg(elsewhere.path()).output().unwrap();
+    let out = bin()
+        .arg("restore")
+        .arg(&file)
+        .arg("--data")
+        .arg(elsewhere.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(!elsewhere.path().join("db").exists(), "nothing restored from a damaged file");
+    assert!(
+        !elsewhere.path().join("db").exists(),
+        "nothing restored from a damaged file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,9 +194,16 @@ async fn a_damaged_record_stops_startup_naming_actor_and_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path(), &[]);
     let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary).await.unwrap();
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
     let race = create(&mut client, "fragile").await;
-    client.request(Request::RaceStart { id: race.id.clone() }).await.unwrap();
+    client
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+        .unwrap();
     server.kill9();
 
     {
@@ -129,10 +213,17 @@ async fn a_damaged_record_stops_startup_naming_actor_and_sequence() {
         journal.insert(key, vec![1u8, 0xff, 0xff, 0xff]).unwrap();
         db.flush().unwrap();
     }
-    let out = bin().args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(dir.path()).output().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("race/{}", race.id)) && stderr.contains("sequence 2"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("race/{}", race.id)) && stderr.contains("sequence 2"),
+        "{stderr}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
     let _ = gpx_path("out-and-back-ljubljana.gpx");
 }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 /// A real GPX ride from the shared data folder.
 pub fn gpx_path(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/gpx").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/gpx")
+        .join(name);
     assert!(path.exists(), "shared ride missing: {}", path.display());
     path
 }
@@ -31,7 +33,10 @@ pub fn test_config(dir: &Path) -> Config {
     Config::load_from(
         None,
         &[],
-        &Overrides { listen: Some("127.0.0.1:0".into()), data_dir: Some(dir.to_path_buf()) },
+        &Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.to_path_buf()),
+        },
     )
     .expect("test config")
 }
@@ -64,7 +69,13 @@ impl TestServer {
         let keys = Keys::load_or_create(&config).expect("keys");
         let server = peloton::engine::start(config).await.expect("server starts");
         let addr = server.addr;
-        TestServer { server: Some(server), dir, url: format!("ws://{addr}"), addr, keys }
+        TestServer {
+            server: Some(server),
+            dir,
+            url: format!("ws://{addr}"),
+            addr,
+            keys,
+        }
     }
 
     /// A token for `role`/`sub`, valid for an hour.
@@ -74,7 +85,9 @@ impl TestServer {
 
     /// A client of `role` speaking `codec`.
     pub async fn client(&self, role: Role, codec: Codec) -> Client {
-        Client::connect(&self.url, &self.token(role, "tester"), codec).await.expect("connect")
+        Client::connect(&self.url, &self.token(role, "tester"), codec)
+            .await
+            .expect("connect")
     }
 
     /// Graceful shutdown.
@@ -125,14 +138,20 @@ impl ChildServer {
         let mut child = command.spawn().expect("spawn peloton serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
         let addr: SocketAddr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .expect("address");
-        ChildServer { child, url: format!("ws://{addr}"), addr }
+        ChildServer {
+            child,
+            url: format!("ws://{addr}"),
+            addr,
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -178,9 +197,20 @@ pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String)
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     // A 101 keeps the connection open: read what arrives within a short window.
-    let _ = tokio::time::timeout(Duration::from_millis(1500), stream.read_to_end(&mut response)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_millis(1500),
+        stream.read_to_end(&mut response),
+    )
+    .await;
     let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
