@@ -264,27 +264,59 @@ async fn wait_for_signal() {
     }
 }
 
-/// Every `backup_every_hours`: write a backup through the journal writer (consistent),
-/// verify it, and keep the newest `backup_keep`.
+/// Every `backup_every_hours`: one [`scheduled_backup`].
 async fn scheduled_backups(config: Config, journal: Journal) {
     let every = Duration::from_secs(config.persist.backup_every_hours.saturating_mul(3600));
-    let dir = config.backup_dir();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         ticks.tick().await;
-        let path = backup::scheduled_name(&dir, now_ms());
-        match journal.backup(path).await {
-            Ok(summary) => {
-                metrics::counter!(crate::metrics::BACKUPS, "result" => "ok").increment(1);
-                tracing::info!(path = %summary.path.display(), records = summary.records, "scheduled backup written and verified");
-                if let Err(e) = backup::rotate_names(&dir, config.persist.backup_keep) {
-                    tracing::warn!("old backups not rotated: {e}");
-                }
+        let _ = scheduled_backup(&config, &journal).await;
+    }
+}
+
+/// Writes a backup through the journal writer (so it is consistent), verifies it, and keeps
+/// only the newest `persist.backup_keep`.
+pub async fn scheduled_backup(config: &Config, journal: &Journal) -> Result<backup::BackupSummary, crate::persist::PersistError> {
+    let dir = config.backup_dir();
+    match journal.backup(backup::scheduled_name(&dir, now_ms())).await {
+        Ok(summary) => {
+            metrics::counter!(crate::metrics::BACKUPS, "result" => "ok").increment(1);
+            tracing::info!(path = %summary.path.display(), records = summary.records, "scheduled backup written and verified");
+            if let Err(e) = backup::rotate_names(&dir, config.persist.backup_keep) {
+                tracing::warn!("old backups not rotated: {e}");
             }
-            Err(e) => {
-                metrics::counter!(crate::metrics::BACKUPS, "result" => "error").increment(1);
-                tracing::error!("scheduled backup failed: {e}");
-            }
+            Ok(summary)
         }
+        Err(e) => {
+            metrics::counter!(crate::metrics::BACKUPS, "result" => "error").increment(1);
+            tracing::error!("scheduled backup failed: {e}");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scheduled_backups_are_verified_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults().unwrap();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.persist.backup_keep = 2;
+        let store = Store::open(dir.path()).unwrap();
+        let (journal, _writer) = JournalWriter::start(store, 16).unwrap();
+        let actor = crate::persist::ActorKey::new("race", "r");
+        for seq in 1..=4u64 {
+            journal.append(&actor, seq, &[seq]).await.unwrap();
+            scheduled_backup(&config, &journal).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut kept: Vec<_> = std::fs::read_dir(config.backup_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+        kept.sort();
+        assert_eq!(kept.len(), 2);
+        let newest = backup::verify(&kept[1]).unwrap();
+        assert_eq!(newest.records, 5, "schema version and all four events");
     }
 }
