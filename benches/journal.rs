@@ -72,8 +72,9 @@ fn fix(racer: usize, seq: u64) -> PositionFix {
     }
 }
 
-/// What recovery folds the events into: enough work to touch every field once.
-#[derive(Debug, Default)]
+/// What recovery folds the events into: enough work to touch every field once. It is also
+/// the snapshot type `Store::load` expects (none are written here).
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct RacerState {
     fixes: u64,
     last_seq: u64,

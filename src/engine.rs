@@ -276,7 +276,10 @@ async fn scheduled_backups(config: Config, journal: Journal) {
 
 /// Writes a backup through the journal writer (so it is consistent), verifies it, and keeps
 /// only the newest `persist.backup_keep`.
-pub async fn scheduled_backup(config: &Config, journal: &Journal) -> Result<backup::BackupSummary, crate::persist::PersistError> {
+pub async fn scheduled_backup(
+    config: &Config,
+    journal: &Journal,
+) -> Result<backup::BackupSummary, crate::persist::PersistError> {
     let dir = config.backup_dir();
     match journal.backup(backup::scheduled_name(&dir, now_ms())).await {
         Ok(summary) => {
@@ -313,7 +316,10 @@ mod tests {
             scheduled_backup(&config, &journal).await.unwrap();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let mut kept: Vec<_> = std::fs::read_dir(config.backup_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut kept: Vec<_> = std::fs::read_dir(config.backup_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         kept.sort();
         assert_eq!(kept.len(), 2);
         let newest = backup::verify(&kept[1]).unwrap();

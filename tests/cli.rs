@@ -181,27 +181,30 @@ fn invalid_configuration_names_the_key_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws.max_frame_bytes"));
 
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[persist]\nsnapshot_every = 0\n").unwrap();
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("persist.snapshot_every"));
-
-    std::fs::write(
-        &file,
-        "[server]\nlisten = \"127.0.0.1:0\"\ncolour = \"red\"\n",
-    )
-    .unwrap();
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("server.colour"));
+    let serve_with = |contents: &str| {
+        std::fs::write(&file, contents).unwrap();
+        bin()
+            .args(["serve", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    for (contents, key) in [
+        ("[persist]\nsnapshot_every = 0\n", "persist.snapshot_every"),
+        (
+            "[server]\nlisten = \"127.0.0.1:0\"\ncolour = \"red\"\n",
+            "server.colour",
+        ),
+        ("[ws]\nmax_frame_bytes = \"big\"\n", "ws.max_frame_bytes"),
+    ] {
+        let out = serve_with(contents);
+        assert_eq!(out.status.code(), Some(2), "{contents}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(key),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let out = bin()
         .args(["serve", "--listen", "not-an-address"])

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, gpx, gpx_path, keys_for, token, ChildServer};
+use common::{bin, gpx, keys_for, token, ChildServer};
 use peloton::auth::Role;
 use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
@@ -25,6 +25,16 @@ async fn create(client: &mut Client, name: &str) -> RaceView {
         Reply::Race(r) => r,
         other => panic!("{other:?}"),
     }
+}
+
+/// A child server on `dir` with an admin client connected to it.
+async fn serve_with_admin(dir: &std::path::Path) -> (ChildServer, String, Client) {
+    let server = ChildServer::start(dir, &[]);
+    let admin = token(&keys_for(dir), Role::Admin, "ops", None, 3600);
+    let client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
+    (server, admin, client)
 }
 
 async fn list(client: &mut Client) -> Vec<RaceView> {
@@ -96,11 +106,7 @@ async fn snapshot_plus_tail_survives_restart_and_shutdown_closes_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_running_restores_into_a_new_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::start(dir.path(), &[]);
-    let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
-        .await
-        .unwrap();
+    let (server, admin, mut client) = serve_with_admin(dir.path()).await;
     let first = create(&mut client, "kept").await;
     client
         .request(Request::RaceStart {
@@ -162,11 +168,7 @@ async fn backup_while_running_restores_into_a_new_folder() {
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
-    let server = ChildServer::start(restored.path(), &[]);
-    let admin = token(&keys_for(restored.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
-        .await
-        .unwrap();
+    let (server, _, mut client) = serve_with_admin(restored.path()).await;
     assert_eq!(list(&mut client).await, at_backup);
     server.kill9();
 
@@ -192,11 +194,7 @@ async fn backup_while_running_restores_into_a_new_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_stops_startup_naming_actor_and_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::start(dir.path(), &[]);
-    let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
-    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
-        .await
-        .unwrap();
+    let (server, _, mut client) = serve_with_admin(dir.path()).await;
     let race = create(&mut client, "fragile").await;
     client
         .request(Request::RaceStart {
@@ -225,5 +223,4 @@ async fn a_damaged_record_stops_startup_naming_actor_and_sequence() {
         "{stderr}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
-    let _ = gpx_path("out-and-back-ljubljana.gpx");
 }
