@@ -76,6 +76,8 @@ pub struct WsConfig {
     pub flood_close_after: u32,
     /// Grace after token expiry before the socket is closed.
     pub token_expiry_grace_ms: u64,
+    /// A peer that does not accept our bytes for this long is disconnected.
+    pub write_timeout_ms: u64,
 }
 
 /// `[auth]`: where the signing secret lives and how tokens are checked.
@@ -240,6 +242,14 @@ impl Config {
         at_least("ws.rate_limit_per_sec", ws.rate_limit_per_sec.into(), 1)?;
         at_least("ws.rate_limit_burst", ws.rate_limit_burst.into(), 1)?;
         at_least("ws.flood_close_after", ws.flood_close_after.into(), 1)?;
+        at_least("ws.write_timeout_ms", ws.write_timeout_ms, 1)?;
+        if ws.admin_max_message_bytes > crate::net::codec::MAX_DECODE_BYTES {
+            return Err(ConfigError(format!(
+                "ws.admin_max_message_bytes must be at most {}, got {}",
+                crate::net::codec::MAX_DECODE_BYTES,
+                ws.admin_max_message_bytes
+            )));
+        }
         at_least("auth.max_ttl_secs", self.auth.max_ttl_secs, 1)?;
         at_least(
             "persist.group_commit_max_batch",

@@ -68,7 +68,10 @@ where
     let ws_config = &engine.config.ws;
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
-    let writer = tokio::spawn(write_loop(sink, queue));
+    let write_timeout = Duration::from_millis(ws_config.write_timeout_ms);
+    let writer = tokio::spawn(write_loop(sink, queue, write_timeout));
+    // Resolves when the writer gave up (peer gone or not reading): then the session ends too.
+    let writer_gone = out.clone();
     let mut session = Session {
         codec,
         bucket: TokenBucket::new(
@@ -103,6 +106,7 @@ where
         ) + grace;
         tokio::select! {
             _ = shutdown.changed() => continue,
+            _ = writer_gone.closed() => break None,
             _ = tokio::time::sleep(expires_in) => {
                 break Some((close_code::POLICY_VIOLATION, "token expired".into()));
             }
@@ -254,9 +258,12 @@ impl Session {
 }
 
 /// Drains the queue into the socket: every frame already queued is fed before one flush.
+/// A peer that does not take our bytes within `write_timeout` is dropped, so a client that
+/// stops reading holds at most its queue and write buffer, and only until then.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     mut queue: mpsc::Receiver<Outbound>,
+    write_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -265,7 +272,8 @@ async fn write_loop<S>(
         while let Some(item) = next.take() {
             match item {
                 Outbound::Frame(message) => {
-                    if sink.feed(message).await.is_err() {
+                    let fed = tokio::time::timeout(write_timeout, sink.feed(message)).await;
+                    if !matches!(fed, Ok(Ok(()))) {
                         return;
                     }
                 }
@@ -274,18 +282,21 @@ async fn write_loop<S>(
                         code: CloseCode::from(code),
                         reason: truncate_reason(reason).into(),
                     };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.close().await;
+                    let _ =
+                        tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
+                            .await;
+                    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
                     return;
                 }
             }
             next = queue.try_recv().ok();
         }
-        if sink.flush().await.is_err() {
+        let flushed = tokio::time::timeout(write_timeout, sink.flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
             return;
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
 
 /// RFC 6455 allows at most 123 bytes of close reason.
