@@ -328,3 +328,30 @@ async fn abusers_do_not_starve_others() {
     still_serving(&server).await;
     server.stop().await;
 }
+
+/// A socket the client closes, politely or not, releases its session on the server.
+#[tokio::test]
+async fn closed_sockets_release_their_sessions() {
+    let server = TestServer::start().await;
+    let engine = server.server.as_ref().unwrap().engine.clone();
+    let polite = server.client(Role::Spectator, Codec::Binary).await;
+    let mut rude = raw(&server, Role::Spectator, Codec::Json).await;
+    assert_eq!(engine.sessions.open(), 2);
+    polite.close().await;
+    rude.send(Message::Text(r#"{"id":1,"request":"ping"}"#.into()))
+        .await
+        .unwrap();
+    drop(rude);
+    for _ in 0..100 {
+        if engine.sessions.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        engine.sessions.open(),
+        0,
+        "sessions linger after their sockets closed"
+    );
+    server.stop().await;
+}

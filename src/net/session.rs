@@ -69,9 +69,8 @@ where
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
     let write_timeout = Duration::from_millis(ws_config.write_timeout_ms);
-    let writer = tokio::spawn(write_loop(sink, queue, write_timeout));
-    // Resolves when the writer gave up (peer gone or not reading): then the session ends too.
-    let writer_gone = out.clone();
+    let mut writer = tokio::spawn(write_loop(sink, queue, write_timeout));
+    let mut writer_done = false;
     let mut session = Session {
         codec,
         bucket: TokenBucket::new(
@@ -106,7 +105,11 @@ where
         ) + grace;
         tokio::select! {
             _ = shutdown.changed() => continue,
-            _ = writer_gone.closed() => break None,
+            // The writer gave up (peer gone or not reading): the session ends too.
+            _ = &mut writer => {
+                writer_done = true;
+                break None;
+            }
             _ = tokio::time::sleep(expires_in) => {
                 break Some((close_code::POLICY_VIOLATION, "token expired".into()));
             }
@@ -135,7 +138,9 @@ where
         let _ = session.out.send(Outbound::Close(code, reason)).await;
     }
     drop(session);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
 }
 
 /// The close code for a read error, or `None` when the peer is simply gone.
