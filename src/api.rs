@@ -67,6 +67,9 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
             "token expired; send refresh_token or reconnect",
         )));
     }
+    if let Err(rejection) = within_scope(claims, &request) {
+        return Outcome::Reply(Err(rejection));
+    }
     let Some(services) = engine.services() else {
         return Outcome::Reply(Err(Rejection::new(
             ErrorCode::Unavailable,
@@ -97,7 +100,6 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         }
         Request::RaceGet { id } => {
             let result = RaceId::parse(&id)
-                .and_then(|id| in_scope(claims, &id).map(|()| id))
                 .and_then(|id| services.races.get(&id))
                 .map(|r| Reply::Race(race_view(&r)));
             Outcome::Reply(result)
@@ -133,13 +135,27 @@ fn refresh(engine: &Engine, claims: &mut Claims, token: &str) -> Result<Reply, R
     Ok(Reply::TokenRefreshed { expires_at_ms })
 }
 
-fn in_scope(claims: &Claims, id: &RaceId) -> Result<(), Rejection> {
-    match &claims.race {
-        Some(scope) if scope != id.as_str() => Err(Rejection::new(
+/// A race-scoped token reaches only its race: requests naming another race, and requests
+/// that are not about one race (create, backup), are forbidden. Lists are filtered instead.
+fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
+    let Some(scope) = &claims.race else {
+        return Ok(());
+    };
+    let target = match request {
+        Request::Ping | Request::RefreshToken { .. } | Request::RaceList => return Ok(()),
+        Request::RaceCreate(_) | Request::Backup => None,
+        Request::RaceUpdate(update) => Some(&update.id),
+        Request::RaceGet { id }
+        | Request::RaceStart { id }
+        | Request::RaceFinish { id }
+        | Request::RaceCancel { id, .. } => Some(id),
+    };
+    match target {
+        Some(id) if id == scope => Ok(()),
+        _ => Err(Rejection::new(
             ErrorCode::Forbidden,
             format!("this token is limited to race {scope}"),
         )),
-        _ => Ok(()),
     }
 }
 
@@ -264,5 +280,20 @@ mod tests {
         }
         assert!(permitted(Role::Spectator, &Request::RaceList));
         assert!(!permitted(Role::Citizen, &Request::RaceList));
+    }
+
+    #[test]
+    fn race_scoped_tokens_reach_only_their_race() {
+        let claims = crate::auth::claims_for(Role::Admin, "ops", Some("r1"), 0, 60);
+        let start = |id: &str| Request::RaceStart { id: id.into() };
+        assert!(within_scope(&claims, &start("r1")).is_ok());
+        assert_eq!(
+            within_scope(&claims, &start("r2")).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert!(within_scope(&claims, &Request::Backup).is_err());
+        assert!(within_scope(&claims, &Request::RaceList).is_ok());
+        let unscoped = crate::auth::claims_for(Role::Admin, "ops", None, 0, 60);
+        assert!(within_scope(&unscoped, &Request::Backup).is_ok());
     }
 }

@@ -221,12 +221,11 @@ impl Config {
         }
         let ws = &self.ws;
         at_least("ws.read_buffer_bytes", ws.read_buffer_bytes as u64, 512)?;
-        at_least("ws.write_buffer_bytes", ws.write_buffer_bytes as u64, 0)?;
         at_least("ws.max_frame_bytes", ws.max_frame_bytes as u64, 128)?;
         at_least(
             "ws.max_message_bytes",
             ws.max_message_bytes as u64,
-            ws.max_frame_bytes.min(128) as u64,
+            ws.max_frame_bytes as u64,
         )?;
         at_least(
             "ws.admin_max_message_bytes",

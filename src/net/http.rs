@@ -148,11 +148,11 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        if let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-        {
-            return Some(token.trim().to_owned());
+        // The auth scheme is case-insensitive (RFC 9110 §11.1).
+        if let Some((scheme, token)) = value.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(token.trim().to_owned());
+            }
         }
     }
     req.uri().query().and_then(|q| {

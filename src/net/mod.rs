@@ -28,7 +28,8 @@ pub mod close_code {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Rate limit flood, expired token, or a consumer too slow for too long.
+    /// Rate limit flood or an expired token. (A peer that stops reading is dropped after
+    /// `ws.write_timeout_ms` without a close frame: it would not read one.)
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message over the configured size.
     pub const MESSAGE_TOO_BIG: u16 = 1009;

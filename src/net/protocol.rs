@@ -127,7 +127,8 @@ pub struct RaceUpdate {
     pub start_at_ms: Option<i64>,
     /// New cut-off.
     pub cutoff_at_ms: Option<i64>,
-    /// Remove the cut-off (wins over `cutoff_at_ms`).
+    /// Remove the cut-off (wins over `cutoff_at_ms`). May be omitted in JSON (false).
+    #[serde(default)]
     pub clear_cutoff: bool,
 }
 
@@ -302,6 +303,6 @@ pub struct BackupInfo {
     pub bytes: u64,
     /// Key/value records in the backup.
     pub records: u64,
-    /// CRC-32 of the file (also inside its trailer).
+    /// CRC-32 of every byte of the file but its last four, which hold this same value.
     pub crc32: u32,
 }

@@ -28,8 +28,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// Bytes per backup chunk pushed to the client.
-const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes per backup chunk pushed to the client: small enough that even as a JSON array of
+/// numbers (up to 4 characters a byte) a chunk stays far below `ws.max_write_buffer_bytes`.
+const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the writer task sends.
 enum Outbound {
