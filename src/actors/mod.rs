@@ -2,6 +2,7 @@
 //!
 //! - [`root`]: the root supervisor; starts one supervisor per domain.
 //! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
+//! - [`racer`]: one racer's tracking rules (fixes, progress, splits, finish).
 //! - [`registry`]: id → actor handle, read without asking any actor.
 //! - [`restart`]: the restart budget every supervisor applies.
 //!
@@ -9,6 +10,7 @@
 //! load, persist, apply and reply.
 
 pub mod race;
+pub mod racer;
 pub mod registry;
 pub mod restart;
 pub mod root;

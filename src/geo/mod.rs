@@ -2,7 +2,10 @@
 //! race courses. No async, no I/O beyond parsing bytes handed in.
 
 pub mod course;
+pub mod finish;
 pub mod position;
+pub mod projection;
 
 pub use course::{Course, CourseError};
 pub use position::Position;
+pub use projection::{CourseIndex, Projection, ProjectionWindow};

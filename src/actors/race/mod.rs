@@ -1,9 +1,10 @@
-//! The race domain: lifecycle rules ([`state`]), the actor that persists and applies them
+//! The race domain: lifecycle rules ([`state`]), live standings ([`standings`]), the actor that persists and applies them
 //! ([`actor`]), the supervisor that recovers and restarts race actors ([`supervisor`]), and
 //! the facade the API layer calls ([`domain`]).
 
 pub mod actor;
 pub mod domain;
+pub mod standings;
 pub mod state;
 pub mod supervisor;
 
