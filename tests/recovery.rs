@@ -27,6 +27,21 @@ async fn create(client: &mut Client, name: &str) -> RaceView {
     }
 }
 
+/// Creates a race and starts it.
+async fn create_live(client: &mut Client, name: &str) -> RaceView {
+    let race = create(client, name).await;
+    match client
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Race(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A child server on `dir` with an admin client connected to it.
 async fn serve_with_admin(dir: &std::path::Path) -> (ChildServer, String, Client) {
     let server = ChildServer::start(dir, &[]);
@@ -107,13 +122,7 @@ async fn snapshot_plus_tail_survives_restart_and_shutdown_closes_with_1001() {
 async fn backup_while_running_restores_into_a_new_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (server, admin, mut client) = serve_with_admin(dir.path()).await;
-    let first = create(&mut client, "kept").await;
-    client
-        .request(Request::RaceStart {
-            id: first.id.clone(),
-        })
-        .await
-        .unwrap();
+    let first = create_live(&mut client, "kept").await;
     let at_backup = list(&mut client).await;
 
     let file = dir.path().join("snap.pbak");
@@ -195,13 +204,7 @@ async fn backup_while_running_restores_into_a_new_folder() {
 async fn a_damaged_record_stops_startup_naming_actor_and_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _, mut client) = serve_with_admin(dir.path()).await;
-    let race = create(&mut client, "fragile").await;
-    client
-        .request(Request::RaceStart {
-            id: race.id.clone(),
-        })
-        .await
-        .unwrap();
+    let race = create_live(&mut client, "fragile").await;
     server.kill9();
 
     {
