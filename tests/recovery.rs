@@ -122,7 +122,7 @@ async fn snapshot_plus_tail_survives_restart_and_shutdown_closes_with_1001() {
 async fn backup_while_running_restores_into_a_new_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (server, admin, mut client) = serve_with_admin(dir.path()).await;
-    let first = create_live(&mut client, "kept").await;
+    create_live(&mut client, "kept").await;
     let at_backup = list(&mut client).await;
 
     let file = dir.path().join("snap.pbak");
