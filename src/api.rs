@@ -5,14 +5,14 @@
 //! text is parsed into a validated [`Course`] here, so the domain only sees valid courses.
 //! Nothing here knows about sockets or encodings.
 
-use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary};
+use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
 use crate::auth::{Claims, Role};
 use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
 use crate::ids::RaceId;
 use crate::net::protocol::{
-    BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request,
+    BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, RacerView, Reply, Request,
 };
 use crate::time::now_ms;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ impl From<Result<Reply, Rejection>> for Outcome {
 pub fn permitted(role: Role, request: &Request) -> bool {
     match request {
         Request::Ping | Request::RefreshToken { .. } => true,
-        Request::RaceList | Request::RaceGet { .. } => {
+        Request::RaceList | Request::RaceGet { .. } | Request::RacerList { .. } => {
             matches!(role, Role::Admin | Role::Spectator | Role::Racer)
         }
         Request::RaceCreate(_)
@@ -48,6 +48,7 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RaceStart { .. }
         | Request::RaceFinish { .. }
         | Request::RaceCancel { .. }
+        | Request::RacerRegister { .. }
         | Request::Backup => role == Role::Admin,
     }
 }
@@ -114,6 +115,10 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
                 .into()
         }
         Request::Backup => backup(engine, services).await,
+        Request::RacerRegister { race_id, racers } => {
+            racer_register(services, &race_id, racers).await.into()
+        }
+        Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await.into(),
     }
 }
 
@@ -149,6 +154,7 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RaceStart { id }
         | Request::RaceFinish { id }
         | Request::RaceCancel { id, .. } => Some(id),
+        Request::RacerRegister { race_id, .. } | Request::RacerList { race_id } => Some(race_id),
     };
     match target {
         Some(id) if id == scope => Ok(()),
@@ -215,6 +221,46 @@ async fn race_command(
         .command(&id, command)
         .await
         .map(|r| Reply::Race(race_view(&r)))
+}
+
+async fn racer_register(
+    services: &Services,
+    race_id: &str,
+    racers: Vec<RacerView>,
+) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let racers = racers
+        .into_iter()
+        .map(|r| RacerEntry {
+            bib: r.bib,
+            name: r.name,
+            team: r.team,
+            email: r.email,
+        })
+        .collect();
+    let race = services
+        .races
+        .command(&id, RaceCommand::RegisterRacers { racers })
+        .await?;
+    Ok(Reply::Registered {
+        racers: race.racers,
+    })
+}
+
+async fn racer_list(services: &Services, race_id: &str, role: Role) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let roster = services.races.roster(&id).await?;
+    let racers = roster
+        .into_iter()
+        .map(|r| RacerView {
+            bib: r.bib,
+            name: r.name,
+            team: r.team,
+            // Contact details are for organisers, not for the public start list.
+            email: if role == Role::Admin { r.email } else { None },
+        })
+        .collect();
+    Ok(Reply::Racers(racers))
 }
 
 async fn backup(engine: &Engine, services: &Services) -> Outcome {

@@ -128,6 +128,8 @@ pub struct RaceConfig {
     pub max_name_chars: usize,
     /// Most course points.
     pub max_course_points: usize,
+    /// Most racers per race.
+    pub max_racers: usize,
 }
 
 /// `[log]`: the default tracing filter.
@@ -273,6 +275,7 @@ impl Config {
             self.race.max_course_points as u64,
             2,
         )?;
+        at_least("race.max_racers", self.race.max_racers as u64, 1)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(ConfigError(format!(
                 "log.filter is not a valid tracing filter: `{}`",

@@ -77,6 +77,43 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
         (Some(id.as_str()), Some("Tour de Test"), Some("scheduled"))
     );
 
+    let roster = dir.path().join("roster.csv");
+    std::fs::write(
+        &roster,
+        "bib,name,team,email\n7,Ana Novak,Celje,ana@example.si\n8,Bor Kralj,,\n",
+    )
+    .unwrap();
+    let imported: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race",
+        "racers",
+        "import",
+        &id,
+        roster.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(imported["racers"], 2);
+    std::fs::write(&roster, "bib,name\n9,Cene\n9,Dan\nx,Eva\n").unwrap();
+    let refused = admin(&["race", "racers", "import", &id, roster.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        report.contains("line 3") && report.contains("line 4"),
+        "{report}"
+    );
+    ok(admin(&[
+        "race", "racers", "add", &id, "--bib", "10", "--name", "Cene",
+    ]));
+    let racers: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "racers", "list", &id, "--json"]))).unwrap();
+    let bibs: Vec<u64> = racers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["bib"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bibs, vec![7, 8, 10], "the refused file registered nobody");
+
     let table = ok(admin(&["race", "list"]));
     assert!(
         table.contains("Tour de Test") && table.contains(&id),

@@ -474,3 +474,85 @@ async fn health_readiness_and_metrics_are_served_on_the_same_port() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn racers_register_all_or_nothing_and_spectators_see_no_emails() {
+    use peloton::net::protocol::RacerView;
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let r = race(
+        admin
+            .request(create("Roster", "loop-celje-resevno-2020-09-20.gpx"))
+            .await
+            .unwrap(),
+    );
+    let racer = |bib: u32, name: &str| RacerView {
+        bib,
+        name: name.into(),
+        team: Some("Celje".into()),
+        email: Some(format!("{bib}@example.si")),
+    };
+    let register = |racers| Request::RacerRegister {
+        race_id: r.id.clone(),
+        racers,
+    };
+    assert_eq!(
+        admin
+            .request(register(vec![racer(1, "Ana"), racer(2, "Bor")]))
+            .await
+            .unwrap(),
+        Reply::Registered { racers: 2 }
+    );
+    assert_eq!(
+        admin
+            .request(register(vec![racer(1, "Ana")]))
+            .await
+            .unwrap(),
+        Reply::Registered { racers: 2 },
+        "a retry is harmless"
+    );
+    assert_eq!(
+        code(
+            admin
+                .request(register(vec![racer(3, "Cene"), racer(2, "Not Bor")]))
+                .await
+        ),
+        ErrorCode::InvalidArgument
+    );
+    let Reply::Racers(listed) = admin
+        .request(Request::RacerList {
+            race_id: r.id.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("racers")
+    };
+    assert_eq!(listed, vec![racer(1, "Ana"), racer(2, "Bor")]);
+
+    let mut fan = server.client(Role::Spectator, Codec::Json).await;
+    assert_eq!(
+        code(fan.request(register(vec![racer(9, "Eve")])).await),
+        ErrorCode::Forbidden
+    );
+    let Reply::Racers(public) = fan
+        .request(Request::RacerList {
+            race_id: r.id.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("racers")
+    };
+    assert!(public.iter().all(|p| p.email.is_none()) && public.len() == 2);
+    assert_eq!(
+        code(
+            fan.request(Request::RacerList {
+                race_id: "nope".into()
+            })
+            .await
+        ),
+        ErrorCode::NotFound
+    );
+    server.stop().await;
+}

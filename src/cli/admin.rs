@@ -171,6 +171,7 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
             clear_cutoff,
         }),
         RaceCommand::List => Request::RaceList,
+        RaceCommand::Racers(command) => super::racers::request(command)?,
         RaceCommand::Show { id } => Request::RaceGet { id },
         RaceCommand::Start { id } => Request::RaceStart { id },
         RaceCommand::Finish { id } => Request::RaceFinish { id },
@@ -181,6 +182,18 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
 fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
     match reply {
         Reply::Race(race) => print_race(&race, json),
+        Reply::Racers(racers) if json => output::json(&racers),
+        Reply::Racers(racers) => {
+            output::racers(&racers);
+            Ok(())
+        }
+        Reply::Registered { racers } if json => {
+            output::json(&serde_json::json!({ "racers": racers }))
+        }
+        Reply::Registered { racers } => {
+            println!("registered; the race has {racers} racers");
+            Ok(())
+        }
         Reply::Races(races) if json => output::json(&races),
         Reply::Races(races) => {
             output::races(&races);

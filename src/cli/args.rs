@@ -162,6 +162,9 @@ pub enum RaceCommand {
         /// Race id.
         id: String,
     },
+    /// Register and list racers.
+    #[command(subcommand)]
+    Racers(RacersCommand),
     /// Cancel a scheduled or live race.
     Cancel {
         /// Race id.
@@ -169,6 +172,41 @@ pub enum RaceCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+/// `peloton admin race racers …`.
+#[derive(Debug, Subcommand)]
+pub enum RacersCommand {
+    /// Register one racer.
+    Add {
+        /// Race id.
+        race: String,
+        /// Bib number.
+        #[arg(long)]
+        bib: u32,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Team.
+        #[arg(long)]
+        team: Option<String>,
+        /// Contact email.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Register racers from a CSV file with a header row: bib,name[,team][,email].
+    /// All or nothing: any bad line is reported and nothing is registered.
+    Import {
+        /// Race id.
+        race: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List a race's racers.
+    List {
+        /// Race id.
+        race: String,
     },
 }
 

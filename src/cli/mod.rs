@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod args;
 pub mod output;
+pub mod racers;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Printing results: a table or a few lines for people, exactly one JSON document with
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
-use crate::net::protocol::RaceView;
+use crate::net::protocol::{RaceView, RacerView};
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
@@ -27,6 +27,23 @@ pub fn races(races: &[RaceView]) {
             format_rfc3339(r.start_at_ms),
             format!("{:.2}", r.course_length_m / 1000.0),
             r.course_points.to_string(),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// Racers as a table.
+pub fn racers(racers: &[RacerView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["bib", "name", "team", "email"]);
+    for r in racers {
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        table.add_row([
+            r.bib.to_string(),
+            r.name.clone(),
+            dash(&r.team),
+            dash(&r.email),
         ]);
     }
     println!("{table}");

@@ -239,6 +239,18 @@ mod tests {
                 reason: None,
             },
             Request::Backup,
+            Request::RacerRegister {
+                race_id: "r".into(),
+                racers: vec![crate::net::protocol::RacerView {
+                    bib: 7,
+                    name: "Ana".into(),
+                    team: None,
+                    email: None,
+                }],
+            },
+            Request::RacerList {
+                race_id: "r".into(),
+            },
         ]
     }
 
@@ -358,7 +370,7 @@ mod tests {
 
         /// Valid frames with random mutations never panic and never decode to garbage ids.
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..10, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+        fn mutated_frames_never_panic(index in 0usize..12, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
             let frame = ClientFrame { id, request: sample_requests().swap_remove(index) };
             for codec in [Codec::Binary, Codec::Json] {
                 let mut bytes = codec.encode_client_bytes(&frame).unwrap();

@@ -67,11 +67,24 @@ pub enum Request {
     /// A consistent backup of the whole database, streamed as [`Push::BackupChunk`]s and
     /// closed by [`Reply::BackupDone`]. Admin.
     Backup,
+    /// Register racers to a race, all or none; answered with [`Reply::Registered`]. Admin.
+    RacerRegister {
+        /// Race id.
+        race_id: String,
+        /// The racers; bibs unique within the race.
+        racers: Vec<RacerView>,
+    },
+    /// A race's registered racers by bib; answered with [`Reply::Racers`]. Admin, spectator,
+    /// racer (scoped tokens: their race only); emails are shown to admins only.
+    RacerList {
+        /// Race id.
+        race_id: String,
+    },
 }
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 12] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -82,6 +95,8 @@ impl Request {
         "race_finish",
         "race_cancel",
         "backup",
+        "racer_register",
+        "racer_list",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -97,6 +112,8 @@ impl Request {
             Request::RaceFinish { .. } => 7,
             Request::RaceCancel { .. } => 8,
             Request::Backup => 9,
+            Request::RacerRegister { .. } => 10,
+            Request::RacerList { .. } => 11,
         }]
     }
 }
@@ -194,6 +211,13 @@ pub enum Reply {
     Races(Vec<RaceView>),
     /// End of a backup stream.
     BackupDone(BackupInfo),
+    /// A race's racers (racer_list).
+    Racers(Vec<RacerView>),
+    /// Answer to racer_register.
+    Registered {
+        /// Racers registered to the race now, in all.
+        racers: u32,
+    },
 }
 
 impl Reply {
@@ -205,6 +229,8 @@ impl Reply {
             Reply::Race(_) => "race",
             Reply::Races(_) => "races",
             Reply::BackupDone(_) => "backup_done",
+            Reply::Racers(_) => "racers",
+            Reply::Registered { .. } => "registered",
         }
     }
 }
@@ -294,6 +320,19 @@ pub struct RaceView {
     pub course_points: u32,
     /// Geodesic course length, metres.
     pub course_length_m: f64,
+}
+
+/// A registered racer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RacerView {
+    /// Bib number, 1..=999999, unique within the race.
+    pub bib: u32,
+    /// Display name.
+    pub name: String,
+    /// Team.
+    pub team: Option<String>,
+    /// Contact email (admins only; `None` for other roles).
+    pub email: Option<String>,
 }
 
 /// Fields of [`Reply::BackupDone`].

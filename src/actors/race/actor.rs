@@ -4,7 +4,7 @@
 //! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
-use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary};
+use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
@@ -36,6 +36,11 @@ pub enum RaceMsg {
         command: RaceCommand,
         /// Where the outcome goes.
         reply: RpcReplyPort<Result<RaceSummary, Rejection>>,
+    },
+    /// The registered racers, by bib.
+    Roster {
+        /// Where they go.
+        reply: RpcReplyPort<Vec<RacerEntry>>,
     },
     /// Panics inside the handler: lets tests prove that supervision restarts a failed race
     /// from its persisted state. Not reachable from the protocol.
@@ -114,6 +119,15 @@ impl Actor for RaceActor {
                     myself.stop(Some("no such race".into()));
                 }
             }
+            RaceMsg::Roster { reply } => {
+                let roster = st
+                    .state
+                    .race
+                    .as_ref()
+                    .map(|r| r.roster.values().cloned().collect())
+                    .unwrap_or_default();
+                let _ = reply.send(roster);
+            }
             #[cfg(test)]
             RaceMsg::Panic => panic!("race {} asked to panic", st.id),
         }
@@ -124,17 +138,20 @@ impl Actor for RaceActor {
 /// Decide, persist, apply: the only order in which state may change.
 async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSummary, Rejection> {
     let events = st.state.handle(&st.id, command, now_ms(), st.ctx.limits)?;
-    st.ctx
-        .journal
-        .append(&st.key, st.seq + 1, &events)
-        .await
-        .map_err(|e| {
-            tracing::error!(race = %st.id, "journal append failed: {e}");
-            Rejection::new(
-                ErrorCode::Unavailable,
-                "the change could not be stored and was not applied; retry",
-            )
-        })?;
+    // A command that changes nothing (a retried registration) costs no write.
+    if !events.is_empty() {
+        st.ctx
+            .journal
+            .append(&st.key, st.seq + 1, &events)
+            .await
+            .map_err(|e| {
+                tracing::error!(race = %st.id, "journal append failed: {e}");
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the change could not be stored and was not applied; retry",
+                )
+            })?;
+    }
     for event in &events {
         st.state.apply(event);
     }

@@ -3,7 +3,7 @@
 //! rejections, so callers never handle ractor types.
 
 use super::actor::{RaceContext, RaceMsg};
-use super::state::{RaceCommand, RaceLimits, RaceSummary};
+use super::state::{RaceCommand, RaceLimits, RaceSummary, RacerEntry};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
 use crate::actors::registry::Registry;
 use crate::actors::root::{DomainSpec, RootMsg};
@@ -40,6 +40,7 @@ impl RaceSettings {
             limits: RaceLimits {
                 max_name_chars: config.race.max_name_chars,
                 max_course_points: config.race.max_course_points,
+                max_racers: config.race.max_racers,
             },
             snapshot_every: config.persist.snapshot_every,
             restart_budget: config.supervision.restart_budget,
@@ -162,6 +163,21 @@ impl RaceDomain {
     ) -> Result<RaceSummary, Rejection> {
         let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
         self.call(id, &actor, command).await
+    }
+
+    /// A race's registered racers, by bib.
+    pub async fn roster(&self, id: &RaceId) -> Result<Vec<RacerEntry>, Rejection> {
+        let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
+        match actor
+            .call(|reply| RaceMsg::Roster { reply }, Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(roster)) => Ok(roster),
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} did not answer; retry"),
+            )),
+        }
     }
 
     /// One race's summary, read from the directory.

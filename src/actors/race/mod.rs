@@ -9,7 +9,9 @@ pub mod state;
 pub mod supervisor;
 
 pub use domain::RaceDomain;
-pub use state::{Race, RaceCommand, RaceEvent, RaceLimits, RaceState, RaceStatus, RaceSummary};
+pub use state::{
+    Race, RaceCommand, RaceEvent, RaceLimits, RaceState, RaceStatus, RaceSummary, RacerEntry,
+};
 
 /// Journal key prefix and metrics label for race actors.
 pub const KIND: &str = "race";

@@ -50,7 +50,25 @@ pub struct RaceLimits {
     pub max_name_chars: usize,
     /// Most points a course may have.
     pub max_course_points: usize,
+    /// Most racers one race may register.
+    pub max_racers: usize,
 }
+
+/// A registered racer: who wears which bib.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RacerEntry {
+    /// Bib number, unique within the race; racer tokens are bound to it.
+    pub bib: u32,
+    /// Display name.
+    pub name: String,
+    /// Team, if any.
+    pub team: Option<String>,
+    /// Contact email for results mail, if given.
+    pub email: Option<String>,
+}
+
+/// Highest bib number accepted.
+pub const MAX_BIB: u32 = 999_999;
 
 /// What an admin asks of a race.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +99,12 @@ pub enum RaceCommand {
     Start,
     /// Close the race; results become final.
     Finish,
+    /// Register racers, all or none. Re-registering a bib with identical details is a
+    /// no-op, so a retried import is harmless.
+    RegisterRacers {
+        /// The racers.
+        racers: Vec<RacerEntry>,
+    },
     /// Call the race off.
     Cancel {
         /// Why, for the record.
@@ -138,6 +162,13 @@ pub enum RaceEvent {
         /// When.
         at_ms: UnixMillis,
     },
+    /// Racers were registered.
+    RacersRegistered {
+        /// The new entries (validated, not yet registered before).
+        racers: Vec<RacerEntry>,
+        /// When.
+        at_ms: UnixMillis,
+    },
 }
 
 /// A race that exists.
@@ -165,6 +196,8 @@ pub struct Race {
     pub cancelled_at_ms: Option<UnixMillis>,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
+    /// Registered racers by bib.
+    pub roster: std::collections::BTreeMap<u32, RacerEntry>,
 }
 
 /// What lists and lookups need of a race, without its course points: kept in the
@@ -195,6 +228,8 @@ pub struct RaceSummary {
     pub course_points: u32,
     /// Geodesic course length in metres.
     pub course_length_m: f64,
+    /// Registered racers.
+    pub racers: u32,
 }
 
 impl Race {
@@ -213,6 +248,7 @@ impl Race {
             cancel_reason: self.cancel_reason.clone(),
             course_points: u32::try_from(self.course.points.len()).unwrap_or(u32::MAX),
             course_length_m: self.course.length_m,
+            racers: u32::try_from(self.roster.len()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -314,6 +350,19 @@ impl RaceState {
                 RaceStatus::Live => Ok(vec![RaceEvent::Finished { at_ms: now_ms }]),
                 _ => refuse("finish it (only live races can finish)"),
             },
+            RaceCommand::RegisterRacers { racers } => {
+                if race.status.is_terminal() {
+                    return refuse("register racers");
+                }
+                let racers = validate_roster(race, racers, limits)?;
+                if racers.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![RaceEvent::RacersRegistered {
+                    racers,
+                    at_ms: now_ms,
+                }])
+            }
             RaceCommand::Cancel { reason } => {
                 if race.status.is_terminal() {
                     return refuse("cancel it");
@@ -352,6 +401,7 @@ impl RaceState {
                     finished_at_ms: None,
                     cancelled_at_ms: None,
                     cancel_reason: None,
+                    roster: std::collections::BTreeMap::new(),
                 });
             }
             RaceEvent::Updated {
@@ -388,6 +438,13 @@ impl RaceState {
                     race.finished_at_ms = Some(*at_ms);
                 }
             }
+            RaceEvent::RacersRegistered { racers, .. } => {
+                if let Some(race) = &mut self.race {
+                    for racer in racers {
+                        race.roster.insert(racer.bib, racer.clone());
+                    }
+                }
+            }
             RaceEvent::Cancelled { reason, at_ms } => {
                 if let Some(race) = &mut self.race {
                     race.status = RaceStatus::Cancelled;
@@ -396,6 +453,106 @@ impl RaceState {
                 }
             }
         }
+    }
+}
+
+/// Checks a registration batch against itself and the roster; returns the entries that are
+/// new. Every problem is reported with the row it is on (0-based within the batch), so a
+/// CSV import can name the line.
+fn validate_roster(
+    race: &Race,
+    racers: Vec<RacerEntry>,
+    limits: RaceLimits,
+) -> Result<Vec<RacerEntry>, Rejection> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut fresh = Vec::new();
+    for (row, entry) in racers.into_iter().enumerate() {
+        match validate_entry(entry) {
+            Err(reason) => problems.push(format!("row {row}: {reason}")),
+            Ok(entry) => {
+                if let Some(first) = seen.insert(entry.bib, row) {
+                    problems.push(format!(
+                        "row {row}: bib {} is also on row {first}",
+                        entry.bib
+                    ));
+                    continue;
+                }
+                match race.roster.get(&entry.bib) {
+                    Some(existing) if *existing == entry => {}
+                    Some(existing) => problems.push(format!(
+                        "row {row}: bib {} is already registered to {}",
+                        entry.bib, existing.name
+                    )),
+                    None => fresh.push(entry),
+                }
+            }
+        }
+    }
+    if race.roster.len() + fresh.len() > limits.max_racers {
+        problems.push(format!(
+            "a race may have at most {} racers",
+            limits.max_racers
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(fresh);
+    }
+    let shown = problems.len().min(20);
+    let more = problems.len() - shown;
+    let mut message = format!(
+        "nothing registered; {} problem(s): {}",
+        problems.len(),
+        problems[..shown].join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    Err(Rejection::invalid(message))
+}
+
+/// Validates and normalises one registration (trimmed text, empty optional fields dropped);
+/// public so an import tool can report every bad line before sending anything.
+pub fn validate_entry(entry: RacerEntry) -> Result<RacerEntry, String> {
+    if entry.bib == 0 || entry.bib > MAX_BIB {
+        return Err(format!("bib must be 1..={MAX_BIB}, got {}", entry.bib));
+    }
+    let name = validate_text("name", &entry.name, 120).map_err(|r| r.message)?;
+    let team = entry
+        .team
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| validate_text("team", &t, 120))
+        .transpose()
+        .map_err(|r| r.message)?;
+    let email = entry
+        .email
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| validate_email(e.trim()))
+        .transpose()?;
+    Ok(RacerEntry {
+        bib: entry.bib,
+        name,
+        team,
+        email,
+    })
+}
+
+/// A deliberately plain check: one `@`, something on both sides, a dot in the domain, no
+/// spaces or controls, at most 254 characters. Deliverability is the mail system's job.
+fn validate_email(email: &str) -> Result<String, String> {
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if ok {
+        Ok(email.to_owned())
+    } else {
+        Err(format!("email `{email}` is not an address"))
     }
 }
 
@@ -450,6 +607,7 @@ mod tests {
     const LIMITS: RaceLimits = RaceLimits {
         max_name_chars: 40,
         max_course_points: 100,
+        max_racers: 3,
     };
     const START: UnixMillis = 1_795_856_400_000;
 
@@ -550,6 +708,91 @@ mod tests {
                 ErrorCode::InvalidArgument
             );
         }
+    }
+
+    fn entry(bib: u32, name: &str) -> RacerEntry {
+        RacerEntry {
+            bib,
+            name: name.into(),
+            team: None,
+            email: Some("a@b.si".into()),
+        }
+    }
+
+    #[test]
+    fn registration_is_all_or_nothing_and_idempotent() {
+        let mut s = RaceState::default();
+        run(&mut s, create()).unwrap();
+        run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![entry(1, "Ana"), entry(2, "Bor")],
+            },
+        )
+        .unwrap();
+        let err = run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![
+                    entry(3, "Cene"),
+                    entry(3, "Dan"),
+                    entry(0, "Eva"),
+                    entry(1, "Not Ana"),
+                ],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(
+            err.message.contains("row 1")
+                && err.message.contains("row 2")
+                && err.message.contains("row 3"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            s.race.as_ref().unwrap().roster.len(),
+            2,
+            "nothing of a bad batch is registered"
+        );
+        // A retried batch changes nothing and emits nothing.
+        let events = s
+            .handle(
+                &id(),
+                RaceCommand::RegisterRacers {
+                    racers: vec![entry(1, "Ana")],
+                },
+                START,
+                LIMITS,
+            )
+            .unwrap();
+        assert!(events.is_empty());
+        let mut bad_mail = entry(4, "Fran");
+        bad_mail.email = Some("fran at home".into());
+        assert!(run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![bad_mail]
+            }
+        )
+        .unwrap_err()
+        .message
+        .contains("email"));
+        run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![entry(3, "Cene")],
+            },
+        )
+        .unwrap();
+        let err = run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![entry(4, "Dan")],
+            },
+        )
+        .unwrap_err();
+        assert!(err.message.contains("at most 3"), "{}", err.message);
     }
 
     fn any_command() -> impl Strategy<Value = RaceCommand> {

@@ -201,6 +201,7 @@ mod tests {
             limits: RaceLimits {
                 max_name_chars: 50,
                 max_course_points: 100,
+                max_racers: 10,
             },
             snapshot_every: 2,
             restart_budget: 3,
