@@ -8,7 +8,9 @@
 //!   awaits each append before sending the next, so every event pays its own flush.
 //!
 //!   Both report `Throughput::Elements` (events/s) in the same run, so their ratio is the
-//!   group-commit gain on this machine's disk.
+//!   group-commit gain on this machine's disk. After each, the writer's own metrics
+//!   (`peloton_journal_appends_total`, `_flushes_total`, `_flush_seconds`) are printed as
+//!   events per flush and mean flush time, which show whether batching actually happened.
 //! - `journal/recovery_1m/load_all_warm`: 1,000,000 journaled events (1,000 actors x 1,000
 //!   events, built once with group commit and large batches, outside the timed loop), read
 //!   back the way startup does: list the actors (`Store::actors("race")`), `Store::load`
@@ -18,12 +20,13 @@
 //!   database (`Store::open`) and drops it afterwards, like a process restart (the OS page
 //!   cache stays warm).
 //!
-//! Events are a small serde struct (a position fix, about 100 bytes as a record). Data lives
+//! Events are a small serde struct (a position fix, 90 bytes as a record). Data lives
 //! in `tempfile::TempDir`s on the default temporary directory.
 //!
 //! Run with `nice -n 10 cargo bench --bench journal`.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use peloton::metrics;
 use peloton::persist::{record, ActorKey, Journal, JournalWriter, Store};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
@@ -35,7 +38,7 @@ use tempfile::TempDir;
 const APPENDERS: usize = 64;
 /// Events each appender writes per iteration; both append cases write
 /// `APPENDERS * EVENTS_PER_APPENDER` events per iteration.
-const EVENTS_PER_APPENDER: u64 = 8;
+const EVENTS_PER_APPENDER: u64 = 16;
 /// The writer's `group_commit_max_batch`.
 const MAX_BATCH: usize = 4096;
 /// Recovery data set: actors x events each = 1,000,000 events.
@@ -173,6 +176,51 @@ async fn flush_per_event_round(journal: &Journal, round: u64) {
     }
 }
 
+/// The journal writer's own counters (from the library's Prometheus recorder), to report
+/// how many events each flush carried and how long flushes took.
+#[derive(Debug, Default, Clone, Copy)]
+struct WriterCounters {
+    events: f64,
+    flushes: f64,
+    flush_seconds: f64,
+}
+
+impl WriterCounters {
+    fn read() -> WriterCounters {
+        let text = metrics::render();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        WriterCounters {
+            events: value(metrics::JOURNAL_APPENDS),
+            flushes: value(metrics::JOURNAL_FLUSHES),
+            flush_seconds: value(&format!("{}_sum", metrics::JOURNAL_FLUSH_SECONDS)),
+        }
+    }
+
+    /// Prints what the writer did since `before`.
+    fn report_since(before: WriterCounters, what: &str) {
+        let now = WriterCounters::read();
+        let (events, flushes) = (now.events - before.events, now.flushes - before.flushes);
+        if flushes > 0.0 {
+            eprintln!(
+                "\njournal: {what}: {events} events in {flushes} flushes = {:.1} events/flush, \
+                 mean flush {:.0} us\n",
+                events / flushes,
+                (now.flush_seconds - before.flush_seconds) / flushes * 1e6
+            );
+        }
+    }
+}
+
 fn bench_append(c: &mut Criterion) {
     let rt = runtime();
     let events = APPENDERS as u64 * EVENTS_PER_APPENDER;
@@ -190,8 +238,10 @@ fn bench_append(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Elements(events));
 
+    metrics::install();
     let db = Db::new();
     let mut round = 0;
+    let before = WriterCounters::read();
     group.bench_function("group_commit_64_tasks", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -203,9 +253,11 @@ fn bench_append(c: &mut Criterion) {
         })
     });
     db.stop();
+    WriterCounters::report_since(before, "group_commit_64_tasks");
 
     let db = Db::new();
     let mut round = 0;
+    let before = WriterCounters::read();
     group.bench_function("flush_per_event", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -217,6 +269,7 @@ fn bench_append(c: &mut Criterion) {
         })
     });
     db.stop();
+    WriterCounters::report_since(before, "flush_per_event");
     group.finish();
 }
 
@@ -290,8 +343,10 @@ fn recover_all(store: &Store) -> u64 {
 
 fn bench_recovery(c: &mut Criterion) {
     let rt = runtime();
-    let (dir, store) = build_recovery_data(&rt);
     let total = RECOVERY_ACTORS as u64 * RECOVERY_EVENTS_PER_ACTOR;
+    // Built on first use, so a filter that skips recovery (`cargo bench --bench journal --
+    // append`) does not pay for it.
+    let mut data: Option<(TempDir, Option<Store>)> = None;
 
     let mut group = c.benchmark_group("journal/recovery_1m");
     group
@@ -302,15 +357,27 @@ fn bench_recovery(c: &mut Criterion) {
         .throughput(Throughput::Elements(total));
 
     group.bench_function("load_all_warm", |b| {
-        b.iter(|| assert_eq!(recover_all(&store), total))
+        let (dir, store) = data.get_or_insert_with(|| {
+            let (dir, store) = build_recovery_data(&rt);
+            (dir, Some(store))
+        });
+        let store = store.get_or_insert_with(|| Store::open(dir.path()).expect("reopen store"));
+        b.iter(|| assert_eq!(recover_all(store), total))
     });
-    drop(store);
 
+    // Opening the database roughly doubles an iteration; give it the time for 10 samples.
+    group.measurement_time(Duration::from_secs(18));
     group.bench_function("open_and_load_all", |b| {
+        let (dir, store) = data.get_or_insert_with(|| {
+            let (dir, store) = build_recovery_data(&rt);
+            (dir, Some(store))
+        });
+        // sled holds a lock on the database while any handle is open.
+        drop(store.take());
         b.iter(|| {
             let store = Store::open(dir.path()).expect("reopen store");
             assert_eq!(recover_all(&store), total);
-            store
+            drop(store);
         })
     });
     group.finish();

@@ -13,8 +13,8 @@
 //!
 //! The payloads are realistic rather than minimal: `race_create` carries a real GPX course
 //! (`../shared/data/gpx/out-and-back-ljubljana.gpx`, about 300 KiB), `races` lists 100
-//! races, and `backup_chunk` carries 256 KiB of pseudo-random bytes (JSON writes each byte
-//! as a decimal number).
+//! races, and `backup_chunk` carries 256 KiB (and 64 KiB, the size the server sends) of
+//! pseudo-random bytes (JSON writes each byte as a decimal number).
 //!
 //! Run with `nice -n 10 cargo bench --bench protocol`.
 
@@ -36,8 +36,10 @@ const GPX: &str = "../shared/data/gpx/out-and-back-ljubljana.gpx";
 const REQUEST_ID: u64 = 1_234;
 /// A server-generated race id: 12 hex digits of milliseconds, 8 random hex digits.
 const RACE_ID: &str = "0193a5c1f2e04b7c9d2a";
-/// Size of the `backup_chunk` payload.
+/// Size of the `backup_chunk` payloads: 256 KiB, and the 64 KiB the server sends today
+/// (`BACKUP_CHUNK_BYTES` in `src/net/session.rs`).
 const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
+const SERVER_BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
 /// One message of either direction.
 enum Frame {
@@ -229,6 +231,14 @@ fn messages() -> Vec<(&'static str, Frame)> {
                 request_id: REQUEST_ID,
                 offset: 3 * BACKUP_CHUNK_BYTES as u64,
                 data: pseudo_random_bytes(BACKUP_CHUNK_BYTES),
+            })),
+        ),
+        (
+            "push_backup_chunk_64k",
+            Frame::Server(ServerFrame::Push(Push::BackupChunk {
+                request_id: REQUEST_ID,
+                offset: 12 * SERVER_BACKUP_CHUNK_BYTES as u64,
+                data: pseudo_random_bytes(SERVER_BACKUP_CHUNK_BYTES),
             })),
         ),
     ]

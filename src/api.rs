@@ -6,13 +6,16 @@
 //! Nothing here knows about sockets or encodings.
 
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
+use crate::actors::racer::Fix;
 use crate::auth::{Claims, Role};
 use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
+use crate::geo::Position;
 use crate::ids::RaceId;
 use crate::net::protocol::{
     BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, RacerView, Reply, Request,
+    StandingView, WireFix,
 };
 use crate::time::now_ms;
 use std::path::PathBuf;
@@ -40,7 +43,11 @@ impl From<Result<Reply, Rejection>> for Outcome {
 pub fn permitted(role: Role, request: &Request) -> bool {
     match request {
         Request::Ping | Request::RefreshToken { .. } => true,
-        Request::RaceList | Request::RaceGet { .. } | Request::RacerList { .. } => {
+        Request::Fixes { .. } => role == Role::Racer,
+        Request::RaceList
+        | Request::RaceGet { .. }
+        | Request::RacerList { .. }
+        | Request::RaceStandings { .. } => {
             matches!(role, Role::Admin | Role::Spectator | Role::Racer)
         }
         Request::RaceCreate(_)
@@ -119,6 +126,8 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
             racer_register(services, &race_id, racers).await.into()
         }
         Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await.into(),
+        Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
+        Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
     }
 }
 
@@ -154,7 +163,11 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RaceStart { id }
         | Request::RaceFinish { id }
         | Request::RaceCancel { id, .. } => Some(id),
-        Request::RacerRegister { race_id, .. } | Request::RacerList { race_id } => Some(race_id),
+        Request::RacerRegister { race_id, .. }
+        | Request::RacerList { race_id }
+        | Request::RaceStandings { race_id } => Some(race_id),
+        // A racer's fixes go to the token's own race.
+        Request::Fixes { .. } => return Ok(()),
     };
     match target {
         Some(id) if id == scope => Ok(()),
@@ -261,6 +274,82 @@ async fn racer_list(services: &Services, race_id: &str, role: Role) -> Result<Re
         })
         .collect();
     Ok(Reply::Racers(racers))
+}
+
+async fn submit_fixes(
+    engine: &Engine,
+    services: &Services,
+    claims: &Claims,
+    fixes: Vec<WireFix>,
+) -> Result<Reply, Rejection> {
+    let Some(race) = &claims.race else {
+        return Err(Rejection::new(
+            ErrorCode::Forbidden,
+            "a racer token must be bound to a race",
+        ));
+    };
+    let race = RaceId::parse(race)?;
+    let bib: u32 = claims.sub.parse().map_err(|_| {
+        Rejection::new(
+            ErrorCode::Forbidden,
+            "a racer token's subject must be the bib number",
+        )
+    })?;
+    let max = engine.config.tracking.max_fixes_per_batch;
+    if fixes.is_empty() || fixes.len() > max {
+        return Err(Rejection::invalid(format!(
+            "send 1 to {max} fixes at a time, got {}",
+            fixes.len()
+        )));
+    }
+    let fixes = fixes
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            fix_from_wire(f).map_err(|reason| Rejection::invalid(format!("fix {i}: {reason}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = services.races.submit_fixes(&race, bib, fixes).await?;
+    Ok(Reply::FixesAck {
+        accepted: outcome.accepted,
+        ignored: outcome.ignored,
+        last_at_ms: outcome.last_at_ms,
+    })
+}
+
+/// Converts and range-checks a wire fix.
+fn fix_from_wire(f: &WireFix) -> Result<Fix, String> {
+    let position = Position {
+        lat_e7: f.lat_e7,
+        lon_e7: f.lon_e7,
+    }
+    .validate()?;
+    Ok(Fix {
+        at_ms: f.at_ms,
+        position,
+        accuracy_m: f.accuracy_dm as f32 / 10.0,
+        speed_mps: f.speed_cmps.map(|s| s as f32 / 100.0),
+        elevation_m: f.elevation_dm.map(|e| e as f32 / 10.0),
+    })
+}
+
+async fn standings(services: &Services, race_id: &str) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let rows = services.races.standings(&id).await?;
+    Ok(Reply::Standings(
+        rows.iter()
+            .map(|s| StandingView {
+                bib: s.bib,
+                rank: s.rank,
+                progress_dm: (s.progress_m * 10.0)
+                    .round()
+                    .clamp(0.0, f64::from(u32::MAX)) as u32,
+                gap_ms: s.gap_ms,
+                finished_at_ms: s.finished_at_ms,
+                off_course: s.off_course,
+            })
+            .collect(),
+    ))
 }
 
 async fn backup(engine: &Engine, services: &Services) -> Outcome {

@@ -32,6 +32,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Race validation limits.
     pub race: RaceConfig,
+    /// How racers' GPS fixes are judged.
+    pub tracking: TrackingConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -130,6 +132,28 @@ pub struct RaceConfig {
     pub max_course_points: usize,
     /// Most racers per race.
     pub max_racers: usize,
+}
+
+/// `[tracking]`: rules for GPS fixes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Fixes less accurate than this (metres) do not move a racer.
+    pub max_accuracy_m: f64,
+    /// Faster than this (m/s) between two fixes is a GPS spike.
+    pub max_speed_mps: f64,
+    /// Farther than this from the course (metres) is off the course.
+    pub off_course_m: f64,
+    /// Off the course this long (ms) raises the off-course flag.
+    pub off_course_after_ms: i64,
+    /// How far behind its last progress a racer may be placed (metres).
+    pub window_behind_m: f64,
+    /// Least distance ahead searched for the next position (metres).
+    pub min_window_ahead_m: f64,
+    /// Half the finish line's width (metres).
+    pub finish_half_width_m: f64,
+    /// Most fixes in one batch from a device.
+    pub max_fixes_per_batch: usize,
 }
 
 /// `[log]`: the default tracing filter.
@@ -276,6 +300,31 @@ impl Config {
             2,
         )?;
         at_least("race.max_racers", self.race.max_racers as u64, 1)?;
+        let t = &self.tracking;
+        for (key, value) in [
+            ("tracking.max_accuracy_m", t.max_accuracy_m),
+            ("tracking.max_speed_mps", t.max_speed_mps),
+            ("tracking.off_course_m", t.off_course_m),
+            ("tracking.window_behind_m", t.window_behind_m),
+            ("tracking.min_window_ahead_m", t.min_window_ahead_m),
+            ("tracking.finish_half_width_m", t.finish_half_width_m),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError(format!(
+                    "{key} must be a positive number, got {value}"
+                )));
+            }
+        }
+        at_least(
+            "tracking.off_course_after_ms",
+            t.off_course_after_ms.max(0) as u64,
+            1,
+        )?;
+        at_least(
+            "tracking.max_fixes_per_batch",
+            t.max_fixes_per_batch as u64,
+            1,
+        )?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(ConfigError(format!(
                 "log.filter is not a valid tracing filter: `{}`",

@@ -171,6 +171,7 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
             clear_cutoff,
         }),
         RaceCommand::List => Request::RaceList,
+        RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
         RaceCommand::Racers(command) => super::racers::request(command)?,
         RaceCommand::Show { id } => Request::RaceGet { id },
         RaceCommand::Start { id } => Request::RaceStart { id },
@@ -192,6 +193,11 @@ fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
         }
         Reply::Registered { racers } => {
             println!("registered; the race has {racers} racers");
+            Ok(())
+        }
+        Reply::Standings(rows) if json => output::json(&rows),
+        Reply::Standings(rows) => {
+            output::standings(&rows);
             Ok(())
         }
         Reply::Races(races) if json => output::json(&races),

@@ -162,6 +162,11 @@ pub enum RaceCommand {
         /// Race id.
         id: String,
     },
+    /// Live standings of a race.
+    Standings {
+        /// Race id.
+        id: String,
+    },
     /// Register and list racers.
     #[command(subcommand)]
     Racers(RacersCommand),

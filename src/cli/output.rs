@@ -1,7 +1,7 @@
 //! Printing results: a table or a few lines for people, exactly one JSON document with
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
-use crate::net::protocol::{RaceView, RacerView};
+use crate::net::protocol::{RaceView, RacerView, StandingView};
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
@@ -44,6 +44,29 @@ pub fn racers(racers: &[RacerView]) {
             r.name.clone(),
             dash(&r.team),
             dash(&r.email),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// Standings as a table.
+pub fn standings(rows: &[StandingView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["rank", "bib", "km", "gap", "finished", "flags"]);
+    for r in rows {
+        let gap = r
+            .gap_ms
+            .map_or_else(|| "-".into(), |g| format!("+{:.1}s", g as f64 / 1000.0));
+        let finished = r.finished_at_ms.map_or_else(|| "-".into(), format_rfc3339);
+        let flags = if r.off_course { "off course" } else { "" };
+        table.add_row([
+            r.rank.to_string(),
+            r.bib.to_string(),
+            format!("{:.2}", f64::from(r.progress_dm) / 10_000.0),
+            gap,
+            finished,
+            flags.into(),
         ]);
     }
     println!("{table}");

@@ -251,6 +251,19 @@ mod tests {
             Request::RacerList {
                 race_id: "r".into(),
             },
+            Request::Fixes {
+                fixes: vec![crate::net::protocol::WireFix {
+                    at_ms: 1_796_115_600_000,
+                    lat_e7: 460_569_000,
+                    lon_e7: 152_604_000,
+                    accuracy_dm: 50,
+                    speed_cmps: Some(830),
+                    elevation_dm: None,
+                }],
+            },
+            Request::RaceStandings {
+                race_id: "r".into(),
+            },
         ]
     }
 
@@ -370,7 +383,7 @@ mod tests {
 
         /// Valid frames with random mutations never panic and never decode to garbage ids.
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..12, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+        fn mutated_frames_never_panic(index in 0usize..14, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
             let frame = ClientFrame { id, request: sample_requests().swap_remove(index) };
             for codec in [Codec::Binary, Codec::Json] {
                 let mut bytes = codec.encode_client_bytes(&frame).unwrap();

@@ -80,11 +80,57 @@ pub enum Request {
         /// Race id.
         race_id: String,
     },
+    /// GPS fixes from a racer's device, oldest first; answered with [`Reply::FixesAck`].
+    /// Racer tokens only: the race is the token's race, the bib its subject.
+    Fixes {
+        /// The fixes (a live stream sends one; a reconnecting phone sends its buffer).
+        fixes: Vec<WireFix>,
+    },
+    /// The race's current standings; answered with [`Reply::Standings`]. Admin, spectator,
+    /// racer (scoped tokens: their race only).
+    RaceStandings {
+        /// Race id.
+        race_id: String,
+    },
+}
+
+/// One GPS fix on the wire: fixed-point and integer units so it encodes in a few varints.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WireFix {
+    /// Device time, ms since the epoch.
+    pub at_ms: i64,
+    /// Latitude × 1e7.
+    pub lat_e7: i32,
+    /// Longitude × 1e7.
+    pub lon_e7: i32,
+    /// Horizontal accuracy in decimetres.
+    pub accuracy_dm: u32,
+    /// Speed in cm/s, if the device has one.
+    pub speed_cmps: Option<u32>,
+    /// Elevation in decimetres, if known.
+    pub elevation_dm: Option<i32>,
+}
+
+/// One row of the standings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingView {
+    /// Bib number.
+    pub bib: u32,
+    /// 1-based rank.
+    pub rank: u32,
+    /// Distance along the course, decimetres.
+    pub progress_dm: u32,
+    /// Time behind the leader at the same course point, ms (0 for the leader).
+    pub gap_ms: Option<i64>,
+    /// Finish time, ms since the epoch.
+    pub finished_at_ms: Option<i64>,
+    /// Off the course for too long.
+    pub off_course: bool,
 }
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 14] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -97,6 +143,8 @@ impl Request {
         "backup",
         "racer_register",
         "racer_list",
+        "fixes",
+        "race_standings",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -114,6 +162,8 @@ impl Request {
             Request::Backup => 9,
             Request::RacerRegister { .. } => 10,
             Request::RacerList { .. } => 11,
+            Request::Fixes { .. } => 12,
+            Request::RaceStandings { .. } => 13,
         }]
     }
 }
@@ -218,6 +268,18 @@ pub enum Reply {
         /// Racers registered to the race now, in all.
         racers: u32,
     },
+    /// Answer to fixes, sent once the accepted fixes are durable.
+    FixesAck {
+        /// Fixes accepted and stored.
+        accepted: u32,
+        /// Fixes that changed nothing: stale (already seen), inaccurate, impossible speed,
+        /// or after the finish.
+        ignored: u32,
+        /// The newest fix applied for this racer: the device may drop every fix up to it.
+        last_at_ms: Option<i64>,
+    },
+    /// Answer to race_standings, leader first.
+    Standings(Vec<StandingView>),
 }
 
 impl Reply {
@@ -231,6 +293,8 @@ impl Reply {
             Reply::BackupDone(_) => "backup_done",
             Reply::Racers(_) => "racers",
             Reply::Registered { .. } => "registered",
+            Reply::FixesAck { .. } => "fixes_ack",
+            Reply::Standings(_) => "standings",
         }
     }
 }

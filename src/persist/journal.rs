@@ -192,9 +192,14 @@ fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) 
 }
 
 /// Applies one group, flushes once, then answers everyone in it.
+///
+/// All appends of the group go into one `sled::Batch`: sled writes (and syncs) a buffer per
+/// applied batch, so one batch per group is what makes group commit pay. A snapshot first
+/// applies the appends queued before it, so it never compacts events not yet written.
 fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
     let mut waiting: Vec<(Waiter, Result<(), PersistError>)> = Vec::new();
     let mut backups = Vec::new();
+    let mut pending = PendingAppends::default();
     let mut appended = 0u64;
     for op in batch.drain(..) {
         match op {
@@ -204,14 +209,16 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
                 events,
                 done,
             } => {
-                let count = events.len() as u64;
-                let result = append(store, &actor, first_seq, events);
-                if result.is_ok() {
-                    appended += count;
+                pending.count += events.len() as u64;
+                for (i, event) in events.into_iter().enumerate() {
+                    pending
+                        .batch
+                        .insert(actor.journal_key(first_seq + i as u64), event);
                 }
-                waiting.push((done, result));
+                pending.waiters.push(done);
             }
             WriteOp::Snapshot { actor, seq, state } => {
+                appended += pending.apply(store, &mut waiting);
                 if let Err(e) = snapshot(store, &actor, seq, state) {
                     tracing::warn!(%actor, seq, "snapshot not written: {e}");
                 }
@@ -220,6 +227,7 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
             WriteOp::Backup { path, done } => backups.push((path, done)),
         }
     }
+    appended += pending.apply(store, &mut waiting);
     let started = Instant::now();
     let flushed = store.db.flush().map(|_| ()).map_err(PersistError::from);
     metrics::histogram!(m::JOURNAL_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
@@ -238,18 +246,37 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
     }
 }
 
-fn append(
-    store: &Store,
-    actor: &ActorKey,
-    first_seq: u64,
-    events: Vec<Vec<u8>>,
-) -> Result<(), PersistError> {
-    let mut batch = sled::Batch::default();
-    for (i, event) in events.into_iter().enumerate() {
-        batch.insert(actor.journal_key(first_seq + i as u64), event);
+/// Appends collected for one `sled::Batch`, and who waits for them.
+#[derive(Default)]
+struct PendingAppends {
+    /// The journal inserts.
+    batch: sled::Batch,
+    /// Events in the batch.
+    count: u64,
+    /// One per append request.
+    waiters: Vec<Waiter>,
+}
+
+impl PendingAppends {
+    /// Applies the collected appends; their waiters get the outcome after the flush. Returns
+    /// how many events were written.
+    fn apply(
+        &mut self,
+        store: &Store,
+        waiting: &mut Vec<(Waiter, Result<(), PersistError>)>,
+    ) -> u64 {
+        if self.waiters.is_empty() {
+            return 0;
+        }
+        let pending = std::mem::take(self);
+        let result = store
+            .journal
+            .apply_batch(pending.batch)
+            .map_err(PersistError::from);
+        let written = if result.is_ok() { pending.count } else { 0 };
+        waiting.extend(pending.waiters.into_iter().map(|w| (w, result.clone())));
+        written
     }
-    store.journal.apply_batch(batch)?;
-    Ok(())
 }
 
 /// Writes the snapshot first, then removes the events it covers; a crash between the two

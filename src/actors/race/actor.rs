@@ -4,8 +4,12 @@
 //! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
+use super::standings::{RacerProgress, Standing, Standings};
 use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
+use crate::actors::racer::actor::RacerMsg;
+use crate::actors::racer::{CourseGeometry, TrackingRules};
+use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::persist::{ActorKey, Journal, Store};
@@ -26,6 +30,12 @@ pub struct RaceContext {
     pub limits: RaceLimits,
     /// Events between snapshots.
     pub snapshot_every: u64,
+    /// How racers' fixes are judged.
+    pub rules: TrackingRules,
+    /// Live race actors by id.
+    pub races: Arc<Registry<RaceId, RaceMsg>>,
+    /// Live racer actors by race and bib.
+    pub racers: Arc<Registry<(RaceId, u32), RacerMsg>>,
 }
 
 /// Messages a race actor accepts.
@@ -36,6 +46,25 @@ pub enum RaceMsg {
         command: RaceCommand,
         /// Where the outcome goes.
         reply: RpcReplyPort<Result<RaceSummary, Rejection>>,
+    },
+    /// The course geometry for racer `bib`, if the race has that bib registered.
+    Track {
+        /// The bib asking.
+        bib: u32,
+        /// The shared geometry, or why not.
+        reply: RpcReplyPort<Result<Arc<CourseGeometry>, Rejection>>,
+    },
+    /// A racer's new progress, folded into the standings.
+    Progress {
+        /// Whose.
+        bib: u32,
+        /// Where they are.
+        progress: RacerProgress,
+    },
+    /// The current standings, leader first.
+    Standings {
+        /// Where they go.
+        reply: RpcReplyPort<Vec<Standing>>,
     },
     /// The registered racers, by bib.
     Roster {
@@ -70,6 +99,10 @@ pub struct RaceActorState {
     snapshot_seq: u64,
     /// Shared storage and directory.
     ctx: Arc<RaceContext>,
+    /// The course prepared for projection, built on first use and shared with racers.
+    geometry: Option<Arc<CourseGeometry>>,
+    /// Live standings: derived from racers' reports, rebuilt by them after a restart.
+    standings: Standings,
 }
 
 /// The ractor behaviour of a race.
@@ -101,6 +134,8 @@ impl Actor for RaceActor {
             seq: recovered.last_seq,
             snapshot_seq,
             ctx: args.ctx,
+            geometry: None,
+            standings: Standings::default(),
         })
     }
 
@@ -119,6 +154,13 @@ impl Actor for RaceActor {
                     myself.stop(Some("no such race".into()));
                 }
             }
+            RaceMsg::Track { bib, reply } => {
+                let _ = reply.send(track(st, bib));
+            }
+            RaceMsg::Progress { bib, progress } => st.standings.update(bib, progress),
+            RaceMsg::Standings { reply } => {
+                let _ = reply.send(st.standings.ranked());
+            }
             RaceMsg::Roster { reply } => {
                 let roster = st
                     .state
@@ -133,6 +175,28 @@ impl Actor for RaceActor {
         }
         Ok(())
     }
+}
+
+/// The geometry for a registered bib, built once per course.
+fn track(st: &mut RaceActorState, bib: u32) -> Result<Arc<CourseGeometry>, Rejection> {
+    let race = st.state.race.as_ref().ok_or_else(|| {
+        Rejection::new(
+            ErrorCode::NotFound,
+            format!("race {} does not exist", st.id),
+        )
+    })?;
+    if !race.roster.contains_key(&bib) {
+        return Err(Rejection::new(
+            ErrorCode::NotFound,
+            format!("bib {bib} is not registered in race {}", st.id),
+        ));
+    }
+    if let Some(geometry) = &st.geometry {
+        return Ok(geometry.clone());
+    }
+    let geometry = Arc::new(CourseGeometry::new(&race.course, &[], &st.ctx.rules));
+    st.geometry = Some(geometry.clone());
+    Ok(geometry)
 }
 
 /// Decide, persist, apply: the only order in which state may change.
@@ -154,6 +218,16 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     }
     for event in &events {
         st.state.apply(event);
+        // A new course invalidates the prepared geometry (only scheduled races change course).
+        if matches!(
+            event,
+            RaceEvent::Updated {
+                course: Some(_),
+                ..
+            }
+        ) {
+            st.geometry = None;
+        }
     }
     st.seq += events.len() as u64;
     let Some(race) = &st.state.race else {

@@ -3,8 +3,11 @@
 //! rejections, so callers never handle ractor types.
 
 use super::actor::{RaceContext, RaceMsg};
-use super::state::{RaceCommand, RaceLimits, RaceSummary, RacerEntry};
+use super::standings::Standing;
+use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
+use crate::actors::racer::actor::{FixesOutcome, RacerMsg};
+use crate::actors::racer::{Fix, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::actors::root::{DomainSpec, RootMsg};
 use crate::config::Config;
@@ -31,6 +34,8 @@ pub struct RaceSettings {
     pub restart_window: Duration,
     /// How long to wait for a race actor.
     pub call_timeout: Duration,
+    /// How racers' fixes are judged.
+    pub rules: TrackingRules,
 }
 
 impl RaceSettings {
@@ -46,6 +51,15 @@ impl RaceSettings {
             restart_budget: config.supervision.restart_budget,
             restart_window: Duration::from_secs(config.supervision.restart_window_secs),
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
+            rules: TrackingRules {
+                max_accuracy_m: config.tracking.max_accuracy_m,
+                max_speed_mps: config.tracking.max_speed_mps,
+                off_course_m: config.tracking.off_course_m,
+                off_course_after_ms: config.tracking.off_course_after_ms,
+                window_behind_m: config.tracking.window_behind_m,
+                min_window_ahead_m: config.tracking.min_window_ahead_m,
+                finish_half_width_m: config.tracking.finish_half_width_m,
+            },
         }
     }
 }
@@ -55,8 +69,6 @@ impl RaceSettings {
 pub struct RaceDomain {
     /// Shared with every race actor.
     ctx: Arc<RaceContext>,
-    /// Live race actors by id.
-    registry: Arc<Registry<RaceId, RaceMsg>>,
     /// The current race supervisor (replaced when the root restarts it).
     supervisor: Arc<Mutex<Option<ActorRef<RaceSupervisorMsg>>>>,
     /// How long to wait for an actor.
@@ -78,13 +90,14 @@ impl RaceDomain {
             directory: DashMap::new(),
             limits: settings.limits,
             snapshot_every: settings.snapshot_every,
+            rules: settings.rules,
+            races: Arc::new(Registry::new(super::KIND)),
+            racers: Arc::new(Registry::new(crate::actors::racer::KIND)),
         });
-        let registry = Arc::new(Registry::new(super::KIND));
         let supervisor = Arc::new(Mutex::new(None));
         let args = RaceSupervisorArgs {
             slot: supervisor.clone(),
             ctx: ctx.clone(),
-            registry: registry.clone(),
             restart_budget: settings.restart_budget,
             restart_window: settings.restart_window,
         };
@@ -104,7 +117,6 @@ impl RaceDomain {
         }
         Ok(RaceDomain {
             ctx,
-            registry,
             supervisor,
             call_timeout: settings.call_timeout,
         })
@@ -117,14 +129,12 @@ impl RaceDomain {
 
     /// Live race actors; for tests and metrics.
     pub fn registry(&self) -> &Registry<RaceId, RaceMsg> {
-        &self.registry
+        &self.ctx.races
     }
 
-    /// Creates a race with a fresh id.
-    pub async fn create(&self, command: RaceCommand) -> Result<RaceSummary, Rejection> {
-        let id = RaceId::generate(now_ms());
-        let supervisor = self
-            .supervisor
+    /// The current supervisor incarnation.
+    fn supervisor(&self) -> Result<ActorRef<RaceSupervisorMsg>, Rejection> {
+        self.supervisor
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -133,7 +143,88 @@ impl RaceDomain {
                     ErrorCode::Unavailable,
                     "the race domain is restarting; retry",
                 )
-            })?;
+            })
+    }
+
+    /// Judges and stores a batch of fixes from racer `bib` of a live race.
+    pub async fn submit_fixes(
+        &self,
+        race: &RaceId,
+        bib: u32,
+        fixes: Vec<Fix>,
+    ) -> Result<FixesOutcome, Rejection> {
+        let summary = self.get(race)?;
+        if summary.status != RaceStatus::Live {
+            return Err(Rejection::new(
+                ErrorCode::InvalidTransition,
+                format!(
+                    "race {race} is {}; fixes are taken while it is live",
+                    summary.status.as_str()
+                ),
+            ));
+        }
+        let actor = match self.ctx.racers.get(&(race.clone(), bib)) {
+            Some(actor) => actor,
+            None => {
+                let spawn = |reply| RaceSupervisorMsg::SpawnRacer {
+                    race: race.clone(),
+                    bib,
+                    reply,
+                };
+                match self
+                    .supervisor()?
+                    .call(spawn, Some(self.call_timeout))
+                    .await
+                {
+                    Ok(CallResult::Success(outcome)) => outcome?,
+                    _ => {
+                        return Err(Rejection::new(
+                            ErrorCode::Unavailable,
+                            "the race supervisor did not answer; retry",
+                        ))
+                    }
+                }
+            }
+        };
+        match actor
+            .call(
+                |reply| RacerMsg::Fixes { fixes, reply },
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "racer {bib} did not answer; send the fixes again (duplicates are ignored)"
+                ),
+            )),
+        }
+    }
+
+    /// The race's live standings, leader first.
+    pub async fn standings(&self, id: &RaceId) -> Result<Vec<Standing>, Rejection> {
+        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
+        match actor
+            .call(
+                |reply| RaceMsg::Standings { reply },
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(standings)) => Ok(standings),
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} did not answer; retry"),
+            )),
+        }
+    }
+
+    /// Creates a race with a fresh id.
+    pub async fn create(&self, command: RaceCommand) -> Result<RaceSummary, Rejection> {
+        let id = RaceId::generate(now_ms());
+        let supervisor = self.supervisor()?;
         let actor = match supervisor
             .call(
                 |reply| RaceSupervisorMsg::Spawn {
@@ -161,13 +252,13 @@ impl RaceDomain {
         id: &RaceId,
         command: RaceCommand,
     ) -> Result<RaceSummary, Rejection> {
-        let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
+        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
         self.call(id, &actor, command).await
     }
 
     /// A race's registered racers, by bib.
     pub async fn roster(&self, id: &RaceId) -> Result<Vec<RacerEntry>, Rejection> {
-        let actor = self.registry.get(id).ok_or_else(|| not_found(id))?;
+        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
         match actor
             .call(|reply| RaceMsg::Roster { reply }, Some(self.call_timeout))
             .await

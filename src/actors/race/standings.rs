@@ -24,6 +24,8 @@ pub struct RacerProgress {
     pub at_ms: UnixMillis,
     /// Finish time, once finished.
     pub finished_at_ms: Option<UnixMillis>,
+    /// Off the course for too long.
+    pub off_course: bool,
 }
 
 /// A racer's entry in the standings.
@@ -69,6 +71,8 @@ pub struct Standing {
     pub gap_ms: Option<i64>,
     /// Finish time, if finished.
     pub finished_at_ms: Option<UnixMillis>,
+    /// Off the course for too long.
+    pub off_course: bool,
 }
 
 /// Standings of one race.
@@ -116,6 +120,7 @@ impl Standings {
                     progress_m: latest.map_or(0.0, |l| l.progress_m),
                     gap_ms: leader.and_then(|leader| gap(leader, entry)),
                     finished_at_ms: latest.and_then(|l| l.finished_at_ms),
+                    off_course: latest.is_some_and(|l| l.off_course),
                 }
             })
             .collect()
@@ -166,6 +171,7 @@ mod tests {
             progress_m,
             at_ms: at_s * 1000,
             finished_at_ms: None,
+            off_course: false,
         }
     }
 
@@ -205,6 +211,7 @@ mod tests {
                 progress_m: 1000.0,
                 at_ms: 90_000,
                 finished_at_ms: Some(89_500),
+                off_course: false,
             },
         );
         s.update(
@@ -213,6 +220,7 @@ mod tests {
                 progress_m: 1000.0,
                 at_ms: 95_000,
                 finished_at_ms: Some(94_000),
+                off_course: false,
             },
         );
         let rows = s.ranked();

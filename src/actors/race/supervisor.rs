@@ -1,18 +1,22 @@
-//! The race supervisor: recovers every stored race on start, spawns new races, and restarts
-//! a race actor that fails from its persisted state, within a restart budget.
+//! The race supervisor: supervises every race actor and every racer actor of the races.
+//! It recovers all stored races, then all stored racers, before it reports started; spawns
+//! new ones on demand; and restarts a failed child from its persisted state, within a
+//! restart budget.
 //!
 //! ractor's default supervision stops the supervisor when any child fails; this one never
 //! does. A child that stops normally (a rejected create) is simply forgotten.
 
 use super::actor::{RaceActor, RaceArgs, RaceContext, RaceMsg};
 use super::KIND;
-use crate::actors::registry::Registry;
+use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs, RacerMsg};
+use crate::actors::racer::KIND as RACER_KIND;
 use crate::actors::restart::RestartBudget;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::metrics as m;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,15 @@ pub enum RaceSupervisorMsg {
         /// The new actor, or why it could not start.
         reply: RpcReplyPort<Result<ActorRef<RaceMsg>, Rejection>>,
     },
+    /// Start the actor of racer `bib` in `race` (or return the running one).
+    SpawnRacer {
+        /// The race.
+        race: RaceId,
+        /// The racer's bib.
+        bib: u32,
+        /// The actor, or why it could not start (unknown race or bib).
+        reply: RpcReplyPort<Result<ActorRef<RacerMsg>, Rejection>>,
+    },
 }
 
 /// Spawn arguments of the race supervisor; cloned by the root to restart it.
@@ -33,33 +46,47 @@ pub struct RaceSupervisorArgs {
     /// Where the running supervisor publishes itself, so the facade can reach the current
     /// incarnation after a restart.
     pub slot: Arc<std::sync::Mutex<Option<ActorRef<RaceSupervisorMsg>>>>,
-    /// Shared by every race actor.
+    /// Shared by every race and racer actor, registries included.
     pub ctx: Arc<RaceContext>,
-    /// Where live race actors are published.
-    pub registry: Arc<Registry<RaceId, RaceMsg>>,
-    /// Restarts allowed per race per window.
+    /// Restarts allowed per child per window.
     pub restart_budget: u32,
     /// The budget's window.
     pub restart_window: Duration,
 }
 
+/// Which entity a child actor serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Child {
+    /// A race actor.
+    Race(RaceId),
+    /// A racer actor.
+    Racer(RaceId, u32),
+}
+
+impl fmt::Display for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Child::Race(id) => write!(f, "race {id}"),
+            Child::Racer(race, bib) => write!(f, "racer {bib} of race {race}"),
+        }
+    }
+}
+
 /// The supervisor's state.
 pub struct RaceSupervisorState {
-    /// Shared by every race actor.
+    /// Shared by every child, registries included.
     ctx: Arc<RaceContext>,
-    /// Where live race actors are published.
-    registry: Arc<Registry<RaceId, RaceMsg>>,
-    /// Which race each child actor serves, to act on its supervision events.
-    children: HashMap<ActorId, RaceId>,
+    /// Which entity each child actor serves, to act on its supervision events.
+    children: HashMap<ActorId, Child>,
     /// Guards against restart loops.
-    budget: RestartBudget<RaceId>,
+    budget: RestartBudget<Child>,
 }
 
 /// The ractor behaviour of the race supervisor.
 pub struct RaceSupervisor;
 
 impl RaceSupervisorState {
-    async fn spawn_child(
+    async fn spawn_race(
         &mut self,
         myself: &ActorRef<RaceSupervisorMsg>,
         id: RaceId,
@@ -69,9 +96,49 @@ impl RaceSupervisorState {
             ctx: self.ctx.clone(),
         };
         let (actor, _) = RaceActor::spawn_linked(None, RaceActor, args, myself.get_cell()).await?;
-        self.children.insert(actor.get_id(), id.clone());
-        self.registry.insert(id, actor.clone());
+        self.children
+            .insert(actor.get_id(), Child::Race(id.clone()));
+        self.ctx.races.insert(id, actor.clone());
         Ok(actor)
+    }
+
+    async fn spawn_racer(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        race: RaceId,
+        bib: u32,
+    ) -> Result<ActorRef<RacerMsg>, ActorProcessingErr> {
+        let args = RacerArgs {
+            race: race.clone(),
+            bib,
+            ctx: self.ctx.clone(),
+        };
+        let (actor, _) =
+            RacerActor::spawn_linked(None, RacerActor, args, myself.get_cell()).await?;
+        self.children
+            .insert(actor.get_id(), Child::Racer(race.clone(), bib));
+        self.ctx.racers.insert((race, bib), actor.clone());
+        Ok(actor)
+    }
+
+    async fn respawn(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        child: Child,
+    ) -> Result<(), ActorProcessingErr> {
+        match child {
+            Child::Race(id) => self.spawn_race(myself, id).await.map(drop),
+            Child::Racer(race, bib) => self.spawn_racer(myself, race, bib).await.map(drop),
+        }
+    }
+
+    fn forget(&mut self, which: ActorId) -> Option<Child> {
+        let child = self.children.remove(&which)?;
+        match &child {
+            Child::Race(id) => self.ctx.races.remove_if(id, which),
+            Child::Racer(race, bib) => self.ctx.racers.remove_if(&(race.clone(), *bib), which),
+        }
+        Some(child)
     }
 }
 
@@ -80,8 +147,8 @@ impl Actor for RaceSupervisor {
     type State = RaceSupervisorState;
     type Arguments = RaceSupervisorArgs;
 
-    /// Recovery: every race with stored history gets its actor back before the supervisor
-    /// reports started, so readiness means recovered.
+    /// Recovery: every race, then every racer (which needs its race's course), gets its
+    /// actor back before the supervisor reports started, so readiness means recovered.
     async fn pre_start(
         &self,
         myself: ActorRef<RaceSupervisorMsg>,
@@ -89,20 +156,31 @@ impl Actor for RaceSupervisor {
     ) -> Result<RaceSupervisorState, ActorProcessingErr> {
         let mut state = RaceSupervisorState {
             ctx: args.ctx,
-            registry: args.registry,
             children: HashMap::new(),
             budget: RestartBudget::new(args.restart_budget, args.restart_window),
         };
-        let stored = state.ctx.store.actors(KIND)?;
-        for key in stored {
+        for key in state.ctx.store.actors(KIND)? {
             let id = RaceId::parse(key.id())
                 .map_err(|r| format!("stored race key {key}: {}", r.message))?;
             state
-                .spawn_child(&myself, id)
+                .spawn_race(&myself, id)
                 .await
                 .map_err(|e| format!("recovering {key}: {e}"))?;
         }
-        tracing::info!(races = state.children.len(), "races recovered");
+        let races = state.children.len();
+        for key in state.ctx.store.actors(RACER_KIND)? {
+            let (race, bib) = parse_racer_id(key.id())
+                .ok_or_else(|| format!("stored racer key {key} is not <race>.<bib>"))?;
+            state
+                .spawn_racer(&myself, race, bib)
+                .await
+                .map_err(|e| format!("recovering {key}: {e}"))?;
+        }
+        tracing::info!(
+            races,
+            racers = state.children.len() - races,
+            "races recovered"
+        );
         *args.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(myself);
         Ok(state)
     }
@@ -124,15 +202,26 @@ impl Actor for RaceSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RaceSupervisorMsg::Spawn { id, reply } => {
-                let outcome = match state.registry.get(&id) {
+                let outcome = match state.ctx.races.get(&id) {
                     Some(existing) => Ok(existing),
-                    None => state.spawn_child(&myself, id.clone()).await.map_err(|e| {
+                    None => state.spawn_race(&myself, id.clone()).await.map_err(|e| {
                         tracing::error!(race = %id, "race actor did not start: {e}");
                         Rejection::new(
                             ErrorCode::Unavailable,
                             format!("race {id} could not be started"),
                         )
                     }),
+                };
+                let _ = reply.send(outcome);
+            }
+            RaceSupervisorMsg::SpawnRacer { race, bib, reply } => {
+                let outcome = match state.ctx.racers.get(&(race.clone(), bib)) {
+                    Some(existing) => Ok(existing),
+                    // pre_start refuses unknown races and bibs; its reason is the answer.
+                    None => state
+                        .spawn_racer(&myself, race, bib)
+                        .await
+                        .map_err(|e| Rejection::new(ErrorCode::NotFound, e.to_string())),
                 };
                 let _ = reply.send(outcome);
             }
@@ -148,23 +237,24 @@ impl Actor for RaceSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(id) = state.children.remove(&cell.get_id()) {
-                    state.registry.remove_if(&id, cell.get_id());
-                }
+                state.forget(cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(id) = state.children.remove(&cell.get_id()) else {
+                let Some(child) = state.forget(cell.get_id()) else {
                     return Ok(());
                 };
-                state.registry.remove_if(&id, cell.get_id());
-                tracing::error!(race = %id, "race actor failed: {error}");
-                if !state.budget.allow(id.clone(), Instant::now()) {
-                    tracing::error!(race = %id, "restart budget exhausted; the race stays stopped until the server restarts");
+                tracing::error!("{child} failed: {error}");
+                if !state.budget.allow(child.clone(), Instant::now()) {
+                    tracing::error!("{child}: restart budget exhausted; it stays stopped until the server restarts");
                     return Ok(());
                 }
-                metrics::counter!(m::ACTOR_RESTARTS, "kind" => KIND).increment(1);
-                if let Err(e) = state.spawn_child(&myself, id.clone()).await {
-                    tracing::error!(race = %id, "race actor could not be restarted: {e}");
+                let kind = match child {
+                    Child::Race(_) => KIND,
+                    Child::Racer(..) => RACER_KIND,
+                };
+                metrics::counter!(m::ACTOR_RESTARTS, "kind" => kind).increment(1);
+                if let Err(e) = state.respawn(&myself, child.clone()).await {
+                    tracing::error!("{child} could not be restarted: {e}");
                 }
             }
             _ => {}
@@ -207,6 +297,7 @@ mod tests {
             restart_budget: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
+            rules: RaceSettings::from_config(&crate::config::Config::defaults().unwrap()).rules,
         };
         let domain = RaceDomain::start(&root, store, journal, settings)
             .await

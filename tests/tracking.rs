@@ -1,0 +1,307 @@
+//! Live race tracking end to end: real recorded rides replayed as racers over real sockets.
+
+mod common;
+
+use common::{gpx, keys_for, token, ChildServer, TestServer};
+use peloton::auth::{Keys, Role};
+use peloton::geo::{Course, CourseIndex, Position};
+use peloton::net::client::Client;
+use peloton::net::codec::Codec;
+use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request, StandingView, WireFix};
+
+const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
+const T0: i64 = 1_796_115_600_000;
+
+/// A racer riding the whole course at `speed` m/s from `start_ms`, one fix every 20 m with
+/// up to 4 m of deterministic noise, carrying on 60 m past the finish.
+fn ride(course: &Course, start_ms: i64, speed: f64, seed: u64) -> Vec<WireFix> {
+    let index = CourseIndex::new(course);
+    let length = index.length_m();
+    let mut fixes = Vec::new();
+    let mut noise = seed;
+    let mut d = 0.0;
+    while d <= length {
+        noise = noise
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let jitter = ((noise >> 33) % 80) as i32 - 40; // ±40 e-7 degrees ≈ ±4 m
+        let p = index.position_at(d);
+        fixes.push(fix(
+            start_ms + (d / speed * 1000.0) as i64,
+            p.lat_e7 + jitter,
+            p.lon_e7 - jitter,
+        ));
+        d += 20.0;
+    }
+    // Past the line, continuing along the last leg.
+    let (a, b) = (index.position_at(length - 10.0), index.position_at(length));
+    for k in 1..=3 {
+        let at = start_ms + ((length + 20.0 * k as f64) / speed * 1000.0) as i64;
+        let beyond = |x: i32, y: i32| y + (y - x) * 2 * k;
+        fixes.push(fix(
+            at,
+            beyond(a.lat_e7, b.lat_e7),
+            beyond(a.lon_e7, b.lon_e7),
+        ));
+    }
+    fixes
+}
+
+fn fix(at_ms: i64, lat_e7: i32, lon_e7: i32) -> WireFix {
+    WireFix {
+        at_ms,
+        lat_e7,
+        lon_e7,
+        accuracy_dm: 50,
+        speed_cmps: None,
+        elevation_dm: None,
+    }
+}
+
+/// Creates a live race on the ride with bibs 1..=n registered; returns its id.
+async fn live_race(admin: &mut Client, n: u32) -> String {
+    let Reply::Race(race) = admin
+        .request(Request::RaceCreate(RaceCreate {
+            name: "Celje loop".into(),
+            course_gpx: gpx(RIDE),
+            start_at_ms: T0,
+            cutoff_at_ms: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("create")
+    };
+    let racers = (1..=n)
+        .map(|bib| RacerView {
+            bib,
+            name: format!("Racer {bib}"),
+            team: None,
+            email: None,
+        })
+        .collect();
+    admin
+        .request(Request::RacerRegister {
+            race_id: race.id.clone(),
+            racers,
+        })
+        .await
+        .unwrap();
+    admin
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+        .unwrap();
+    race.id
+}
+
+async fn device(url: &str, keys: &Keys, race: &str, bib: u32) -> Client {
+    Client::connect(
+        url,
+        &token(keys, Role::Racer, &bib.to_string(), Some(race), 3600),
+        Codec::Binary,
+    )
+    .await
+    .unwrap()
+}
+
+async fn send(device: &mut Client, fixes: &[WireFix]) -> (u32, u32) {
+    match device
+        .request(Request::Fixes {
+            fixes: fixes.to_vec(),
+        })
+        .await
+        .unwrap()
+    {
+        Reply::FixesAck {
+            accepted,
+            ignored,
+            last_at_ms,
+        } => {
+            assert!(last_at_ms.is_some());
+            (accepted, ignored)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn standings(client: &mut Client, race: &str) -> Vec<StandingView> {
+    match client
+        .request(Request::RaceStandings {
+            race_id: race.into(),
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Standings(rows) => rows,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn course() -> Course {
+    Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap()
+}
+
+#[tokio::test]
+async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_nothing() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let race = live_race(&mut admin, 3).await;
+    let course = course();
+    // Same pace, staggered starts: 1 arrives first, then 2, then 3.
+    let rides: Vec<Vec<WireFix>> = (0..3u32)
+        .map(|i| ride(&course, T0 + 60_000 * i64::from(i), 8.0, u64::from(i) + 1))
+        .collect();
+    let mut devices = Vec::new();
+    for bib in 1..=3 {
+        devices.push(device(&server.url, &server.keys, &race, bib).await);
+    }
+    let half = rides[0].len() / 2;
+    for (i, fixes) in rides.iter().enumerate() {
+        let (accepted, _) = send(&mut devices[i], &fixes[..half]).await;
+        assert!(
+            accepted as usize >= half - 2,
+            "racer {} accepted {accepted} of {half}",
+            i + 1
+        );
+    }
+    let mid = standings(&mut admin, &race).await;
+    assert_eq!(mid.iter().map(|s| s.bib).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // A GPS spike 5 km away moves nobody.
+    let last = rides[1][half - 1];
+    let spike = fix(last.at_ms + 1000, last.lat_e7 + 450_000, last.lon_e7);
+    assert_eq!(send(&mut devices[1], &[spike]).await, (0, 1));
+    assert_eq!(standings(&mut admin, &race).await, mid);
+
+    // Racer 1 loses its connection, reconnects and re-sends its last batch: no effect.
+    devices[0] = device(&server.url, &server.keys, &race, 1).await;
+    let resent = &rides[0][half - 50..half];
+    assert_eq!(send(&mut devices[0], resent).await, (0, 50));
+    assert_eq!(standings(&mut admin, &race).await, mid);
+
+    for (i, fixes) in rides.iter().enumerate() {
+        for batch in fixes[half..].chunks(200) {
+            send(&mut devices[i], batch).await;
+        }
+    }
+    let end = standings(&mut admin, &race).await;
+    assert_eq!(
+        end.iter().map(|s| (s.rank, s.bib)).collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2), (3, 3)],
+        "{end:?}"
+    );
+    assert!(end.iter().all(|s| s.finished_at_ms.is_some()), "{end:?}");
+    let gap = |s: &StandingView| s.gap_ms.unwrap();
+    assert!(
+        (gap(&end[1]) - 60_000).abs() < 2_000 && (gap(&end[2]) - 120_000).abs() < 2_000,
+        "{end:?}"
+    );
+    // After the finish, fixes are ignored.
+    let after = fix(
+        rides[0].last().unwrap().at_ms + 5_000,
+        rides[0].last().unwrap().lat_e7,
+        rides[0].last().unwrap().lon_e7,
+    );
+    assert_eq!(send(&mut devices[0], &[after]).await, (0, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fixes_are_refused_outside_a_live_race_and_from_unregistered_bibs() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let race = live_race(&mut admin, 1).await;
+    let first = ride(&course(), T0, 8.0, 1)[0];
+    let mut stranger = device(&server.url, &server.keys, &race, 99).await;
+    let refused = stranger
+        .request(Request::Fixes { fixes: vec![first] })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(peloton::error::ErrorCode::NotFound),
+        "{refused}"
+    );
+    let mut bad = device(&server.url, &server.keys, &race, 1).await;
+    let outside = WireFix {
+        lat_e7: 950_000_000,
+        ..first
+    };
+    let refused = bad
+        .request(Request::Fixes {
+            fixes: vec![outside],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(peloton::error::ErrorCode::InvalidArgument)
+    );
+    let mut spectator = server.client(Role::Spectator, Codec::Json).await;
+    assert_eq!(
+        spectator
+            .request(Request::Fixes { fixes: vec![first] })
+            .await
+            .unwrap_err()
+            .code(),
+        Some(peloton::error::ErrorCode::Forbidden)
+    );
+    admin
+        .request(Request::RaceFinish { id: race.clone() })
+        .await
+        .unwrap();
+    let refused = bad
+        .request(Request::Fixes { fixes: vec![first] })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(peloton::error::ErrorCode::InvalidTransition)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_race_resumes_identical_standings() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("PELOTON_PERSIST_SNAPSHOT_EVERY", "100")];
+    let server = ChildServer::start(dir.path(), &env);
+    let keys = keys_for(dir.path());
+    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
+    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
+        .await
+        .unwrap();
+    let race = live_race(&mut admin, 3).await;
+    let course = course();
+    for bib in 1..=3u32 {
+        let fixes = ride(
+            &course,
+            T0 + 45_000 * i64::from(bib),
+            7.0 + f64::from(bib) * 0.5,
+            u64::from(bib),
+        );
+        let mut phone = device(&server.url, &keys, &race, bib).await;
+        for batch in fixes[..fixes.len() / 2].chunks(100) {
+            send(&mut phone, batch).await;
+        }
+    }
+    let before = standings(&mut admin, &race).await;
+    assert_eq!(before.len(), 3);
+    server.kill9();
+
+    let server = ChildServer::start(dir.path(), &env);
+    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
+        .await
+        .unwrap();
+    assert_eq!(standings(&mut admin, &race).await, before);
+    server.kill9();
+}
+
+#[test]
+fn positions_used_by_the_rides_are_on_the_globe() {
+    let c = course();
+    let p: Position = CourseIndex::new(&c).position_at(100.0);
+    assert!(p.validate().is_ok());
+}
