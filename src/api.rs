@@ -5,6 +5,9 @@
 //! text is parsed into a validated [`Course`] here, so the domain only sees valid courses.
 //! Nothing here knows about sockets or encodings.
 
+use crate::actors::race::actor::UpdatesReceiver;
+use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
+use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
 use crate::actors::racer::Fix;
 use crate::auth::{Claims, Role};
@@ -13,17 +16,29 @@ use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
 use crate::geo::Position;
 use crate::ids::RaceId;
+use crate::net::codec::Codec;
 use crate::net::protocol::{
-    BackupInfo, RaceCreate, RaceStateView, RaceUpdate, RaceView, RacerView, Reply, Request,
-    StandingView, WireFix,
+    BackupInfo, CoursePoint, Push, RaceCreate, RaceSnapshot, RaceStateView, RaceTick, RaceUpdate,
+    RaceView, RacerView, Reply, Request, ServerFrame, StandingView, WireFix,
 };
 use crate::time::now_ms;
+use bytes::Bytes;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What the session should send back.
 pub enum Outcome {
     /// One reply or error.
     Reply(Result<Reply, Rejection>),
+    /// Send `reply`, then forward the race's ticks after `seq` from `updates`.
+    Subscribed {
+        /// The snapshot reply.
+        reply: Reply,
+        /// The feed the snapshot continues from.
+        seq: u64,
+        /// The race's published ticks.
+        updates: UpdatesReceiver,
+    },
     /// Stream this file as backup chunks, then send `reply`, then delete the file.
     StreamFile {
         /// The file to stream.
@@ -47,7 +62,8 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         Request::RaceList
         | Request::RaceGet { .. }
         | Request::RacerList { .. }
-        | Request::RaceStandings { .. } => {
+        | Request::RaceStandings { .. }
+        | Request::RaceSubscribe { .. } => {
             matches!(role, Role::Admin | Role::Spectator | Role::Racer)
         }
         Request::RaceCreate(_)
@@ -128,6 +144,14 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await.into(),
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
+        Request::RaceSubscribe { race_id, .. } => match subscribe(services, &race_id).await {
+            Ok((snapshot, updates)) => Outcome::Subscribed {
+                seq: snapshot.seq,
+                reply: Reply::Subscribed(snapshot),
+                updates,
+            },
+            Err(rejection) => Outcome::Reply(Err(rejection)),
+        },
     }
 }
 
@@ -165,7 +189,8 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RaceCancel { id, .. } => Some(id),
         Request::RacerRegister { race_id, .. }
         | Request::RacerList { race_id }
-        | Request::RaceStandings { race_id } => Some(race_id),
+        | Request::RaceStandings { race_id }
+        | Request::RaceSubscribe { race_id, .. } => Some(race_id),
         // A racer's fixes go to the token's own race.
         Request::Fixes { .. } => return Ok(()),
     };
@@ -336,20 +361,88 @@ fn fix_from_wire(f: &WireFix) -> Result<Fix, String> {
 async fn standings(services: &Services, race_id: &str) -> Result<Reply, Rejection> {
     let id = RaceId::parse(race_id)?;
     let rows = services.races.standings(&id).await?;
-    Ok(Reply::Standings(
-        rows.iter()
-            .map(|s| StandingView {
-                bib: s.bib,
-                rank: s.rank,
-                progress_dm: (s.progress_m * 10.0)
-                    .round()
-                    .clamp(0.0, f64::from(u32::MAX)) as u32,
-                gap_ms: s.gap_ms,
-                finished_at_ms: s.finished_at_ms,
-                off_course: s.off_course,
+    Ok(Reply::Standings(rows.iter().map(standing_view).collect()))
+}
+
+/// The wire view of a standings row.
+fn standing_view(s: &Standing) -> StandingView {
+    StandingView {
+        bib: s.bib,
+        rank: s.rank,
+        progress_dm: (s.progress_m * 10.0)
+            .round()
+            .clamp(0.0, f64::from(u32::MAX)) as u32,
+        gap_ms: s.gap_ms,
+        finished_at_ms: s.finished_at_ms,
+        off_course: s.off_course,
+    }
+}
+
+async fn subscribe(
+    services: &Services,
+    race_id: &str,
+) -> Result<(RaceSnapshot, UpdatesReceiver), Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let sub = services.races.subscribe(&id).await?;
+    let snapshot = RaceSnapshot {
+        race: race_view(&sub.summary),
+        course: sub
+            .course
+            .iter()
+            .map(|p| CoursePoint {
+                lat_e7: p.lat_e7,
+                lon_e7: p.lon_e7,
             })
             .collect(),
-    ))
+        // The public start list: no contact details.
+        racers: sub
+            .roster
+            .into_iter()
+            .map(|r| RacerView {
+                bib: r.bib,
+                name: r.name,
+                team: r.team,
+                email: None,
+            })
+            .collect(),
+        standings: sub.standings.iter().map(standing_view).collect(),
+        seq: sub.seq,
+        spectators: sub.spectators,
+    };
+    Ok((snapshot, sub.updates))
+}
+
+/// Encodes spectator ticks once per wire encoding, as delta and as full table; the race
+/// actor calls it once per tick and every subscribed session sends the same bytes.
+pub fn tick_encoder() -> TickEncoder {
+    Arc::new(|race: &RaceId, update: &TickUpdate| {
+        let frames = |full: bool| -> Option<Frames> {
+            let rows = if full { &update.full } else { &update.changed };
+            let frame = ServerFrame::Push(Push::RaceUpdate(RaceTick {
+                race_id: race.to_string(),
+                seq: update.seq,
+                full,
+                spectators: update.spectators,
+                standings: rows.iter().map(standing_view).collect(),
+            }));
+            let encode = |codec: Codec| match codec.encode_server_bytes(&frame) {
+                Ok(bytes) => Some(Bytes::from(bytes)),
+                Err(e) => {
+                    tracing::error!(%race, "cannot encode a race update: {e}");
+                    None
+                }
+            };
+            Some(Frames {
+                binary: encode(Codec::Binary)?,
+                json: encode(Codec::Json)?,
+            })
+        };
+        Some(Published {
+            seq: update.seq,
+            delta: frames(false)?,
+            full: frames(true)?,
+        })
+    })
 }
 
 async fn backup(engine: &Engine, services: &Services) -> Outcome {

@@ -132,6 +132,8 @@ pub struct RaceConfig {
     pub max_course_points: usize,
     /// Most racers per race.
     pub max_racers: usize,
+    /// Milliseconds between spectator updates.
+    pub tick_ms: u64,
 }
 
 /// `[tracking]`: rules for GPS fixes.
@@ -300,6 +302,7 @@ impl Config {
             2,
         )?;
         at_least("race.max_racers", self.race.max_racers as u64, 1)?;
+        at_least("race.tick_ms", self.race.tick_ms, 10)?;
         let t = &self.tracking;
         for (key, value) in [
             ("tracking.max_accuracy_m", t.max_accuracy_m),

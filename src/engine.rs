@@ -174,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store,
         journal.clone(),
         RaceSettings::from_config(&config),
+        crate::api::tick_encoder(),
     )
     .await
     {

@@ -12,6 +12,9 @@ pub const OPEN_SOCKETS: &str = "peloton_ws_open_sockets";
 pub const MESSAGES_IN: &str = "peloton_ws_messages_in_total";
 /// Counter by `type`: messages sent to clients.
 pub const MESSAGES_OUT: &str = "peloton_ws_messages_out_total";
+/// Counter: spectator updates not queued because the socket's queue was full (the socket
+/// gets the full table on the next tick instead).
+pub const SKIPPED_UPDATES: &str = "peloton_ws_skipped_updates_total";
 /// Counter by `code`: error replies sent.
 pub const ERRORS: &str = "peloton_errors_total";
 /// Counter by `code`: sockets closed by the server with a close code.

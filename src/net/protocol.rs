@@ -92,6 +92,58 @@ pub enum Request {
         /// Race id.
         race_id: String,
     },
+    /// Watch a race: answered with [`Reply::Subscribed`] (a consistent snapshot), then
+    /// [`Push::RaceUpdate`]s every tick while anything changes. One subscription per socket;
+    /// subscribing again replaces it. Admin, spectator, racer (scoped tokens: their race).
+    RaceSubscribe {
+        /// Race id.
+        race_id: String,
+        /// The last update sequence a reconnecting client saw. The snapshot in the reply
+        /// always brings it up to date, so nothing is ever missed silently.
+        since_seq: Option<u64>,
+    },
+}
+
+/// A course point, in 1e-7 degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoursePoint {
+    /// Latitude × 1e7.
+    pub lat_e7: i32,
+    /// Longitude × 1e7.
+    pub lon_e7: i32,
+}
+
+/// Everything a new spectator needs to draw the race, consistent at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceSnapshot {
+    /// The race.
+    pub race: RaceView,
+    /// The course in order.
+    pub course: Vec<CoursePoint>,
+    /// The start list (no emails).
+    pub racers: Vec<RacerView>,
+    /// Standings now, leader first.
+    pub standings: Vec<StandingView>,
+    /// Updates continue from this sequence number.
+    pub seq: u64,
+    /// Spectators watching, this one included.
+    pub spectators: u32,
+}
+
+/// A tick of a watched race.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceTick {
+    /// The race.
+    pub race_id: String,
+    /// One more than the previous update the race published.
+    pub seq: u64,
+    /// True: `standings` is the whole table (sent after a skipped sequence number).
+    /// False: only the rows that changed; replace rows by bib.
+    pub full: bool,
+    /// Spectators watching.
+    pub spectators: u32,
+    /// Rows, leader first.
+    pub standings: Vec<StandingView>,
 }
 
 /// One GPS fix on the wire: fixed-point and integer units so it encodes in a few varints.
@@ -130,7 +182,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 15] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -145,6 +197,7 @@ impl Request {
         "racer_list",
         "fixes",
         "race_standings",
+        "race_subscribe",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -164,6 +217,7 @@ impl Request {
             Request::RacerList { .. } => 11,
             Request::Fixes { .. } => 12,
             Request::RaceStandings { .. } => 13,
+            Request::RaceSubscribe { .. } => 14,
         }]
     }
 }
@@ -280,6 +334,8 @@ pub enum Reply {
     },
     /// Answer to race_standings, leader first.
     Standings(Vec<StandingView>),
+    /// Answer to race_subscribe.
+    Subscribed(RaceSnapshot),
 }
 
 impl Reply {
@@ -295,6 +351,7 @@ impl Reply {
             Reply::Registered { .. } => "registered",
             Reply::FixesAck { .. } => "fixes_ack",
             Reply::Standings(_) => "standings",
+            Reply::Subscribed(_) => "subscribed",
         }
     }
 }
@@ -314,6 +371,8 @@ pub enum Push {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// A tick of the race this socket watches.
+    RaceUpdate(RaceTick),
 }
 
 impl Push {
@@ -322,6 +381,7 @@ impl Push {
         match self {
             Push::Welcome(_) => "welcome",
             Push::BackupChunk { .. } => "backup_chunk",
+            Push::RaceUpdate(_) => "race_update",
         }
     }
 }

@@ -10,6 +10,7 @@ use super::close_code;
 use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::TokenBucket;
+use crate::actors::race::actor::UpdatesReceiver;
 use crate::api::{self, Outcome};
 use crate::auth::Claims;
 use crate::engine::Engine;
@@ -25,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// Bytes per backup chunk pushed to the client: small enough that even as a JSON array of
@@ -57,6 +58,16 @@ struct Session {
     violations: u32,
     /// Shared server state.
     engine: Arc<Engine>,
+    /// The race this socket watches, if any.
+    watching: Option<Watching>,
+}
+
+/// A race subscription: the race's published ticks and how far this socket has got.
+struct Watching {
+    /// The race's latest tick.
+    updates: UpdatesReceiver,
+    /// Sequence number of the last tick sent to this socket.
+    last_seq: u64,
 }
 
 /// Runs a session until the client leaves, a violation closes it, or shutdown begins.
@@ -82,6 +93,7 @@ where
         violations: 0,
         out,
         engine: engine.clone(),
+        watching: None,
         claims,
     };
     let welcome = Welcome {
@@ -114,6 +126,11 @@ where
             _ = tokio::time::sleep(expires_in) => {
                 break Some((close_code::POLICY_VIOLATION, "token expired".into()));
             }
+            changed = next_tick(&mut session.watching) => match changed {
+                Ok(()) => session.forward_tick(),
+                // The race actor is gone (restarting); the client subscribes again.
+                Err(_) => session.watching = None,
+            },
             message = stream.next() => {
                 let payload = match message {
                     None | Some(Ok(Message::Close(_))) => break None,
@@ -144,6 +161,16 @@ where
     }
 }
 
+/// Resolves when the watched race publishes a new tick; never, when nothing is watched.
+async fn next_tick(
+    watching: &mut Option<Watching>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match watching {
+        Some(w) => w.updates.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The close code for a read error, or `None` when the peer is simply gone.
 fn close_for(error: &WsError) -> Option<CloseReason> {
     match error {
@@ -158,6 +185,40 @@ fn close_for(error: &WsError) -> Option<CloseReason> {
 }
 
 impl Session {
+    /// Queues the latest tick without waiting: the delta when this socket has every tick
+    /// before it, else the full table. A full queue skips the tick; the next one then goes
+    /// out as a full table, so a slow reader gets the latest state, never a backlog.
+    fn forward_tick(&mut self) {
+        let Some(watching) = &mut self.watching else {
+            return;
+        };
+        let Some(latest) = watching.updates.borrow_and_update().clone() else {
+            return;
+        };
+        if latest.seq <= watching.last_seq {
+            return;
+        }
+        let frames = if latest.seq == watching.last_seq + 1 {
+            &latest.delta
+        } else {
+            &latest.full
+        };
+        let message = match self.codec {
+            Codec::Binary => Message::Binary(frames.binary.clone()),
+            Codec::Json => match Utf8Bytes::try_from(frames.json.clone()) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return,
+            },
+        };
+        match self.out.try_send(Outbound::Frame(message)) {
+            Ok(()) => {
+                watching.last_seq = latest.seq;
+                metrics::counter!(m::MESSAGES_OUT, "type" => "race_update").increment(1);
+            }
+            Err(_) => metrics::counter!(m::SKIPPED_UPDATES).increment(1),
+        }
+    }
+
     /// Handles one data frame; returns a close reason when the socket must go.
     async fn on_payload(&mut self, payload: &[u8]) -> Option<CloseReason> {
         if !self.bucket.try_take(Instant::now()) {
@@ -191,6 +252,21 @@ impl Session {
                 .await
             }
             Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
+            Outcome::Subscribed {
+                reply,
+                seq,
+                updates,
+            } => {
+                self.send(&ServerFrame::Reply {
+                    id: frame.id,
+                    reply,
+                })
+                .await;
+                self.watching = Some(Watching {
+                    updates,
+                    last_seq: seq,
+                });
+            }
             Outcome::StreamFile { path, reply } => {
                 let result = self.stream_file(frame.id, &path).await;
                 let _ = std::fs::remove_file(&path);

@@ -4,6 +4,7 @@
 //! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
+use super::feed::{Feed, Published, TickEncoder};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
@@ -36,6 +37,31 @@ pub struct RaceContext {
     pub races: Arc<Registry<RaceId, RaceMsg>>,
     /// Live racer actors by race and bib.
     pub racers: Arc<Registry<(RaceId, u32), RacerMsg>>,
+    /// Encodes spectator ticks once for every subscriber.
+    pub encoder: TickEncoder,
+    /// Time between spectator ticks.
+    pub tick: std::time::Duration,
+}
+
+/// The latest published tick, shared with every subscribed session.
+pub type UpdatesReceiver = tokio::sync::watch::Receiver<Option<Arc<Published>>>;
+
+/// What a new spectator gets: a consistent snapshot and the feed that continues it.
+pub struct Subscription {
+    /// The race.
+    pub summary: RaceSummary,
+    /// The course, in order.
+    pub course: Vec<crate::geo::Position>,
+    /// The start list.
+    pub roster: Vec<RacerEntry>,
+    /// The standings now, leader first.
+    pub standings: Vec<Standing>,
+    /// The feed's sequence number the snapshot continues from.
+    pub seq: u64,
+    /// Spectators subscribed, this one included.
+    pub spectators: u32,
+    /// Later ticks.
+    pub updates: UpdatesReceiver,
 }
 
 /// Messages a race actor accepts.
@@ -66,6 +92,13 @@ pub enum RaceMsg {
         /// Where they go.
         reply: RpcReplyPort<Vec<Standing>>,
     },
+    /// Subscribe a spectator: snapshot plus feed.
+    Subscribe {
+        /// The snapshot and feed, or why not.
+        reply: RpcReplyPort<Result<Subscription, Rejection>>,
+    },
+    /// Time to publish a spectator tick.
+    Tick,
     /// The registered racers, by bib.
     Roster {
         /// Where they go.
@@ -103,6 +136,12 @@ pub struct RaceActorState {
     geometry: Option<Arc<CourseGeometry>>,
     /// Live standings: derived from racers' reports, rebuilt by them after a restart.
     standings: Standings,
+    /// What spectators were last sent.
+    feed: Feed,
+    /// Where ticks are published; its receivers are the subscribers.
+    publisher: tokio::sync::watch::Sender<Option<Arc<Published>>>,
+    /// The tick timer, started with the first subscriber.
+    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The ractor behaviour of a race.
@@ -136,7 +175,21 @@ impl Actor for RaceActor {
             ctx: args.ctx,
             geometry: None,
             standings: Standings::default(),
+            feed: Feed::default(),
+            publisher: tokio::sync::watch::Sender::new(None),
+            ticker: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RaceMsg>,
+        st: &mut RaceActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = st.ticker.take() {
+            ticker.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -158,6 +211,13 @@ impl Actor for RaceActor {
                 let _ = reply.send(track(st, bib));
             }
             RaceMsg::Progress { bib, progress } => st.standings.update(bib, progress),
+            RaceMsg::Subscribe { reply } => {
+                if st.ticker.is_none() {
+                    st.ticker = Some(myself.send_interval(st.ctx.tick, || RaceMsg::Tick));
+                }
+                let _ = reply.send(subscribe(st));
+            }
+            RaceMsg::Tick => publish(st),
             RaceMsg::Standings { reply } => {
                 let _ = reply.send(st.standings.ranked());
             }
@@ -174,6 +234,39 @@ impl Actor for RaceActor {
             RaceMsg::Panic => panic!("race {} asked to panic", st.id),
         }
         Ok(())
+    }
+}
+
+/// A consistent snapshot and a receiver for the ticks after it.
+fn subscribe(st: &mut RaceActorState) -> Result<Subscription, Rejection> {
+    let race = st.state.race.as_ref().ok_or_else(|| {
+        Rejection::new(
+            ErrorCode::NotFound,
+            format!("race {} does not exist", st.id),
+        )
+    })?;
+    let updates = st.publisher.subscribe();
+    Ok(Subscription {
+        summary: race.summary(),
+        course: race.course.points.clone(),
+        roster: race.roster.values().cloned().collect(),
+        standings: st.standings.ranked(),
+        seq: st.feed.seq(),
+        spectators: u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX),
+        updates,
+    })
+}
+
+/// Encodes what changed once and hands it to every subscriber (nobody watching: nothing).
+fn publish(st: &mut RaceActorState) {
+    let spectators = u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX);
+    if spectators == 0 {
+        return;
+    }
+    if let Some(update) = st.feed.tick(st.standings.ranked(), spectators) {
+        if let Some(published) = (st.ctx.encoder)(&st.id, &update) {
+            st.publisher.send_replace(Some(Arc::new(published)));
+        }
     }
 }
 

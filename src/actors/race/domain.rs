@@ -2,7 +2,9 @@
 //! registry, reads summaries from the directory, and turns actor-call failures into typed
 //! rejections, so callers never handle ractor types.
 
+use super::actor::Subscription;
 use super::actor::{RaceContext, RaceMsg};
+use super::feed::TickEncoder;
 use super::standings::Standing;
 use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
@@ -36,6 +38,8 @@ pub struct RaceSettings {
     pub call_timeout: Duration,
     /// How racers' fixes are judged.
     pub rules: TrackingRules,
+    /// Time between spectator ticks.
+    pub tick: Duration,
 }
 
 impl RaceSettings {
@@ -51,6 +55,7 @@ impl RaceSettings {
             restart_budget: config.supervision.restart_budget,
             restart_window: Duration::from_secs(config.supervision.restart_window_secs),
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
+            tick: Duration::from_millis(config.race.tick_ms),
             rules: TrackingRules {
                 max_accuracy_m: config.tracking.max_accuracy_m,
                 max_speed_mps: config.tracking.max_speed_mps,
@@ -83,6 +88,7 @@ impl RaceDomain {
         store: Store,
         journal: Journal,
         settings: RaceSettings,
+        encoder: TickEncoder,
     ) -> Result<RaceDomain, String> {
         let ctx = Arc::new(RaceContext {
             store,
@@ -93,6 +99,8 @@ impl RaceDomain {
             rules: settings.rules,
             races: Arc::new(Registry::new(super::KIND)),
             racers: Arc::new(Registry::new(crate::actors::racer::KIND)),
+            encoder,
+            tick: settings.tick,
         });
         let supervisor = Arc::new(Mutex::new(None));
         let args = RaceSupervisorArgs {
@@ -199,6 +207,24 @@ impl RaceDomain {
                 format!(
                     "racer {bib} did not answer; send the fixes again (duplicates are ignored)"
                 ),
+            )),
+        }
+    }
+
+    /// Subscribes a spectator to a race: a snapshot and the feed of ticks after it.
+    pub async fn subscribe(&self, id: &RaceId) -> Result<Subscription, Rejection> {
+        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
+        match actor
+            .call(
+                |reply| RaceMsg::Subscribe { reply },
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} did not answer; retry"),
             )),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod domain;
+pub mod feed;
 pub mod standings;
 pub mod state;
 pub mod supervisor;

@@ -298,8 +298,9 @@ mod tests {
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
             rules: RaceSettings::from_config(&crate::config::Config::defaults().unwrap()).rules,
+            tick: Duration::from_millis(250),
         };
-        let domain = RaceDomain::start(&root, store, journal, settings)
+        let domain = RaceDomain::start(&root, store, journal, settings, crate::api::tick_encoder())
             .await
             .unwrap();
         let course = Course::from_degrees(&[(46.0, 15.0), (46.01, 15.0)], 10).unwrap();
