@@ -7,6 +7,7 @@
 
 use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
+use crate::actors::race::results::ResultStatus;
 use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
 use crate::actors::racer::Fix;
@@ -19,7 +20,8 @@ use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{
     BackupInfo, CoursePoint, Push, RaceCreate, RaceSnapshot, RaceStateView, RaceTick, RaceUpdate,
-    RaceView, RacerView, Reply, Request, ServerFrame, StandingView, WireFix,
+    RaceView, RacerView, Reply, Request, ResultStatusView, ResultView, ServerFrame, StandingView,
+    WireFix,
 };
 use crate::time::now_ms;
 use bytes::Bytes;
@@ -63,7 +65,8 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RaceGet { .. }
         | Request::RacerList { .. }
         | Request::RaceStandings { .. }
-        | Request::RaceSubscribe { .. } => {
+        | Request::RaceSubscribe { .. }
+        | Request::RaceResults { .. } => {
             matches!(role, Role::Admin | Role::Spectator | Role::Racer)
         }
         Request::RaceCreate(_)
@@ -144,6 +147,7 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await.into(),
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
+        Request::RaceResults { race_id } => race_results(services, &race_id).await.into(),
         Request::RaceSubscribe { race_id, .. } => match subscribe(services, &race_id).await {
             Ok((snapshot, updates)) => Outcome::Subscribed {
                 seq: snapshot.seq,
@@ -190,7 +194,8 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         Request::RacerRegister { race_id, .. }
         | Request::RacerList { race_id }
         | Request::RaceStandings { race_id }
-        | Request::RaceSubscribe { race_id, .. } => Some(race_id),
+        | Request::RaceSubscribe { race_id, .. }
+        | Request::RaceResults { race_id } => Some(race_id),
         // A racer's fixes go to the token's own race.
         Request::Fixes { .. } => return Ok(()),
     };
@@ -362,6 +367,32 @@ async fn standings(services: &Services, race_id: &str) -> Result<Reply, Rejectio
     let id = RaceId::parse(race_id)?;
     let rows = services.races.standings(&id).await?;
     Ok(Reply::Standings(rows.iter().map(standing_view).collect()))
+}
+
+async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let rows = services.races.results(&id).await?;
+    Ok(Reply::Results(
+        rows.into_iter()
+            .map(|r| ResultView {
+                rank: r.rank,
+                bib: r.bib,
+                name: r.name,
+                team: r.team,
+                time_ms: r.time_ms,
+                avg_speed_kmh: r.avg_speed_kmh,
+                distance_dm: (r.distance_m * 10.0)
+                    .round()
+                    .clamp(0.0, f64::from(u32::MAX)) as u32,
+                status: match r.status {
+                    ResultStatus::Finished => ResultStatusView::Finished,
+                    ResultStatus::Racing => ResultStatusView::Racing,
+                    ResultStatus::Dnf => ResultStatusView::Dnf,
+                    ResultStatus::Dns => ResultStatusView::Dns,
+                },
+            })
+            .collect(),
+    ))
 }
 
 /// The wire view of a standings row.

@@ -122,6 +122,23 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     assert!(ok(admin(&["race", "start", &id])).contains("live"));
     assert!(ok(admin(&["race", "show", &id])).contains("live"));
     assert!(ok(admin(&["race", "finish", &id])).contains("finished"));
+    let results: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "results", &id, "--format", "json"]))).unwrap();
+    let rows = results.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "every registered racer has a row");
+    for row in rows {
+        assert!(
+            row["rank"].is_u64() && row["bib"].is_u64() && row["name"].is_string(),
+            "{row}"
+        );
+        assert!(
+            row["time_s"].is_null() && row["status"] == "dns",
+            "nobody rode: {row}"
+        );
+    }
+    let csv = ok(admin(&["race", "results", &id, "--format", "csv"]));
+    assert!(csv.starts_with("rank,bib,name,team,status,time_s"), "{csv}");
+    assert!(ok(admin(&["race", "results", &id])).contains("dns"));
 
     let refused = admin(&["race", "start", &id]);
     assert_eq!(refused.status.code(), Some(1));

@@ -3,11 +3,14 @@
 mod common;
 
 use common::{gpx, keys_for, token, ChildServer, TestServer};
+use peloton::actors::events::DomainEvent;
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex, Position};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request, StandingView, WireFix};
+use peloton::net::protocol::{
+    RaceCreate, RaceStateView, RacerView, Reply, Request, ResultStatusView, StandingView, WireFix,
+};
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
 const T0: i64 = 1_796_115_600_000;
@@ -148,6 +151,15 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race = live_race(&mut admin, 3).await;
+    let mut events = server
+        .server
+        .as_ref()
+        .unwrap()
+        .engine
+        .services()
+        .unwrap()
+        .races
+        .domain_events();
     let course = course();
     // Same pace, staggered starts: 1 arrives first, then 2, then 3.
     let rides: Vec<Vec<WireFix>> = (0..3u32)
@@ -198,13 +210,68 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         (gap(&end[1]) - 60_000).abs() < 2_000 && (gap(&end[2]) - 120_000).abs() < 2_000,
         "{end:?}"
     );
-    // After the finish, fixes are ignored.
+    // Everyone finished: the race finishes by itself, tells other domains, and its results
+    // are final.
+    let mut finished = false;
+    for _ in 0..100 {
+        if let Reply::Race(r) = admin
+            .request(Request::RaceGet { id: race.clone() })
+            .await
+            .unwrap()
+        {
+            if r.state == RaceStateView::Finished {
+                finished = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(finished, "the race finished by itself");
+    match events.try_recv() {
+        Ok(DomainEvent::RaceFinished { race: id, .. }) => assert_eq!(id.as_str(), race),
+        other => panic!("expected RaceFinished, got {other:?}"),
+    }
+    let Reply::Results(results) = admin
+        .request(Request::RaceResults {
+            race_id: race.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("results")
+    };
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| (r.rank, r.bib, r.status))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, 1, ResultStatusView::Finished),
+            (2, 2, ResultStatusView::Finished),
+            (3, 3, ResultStatusView::Finished)
+        ]
+    );
+    let expected_s = course.length_m / 8.0;
+    let time_s = results[0].time_ms.unwrap() as f64 / 1000.0;
+    assert!(
+        (time_s - expected_s).abs() < 10.0,
+        "{time_s} vs {expected_s}"
+    );
+    assert!((results[0].avg_speed_kmh.unwrap() - 28.8).abs() < 0.5);
+    // After the finish, fixes are refused.
     let after = fix(
         rides[0].last().unwrap().at_ms + 5_000,
         rides[0].last().unwrap().lat_e7,
         rides[0].last().unwrap().lon_e7,
     );
-    assert_eq!(send(&mut devices[0], &[after]).await, (0, 1));
+    let refused = devices[0]
+        .request(Request::Fixes { fixes: vec![after] })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(peloton::error::ErrorCode::InvalidTransition)
+    );
     server.stop().await;
 }
 
@@ -304,4 +371,75 @@ fn positions_used_by_the_rides_are_on_the_globe() {
     let c = course();
     let p: Position = CourseIndex::new(&c).position_at(100.0);
     assert!(p.validate().is_ok());
+}
+
+#[tokio::test]
+async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let now = peloton::time::now_ms();
+    let Reply::Race(r) = admin
+        .request(Request::RaceCreate(RaceCreate {
+            name: "Short".into(),
+            course_gpx: gpx(RIDE),
+            start_at_ms: now - 60_000,
+            cutoff_at_ms: Some(now + 1_500),
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("create")
+    };
+    let racers = (1..=2)
+        .map(|bib| RacerView {
+            bib,
+            name: format!("R{bib}"),
+            team: None,
+            email: None,
+        })
+        .collect();
+    admin
+        .request(Request::RacerRegister {
+            race_id: r.id.clone(),
+            racers,
+        })
+        .await
+        .unwrap();
+    admin
+        .request(Request::RaceStart { id: r.id.clone() })
+        .await
+        .unwrap();
+    let mut phone = device(&server.url, &server.keys, &r.id, 1).await;
+    send(&mut phone, &ride(&course(), now - 60_000, 8.0, 3)[..20]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let Reply::Race(after) = admin
+        .request(Request::RaceGet { id: r.id.clone() })
+        .await
+        .unwrap()
+    else {
+        panic!("get")
+    };
+    assert_eq!(
+        after.state,
+        RaceStateView::Finished,
+        "the cut-off finished the race"
+    );
+    let Reply::Results(results) = admin
+        .request(Request::RaceResults {
+            race_id: r.id.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("results")
+    };
+    assert_eq!(
+        results
+            .iter()
+            .map(|x| (x.bib, x.status))
+            .collect::<Vec<_>>(),
+        vec![(1, ResultStatusView::Dnf), (2, ResultStatusView::Dns)]
+    );
+    assert!(results.iter().all(|x| x.time_ms.is_none()));
+    server.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Actors: one per live thing, each a thin ractor shell around a pure state type.
 //!
 //! - [`root`]: the root supervisor; starts one supervisor per domain.
+//! - [`events`]: domain events one domain publishes for others.
 //! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
 //! - [`racer`]: one racer's tracking rules (fixes, progress, splits, finish).
 //! - [`registry`]: id → actor handle, read without asking any actor.
@@ -9,6 +10,7 @@
 //! Rules live in `state.rs` files and never touch tokio, sockets or sled; actor shells only
 //! load, persist, apply and reply.
 
+pub mod events;
 pub mod race;
 pub mod racer;
 pub mod registry;

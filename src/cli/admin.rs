@@ -2,7 +2,7 @@
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, ResultsFormat, TokenCommand, TokenIssueArgs,
 };
 use super::{output, CliError};
 use crate::auth::{claims_for, Keys, Role};
@@ -19,6 +19,23 @@ use std::path::Path;
 pub async fn run(args: AdminArgs) -> Result<(), CliError> {
     match args.command {
         AdminCommand::Token(TokenCommand::Issue(issue)) => issue_token(issue, args.json),
+        AdminCommand::Race(RaceCommand::Results { id, format }) => {
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let reply = client.request(Request::RaceResults { race_id: id }).await?;
+            client.close().await;
+            let Reply::Results(rows) = reply else {
+                return Err(CliError::Failed(format!(
+                    "unexpected reply {}",
+                    reply.type_name()
+                )));
+            };
+            let format = if args.json {
+                ResultsFormat::Json
+            } else {
+                format
+            };
+            output::results(&rows, format)
+        }
         AdminCommand::Race(race) => {
             let request = race_request(race)?;
             let mut client = connect(&args.server, args.token.as_deref()).await?;
@@ -171,6 +188,7 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
             clear_cutoff,
         }),
         RaceCommand::List => Request::RaceList,
+        RaceCommand::Results { id, .. } => Request::RaceResults { race_id: id },
         RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
         RaceCommand::Racers(command) => super::racers::request(command)?,
         RaceCommand::Show { id } => Request::RaceGet { id },

@@ -162,6 +162,14 @@ pub enum RaceCommand {
         /// Race id.
         id: String,
     },
+    /// Results: finishers by time, then DNF by distance, then DNS.
+    Results {
+        /// Race id.
+        id: String,
+        /// Output format (`--json` is the same as `--format json`).
+        #[arg(long, value_enum, default_value_t = ResultsFormat::Table)]
+        format: ResultsFormat,
+    },
     /// Live standings of a race.
     Standings {
         /// Race id.
@@ -178,6 +186,17 @@ pub enum RaceCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// How `race results` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultsFormat {
+    /// A table for people.
+    Table,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON array.
+    Json,
 }
 
 /// `peloton admin race racers …`.

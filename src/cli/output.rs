@@ -1,7 +1,8 @@
 //! Printing results: a table or a few lines for people, exactly one JSON document with
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
-use crate::net::protocol::{RaceView, RacerView, StandingView};
+use super::args::ResultsFormat;
+use crate::net::protocol::{RaceView, RacerView, ResultStatusView, ResultView, StandingView};
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
@@ -47,6 +48,97 @@ pub fn racers(racers: &[RacerView]) {
         ]);
     }
     println!("{table}");
+}
+
+/// Results in the chosen format; JSON rows carry `time_s` (seconds, null unless finished).
+pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::CliError> {
+    let time_s = |r: &ResultView| r.time_ms.map(|t| t as f64 / 1000.0);
+    let status = |r: &ResultView| match r.status {
+        ResultStatusView::Finished => "finished",
+        ResultStatusView::Racing => "racing",
+        ResultStatusView::Dnf => "dnf",
+        ResultStatusView::Dns => "dns",
+    };
+    match format {
+        ResultsFormat::Json => json(
+            &rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "rank": r.rank,
+                        "bib": r.bib,
+                        "name": r.name,
+                        "team": r.team,
+                        "time_s": time_s(r),
+                        "avg_speed_kmh": r.avg_speed_kmh,
+                        "distance_km": f64::from(r.distance_dm) / 10_000.0,
+                        "status": status(r),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        ResultsFormat::Csv => {
+            let mut out = csv::Writer::from_writer(std::io::stdout());
+            let fail = |e: csv::Error| super::CliError::Failed(e.to_string());
+            out.write_record([
+                "rank",
+                "bib",
+                "name",
+                "team",
+                "status",
+                "time_s",
+                "avg_speed_kmh",
+                "distance_km",
+            ])
+            .map_err(fail)?;
+            for r in rows {
+                out.write_record([
+                    r.rank.to_string(),
+                    r.bib.to_string(),
+                    r.name.clone(),
+                    r.team.clone().unwrap_or_default(),
+                    status(r).to_owned(),
+                    time_s(r).map(|t| format!("{t:.1}")).unwrap_or_default(),
+                    r.avg_speed_kmh
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_default(),
+                    format!("{:.3}", f64::from(r.distance_dm) / 10_000.0),
+                ])
+                .map_err(fail)?;
+            }
+            out.flush()
+                .map_err(|e| super::CliError::Failed(e.to_string()))
+        }
+        ResultsFormat::Table => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header([
+                "rank", "bib", "name", "team", "status", "time", "km/h", "km",
+            ]);
+            for r in rows {
+                let time = r.time_ms.map_or_else(
+                    || "-".into(),
+                    |t| {
+                        let s = t / 1000;
+                        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+                    },
+                );
+                table.add_row([
+                    r.rank.to_string(),
+                    r.bib.to_string(),
+                    r.name.clone(),
+                    r.team.clone().unwrap_or_else(|| "-".into()),
+                    status(r).to_owned(),
+                    time,
+                    r.avg_speed_kmh
+                        .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+                    format!("{:.2}", f64::from(r.distance_dm) / 10_000.0),
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
 }
 
 /// Standings as a table.

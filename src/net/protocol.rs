@@ -102,6 +102,47 @@ pub enum Request {
         /// always brings it up to date, so nothing is ever missed silently.
         since_seq: Option<u64>,
     },
+    /// The results (final once the race is over); answered with [`Reply::Results`]. Admin,
+    /// spectator, racer (scoped tokens: their race only).
+    RaceResults {
+        /// Race id.
+        race_id: String,
+    },
+}
+
+/// How a racer's race ended (or stands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatusView {
+    /// Crossed the finish line.
+    Finished,
+    /// Still on the course (race live).
+    Racing,
+    /// Did not finish.
+    Dnf,
+    /// Did not start.
+    Dns,
+}
+
+/// One row of the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultView {
+    /// Position, 1-based.
+    pub rank: u32,
+    /// Bib number.
+    pub bib: u32,
+    /// Name.
+    pub name: String,
+    /// Team.
+    pub team: Option<String>,
+    /// Time from the race's start time to the finish, ms (finishers only).
+    pub time_ms: Option<i64>,
+    /// Average speed over the course, km/h (finishers only).
+    pub avg_speed_kmh: Option<f64>,
+    /// Distance covered, decimetres.
+    pub distance_dm: u32,
+    /// How it ended.
+    pub status: ResultStatusView,
 }
 
 /// A course point, in 1e-7 degrees.
@@ -182,7 +223,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 15] = [
+    pub const TYPES: [&'static str; 16] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -198,6 +239,7 @@ impl Request {
         "fixes",
         "race_standings",
         "race_subscribe",
+        "race_results",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -218,6 +260,7 @@ impl Request {
             Request::Fixes { .. } => 12,
             Request::RaceStandings { .. } => 13,
             Request::RaceSubscribe { .. } => 14,
+            Request::RaceResults { .. } => 15,
         }]
     }
 }
@@ -336,6 +379,8 @@ pub enum Reply {
     Standings(Vec<StandingView>),
     /// Answer to race_subscribe.
     Subscribed(RaceSnapshot),
+    /// Answer to race_results.
+    Results(Vec<ResultView>),
 }
 
 impl Reply {
@@ -352,6 +397,7 @@ impl Reply {
             Reply::FixesAck { .. } => "fixes_ack",
             Reply::Standings(_) => "standings",
             Reply::Subscribed(_) => "subscribed",
+            Reply::Results(_) => "results",
         }
     }
 }

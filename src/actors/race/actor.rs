@@ -5,9 +5,12 @@
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
 use super::feed::{Feed, Published, TickEncoder};
+use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
+use super::state::RaceStatus;
 use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
+use crate::actors::events::DomainEvent;
 use crate::actors::racer::actor::RacerMsg;
 use crate::actors::racer::{CourseGeometry, TrackingRules};
 use crate::actors::registry::Registry;
@@ -41,6 +44,8 @@ pub struct RaceContext {
     pub encoder: TickEncoder,
     /// Time between spectator ticks.
     pub tick: std::time::Duration,
+    /// Where domain events (a race finished) are published.
+    pub events: tokio::sync::broadcast::Sender<crate::actors::events::DomainEvent>,
 }
 
 /// The latest published tick, shared with every subscribed session.
@@ -99,6 +104,13 @@ pub enum RaceMsg {
     },
     /// Time to publish a spectator tick.
     Tick,
+    /// The cut-off time may have passed.
+    CutoffCheck,
+    /// The results as they stand (final once the race is over).
+    Results {
+        /// The rows, or why not.
+        reply: RpcReplyPort<Result<Vec<ResultRow>, Rejection>>,
+    },
     /// The registered racers, by bib.
     Roster {
         /// Where they go.
@@ -142,6 +154,8 @@ pub struct RaceActorState {
     publisher: tokio::sync::watch::Sender<Option<Arc<Published>>>,
     /// The tick timer, started with the first subscriber.
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The pending cut-off check, while the race is live and has a cut-off.
+    cutoff_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
 }
 
 /// The ractor behaviour of a race.
@@ -178,6 +192,7 @@ impl Actor for RaceActor {
             feed: Feed::default(),
             publisher: tokio::sync::watch::Sender::new(None),
             ticker: None,
+            cutoff_timer: None,
         })
     }
 
@@ -189,6 +204,18 @@ impl Actor for RaceActor {
         if let Some(ticker) = st.ticker.take() {
             ticker.abort();
         }
+        if let Some(timer) = st.cutoff_timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RaceMsg>,
+        st: &mut RaceActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        schedule_cutoff(&myself, st);
         Ok(())
     }
 
@@ -206,11 +233,42 @@ impl Actor for RaceActor {
                 if st.state.race.is_none() {
                     myself.stop(Some("no such race".into()));
                 }
+                // A race that just went live (or changed its cut-off) gets its check.
+                schedule_cutoff(&myself, st);
             }
             RaceMsg::Track { bib, reply } => {
                 let _ = reply.send(track(st, bib));
             }
-            RaceMsg::Progress { bib, progress } => st.standings.update(bib, progress),
+            RaceMsg::Progress { bib, progress } => {
+                st.standings.update(bib, progress);
+                if everyone_finished(st) {
+                    finish_by_itself(st, "every racer has finished").await;
+                }
+            }
+            RaceMsg::CutoffCheck => {
+                st.cutoff_timer = None;
+                let due = st
+                    .state
+                    .race
+                    .as_ref()
+                    .and_then(|r| r.cutoff_at_ms)
+                    .is_some_and(|c| c <= now_ms());
+                if due {
+                    finish_by_itself(st, "the cut-off has passed").await;
+                } else {
+                    schedule_cutoff(&myself, st);
+                }
+            }
+            RaceMsg::Results { reply } => {
+                let outcome = match &st.state.race {
+                    Some(race) => Ok(results(race, &st.standings.ranked())),
+                    None => Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        format!("race {} does not exist", st.id),
+                    )),
+                };
+                let _ = reply.send(outcome);
+            }
             RaceMsg::Subscribe { reply } => {
                 if st.ticker.is_none() {
                     st.ticker = Some(myself.send_interval(st.ctx.tick, || RaceMsg::Tick));
@@ -235,6 +293,48 @@ impl Actor for RaceActor {
         }
         Ok(())
     }
+}
+
+/// True when the race is live, has racers, and all of them have finished.
+fn everyone_finished(st: &RaceActorState) -> bool {
+    st.state.race.as_ref().is_some_and(|race| {
+        race.status == RaceStatus::Live
+            && !race.roster.is_empty()
+            && race
+                .roster
+                .keys()
+                .all(|bib| st.standings.has_finished(*bib))
+    })
+}
+
+/// Finishes a live race without an admin asking.
+async fn finish_by_itself(st: &mut RaceActorState, why: &str) {
+    if st.state.race.as_ref().map(|r| r.status) != Some(RaceStatus::Live) {
+        return;
+    }
+    match execute(st, RaceCommand::Finish).await {
+        Ok(_) => tracing::info!(race = %st.id, "race finished: {why}"),
+        Err(e) => tracing::error!(race = %st.id, "race could not finish ({why}): {e}"),
+    }
+}
+
+/// Arranges a cut-off check for a live race with a cut-off, if none is pending.
+fn schedule_cutoff(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState) {
+    let Some(race) = &st.state.race else {
+        return;
+    };
+    let (RaceStatus::Live, Some(cutoff)) = (race.status, race.cutoff_at_ms) else {
+        return;
+    };
+    if st.cutoff_timer.is_some() {
+        return;
+    }
+    let wait = u64::try_from(cutoff - now_ms()).unwrap_or(0);
+    st.cutoff_timer = Some(
+        myself.send_after(std::time::Duration::from_millis(wait), || {
+            RaceMsg::CutoffCheck
+        }),
+    );
 }
 
 /// A consistent snapshot and a receiver for the ticks after it.
@@ -320,6 +420,13 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
             }
         ) {
             st.geometry = None;
+        }
+        if let RaceEvent::Finished { at_ms } = event {
+            // Nobody listening is fine: mail subscribes when it runs.
+            let _ = st.ctx.events.send(DomainEvent::RaceFinished {
+                race: st.id.clone(),
+                at_ms: *at_ms,
+            });
         }
     }
     st.seq += events.len() as u64;

@@ -5,6 +5,7 @@
 use super::actor::Subscription;
 use super::actor::{RaceContext, RaceMsg};
 use super::feed::TickEncoder;
+use super::results::ResultRow;
 use super::standings::Standing;
 use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
@@ -101,6 +102,7 @@ impl RaceDomain {
             racers: Arc::new(Registry::new(crate::actors::racer::KIND)),
             encoder,
             tick: settings.tick,
+            events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
         });
         let supervisor = Arc::new(Mutex::new(None));
         let args = RaceSupervisorArgs {
@@ -219,6 +221,28 @@ impl RaceDomain {
                 |reply| RaceMsg::Subscribe { reply },
                 Some(self.call_timeout),
             )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} did not answer; retry"),
+            )),
+        }
+    }
+
+    /// Domain events of the race domain (a race finished), for other domains to react to.
+    pub fn domain_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::actors::events::DomainEvent> {
+        self.ctx.events.subscribe()
+    }
+
+    /// The results as they stand; final once the race is over.
+    pub async fn results(&self, id: &RaceId) -> Result<Vec<ResultRow>, Rejection> {
+        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
+        match actor
+            .call(|reply| RaceMsg::Results { reply }, Some(self.call_timeout))
             .await
         {
             Ok(CallResult::Success(outcome)) => outcome,

@@ -105,6 +105,14 @@ impl Standings {
         }
     }
 
+    /// Whether racer `bib` has finished.
+    pub fn has_finished(&self, bib: u32) -> bool {
+        self.entries
+            .get(&bib)
+            .and_then(|e| e.latest)
+            .is_some_and(|l| l.finished_at_ms.is_some())
+    }
+
     /// The ranked rows, leader first. Racers with no fix yet come last, by bib.
     pub fn ranked(&self) -> Vec<Standing> {
         let mut rows: Vec<(u32, &Entry)> = self.entries.iter().map(|(b, e)| (*b, e)).collect();
