@@ -406,6 +406,13 @@ fn standing_view(s: &Standing) -> StandingView {
         gap_ms: s.gap_ms,
         finished_at_ms: s.finished_at_ms,
         off_course: s.off_course,
+        lat_e7: s.live.position.map_or(0, |p| p.lat_e7),
+        lon_e7: s.live.position.map_or(0, |p| p.lon_e7),
+        speed_cmps: s
+            .live
+            .speed_mps
+            .map(|v| (v * 100.0).round().clamp(0.0, f64::from(u32::MAX)) as u32),
+        eta_ms: s.live.eta_ms,
     }
 }
 

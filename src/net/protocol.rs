@@ -219,6 +219,14 @@ pub struct StandingView {
     pub finished_at_ms: Option<i64>,
     /// Off the course for too long.
     pub off_course: bool,
+    /// Latitude × 1e7 at the last fix (0 with no fix yet).
+    pub lat_e7: i32,
+    /// Longitude × 1e7 at the last fix (0 with no fix yet).
+    pub lon_e7: i32,
+    /// Recent pace along the course, cm/s.
+    pub speed_cmps: Option<u32>,
+    /// Estimated time to the finish at that pace, ms.
+    pub eta_ms: Option<i64>,
 }
 
 impl Request {

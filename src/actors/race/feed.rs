@@ -104,6 +104,7 @@ mod tests {
             gap_ms: Some(0),
             finished_at_ms: None,
             off_course: false,
+            live: Default::default(),
         }
     }
 

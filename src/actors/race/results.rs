@@ -147,6 +147,7 @@ mod tests {
             gap_ms: None,
             finished_at_ms: finished_after_ms.map(|t| 1_000_000_000_000 + t),
             off_course: false,
+            live: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! what a race commentator means by a gap, and unlike a distance gap it does not swing with
 //! climbs and descents.
 
+use crate::geo::Position;
 use crate::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -26,6 +27,19 @@ pub struct RacerProgress {
     pub finished_at_ms: Option<UnixMillis>,
     /// Off the course for too long.
     pub off_course: bool,
+    /// Where the racer is and how fast it goes, for spectators.
+    pub live: Live,
+}
+
+/// What spectators see of a racer beyond rank and gap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    /// Position at the last fix.
+    pub position: Option<Position>,
+    /// Recent pace along the course, m/s.
+    pub speed_mps: Option<f64>,
+    /// Estimated time to the finish at that pace, ms.
+    pub eta_ms: Option<i64>,
 }
 
 /// A racer's entry in the standings.
@@ -73,6 +87,8 @@ pub struct Standing {
     pub finished_at_ms: Option<UnixMillis>,
     /// Off the course for too long.
     pub off_course: bool,
+    /// Position, speed and ETA.
+    pub live: Live,
 }
 
 /// Standings of one race.
@@ -129,6 +145,7 @@ impl Standings {
                     gap_ms: leader.and_then(|leader| gap(leader, entry)),
                     finished_at_ms: latest.and_then(|l| l.finished_at_ms),
                     off_course: latest.is_some_and(|l| l.off_course),
+                    live: latest.map(|l| l.live).unwrap_or_default(),
                 }
             })
             .collect()
@@ -180,6 +197,7 @@ mod tests {
             at_ms: at_s * 1000,
             finished_at_ms: None,
             off_course: false,
+            live: Default::default(),
         }
     }
 
@@ -220,6 +238,7 @@ mod tests {
                 at_ms: 90_000,
                 finished_at_ms: Some(89_500),
                 off_course: false,
+                live: Default::default(),
             },
         );
         s.update(
@@ -229,6 +248,7 @@ mod tests {
                 at_ms: 95_000,
                 finished_at_ms: Some(94_000),
                 off_course: false,
+                live: Default::default(),
             },
         );
         let rows = s.ranked();

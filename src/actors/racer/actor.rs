@@ -9,7 +9,7 @@
 use super::state::{Fix, RacerEvent, RacerState};
 use super::KIND;
 use crate::actors::race::actor::{RaceContext, RaceMsg};
-use crate::actors::race::standings::RacerProgress;
+use crate::actors::race::standings::{Live, RacerProgress};
 use crate::actors::racer::CourseGeometry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
@@ -217,6 +217,11 @@ fn report(st: &RacerActorState) {
             at_ms: last.at_ms,
             finished_at_ms: st.state.finished_at_ms,
             off_course: st.state.off_course,
+            live: Live {
+                position: Some(last.position),
+                speed_mps: st.state.pace_mps(),
+                eta_ms: st.state.eta_ms(st.geometry.index.length_m()),
+            },
         };
         let _ = race.cast(RaceMsg::Progress {
             bib: st.bib,
