@@ -44,6 +44,15 @@ impl<K: Eq + Hash + Clone, M: Message> Registry<K, M> {
         self.report();
     }
 
+    /// The live actors whose id matches `wanted`.
+    pub fn matching(&self, wanted: impl Fn(&K) -> bool) -> Vec<ActorRef<M>> {
+        self.actors
+            .iter()
+            .filter(|e| wanted(e.key()))
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     /// Number of live actors.
     pub fn len(&self) -> usize {
         self.actors.len()

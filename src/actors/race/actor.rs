@@ -216,6 +216,11 @@ impl Actor for RaceActor {
         st: &mut RaceActorState,
     ) -> Result<(), ActorProcessingErr> {
         schedule_cutoff(&myself, st);
+        // After a restart the standings are empty: running racers report again. (At first
+        // start there are none yet; they report as they recover.)
+        for racer in st.ctx.racers.matching(|(race, _)| *race == st.id) {
+            let _ = racer.cast(RacerMsg::Report);
+        }
         Ok(())
     }
 

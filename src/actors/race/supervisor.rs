@@ -313,7 +313,37 @@ mod tests {
             })
             .await
             .unwrap();
+        let racers = vec![crate::actors::race::RacerEntry {
+            bib: 1,
+            name: "Ana".into(),
+            team: None,
+            email: None,
+        }];
+        domain
+            .command(&race.id, RaceCommand::RegisterRacers { racers })
+            .await
+            .unwrap();
         domain.command(&race.id, RaceCommand::Start).await.unwrap();
+        let fixes = (0..5)
+            .map(|i| crate::actors::racer::Fix {
+                at_ms: 1_795_856_400_000 + i * 10_000,
+                position: crate::geo::Position::from_degrees(46.0 + 0.0005 * i as f64, 15.0)
+                    .unwrap(),
+                accuracy_m: 5.0,
+                speed_mps: None,
+                elevation_m: None,
+            })
+            .collect();
+        assert_eq!(
+            domain
+                .submit_fixes(&race.id, 1, fixes)
+                .await
+                .unwrap()
+                .accepted,
+            5
+        );
+        let standings = domain.standings(&race.id).await.unwrap();
+        assert!(standings[0].progress_m > 200.0, "{standings:?}");
         let before = domain.registry().get(&race.id).unwrap();
         before.cast(RaceMsg::Panic).unwrap();
         let mut after = None;
@@ -327,6 +357,18 @@ mod tests {
             }
         }
         assert!(after.is_some(), "the race actor was restarted");
+        let mut restored = Vec::new();
+        for _ in 0..100 {
+            restored = domain.standings(&race.id).await.unwrap();
+            if !restored.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            restored, standings,
+            "racers report again to the restarted race"
+        );
         let finished = domain.command(&race.id, RaceCommand::Finish).await.unwrap();
         assert_eq!(
             finished.status,

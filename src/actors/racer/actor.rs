@@ -42,6 +42,8 @@ pub enum RacerMsg {
         /// The outcome, once the accepted ones are durable.
         reply: RpcReplyPort<Result<FixesOutcome, Rejection>>,
     },
+    /// Report progress to the race again (its actor restarted and lost its standings).
+    Report,
     /// Panics inside the handler, to prove supervision restarts racers from the journal.
     #[cfg(test)]
     Panic,
@@ -152,6 +154,7 @@ impl Actor for RacerActor {
             RacerMsg::Fixes { fixes, reply } => {
                 let _ = reply.send(ingest(st, fixes).await);
             }
+            RacerMsg::Report => report(st),
             #[cfg(test)]
             RacerMsg::Panic => panic!("racer {} asked to panic", st.bib),
         }
