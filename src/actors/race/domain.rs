@@ -215,20 +215,7 @@ impl RaceDomain {
 
     /// Subscribes a spectator to a race: a snapshot and the feed of ticks after it.
     pub async fn subscribe(&self, id: &RaceId) -> Result<Subscription, Rejection> {
-        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        match actor
-            .call(
-                |reply| RaceMsg::Subscribe { reply },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} did not answer; retry"),
-            )),
-        }
+        self.ask(id, |reply| RaceMsg::Subscribe { reply }).await?
     }
 
     /// Domain events of the race domain (a race finished), for other domains to react to.
@@ -240,35 +227,12 @@ impl RaceDomain {
 
     /// The results as they stand; final once the race is over.
     pub async fn results(&self, id: &RaceId) -> Result<Vec<ResultRow>, Rejection> {
-        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        match actor
-            .call(|reply| RaceMsg::Results { reply }, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} did not answer; retry"),
-            )),
-        }
+        self.ask(id, |reply| RaceMsg::Results { reply }).await?
     }
 
     /// The race's live standings, leader first.
     pub async fn standings(&self, id: &RaceId) -> Result<Vec<Standing>, Rejection> {
-        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        match actor
-            .call(
-                |reply| RaceMsg::Standings { reply },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(standings)) => Ok(standings),
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} did not answer; retry"),
-            )),
-        }
+        self.ask(id, |reply| RaceMsg::Standings { reply }).await
     }
 
     /// Creates a race with a fresh id.
@@ -308,12 +272,18 @@ impl RaceDomain {
 
     /// A race's registered racers, by bib.
     pub async fn roster(&self, id: &RaceId) -> Result<Vec<RacerEntry>, Rejection> {
+        self.ask(id, |reply| RaceMsg::Roster { reply }).await
+    }
+
+    /// Asks race `id` a question; a missing or silent actor becomes a typed rejection.
+    async fn ask<T: Send + 'static>(
+        &self,
+        id: &RaceId,
+        question: impl FnOnce(ractor::RpcReplyPort<T>) -> RaceMsg,
+    ) -> Result<T, Rejection> {
         let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        match actor
-            .call(|reply| RaceMsg::Roster { reply }, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(roster)) => Ok(roster),
+        match actor.call(question, Some(self.call_timeout)).await {
+            Ok(CallResult::Success(answer)) => Ok(answer),
             _ => Err(Rejection::new(
                 ErrorCode::Unavailable,
                 format!("race {id} did not answer; retry"),
