@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{gpx, token, TestServer};
+use common::{gpx, live_race, token, TestServer};
 use futures_util::SinkExt;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{Push, RaceCreate, RacerView, Reply, Request, StandingView, WireFix};
+use peloton::net::protocol::{Push, Reply, Request, StandingView, WireFix};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -50,39 +50,7 @@ fn apply(table: &mut BTreeMap<u32, StandingView>, full: bool, rows: Vec<Standing
 async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     let server = TestServer::start_with(|c| c.race.tick_ms = 50).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    let Reply::Race(race) = admin
-        .request(Request::RaceCreate(RaceCreate {
-            name: "Watched".into(),
-            course_gpx: gpx(RIDE),
-            start_at_ms: T0,
-            cutoff_at_ms: None,
-        }))
-        .await
-        .unwrap()
-    else {
-        panic!("create")
-    };
-    let racers = (1..=3)
-        .map(|bib| RacerView {
-            bib,
-            name: format!("R{bib}"),
-            team: None,
-            email: Some(format!("r{bib}@example.si")),
-        })
-        .collect();
-    admin
-        .request(Request::RacerRegister {
-            race_id: race.id.clone(),
-            racers,
-        })
-        .await
-        .unwrap();
-    admin
-        .request(Request::RaceStart {
-            id: race.id.clone(),
-        })
-        .await
-        .unwrap();
+    let race_id = live_race(&mut admin, RIDE, T0, 3).await;
 
     // A spectator that subscribes and then never reads a byte.
     let (mut stalled, _) = {
@@ -103,7 +71,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
         .encode_client(&peloton::net::protocol::ClientFrame {
             id: 1,
             request: Request::RaceSubscribe {
-                race_id: race.id.clone(),
+                race_id: race_id.clone(),
                 since_seq: None,
             },
         })
@@ -112,14 +80,14 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
 
     let mut fan = Client::connect(
         &server.url,
-        &token(&server.keys, Role::Spectator, "fan", Some(&race.id), 600),
+        &token(&server.keys, Role::Spectator, "fan", Some(&race_id), 600),
         Codec::Json,
     )
     .await
     .unwrap();
     let Reply::Subscribed(snapshot) = fan
         .request(Request::RaceSubscribe {
-            race_id: race.id.clone(),
+            race_id: race_id.clone(),
             since_seq: None,
         })
         .await
@@ -127,7 +95,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     else {
         panic!("subscribed")
     };
-    assert_eq!(snapshot.race.id, race.id);
+    assert_eq!(snapshot.race.id, race_id);
     assert!(snapshot.course.len() > 100);
     assert_eq!(snapshot.racers.len(), 3);
     assert!(
@@ -149,7 +117,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
                     &server.keys,
                     Role::Racer,
                     &bib.to_string(),
-                    Some(&race.id),
+                    Some(&race_id),
                     600,
                 ),
                 Codec::Binary,
@@ -175,7 +143,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     }
     let Reply::Standings(expected) = admin
         .request(Request::RaceStandings {
-            race_id: race.id.clone(),
+            race_id: race_id.clone(),
         })
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{gpx, keys_for, token, ChildServer, TestServer};
+use common::{gpx, keys_for, live_race, token, ChildServer, TestServer};
 use peloton::actors::events::DomainEvent;
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex, Position};
@@ -61,44 +61,6 @@ fn fix(at_ms: i64, lat_e7: i32, lon_e7: i32) -> WireFix {
     }
 }
 
-/// Creates a live race on the ride with bibs 1..=n registered; returns its id.
-async fn live_race(admin: &mut Client, n: u32) -> String {
-    let Reply::Race(race) = admin
-        .request(Request::RaceCreate(RaceCreate {
-            name: "Celje loop".into(),
-            course_gpx: gpx(RIDE),
-            start_at_ms: T0,
-            cutoff_at_ms: None,
-        }))
-        .await
-        .unwrap()
-    else {
-        panic!("create")
-    };
-    let racers = (1..=n)
-        .map(|bib| RacerView {
-            bib,
-            name: format!("Racer {bib}"),
-            team: None,
-            email: None,
-        })
-        .collect();
-    admin
-        .request(Request::RacerRegister {
-            race_id: race.id.clone(),
-            racers,
-        })
-        .await
-        .unwrap();
-    admin
-        .request(Request::RaceStart {
-            id: race.id.clone(),
-        })
-        .await
-        .unwrap();
-    race.id
-}
-
 async fn device(url: &str, keys: &Keys, race: &str, bib: u32) -> Client {
     Client::connect(
         url,
@@ -150,7 +112,7 @@ fn course() -> Course {
 async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_nothing() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    let race = live_race(&mut admin, 3).await;
+    let race = live_race(&mut admin, RIDE, T0, 3).await;
     let mut events = server
         .server
         .as_ref()
@@ -279,7 +241,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
 async fn fixes_are_refused_outside_a_live_race_and_from_unregistered_bibs() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    let race = live_race(&mut admin, 1).await;
+    let race = live_race(&mut admin, RIDE, T0, 1).await;
     let first = ride(&course(), T0, 8.0, 1)[0];
     let mut stranger = device(&server.url, &server.keys, &race, 99).await;
     let refused = stranger
@@ -340,7 +302,7 @@ async fn a_server_killed_mid_race_resumes_identical_standings() {
     let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
         .await
         .unwrap();
-    let race = live_race(&mut admin, 3).await;
+    let race = live_race(&mut admin, RIDE, T0, 3).await;
     let course = course();
     for bib in 1..=3u32 {
         let fixes = ride(

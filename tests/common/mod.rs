@@ -214,3 +214,40 @@ pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String)
         .unwrap_or_default();
     (status, body)
 }
+
+/// Creates a live race on a shared ride with bibs 1..=n registered (with contact emails);
+/// returns its id.
+pub async fn live_race(admin: &mut Client, ride: &str, start_at_ms: i64, n: u32) -> String {
+    use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
+    let create = RaceCreate {
+        name: format!("Race on {ride}"),
+        course_gpx: gpx(ride),
+        start_at_ms,
+        cutoff_at_ms: None,
+    };
+    let Ok(Reply::Race(race)) = admin.request(Request::RaceCreate(create)).await else {
+        panic!("race create failed")
+    };
+    let racers = (1..=n)
+        .map(|bib| RacerView {
+            bib,
+            name: format!("Racer {bib}"),
+            team: None,
+            email: Some(format!("r{bib}@example.si")),
+        })
+        .collect();
+    admin
+        .request(Request::RacerRegister {
+            race_id: race.id.clone(),
+            racers,
+        })
+        .await
+        .expect("register");
+    admin
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+        .expect("start");
+    race.id
+}
