@@ -23,8 +23,9 @@ use peloton::auth::Role;
 use peloton::error::ErrorCode;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{
-    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request,
-    ServerFrame, Welcome, WireError, PROTOCOL_VERSION,
+    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceTick, RaceUpdate, RaceView,
+    RacerView, Reply, Request, ResultStatusView, ResultView, ServerFrame, StandingView, Welcome,
+    WireError, WireFix, PROTOCOL_VERSION,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -108,6 +109,58 @@ fn race_view(i: usize) -> RaceView {
 }
 
 /// Deterministic pseudo-random bytes (xorshift64), so runs are comparable.
+/// A registered racer with realistic text lengths.
+fn racer(bib: u32) -> RacerView {
+    RacerView {
+        bib,
+        name: format!("Racer Number {bib}"),
+        team: Some("Kolesarski klub Celje".into()),
+        email: Some(format!("racer{bib}@example.si")),
+    }
+}
+
+/// A fix one second after the previous, moving north-east, as a phone streams it.
+fn wire_fix(i: u32) -> WireFix {
+    WireFix {
+        at_ms: 1_796_115_600_000 + i64::from(i) * 1000,
+        lat_e7: 462_309_000 + i as i32 * 70,
+        lon_e7: 152_604_000 + i as i32 * 90,
+        accuracy_dm: 48,
+        speed_cmps: Some(830),
+        elevation_dm: Some(2_410),
+    }
+}
+
+/// A standings row mid-race.
+fn standing(bib: u32) -> StandingView {
+    StandingView {
+        bib,
+        rank: bib,
+        progress_dm: 250_000 - bib * 37,
+        gap_ms: Some(i64::from(bib) * 4_200),
+        finished_at_ms: None,
+        off_course: false,
+        lat_e7: 462_309_000 + bib as i32 * 11,
+        lon_e7: 152_604_000 - bib as i32 * 13,
+        speed_cmps: Some(812),
+        eta_ms: Some(2_261_000 + i64::from(bib) * 1_000),
+    }
+}
+
+/// A results row of a finisher.
+fn result_row(bib: u32) -> ResultView {
+    ResultView {
+        rank: bib,
+        bib,
+        name: format!("Racer Number {bib}"),
+        team: Some("Kolesarski klub Celje".into()),
+        time_ms: Some(3_600_000 + i64::from(bib) * 4_200),
+        avg_speed_kmh: Some(27.4),
+        distance_dm: 270_000,
+        status: ResultStatusView::Finished,
+    }
+}
+
 fn pseudo_random_bytes(len: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
     (0..len)
@@ -178,6 +231,41 @@ fn messages() -> Vec<(&'static str, Frame)> {
         ),
         ("backup", client(Request::Backup)),
         (
+            "racer_register_100",
+            client(Request::RacerRegister {
+                race_id: id(),
+                racers: (1..=100).map(racer).collect(),
+            }),
+        ),
+        ("racer_list", client(Request::RacerList { race_id: id() })),
+        (
+            "fixes_1",
+            client(Request::Fixes {
+                fixes: vec![wire_fix(0)],
+            }),
+        ),
+        (
+            "fixes_60",
+            client(Request::Fixes {
+                fixes: (0..60).map(wire_fix).collect(),
+            }),
+        ),
+        (
+            "race_standings",
+            client(Request::RaceStandings { race_id: id() }),
+        ),
+        (
+            "race_subscribe",
+            client(Request::RaceSubscribe {
+                race_id: id(),
+                since_seq: Some(1_234),
+            }),
+        ),
+        (
+            "race_results",
+            client(Request::RaceResults { race_id: id() }),
+        ),
+        (
             "reply_pong",
             reply(Reply::Pong {
                 server_time_ms: 1_767_000_123_456,
@@ -201,6 +289,42 @@ fn messages() -> Vec<(&'static str, Frame)> {
                 records: 1_000_003,
                 crc32: 0xdead_beef,
             })),
+        ),
+        (
+            "reply_fixes_ack",
+            reply(Reply::FixesAck {
+                accepted: 1,
+                ignored: 0,
+                last_at_ms: Some(1_796_115_601_000),
+            }),
+        ),
+        (
+            "reply_standings_1000",
+            reply(Reply::Standings((1..=1000).map(standing).collect())),
+        ),
+        (
+            "reply_results_1000",
+            reply(Reply::Results((1..=1000).map(result_row).collect())),
+        ),
+        (
+            "push_race_update_delta_50",
+            Frame::Server(ServerFrame::Push(Push::RaceUpdate(RaceTick {
+                race_id: id(),
+                seq: 4_321,
+                full: false,
+                spectators: 10_000,
+                standings: (1..=50).map(standing).collect(),
+            }))),
+        ),
+        (
+            "push_race_update_full_1000",
+            Frame::Server(ServerFrame::Push(Push::RaceUpdate(RaceTick {
+                race_id: id(),
+                seq: 4_322,
+                full: true,
+                spectators: 10_000,
+                standings: (1..=1000).map(standing).collect(),
+            }))),
         ),
         (
             "error",
