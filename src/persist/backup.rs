@@ -284,7 +284,10 @@ mod tests {
         let (journal, _w) = JournalWriter::start(store.clone(), 8).unwrap();
         let actor = ActorKey::new("race", "b");
         journal.append(&actor, 1, &[1u64, 2, 3]).await.unwrap();
-        journal.snapshot(&actor, 2, &20u64).await.unwrap();
+        journal
+            .snapshot(&actor, 2, &20u64, crate::persist::Compaction::Delete)
+            .await
+            .unwrap();
         let out = src.path().join("x.pbak");
         let summary = journal.backup(out.clone()).await.unwrap();
         assert_eq!(

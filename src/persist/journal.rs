@@ -21,6 +21,16 @@ const QUEUE_CAPACITY: usize = 65_536;
 /// Where the outcome of an append or flush goes once its group is on disk.
 type Waiter = oneshot::Sender<Result<(), PersistError>>;
 
+/// What happens to the events a snapshot covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    /// Deleted: the snapshot is all that is needed.
+    Delete,
+    /// Moved to the archive tree: the history itself is data (a racer's fixes, for
+    /// replays), but recovery no longer reads it.
+    Archive,
+}
+
 /// One request to the writer.
 enum WriteOp {
     /// Store events `first_seq..` of `actor`; `done` resolves after the flush.
@@ -30,11 +40,13 @@ enum WriteOp {
         events: Vec<Vec<u8>>,
         done: oneshot::Sender<Result<(), PersistError>>,
     },
-    /// Replace `actor`'s snapshot with `state` at `seq` and drop the events it covers.
+    /// Replace `actor`'s snapshot with `state` at `seq` and drop (or archive) the events it
+    /// covers.
     Snapshot {
         actor: ActorKey,
         seq: u64,
         state: Vec<u8>,
+        compaction: Compaction,
     },
     /// Resolve once everything sent before is on disk.
     Flush {
@@ -135,6 +147,7 @@ impl Journal {
         actor: &ActorKey,
         seq: u64,
         state: &S,
+        compaction: Compaction,
     ) -> Result<(), PersistError> {
         let mut bytes = seq.to_be_bytes().to_vec();
         let body = record::encode(state).map_err(|reason| PersistError::Corrupt {
@@ -148,6 +161,7 @@ impl Journal {
                 actor: actor.clone(),
                 seq,
                 state: bytes,
+                compaction,
             })
             .await
             .map_err(|_| PersistError::Closed)
@@ -217,9 +231,14 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
                 }
                 pending.waiters.push(done);
             }
-            WriteOp::Snapshot { actor, seq, state } => {
+            WriteOp::Snapshot {
+                actor,
+                seq,
+                state,
+                compaction,
+            } => {
                 appended += pending.apply(store, &mut waiting);
-                if let Err(e) = snapshot(store, &actor, seq, state) {
+                if let Err(e) = snapshot(store, &actor, seq, state, compaction) {
                     tracing::warn!(%actor, seq, "snapshot not written: {e}");
                 }
             }
@@ -281,17 +300,30 @@ impl PendingAppends {
 
 /// Writes the snapshot first, then removes the events it covers; a crash between the two
 /// leaves extra events that recovery skips, never a gap.
-fn snapshot(store: &Store, actor: &ActorKey, seq: u64, state: Vec<u8>) -> Result<(), PersistError> {
+fn snapshot(
+    store: &Store,
+    actor: &ActorKey,
+    seq: u64,
+    state: Vec<u8>,
+    compaction: Compaction,
+) -> Result<(), PersistError> {
     store.snapshots.insert(actor.as_str(), state)?;
-    let mut batch = sled::Batch::default();
-    for key in store
+    let mut removed = sled::Batch::default();
+    let mut archived = sled::Batch::default();
+    for entry in store
         .journal
         .range(actor.journal_prefix()..=actor.journal_key(seq))
-        .keys()
     {
-        batch.remove(key?);
+        let (key, value) = entry?;
+        if compaction == Compaction::Archive {
+            archived.insert(key.clone(), value);
+        }
+        removed.remove(key);
     }
-    store.journal.apply_batch(batch)?;
+    // Archive before removing: a crash in between leaves an event in both trees (history
+    // reads deduplicate), never in neither.
+    store.archive.apply_batch(archived)?;
+    store.journal.apply_batch(removed)?;
     metrics::counter!(m::SNAPSHOTS).increment(1);
     Ok(())
 }
@@ -348,7 +380,10 @@ mod tests {
             journal.append(&a, seq, &[seq]).await.unwrap();
         }
         journal.append(&b, 1, &[100u64]).await.unwrap();
-        journal.snapshot(&a, 3, &30u64).await.unwrap();
+        journal
+            .snapshot(&a, 3, &30u64, Compaction::Delete)
+            .await
+            .unwrap();
         journal.flush().await.unwrap();
         let r = store.load::<u64, u64>(&a).unwrap();
         assert_eq!(r.snapshot, Some((3, 30)));
@@ -360,6 +395,28 @@ mod tests {
         );
         assert_eq!(store.actors("race").unwrap(), vec![a, b]);
         assert!(store.actors("mail").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn archived_compaction_keeps_the_history_but_not_in_recovery() {
+        let (_dir, store) = open();
+        let (journal, _writer) = JournalWriter::start(store.clone(), 16).unwrap();
+        let racer = ActorKey::new("racer", "r.1");
+        for seq in 1..=5u64 {
+            journal.append(&racer, seq, &[seq * 10]).await.unwrap();
+        }
+        journal
+            .snapshot(&racer, 4, &40u64, Compaction::Archive)
+            .await
+            .unwrap();
+        journal.flush().await.unwrap();
+        let recovered = store.load::<u64, u64>(&racer).unwrap();
+        assert_eq!(
+            (recovered.snapshot, recovered.events),
+            (Some((4, 40)), vec![(5, 50)])
+        );
+        let history = store.history::<u64>(&racer).unwrap();
+        assert_eq!(history, (1..=5u64).map(|s| (s, s * 10)).collect::<Vec<_>>());
     }
 
     #[tokio::test]

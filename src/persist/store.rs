@@ -21,6 +21,7 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 pub(crate) const META_TREE: &str = "meta";
 pub(crate) const JOURNAL_TREE: &str = "journal";
 pub(crate) const SNAPSHOT_TREE: &str = "snapshots";
+pub(crate) const ARCHIVE_TREE: &str = "archive";
 
 /// Addresses one actor's journal and snapshot: `<kind>/<id>`, e.g. `race/01h…`.
 ///
@@ -88,6 +89,8 @@ pub struct Store {
     pub(crate) journal: sled::Tree,
     /// Latest snapshot per actor.
     pub(crate) snapshots: sled::Tree,
+    /// Events compacted out of the journal that are kept as history (same keys).
+    pub(crate) archive: sled::Tree,
 }
 
 impl Store {
@@ -116,6 +119,7 @@ impl Store {
         Ok(Store {
             journal: db.open_tree(JOURNAL_TREE)?,
             snapshots: db.open_tree(SNAPSHOT_TREE)?,
+            archive: db.open_tree(ARCHIVE_TREE)?,
             db,
         })
     }
@@ -171,6 +175,35 @@ impl Store {
             events,
             last_seq: expected - 1,
         })
+    }
+
+    /// Every event `actor` ever journaled, archived or not, in sequence order: its history
+    /// (a racer's fixes for a replay), as opposed to [`Store::load`], which recovery uses.
+    pub fn history<E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+    ) -> Result<Vec<(u64, E)>, PersistError> {
+        let mut events = std::collections::BTreeMap::new();
+        for tree in [&self.archive, &self.journal] {
+            for entry in tree.scan_prefix(actor.journal_prefix()) {
+                let (key, value) = entry?;
+                let seq = parse_seq(&key).ok_or_else(|| PersistError::Corrupt {
+                    actor: actor.to_string(),
+                    seq: 0,
+                    reason: "history key without a sequence".into(),
+                })?;
+                if let std::collections::btree_map::Entry::Vacant(slot) = events.entry(seq) {
+                    let event =
+                        record::decode::<E>(&value).map_err(|reason| PersistError::Corrupt {
+                            actor: actor.to_string(),
+                            seq,
+                            reason,
+                        })?;
+                    slot.insert(event);
+                }
+            }
+        }
+        Ok(events.into_iter().collect())
     }
 
     /// Every actor of `kind` that has a snapshot or journal entries, in key order.

@@ -16,7 +16,7 @@ use crate::actors::racer::{CourseGeometry, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::{ActorKey, Journal, Store};
+use crate::persist::{ActorKey, Compaction, Journal, Store};
 use crate::time::now_ms;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -443,7 +443,12 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
     if st.seq - st.snapshot_seq >= st.ctx.snapshot_every {
-        match st.ctx.journal.snapshot(&st.key, st.seq, &st.state).await {
+        match st
+            .ctx
+            .journal
+            .snapshot(&st.key, st.seq, &st.state, Compaction::Delete)
+            .await
+        {
             Ok(()) => st.snapshot_seq = st.seq,
             Err(e) => tracing::warn!(race = %st.id, "snapshot not queued: {e}"),
         }

@@ -13,7 +13,7 @@ use crate::actors::race::standings::{Live, RacerProgress};
 use crate::actors::racer::CourseGeometry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::ActorKey;
+use crate::persist::{ActorKey, Compaction};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -195,7 +195,12 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
         st.seq += events.len() as u64;
         st.state = next;
         if st.seq - st.snapshot_seq >= st.ctx.snapshot_every {
-            match st.ctx.journal.snapshot(&st.key, st.seq, &st.state).await {
+            match st
+                .ctx
+                .journal
+                .snapshot(&st.key, st.seq, &st.state, Compaction::Archive)
+                .await
+            {
                 Ok(()) => st.snapshot_seq = st.seq,
                 Err(e) => tracing::warn!(race = %st.race, bib = st.bib, "snapshot not queued: {e}"),
             }
