@@ -7,6 +7,7 @@
 
 use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
+use crate::actors::race::replay::Replayer;
 use crate::actors::race::results::ResultStatus;
 use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
@@ -41,6 +42,17 @@ pub enum Outcome {
         /// The race's published ticks.
         updates: UpdatesReceiver,
     },
+    /// Send `reply`, then play `replayer` to the socket at `speed`.
+    Replay {
+        /// The reply announcing the replay.
+        reply: Reply,
+        /// The race.
+        race_id: String,
+        /// The stored fixes, ready to play.
+        replayer: Replayer,
+        /// Race seconds per wall-clock second.
+        speed: f64,
+    },
     /// Stream this file as backup chunks, then send `reply`, then delete the file.
     StreamFile {
         /// The file to stream.
@@ -66,7 +78,8 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RacerList { .. }
         | Request::RaceStandings { .. }
         | Request::RaceSubscribe { .. }
-        | Request::RaceResults { .. } => {
+        | Request::RaceResults { .. }
+        | Request::RaceReplay { .. } => {
             matches!(role, Role::Admin | Role::Spectator | Role::Racer)
         }
         Request::RaceCreate(_)
@@ -148,6 +161,21 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
         Request::RaceResults { race_id } => race_results(services, &race_id).await.into(),
+        Request::RaceReplay { race_id, speed } => match replay(services, &race_id, speed).await {
+            Ok(replayer) => {
+                let span = replayer.span();
+                Outcome::Replay {
+                    reply: Reply::ReplayStarted {
+                        from_ms: span.map(|s| s.0),
+                        to_ms: span.map(|s| s.1),
+                    },
+                    race_id,
+                    replayer,
+                    speed,
+                }
+            }
+            Err(rejection) => Outcome::Reply(Err(rejection)),
+        },
         Request::RaceSubscribe { race_id, .. } => match subscribe(services, &race_id).await {
             Ok((snapshot, updates)) => Outcome::Subscribed {
                 seq: snapshot.seq,
@@ -195,7 +223,8 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RacerList { race_id }
         | Request::RaceStandings { race_id }
         | Request::RaceSubscribe { race_id, .. }
-        | Request::RaceResults { race_id } => Some(race_id),
+        | Request::RaceResults { race_id }
+        | Request::RaceReplay { race_id, .. } => Some(race_id),
         // A racer's fixes go to the token's own race.
         Request::Fixes { .. } => return Ok(()),
     };
@@ -369,6 +398,27 @@ async fn standings(services: &Services, race_id: &str) -> Result<Reply, Rejectio
     Ok(Reply::Standings(rows.iter().map(standing_view).collect()))
 }
 
+async fn replay(services: &Services, race_id: &str, speed: f64) -> Result<Replayer, Rejection> {
+    if !(speed.is_finite() && (0.1..=10_000.0).contains(&speed)) {
+        return Err(Rejection::invalid(format!(
+            "replay speed must be 0.1..=10000, got {speed}"
+        )));
+    }
+    services.races.replay(&RaceId::parse(race_id)?).await
+}
+
+/// The wire view of a tick: a live update or a replay step.
+pub fn race_tick(race_id: &str, update: &TickUpdate, full: bool) -> RaceTick {
+    let rows = if full { &update.full } else { &update.changed };
+    RaceTick {
+        race_id: race_id.to_owned(),
+        seq: update.seq,
+        full,
+        spectators: update.spectators,
+        standings: rows.iter().map(standing_view).collect(),
+    }
+}
+
 async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejection> {
     let id = RaceId::parse(race_id)?;
     let rows = services.races.results(&id).await?;
@@ -455,14 +505,7 @@ async fn subscribe(
 pub fn tick_encoder() -> TickEncoder {
     Arc::new(|race: &RaceId, update: &TickUpdate| {
         let frames = |full: bool| -> Option<Frames> {
-            let rows = if full { &update.full } else { &update.changed };
-            let frame = ServerFrame::Push(Push::RaceUpdate(RaceTick {
-                race_id: race.to_string(),
-                seq: update.seq,
-                full,
-                spectators: update.spectators,
-                standings: rows.iter().map(standing_view).collect(),
-            }));
+            let frame = ServerFrame::Push(Push::RaceUpdate(race_tick(race.as_str(), update, full)));
             let encode = |codec: Codec| match codec.encode_server_bytes(&frame) {
                 Ok(bytes) => Some(Bytes::from(bytes)),
                 Err(e) => {

@@ -9,7 +9,8 @@ use peloton::geo::{Course, CourseIndex, Position};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{
-    RaceCreate, RaceStateView, RacerView, Reply, Request, ResultStatusView, StandingView, WireFix,
+    Push, RaceCreate, RaceStateView, RacerView, Reply, Request, ResultStatusView, StandingView,
+    WireFix,
 };
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
@@ -220,6 +221,50 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         "{time_s} vs {expected_s}"
     );
     assert!((results[0].avg_speed_kmh.unwrap() - 28.8).abs() < 0.5);
+    // A replay from the stored fixes ends where the race ended.
+    let mut viewer = server.client(Role::Spectator, Codec::Binary).await;
+    let Reply::ReplayStarted { from_ms, to_ms } = viewer
+        .request(Request::RaceReplay {
+            race_id: race.clone(),
+            speed: 5000.0,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("replay")
+    };
+    assert!(from_ms.is_some() && to_ms > from_ms);
+    let mut table = std::collections::BTreeMap::new();
+    loop {
+        match viewer
+            .next_push(std::time::Duration::from_secs(20))
+            .await
+            .unwrap()
+        {
+            Push::ReplayTick(tick) => {
+                if tick.full {
+                    table.clear();
+                }
+                for row in tick.standings {
+                    table.insert(row.bib, row);
+                }
+            }
+            Push::ReplayDone { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let replayed: Vec<_> = table
+        .values()
+        .map(|s| (s.bib, s.rank, s.finished_at_ms))
+        .collect();
+    let live: Vec<_> = end
+        .iter()
+        .map(|s| (s.bib, s.rank, s.finished_at_ms))
+        .collect();
+    assert_eq!(
+        replayed, live,
+        "the replay ends with the race's own standings"
+    );
     // After the finish, fixes are refused.
     let after = fix(
         rides[0].last().unwrap().at_ms + 5_000,

@@ -271,6 +271,10 @@ mod tests {
             Request::RaceResults {
                 race_id: "r".into(),
             },
+            Request::RaceReplay {
+                race_id: "r".into(),
+                speed: 60.0,
+            },
         ]
     }
 
@@ -390,7 +394,7 @@ mod tests {
 
         /// Valid frames with random mutations never panic and never decode to garbage ids.
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..16, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+        fn mutated_frames_never_panic(index in 0usize..17, id in any::<u64>(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
             let frame = ClientFrame { id, request: sample_requests().swap_remove(index) };
             for codec in [Codec::Binary, Codec::Json] {
                 let mut bytes = codec.encode_client_bytes(&frame).unwrap();

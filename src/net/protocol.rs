@@ -108,6 +108,15 @@ pub enum Request {
         /// Race id.
         race_id: String,
     },
+    /// Replay a started race from its stored fixes at `speed` times real time: answered with
+    /// [`Reply::ReplayStarted`], then [`Push::ReplayTick`]s, then [`Push::ReplayDone`].
+    /// Admin, spectator, racer (scoped tokens: their race only).
+    RaceReplay {
+        /// Race id.
+        race_id: String,
+        /// Race seconds per wall-clock second, 0.1..=10000.
+        speed: f64,
+    },
 }
 
 /// How a racer's race ended (or stands).
@@ -231,7 +240,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 17] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -248,6 +257,7 @@ impl Request {
         "race_standings",
         "race_subscribe",
         "race_results",
+        "race_replay",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -269,6 +279,7 @@ impl Request {
             Request::RaceStandings { .. } => 13,
             Request::RaceSubscribe { .. } => 14,
             Request::RaceResults { .. } => 15,
+            Request::RaceReplay { .. } => 16,
         }]
     }
 }
@@ -389,6 +400,13 @@ pub enum Reply {
     Subscribed(RaceSnapshot),
     /// Answer to race_results.
     Results(Vec<ResultView>),
+    /// Answer to race_replay: the race time the replay covers.
+    ReplayStarted {
+        /// Time of the first stored fix (none: nothing to replay).
+        from_ms: Option<i64>,
+        /// Time of the last stored fix.
+        to_ms: Option<i64>,
+    },
 }
 
 impl Reply {
@@ -406,6 +424,7 @@ impl Reply {
             Reply::Standings(_) => "standings",
             Reply::Subscribed(_) => "subscribed",
             Reply::Results(_) => "results",
+            Reply::ReplayStarted { .. } => "replay_started",
         }
     }
 }
@@ -427,6 +446,14 @@ pub enum Push {
     },
     /// A tick of the race this socket watches.
     RaceUpdate(RaceTick),
+    /// A step of a replay: as a race update, with `seq` counting the replay's own steps and
+    /// the first one full.
+    ReplayTick(RaceTick),
+    /// The replay of `race_id` has played every stored fix.
+    ReplayDone {
+        /// The race.
+        race_id: String,
+    },
 }
 
 impl Push {
@@ -436,6 +463,8 @@ impl Push {
             Push::Welcome(_) => "welcome",
             Push::BackupChunk { .. } => "backup_chunk",
             Push::RaceUpdate(_) => "race_update",
+            Push::ReplayTick(_) => "replay_tick",
+            Push::ReplayDone { .. } => "replay_done",
         }
     }
 }

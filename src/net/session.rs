@@ -11,6 +11,7 @@ use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::TokenBucket;
 use crate::actors::race::actor::UpdatesReceiver;
+use crate::actors::race::replay::Replayer;
 use crate::api::{self, Outcome};
 use crate::auth::Claims;
 use crate::engine::Engine;
@@ -60,6 +61,16 @@ struct Session {
     engine: Arc<Engine>,
     /// The race this socket watches, if any.
     watching: Option<Watching>,
+    /// A replay being played to this socket; aborted when the session ends or replaced.
+    replay: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(replay) = self.replay.take() {
+            replay.abort();
+        }
+    }
 }
 
 /// A race subscription: the race's published ticks and how far this socket has got.
@@ -94,6 +105,7 @@ where
         out,
         engine: engine.clone(),
         watching: None,
+        replay: None,
         claims,
     };
     let welcome = Welcome {
@@ -158,6 +170,62 @@ where
     drop(session);
     if !writer_done {
         let _ = writer.await;
+    }
+}
+
+/// Plays a replay: every `tick` of wall time the race clock moves `tick × speed` and the
+/// change goes out (the first step as a full table); waits for queue room, since a replay
+/// belongs to this one socket and may as well go at its reader's pace.
+async fn play(
+    out: mpsc::Sender<Outbound>,
+    codec: Codec,
+    race_id: String,
+    mut replayer: Replayer,
+    speed: f64,
+    tick: Duration,
+) {
+    let send = |frame: ServerFrame| {
+        let out = out.clone();
+        async move {
+            match encoded(codec, &frame) {
+                Some(message) => out.send(message).await.is_ok(),
+                None => true,
+            }
+        }
+    };
+    if let Some((from, _)) = replayer.span() {
+        let step = (tick.as_millis() as f64 * speed).round().max(1.0) as i64;
+        let mut clock = from;
+        let mut first = true;
+        loop {
+            if let Some(update) = replayer.advance(clock) {
+                let tick_frame = crate::api::race_tick(&race_id, &update, first);
+                first = false;
+                if !send(ServerFrame::Push(Push::ReplayTick(tick_frame))).await {
+                    return;
+                }
+            }
+            if replayer.done() {
+                break;
+            }
+            clock += step;
+            tokio::time::sleep(tick).await;
+        }
+    }
+    send(ServerFrame::Push(Push::ReplayDone { race_id })).await;
+}
+
+/// Encodes a frame for the writer and counts it; `None` (logged) if it cannot be encoded.
+fn encoded(codec: Codec, frame: &ServerFrame) -> Option<Outbound> {
+    match codec.encode_server(frame) {
+        Ok(message) => {
+            metrics::counter!(m::MESSAGES_OUT, "type" => frame.type_name()).increment(1);
+            Some(Outbound::Frame(message))
+        }
+        Err(e) => {
+            tracing::error!("cannot encode {}: {e}", frame.type_name());
+            None
+        }
     }
 }
 
@@ -252,6 +320,30 @@ impl Session {
                 .await
             }
             Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
+            Outcome::Replay {
+                reply,
+                race_id,
+                replayer,
+                speed,
+            } => {
+                self.send(&ServerFrame::Reply {
+                    id: frame.id,
+                    reply,
+                })
+                .await;
+                if let Some(previous) = self.replay.take() {
+                    previous.abort();
+                }
+                let tick = Duration::from_millis(self.engine.config.race.tick_ms);
+                self.replay = Some(tokio::spawn(play(
+                    self.out.clone(),
+                    self.codec,
+                    race_id,
+                    replayer,
+                    speed,
+                    tick,
+                )));
+            }
             Outcome::Subscribed {
                 reply,
                 seq,
@@ -329,12 +421,8 @@ impl Session {
 
     /// Encodes and queues a frame; waits when the queue is full (replies are never dropped).
     async fn send(&mut self, frame: &ServerFrame) {
-        match self.codec.encode_server(frame) {
-            Ok(message) => {
-                metrics::counter!(m::MESSAGES_OUT, "type" => frame.type_name()).increment(1);
-                let _ = self.out.send(Outbound::Frame(message)).await;
-            }
-            Err(e) => tracing::error!("cannot encode {}: {e}", frame.type_name()),
+        if let Some(message) = encoded(self.codec, frame) {
+            let _ = self.out.send(message).await;
         }
     }
 }

@@ -5,11 +5,14 @@
 use super::actor::Subscription;
 use super::actor::{RaceContext, RaceMsg};
 use super::feed::TickEncoder;
+use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
 use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
+use crate::actors::racer::actor::racer_key;
 use crate::actors::racer::actor::{FixesOutcome, RacerMsg};
+use crate::actors::racer::RacerEvent;
 use crate::actors::racer::{Fix, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::actors::root::{DomainSpec, RootMsg};
@@ -273,6 +276,34 @@ impl RaceDomain {
     /// A race's registered racers, by bib.
     pub async fn roster(&self, id: &RaceId) -> Result<Vec<RacerEntry>, Rejection> {
         self.ask(id, |reply| RaceMsg::Roster { reply }).await
+    }
+
+    /// A replayer over race `id`'s stored fixes (live, finished or cancelled races).
+    pub async fn replay(&self, id: &RaceId) -> Result<Replayer, Rejection> {
+        let summary = self.get(id)?;
+        if summary.status == RaceStatus::Scheduled {
+            return Err(Rejection::new(
+                ErrorCode::InvalidTransition,
+                format!("race {id} has not started; there is nothing to replay"),
+            ));
+        }
+        let bibs: Vec<u32> = self.roster(id).await?.iter().map(|r| r.bib).collect();
+        let (store, race) = (self.ctx.store.clone(), id.clone());
+        let histories = tokio::task::spawn_blocking(move || {
+            bibs.into_iter()
+                .map(|bib| {
+                    let events = store.history::<RacerEvent>(&racer_key(&race, bib))?;
+                    Ok((bib, events.into_iter().map(|(_, e)| e).collect()))
+                })
+                .collect::<Result<Vec<_>, crate::persist::PersistError>>()
+        })
+        .await
+        .map_err(|e| Rejection::internal(format!("replay loader failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!(race = %id, "replay history unreadable: {e}");
+            Rejection::internal(format!("the race's history could not be read: {e}"))
+        })?;
+        Ok(Replayer::new(timeline(histories, summary.course_length_m)))
     }
 
     /// Asks race `id` a question; a missing or silent actor becomes a typed rejection.

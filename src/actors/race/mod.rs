@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod domain;
 pub mod feed;
+pub mod replay;
 pub mod results;
 pub mod standings;
 pub mod state;
