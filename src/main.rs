@@ -1,8 +1,8 @@
-//! `peloton`: the server, its admin CLI and restore, in one binary.
+//! `peloton`: the server, its admin CLI, restore and the simulator, in one binary.
 
 use clap::Parser;
 use peloton::cli::args::{Cli, Command, ServeArgs};
-use peloton::cli::{admin, CliError};
+use peloton::cli::{admin, sim, CliError};
 use peloton::config::{Config, Overrides};
 use std::io::Write;
 
@@ -12,6 +12,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Restore(args) => admin::restore(args),
+        Command::Sim(command) => runtime().and_then(|rt| rt.block_on(sim::run(command))),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -408,7 +408,7 @@ async fn bad_tokens_get_401_at_upgrade_and_tokens_refresh_in_place() {
 async fn a_socket_whose_token_expired_is_refused_then_closed() {
     let server = TestServer::start_with(|c| {
         c.auth.leeway_secs = 0;
-        c.ws.token_expiry_grace_ms = 1500;
+        c.ws.token_expiry_grace_ms = 3000;
     })
     .await;
     let mut client = Client::connect(
@@ -419,12 +419,14 @@ async fn a_socket_whose_token_expired_is_refused_then_closed() {
     .await
     .unwrap();
     assert!(client.request(Request::Ping).await.is_ok());
-    tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+    // Expiry has second resolution: the token expires 1 to 2 s from now; the socket closes
+    // 3 s after that, so at 2.1 s the token is expired and the socket still open.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(
         code(client.request(Request::RaceList).await),
         ErrorCode::TokenExpired
     );
-    match client.next_push(std::time::Duration::from_secs(5)).await {
+    match client.next_push(std::time::Duration::from_secs(10)).await {
         Err(ClientError::Closed(Some((1008, reason)))) => assert!(reason.contains("expired")),
         other => panic!("expected close 1008, got {other:?}"),
     }

@@ -22,6 +22,9 @@ pub enum Command {
     Admin(AdminArgs),
     /// Restore a backup file into an empty data folder (server stopped).
     Restore(RestoreArgs),
+    /// Simulate racers against a running server: the demo and the load generator.
+    #[command(subcommand)]
+    Sim(SimCommand),
 }
 
 /// `peloton serve`.
@@ -246,6 +249,65 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
     /// Print exactly one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `peloton sim …`.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Replay a recorded ride as N racers of a race, each streaming fixes over its own socket;
+    /// exits 0 once every simulated racer has finished. Signs its racers' tokens with the
+    /// server's secret, so run it where it can read that secret (or set PELOTON_AUTH_SECRET).
+    Race(SimRaceArgs),
+}
+
+/// `peloton sim race`.
+#[derive(Debug, Args)]
+pub struct SimRaceArgs {
+    /// Server address, ws://HOST:PORT.
+    #[arg(long, env = "PELOTON_SERVER", default_value = "ws://127.0.0.1:7400")]
+    pub server: String,
+    /// Admin token: it registers the simulated racers and starts a scheduled race.
+    #[arg(long, env = "PELOTON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The race: a scheduled one is started, a live one joined.
+    #[arg(long)]
+    pub race: String,
+    /// The recorded ride to replay (GPX); its timestamps set the pace (8 m/s without them).
+    /// It must end at the race's finish.
+    #[arg(long)]
+    pub gpx: PathBuf,
+    /// How many racers to simulate.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub racers: u32,
+    /// Race time per wall-clock time: 1 is real time, 60 a minute per second.
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Bib of the first simulated racer; the others follow.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=999_999))]
+    pub first_bib: u32,
+    /// Seed of the start offsets, paces and GPS noise: the same seed replays the same race.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fixes per message (a phone streaming live sends 1). A racer behind schedule sends
+    /// everything already due at once, so one socket never exceeds the server's rate limit.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
+    /// Window the start offsets are drawn from, e.g. 0s for a mass start
+    /// [default: 15s per racer].
+    #[arg(long)]
+    pub spread: Option<String>,
+    /// Give up (exit 1) after this long.
+    #[arg(long, default_value = "2h")]
+    pub timeout: String,
+    /// The server's data folder (where the signing secret lives).
+    #[arg(long, env = "PELOTON_DATA")]
+    pub data: Option<PathBuf>,
+    /// The server's config file, if it sets auth.secret_file.
+    #[arg(long, env = "PELOTON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the final summary as exactly one JSON document.
     #[arg(long)]
     pub json: bool,
 }

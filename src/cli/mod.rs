@@ -1,13 +1,15 @@
-//! The command line: `peloton serve`, `peloton admin …`, `peloton restore`.
+//! The command line: `peloton serve`, `peloton admin …`, `peloton restore`, `peloton sim …`.
 //!
-//! Argument shapes live in [`args`]; admin commands in [`admin`] speak the binary protocol
-//! through [`crate::net::client`]; [`output`] prints tables for people and exactly one JSON
+//! Argument shapes live in [`args`]; admin commands in [`admin`] and the simulator in
+//! [`sim`] speak the binary protocol through [`crate::net::client`]; [`racers`] builds
+//! registrations and CSV imports; [`output`] prints tables for people and exactly one JSON
 //! document for scripts (`--json`).
 
 pub mod admin;
 pub mod args;
 pub mod output;
 pub mod racers;
+pub mod sim;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,6 @@
 use super::course::Course;
 use super::position::Position;
 
-/// Mean Earth radius (IUGG), for the local tangent plane.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
 /// How far back along the course the last leg's direction is taken from, so a final GPX
 /// point a few centimetres from the one before cannot set the line's angle.
 const DIRECTION_BASE_M: f64 = 20.0;
@@ -38,7 +36,7 @@ impl FinishLine {
             .skip(1)
             .find(|p| p.distance_m(finish) >= DIRECTION_BASE_M)
             .or_else(|| course.points.iter().rev().nth(1))?;
-        let (east, north) = local_m(finish, *base);
+        let (east, north) = finish.offset_m(*base);
         let norm = (east * east + north * north).sqrt();
         if norm <= f64::EPSILON {
             return None;
@@ -54,7 +52,7 @@ impl FinishLine {
     /// Signed distance of `p` along the direction of travel (negative before the line) and
     /// its distance to the side of the course's axis, both in metres.
     pub fn along_and_across(&self, p: Position) -> (f64, f64) {
-        let (east, north) = local_m(self.finish, p);
+        let (east, north) = self.finish.offset_m(p);
         let along = east * self.direction.0 + north * self.direction.1;
         let across = (east * self.direction.1 - north * self.direction.0).abs();
         (along, across)
@@ -72,20 +70,6 @@ impl FinishLine {
         let across = c0 + (c1 - c0) * fraction;
         (across <= self.half_width_m).then_some(fraction.clamp(0.0, 1.0))
     }
-}
-
-/// Metres east and north of `origin` to `p` in the tangent plane at `origin`.
-fn local_m(origin: Position, p: Position) -> (f64, f64) {
-    let mut dlon = p.lon() - origin.lon();
-    // Across the anti-meridian the short way round is meant.
-    if dlon > 180.0 {
-        dlon -= 360.0;
-    } else if dlon < -180.0 {
-        dlon += 360.0;
-    }
-    let east = dlon.to_radians() * origin.lat().to_radians().cos() * EARTH_RADIUS_M;
-    let north = (p.lat() - origin.lat()).to_radians() * EARTH_RADIUS_M;
-    (east, north)
 }
 
 #[cfg(test)]

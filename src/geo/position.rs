@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// Degrees to the fixed-point unit.
 pub const E7: f64 = 10_000_000.0;
+/// Mean Earth radius (IUGG), for the local tangent plane.
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// A latitude/longitude pair in 1e-7 degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +53,30 @@ impl Position {
     /// As a geo point (x = longitude, y = latitude).
     pub fn point(self) -> Point<f64> {
         Point::new(self.lon(), self.lat())
+    }
+
+    /// Metres east and north from `self` to `to` in the tangent plane at `self`: exact
+    /// enough over the few hundred metres finish lines and run-outs span. Across the
+    /// anti-meridian the short way round is meant.
+    pub fn offset_m(self, to: Position) -> (f64, f64) {
+        let mut dlon = to.lon() - self.lon();
+        if dlon > 180.0 {
+            dlon -= 360.0;
+        } else if dlon < -180.0 {
+            dlon += 360.0;
+        }
+        let east = dlon.to_radians() * self.lat().to_radians().cos() * EARTH_RADIUS_M;
+        let north = (to.lat() - self.lat()).to_radians() * EARTH_RADIUS_M;
+        (east, north)
+    }
+
+    /// This position moved `east_m` and `north_m` metres; unmoved if that would leave the
+    /// globe's ranges (only at a pole or the anti-meridian can a few metres do that).
+    pub fn moved_m(self, east_m: f64, north_m: f64) -> Position {
+        let lat = self.lat() + (north_m / EARTH_RADIUS_M).to_degrees();
+        let cos = self.lat().to_radians().cos().max(1e-6);
+        let lon = self.lon() + (east_m / (EARTH_RADIUS_M * cos)).to_degrees();
+        Position::from_degrees(lat, lon).unwrap_or(self)
     }
 
     /// Geodesic (WGS84 ellipsoid) distance in metres.

@@ -80,6 +80,9 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// Read and write buffer per client socket.
+const CLIENT_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Turns `ws://host:port` (or `…/ws`) into the endpoint URL.
 pub fn endpoint(server: &str) -> String {
     let trimmed = server.trim_end_matches('/');
@@ -105,7 +108,11 @@ impl Client {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(codec.subprotocol()),
         );
+        // Small buffers: the simulator opens thousands of these; large messages still fit,
+        // the buffer only sets how much is read per call.
         let config = WebSocketConfig::default()
+            .read_buffer_size(CLIENT_BUFFER_BYTES)
+            .write_buffer_size(CLIENT_BUFFER_BYTES)
             .max_message_size(Some(super::codec::MAX_DECODE_BYTES))
             .max_frame_size(Some(super::codec::MAX_DECODE_BYTES));
         let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
