@@ -16,7 +16,7 @@ pub mod record;
 pub mod store;
 
 pub use journal::{Compaction, Journal, JournalWriter};
-pub use store::{ActorKey, Recovered, Store};
+pub use store::{ActorKey, Recovered, Restored, Store};
 
 /// A storage failure. Each variant says enough to act on without reading the code.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -80,6 +80,32 @@ pub struct Recovered<S, E> {
     pub last_seq: u64,
 }
 
+/// An actor's state rebuilt from what recovery found.
+#[derive(Debug)]
+pub struct Restored<S> {
+    /// The snapshot with every later event applied.
+    pub state: S,
+    /// Sequence number of the last event (the next append is `last_seq + 1`).
+    pub last_seq: u64,
+    /// Sequence number the snapshot covers (0 without one).
+    pub snapshot_seq: u64,
+}
+
+impl<S: Default, E> Recovered<S, E> {
+    /// Applies every event after the snapshot (or to `S::default()`), in order.
+    pub fn fold(self, mut apply: impl FnMut(&mut S, &E)) -> Restored<S> {
+        let (snapshot_seq, mut state) = self.snapshot.unwrap_or_default();
+        for (_, event) in &self.events {
+            apply(&mut state, event);
+        }
+        Restored {
+            state,
+            last_seq: self.last_seq,
+            snapshot_seq,
+        }
+    }
+}
+
 /// The open database.
 #[derive(Clone)]
 pub struct Store {

@@ -16,7 +16,7 @@ use crate::actors::racer::{CourseGeometry, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::{ActorKey, Compaction, Journal, Store};
+use crate::persist::{ActorKey, Compaction, Journal, Restored, Store};
 use crate::time::now_ms;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -172,11 +172,15 @@ impl Actor for RaceActor {
         args: RaceArgs,
     ) -> Result<RaceActorState, ActorProcessingErr> {
         let key = ActorKey::new(KIND, args.id.as_str());
-        let recovered = args.ctx.store.load::<RaceState, RaceEvent>(&key)?;
-        let (snapshot_seq, mut state) = recovered.snapshot.unwrap_or_default();
-        for (_, event) in &recovered.events {
-            state.apply(event);
-        }
+        let Restored {
+            state,
+            last_seq,
+            snapshot_seq,
+        } = args
+            .ctx
+            .store
+            .load::<RaceState, RaceEvent>(&key)?
+            .fold(RaceState::apply);
         if let Some(race) = &state.race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
@@ -184,7 +188,7 @@ impl Actor for RaceActor {
             id: args.id,
             key,
             state,
-            seq: recovered.last_seq,
+            seq: last_seq,
             snapshot_seq,
             ctx: args.ctx,
             geometry: None,

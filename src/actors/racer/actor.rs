@@ -13,7 +13,7 @@ use crate::actors::race::standings::{Live, RacerProgress};
 use crate::actors::racer::CourseGeometry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::{ActorKey, Compaction};
+use crate::persist::{ActorKey, Compaction, Restored};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -123,17 +123,21 @@ impl Actor for RacerActor {
             _ => return Err(format!("race {} did not hand over its course", args.race).into()),
         };
         let key = racer_key(&args.race, args.bib);
-        let recovered = args.ctx.store.load::<RacerState, RacerEvent>(&key)?;
-        let (snapshot_seq, mut state) = recovered.snapshot.unwrap_or_default();
-        for (_, event) in &recovered.events {
-            state.apply(event);
-        }
+        let Restored {
+            state,
+            last_seq,
+            snapshot_seq,
+        } = args
+            .ctx
+            .store
+            .load::<RacerState, RacerEvent>(&key)?
+            .fold(RacerState::apply);
         let st = RacerActorState {
             race: args.race,
             bib: args.bib,
             key,
             state,
-            seq: recovered.last_seq,
+            seq: last_seq,
             snapshot_seq,
             geometry,
             ctx: args.ctx,
