@@ -28,10 +28,11 @@
 //! sockets opened with the same client. Measured the same way (frames/s, spread); it has no
 //! fixes, so no fix latency.
 
+mod support;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use peloton::auth::{claims_for, Keys, Role};
-use peloton::config::{Config, Overrides};
+use peloton::auth::{claims_for, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
@@ -40,8 +41,6 @@ use peloton::net::protocol::{
     WireFix, PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,22 +105,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn start_server(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peloton"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn peloton");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line.trim().trim_start_matches("listening on ").to_owned();
-    (child, format!("ws://{addr}"))
 }
 
 /// Reads pushes until `stop`, recording update arrivals (and latencies when `sent` is given).
@@ -263,17 +246,8 @@ async fn connect_spectators(
 
 async fn peloton_side(racers: usize, spectators: usize, secs: u64) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, url) = start_server(dir.path());
-    let config = Config::load_from(
-        None,
-        &[],
-        &Overrides {
-            listen: None,
-            data_dir: Some(dir.path().to_path_buf()),
-        },
-    )
-    .expect("config");
-    let keys = Keys::load_or_create(&config).expect("keys");
+    let (mut child, url) = support::start_server(dir.path(), &[]);
+    let keys = support::server_keys(dir.path());
     let now_s = peloton::time::now_ms() / 1000;
     let admin_token = keys
         .issue(&claims_for(Role::Admin, "bench", None, now_s, 3600))

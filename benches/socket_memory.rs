@@ -6,13 +6,12 @@
 //! `peloton` binary twice on 127.0.0.1, opens the sockets, pings each once so every buffer
 //! that is allocated lazily is allocated, reads VmRSS from /proc, and stops the servers.
 
-use peloton::auth::{claims_for, Keys, Role};
-use peloton::config::{Config, Overrides};
+mod support;
+
+use peloton::auth::{claims_for, Role};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::Request;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Resident set size of `pid` in KiB.
@@ -26,38 +25,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start(data: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peloton"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("spawn peloton");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line.trim().trim_start_matches("listening on ").to_owned();
-    (child, format!("ws://{addr}"))
-}
-
 async fn measure(label: &str, sockets: usize, env: &[(&str, &str)]) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, url) = start(dir.path(), env);
-    let config = Config::load_from(
-        None,
-        &[],
-        &Overrides {
-            listen: None,
-            data_dir: Some(dir.path().to_path_buf()),
-        },
-    )
-    .expect("config");
-    let keys = Keys::load_or_create(&config).expect("keys");
+    let (mut child, url) = support::start_server(dir.path(), env);
+    let keys = support::server_keys(dir.path());
     let now = peloton::time::now_ms() / 1000;
     let token = keys
         .issue(&claims_for(Role::Spectator, "fan", None, now, 3600))
