@@ -150,26 +150,23 @@ async fn backup_while_running_restores_into_a_new_folder() {
     create(&mut client, "after the backup").await;
     server.kill9();
 
+    let restore = |data: &std::path::Path| {
+        bin()
+            .arg("restore")
+            .arg(&file)
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
     let restored = tempfile::tempdir().unwrap();
-    let out = bin()
-        .arg("restore")
-        .arg(&file)
-        .arg("--data")
-        .arg(restored.path())
-        .output()
-        .unwrap();
+    let out = restore(restored.path());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = bin()
-        .arg("restore")
-        .arg(&file)
-        .arg("--data")
-        .arg(restored.path())
-        .output()
-        .unwrap();
+    let again = restore(restored.path());
     assert_eq!(
         again.status.code(),
         Some(1),
@@ -186,13 +183,7 @@ async fn backup_while_running_restores_into_a_new_folder() {
     damaged[middle] ^= 0xff;
     std::fs::write(&file, damaged).unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = bin()
-        .arg("restore")
-        .arg(&file)
-        .arg("--data")
-        .arg(elsewhere.path())
-        .output()
-        .unwrap();
+    let out = restore(elsewhere.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(
         !elsewhere.path().join("db").exists(),
