@@ -398,6 +398,8 @@ fn baseline_frame(seq: u64, rows: usize, spectators: usize) -> Bytes {
             lon_e7: 152_600_000 + i as i32 * 41 + seq as i32,
             speed_cmps: Some(800),
             eta_ms: Some(3_600_000 - seq as i64 * 1000),
+            checkpoints_passed: 1,
+            last_split_ms: Some(1_796_116_800_000),
         })
         .collect();
     let frame = ServerFrame::Push(Push::RaceUpdate(RaceTick {

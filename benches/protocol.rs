@@ -23,9 +23,9 @@ use peloton::auth::Role;
 use peloton::error::ErrorCode;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{
-    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceTick, RaceUpdate, RaceView,
-    RacerView, Reply, Request, ResultStatusView, ResultView, ServerFrame, StandingView, Welcome,
-    WireError, WireFix, PROTOCOL_VERSION,
+    BackupInfo, ClientFrame, Push, RaceCreate, RaceStateView, RaceStatsView, RaceTick, RaceUpdate,
+    RaceView, RacerView, Reply, Request, ResultStatusView, ResultView, ServerFrame, StandingView,
+    Welcome, WireError, WireFix, PROTOCOL_VERSION,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -144,6 +144,8 @@ fn standing(bib: u32) -> StandingView {
         lon_e7: 152_604_000 - bib as i32 * 13,
         speed_cmps: Some(812),
         eta_ms: Some(2_261_000 + i64::from(bib) * 1_000),
+        checkpoints_passed: 2,
+        last_split_ms: Some(1_796_116_800_000),
     }
 }
 
@@ -158,6 +160,7 @@ fn result_row(bib: u32) -> ResultView {
         avg_speed_kmh: Some(27.4),
         distance_dm: 270_000,
         status: ResultStatusView::Finished,
+        splits_ms: vec![1_200_000, 2_400_000],
     }
 }
 
@@ -304,7 +307,20 @@ fn messages() -> Vec<(&'static str, Frame)> {
         ),
         (
             "reply_results_1000",
-            reply(Reply::Results((1..=1000).map(result_row).collect())),
+            reply(Reply::Results {
+                rows: (1..=1000).map(result_row).collect(),
+                stats: RaceStatsView {
+                    entrants: 1000,
+                    starters: 1000,
+                    finishers: 1000,
+                    dnf: 0,
+                    dns: 0,
+                    winning_time_ms: Some(3_604_200),
+                    median_time_ms: Some(5_700_000),
+                    fastest_avg_speed_kmh: Some(27.4),
+                    total_distance_m: 27_000_000.0,
+                },
+            }),
         ),
         (
             "push_race_update_delta_50",

@@ -8,7 +8,7 @@
 use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
 use crate::actors::race::replay::Replayer;
-use crate::actors::race::results::ResultStatus;
+use crate::actors::race::results::{statistics, ResultStatus};
 use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
 use crate::actors::racer::Fix;
@@ -20,9 +20,9 @@ use crate::geo::Position;
 use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{
-    BackupInfo, CoursePoint, Push, RaceCreate, RaceSnapshot, RaceStateView, RaceTick, RaceUpdate,
-    RaceView, RacerView, Reply, Request, ResultStatusView, ResultView, ServerFrame, StandingView,
-    WireFix,
+    BackupInfo, CheckpointView, CoursePoint, Push, RaceCreate, RaceSnapshot, RaceStateView,
+    RaceStatsView, RaceTick, RaceUpdate, RaceView, RacerView, Reply, Request, ResultStatusView,
+    ResultView, ServerFrame, StandingView, WireFix,
 };
 use crate::time::now_ms;
 use bytes::Bytes;
@@ -39,6 +39,8 @@ pub enum Outcome {
         reply: Reply,
         /// The feed the snapshot continues from.
         seq: u64,
+        /// Ticks a resuming spectator missed, oldest first, to send right after `reply`.
+        missed: Vec<Arc<Published>>,
         /// The race's published ticks.
         updates: UpdatesReceiver,
     },
@@ -88,6 +90,7 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RaceFinish { .. }
         | Request::RaceCancel { .. }
         | Request::RacerRegister { .. }
+        | Request::RaceShare { .. }
         | Request::Backup => role == Role::Admin,
     }
 }
@@ -176,14 +179,20 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
             }
             Err(rejection) => Outcome::Reply(Err(rejection)),
         },
-        Request::RaceSubscribe { race_id, .. } => match subscribe(services, &race_id).await {
-            Ok((snapshot, updates)) => Outcome::Subscribed {
-                seq: snapshot.seq,
-                reply: Reply::Subscribed(snapshot),
-                updates,
-            },
-            Err(rejection) => Outcome::Reply(Err(rejection)),
-        },
+        Request::RaceSubscribe { race_id, since_seq } => {
+            match subscribe(services, &race_id, since_seq).await {
+                Ok((snapshot, missed, updates)) => Outcome::Subscribed {
+                    seq: snapshot.seq,
+                    reply: Reply::Subscribed(snapshot),
+                    missed,
+                    updates,
+                },
+                Err(rejection) => Outcome::Reply(Err(rejection)),
+            }
+        }
+        Request::RaceShare { race_id, ttl_secs } => {
+            race_share(engine, services, &race_id, ttl_secs).into()
+        }
     }
 }
 
@@ -224,6 +233,7 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RaceStandings { race_id }
         | Request::RaceSubscribe { race_id, .. }
         | Request::RaceResults { race_id }
+        | Request::RaceShare { race_id, .. }
         | Request::RaceReplay { race_id, .. } => Some(race_id),
         // A racer's fixes go to the token's own race.
         Request::Fixes { .. } => return Ok(()),
@@ -422,27 +432,38 @@ pub fn race_tick(race_id: &str, update: &TickUpdate, full: bool) -> RaceTick {
 async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejection> {
     let id = RaceId::parse(race_id)?;
     let rows = services.races.results(&id).await?;
-    Ok(Reply::Results(
-        rows.into_iter()
-            .map(|r| ResultView {
-                rank: r.rank,
-                bib: r.bib,
-                name: r.name,
-                team: r.team,
-                time_ms: r.time_ms,
-                avg_speed_kmh: r.avg_speed_kmh,
-                distance_dm: (r.distance_m * 10.0)
-                    .round()
-                    .clamp(0.0, f64::from(u32::MAX)) as u32,
-                status: match r.status {
-                    ResultStatus::Finished => ResultStatusView::Finished,
-                    ResultStatus::Racing => ResultStatusView::Racing,
-                    ResultStatus::Dnf => ResultStatusView::Dnf,
-                    ResultStatus::Dns => ResultStatusView::Dns,
-                },
-            })
-            .collect(),
-    ))
+    let s = statistics(&rows);
+    let stats = RaceStatsView {
+        entrants: s.entrants,
+        starters: s.starters,
+        finishers: s.finishers,
+        dnf: s.dnf,
+        dns: s.dns,
+        winning_time_ms: s.winning_time_ms,
+        median_time_ms: s.median_time_ms,
+        fastest_avg_speed_kmh: s.fastest_avg_speed_kmh,
+        total_distance_m: s.total_distance_m,
+    };
+    let rows = rows
+        .into_iter()
+        .map(|r| ResultView {
+            rank: r.rank,
+            bib: r.bib,
+            name: r.name,
+            team: r.team,
+            time_ms: r.time_ms,
+            avg_speed_kmh: r.avg_speed_kmh,
+            distance_dm: decimetres(r.distance_m),
+            status: match r.status {
+                ResultStatus::Finished => ResultStatusView::Finished,
+                ResultStatus::Racing => ResultStatusView::Racing,
+                ResultStatus::Dnf => ResultStatusView::Dnf,
+                ResultStatus::Dns => ResultStatusView::Dns,
+            },
+            splits_ms: r.splits_ms,
+        })
+        .collect();
+    Ok(Reply::Results { rows, stats })
 }
 
 /// The wire view of a standings row.
@@ -450,9 +471,7 @@ fn standing_view(s: &Standing) -> StandingView {
     StandingView {
         bib: s.bib,
         rank: s.rank,
-        progress_dm: (s.progress_m * 10.0)
-            .round()
-            .clamp(0.0, f64::from(u32::MAX)) as u32,
+        progress_dm: decimetres(s.progress_m),
         gap_ms: s.gap_ms,
         finished_at_ms: s.finished_at_ms,
         off_course: s.off_course,
@@ -463,16 +482,69 @@ fn standing_view(s: &Standing) -> StandingView {
             .speed_mps
             .map(|v| (v * 100.0).round().clamp(0.0, f64::from(u32::MAX)) as u32),
         eta_ms: s.live.eta_ms,
+        checkpoints_passed: s.checkpoints_passed,
+        last_split_ms: s.last_split_ms,
     }
+}
+
+/// Metres as the wire's whole decimetres, saturating (distances are never negative).
+fn decimetres(metres: f64) -> u32 {
+    (metres * 10.0).round().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// A public spectator token for one existing race: what a share link carries.
+fn race_share(
+    engine: &Engine,
+    services: &Services,
+    race_id: &str,
+    ttl_secs: u64,
+) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    services.races.get(&id)?;
+    let max = engine.config.auth.max_ttl_secs;
+    if ttl_secs == 0 || ttl_secs > max {
+        return Err(Rejection::new(
+            ErrorCode::InvalidArgument,
+            format!("ttl_secs must be between 1 and {max} (auth.max_ttl_secs), got {ttl_secs}"),
+        ));
+    }
+    let claims = crate::auth::claims_for(
+        Role::Spectator,
+        &format!("share-{}", id.as_str()),
+        Some(id.as_str()),
+        now_ms() / 1000,
+        ttl_secs,
+    );
+    let token = engine
+        .keys
+        .issue(&claims)
+        .map_err(|e| Rejection::internal(format!("cannot sign a share token: {e}")))?;
+    Ok(Reply::Shared {
+        race_id: id.as_str().to_owned(),
+        token,
+        expires_at_ms: claims.expires_at_ms(),
+    })
 }
 
 async fn subscribe(
     services: &Services,
     race_id: &str,
-) -> Result<(RaceSnapshot, UpdatesReceiver), Rejection> {
+    since_seq: Option<u64>,
+) -> Result<(RaceSnapshot, Vec<Arc<Published>>, UpdatesReceiver), Rejection> {
     let id = RaceId::parse(race_id)?;
-    let sub = services.races.subscribe(&id).await?;
+    let sub = services.races.subscribe(&id, since_seq).await?;
     let snapshot = RaceSnapshot {
+        resumed: sub.missed.is_some(),
+        checkpoints: sub
+            .checkpoints
+            .iter()
+            .map(|c| CheckpointView {
+                name: c.name.clone(),
+                lat_e7: c.position.lat_e7,
+                lon_e7: c.position.lon_e7,
+                distance_dm: decimetres(c.distance_m),
+            })
+            .collect(),
         race: race_view(&sub.summary),
         course: sub
             .course
@@ -497,7 +569,7 @@ async fn subscribe(
         seq: sub.seq,
         spectators: sub.spectators,
     };
-    Ok((snapshot, sub.updates))
+    Ok((snapshot, sub.missed.unwrap_or_default(), sub.updates))
 }
 
 /// Encodes spectator ticks once per wire encoding, as delta and as full table; the race

@@ -80,6 +80,8 @@ pub struct WsConfig {
     pub token_expiry_grace_ms: u64,
     /// A peer that does not accept our bytes for this long is disconnected.
     pub write_timeout_ms: u64,
+    /// A spectator whose every update was skipped for this long is closed (4008).
+    pub slow_consumer_close_ms: u64,
 }
 
 /// `[auth]`: where the signing secret lives and how tokens are checked.
@@ -134,6 +136,8 @@ pub struct RaceConfig {
     pub max_racers: usize,
     /// Milliseconds between spectator updates.
     pub tick_ms: u64,
+    /// Bytes of recent updates kept per watched race for reconnecting spectators.
+    pub resume_buffer_bytes: usize,
 }
 
 /// `[tracking]`: rules for GPS fixes.
@@ -238,6 +242,14 @@ impl Config {
             }
             Ok(())
         }
+        fn at_most(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
+            if value > max {
+                return Err(ConfigError(format!(
+                    "{key} must be at most {max}, got {value}"
+                )));
+            }
+            Ok(())
+        }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError(format!(
                 "server.listen must be ip:port such as 127.0.0.1:7400, got `{}`",
@@ -270,6 +282,7 @@ impl Config {
         at_least("ws.rate_limit_burst", ws.rate_limit_burst.into(), 1)?;
         at_least("ws.flood_close_after", ws.flood_close_after.into(), 1)?;
         at_least("ws.write_timeout_ms", ws.write_timeout_ms, 1)?;
+        at_least("ws.slow_consumer_close_ms", ws.slow_consumer_close_ms, 1)?;
         if ws.admin_max_message_bytes > crate::net::codec::MAX_DECODE_BYTES {
             return Err(ConfigError(format!(
                 "ws.admin_max_message_bytes must be at most {}, got {}",
@@ -303,6 +316,11 @@ impl Config {
         )?;
         at_least("race.max_racers", self.race.max_racers as u64, 1)?;
         at_least("race.tick_ms", self.race.tick_ms, 10)?;
+        at_most(
+            "race.resume_buffer_bytes",
+            self.race.resume_buffer_bytes as u64,
+            256 * 1024 * 1024,
+        )?;
         let t = &self.tracking;
         for (key, value) in [
             ("tracking.max_accuracy_m", t.max_accuracy_m),

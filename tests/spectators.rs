@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpx, live_race, token, TestServer};
+use common::{gpx, live_race, live_race_on, token, TestServer};
 use futures_util::SinkExt;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
@@ -189,4 +189,331 @@ fn sorted_by_bib(rows: &[StandingView]) -> Vec<StandingView> {
     let mut rows = rows.to_vec();
     rows.sort_by_key(|s| s.bib);
     rows
+}
+
+/// A ride's course with `per_leg` points on every leg, as GPX.
+fn dense_gpx(ride: &str, per_leg: usize) -> String {
+    let course = Course::from_gpx(gpx(ride).as_bytes(), 200_000).unwrap();
+    let mut out = String::from(
+        "<?xml version=\"1.0\"?>\n<gpx version=\"1.1\" creator=\"test\" \
+         xmlns=\"http://www.topografix.com/GPX/1/1\"><trk><trkseg>\n",
+    );
+    for leg in course.points.windows(2) {
+        for k in 0..per_leg {
+            let t = k as f64 / per_leg as f64;
+            let lat = leg[0].lat() + (leg[1].lat() - leg[0].lat()) * t;
+            let lon = leg[0].lon() + (leg[1].lon() - leg[0].lon()) * t;
+            out.push_str(&format!("<trkpt lat=\"{lat:.7}\" lon=\"{lon:.7}\"/>\n"));
+        }
+    }
+    if let Some(last) = course.points.last() {
+        out.push_str(&format!(
+            "<trkpt lat=\"{:.7}\" lon=\"{:.7}\"/>\n",
+            last.lat(),
+            last.lon()
+        ));
+    }
+    out.push_str("</trkseg></trk></gpx>\n");
+    out
+}
+
+/// Sends one batch of fixes for each phone, racer `i` `100·i` metres ahead.
+async fn ride_step(phones: &mut [Client], index: &CourseIndex, step: usize) {
+    let (from, to) = (step as f64 * 100.0, (step + 1) as f64 * 100.0);
+    for (i, phone) in phones.iter_mut().enumerate() {
+        phone
+            .request(Request::Fixes {
+                fixes: fixes(index, 100.0 * i as f64, from, to),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn phones(server: &TestServer, race_id: &str, n: u32) -> Vec<Client> {
+    let mut out = Vec::new();
+    for bib in 1..=n {
+        let t = token(
+            &server.keys,
+            Role::Racer,
+            &bib.to_string(),
+            Some(race_id),
+            600,
+        );
+        out.push(
+            Client::connect(&server.url, &t, Codec::Binary)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn server_standings(admin: &mut Client, race_id: &str) -> Vec<StandingView> {
+    let Reply::Standings(rows) = admin
+        .request(Request::RaceStandings {
+            race_id: race_id.into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("standings")
+    };
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_spectator_gets_exactly_the_updates_it_missed_or_a_snapshot() {
+    let server = TestServer::start_with(|c| c.race.tick_ms = 20).await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let race_id = live_race(&mut admin, RIDE, T0, 3).await;
+    let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::new(&course);
+    let mut riders = phones(&server, &race_id, 3).await;
+    let spectator = token(&server.keys, Role::Spectator, "fan", Some(&race_id), 600);
+
+    // First visit: a snapshot, then live updates into a local table.
+    let mut fan = Client::connect(&server.url, &spectator, Codec::Json)
+        .await
+        .unwrap();
+    let Reply::Subscribed(first) = fan
+        .request(Request::RaceSubscribe {
+            race_id: race_id.clone(),
+            since_seq: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("subscribed")
+    };
+    assert!(!first.resumed && first.course.len() > 100);
+    let mut table: BTreeMap<u32, StandingView> =
+        first.standings.into_iter().map(|s| (s.bib, s)).collect();
+    let mut seq = first.seq;
+    ride_step(&mut riders, &index, 0).await;
+    while let Ok(Push::RaceUpdate(update)) = fan.next_push(Duration::from_millis(300)).await {
+        seq = update.seq;
+        apply(&mut table, update.full, update.standings);
+    }
+    fan.close().await;
+
+    // While it is away the race moves on.
+    for step in 1..4 {
+        ride_step(&mut riders, &index, step).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let expected = server_standings(&mut admin, &race_id).await;
+
+    // Back with the last sequence number it saw: no course, no table, just what it missed,
+    // in order, as deltas.
+    let mut fan = Client::connect(&server.url, &spectator, Codec::Json)
+        .await
+        .unwrap();
+    let Reply::Subscribed(back) = fan
+        .request(Request::RaceSubscribe {
+            race_id: race_id.clone(),
+            since_seq: Some(seq),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("subscribed")
+    };
+    assert!(back.resumed, "the race still holds what it missed");
+    assert!(back.course.is_empty() && back.standings.is_empty());
+    assert!(back.seq > seq, "it missed something");
+    while seq < back.seq {
+        let Push::RaceUpdate(update) = fan.next_push(Duration::from_secs(5)).await.unwrap() else {
+            panic!("expected a race update")
+        };
+        assert_eq!(
+            update.seq,
+            seq + 1,
+            "missed updates come in order, none skipped"
+        );
+        assert!(!update.full);
+        seq = update.seq;
+        apply(&mut table, update.full, update.standings);
+    }
+    assert_eq!(
+        table.values().copied().collect::<Vec<_>>(),
+        sorted_by_bib(&expected),
+        "the missed deltas bring the old table up to date"
+    );
+    fan.close().await;
+
+    // A sequence number the race no longer holds (or never issued) gets a full snapshot.
+    for stale in [1, u64::MAX] {
+        let mut late = Client::connect(&server.url, &spectator, Codec::Binary)
+            .await
+            .unwrap();
+        let Reply::Subscribed(snapshot) = late
+            .request(Request::RaceSubscribe {
+                race_id: race_id.clone(),
+                since_seq: Some(stale),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("subscribed")
+        };
+        assert!(!snapshot.resumed && snapshot.course.len() > 100);
+        assert_eq!(sorted_by_bib(&snapshot.standings), sorted_by_bib(&expected));
+        late.close().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_token_watches_its_race_only_and_only_an_admin_mints_one() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let race_id = live_race(&mut admin, RIDE, T0, 2).await;
+    let other = live_race(&mut admin, RIDE, T0, 1).await;
+    let Reply::Shared {
+        race_id: shared,
+        token: share,
+        expires_at_ms,
+    } = admin
+        .request(Request::RaceShare {
+            race_id: race_id.clone(),
+            ttl_secs: 6 * 3600,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("shared")
+    };
+    assert_eq!(shared, race_id);
+    let in_six_hours = peloton::time::now_ms() + 6 * 3_600_000;
+    assert!((expires_at_ms - in_six_hours).abs() < 60_000);
+
+    let mut viewer = Client::connect(&server.url, &share, Codec::Json)
+        .await
+        .unwrap();
+    let Reply::Subscribed(snapshot) = viewer
+        .request(Request::RaceSubscribe {
+            race_id: race_id.clone(),
+            since_seq: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("subscribed")
+    };
+    assert_eq!(snapshot.racers.len(), 2);
+    let refused = |r: Result<Reply, peloton::net::client::ClientError>, code: &str| match r {
+        Err(peloton::net::client::ClientError::Server(e)) => assert_eq!(e.code.as_str(), code),
+        other => panic!("expected {code}, got {other:?}"),
+    };
+    refused(
+        viewer
+            .request(Request::RaceStandings {
+                race_id: other.clone(),
+            })
+            .await,
+        "forbidden",
+    );
+    refused(
+        viewer
+            .request(Request::RaceShare {
+                race_id: race_id.clone(),
+                ttl_secs: 60,
+            })
+            .await,
+        "forbidden",
+    );
+    refused(
+        admin
+            .request(Request::RaceShare {
+                race_id: race_id.clone(),
+                ttl_secs: 0,
+            })
+            .await,
+        "invalid_argument",
+    );
+    refused(
+        admin
+            .request(Request::RaceShare {
+                race_id: "no-such-race".into(),
+                ttl_secs: 60,
+            })
+            .await,
+        "not_found",
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_too_slow_for_too_long_is_closed_with_4008() {
+    let server = TestServer::start_with(|c| {
+        c.race.tick_ms = 20;
+        c.ws.slow_consumer_close_ms = 300;
+        c.ws.write_timeout_ms = 60_000;
+        c.ws.max_write_buffer_bytes = 64 << 20;
+    })
+    .await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    // The ride with 150 points per leg: a JSON snapshot of about 6 MB, more than the
+    // kernel's socket buffers hold (4 MB at most here), so the server's writes to a
+    // spectator that does not read really stall.
+    let dense = dense_gpx(RIDE, 150);
+    let racers = 4;
+    let race_id = live_race_on(&mut admin, "Dense", dense.clone(), T0, racers).await;
+    let course = Course::from_gpx(dense.as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::new(&course);
+    let mut riders = phones(&server, &race_id, racers).await;
+
+    // A JSON spectator on a socket with a small receive buffer that never reads its
+    // snapshot: the server's writes stall, so every update must be skipped.
+    let addr = server.url.trim_start_matches("ws://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}/ws", server.url).into_client_request().unwrap();
+        let bearer = format!("Bearer {}", server.token(Role::Spectator, "slow"));
+        request
+            .headers_mut()
+            .insert("Authorization", bearer.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "peloton.v1.json".parse().unwrap());
+        request
+    };
+    let (mut slow, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let subscribe = Codec::Json
+        .encode_client(&peloton::net::protocol::ClientFrame {
+            id: 1,
+            request: Request::RaceSubscribe {
+                race_id: race_id.clone(),
+                since_seq: None,
+            },
+        })
+        .unwrap();
+    slow.send(subscribe).await.unwrap();
+
+    // Keep the race busy for a while without reading.
+    for step in 0..30 {
+        ride_step(&mut riders, &index, step).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Now read: whatever was buffered, then the close frame.
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, slow.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
+                break u16::from(frame.code)
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4008, "too slow for too long");
+    server.stop().await;
 }

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{gpx, keys_for, live_race, token, ChildServer, TestServer};
+use common::{
+    gpx, gpx_with_checkpoints, keys_for, live_race, live_race_on, token, ChildServer, TestServer,
+};
 use peloton::actors::events::DomainEvent;
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex, Position};
@@ -113,7 +115,16 @@ fn course() -> Course {
 async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_nothing() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    let race = live_race(&mut admin, RIDE, T0, 3).await;
+    // Checkpoints a third and two thirds of the way: the ride is out and back, so the second
+    // lies on the way back, near the first one's place on the way out.
+    let race = live_race_on(
+        &mut admin,
+        "Checkpointed",
+        gpx_with_checkpoints(RIDE, &[1.0 / 3.0, 2.0 / 3.0]),
+        T0,
+        3,
+    )
+    .await;
     let mut events = server
         .server
         .as_ref()
@@ -143,6 +154,15 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
     }
     let mid = standings(&mut admin, &race).await;
     assert_eq!(mid.iter().map(|s| s.bib).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        mid[0].checkpoints_passed, 1,
+        "half way: past the first checkpoint"
+    );
+    let cp1 = T0 + (course.length_m / 3.0 / 8.0 * 1000.0) as i64;
+    assert!(
+        (mid[0].last_split_ms.unwrap() - cp1).abs() < 5_000,
+        "{mid:?} vs {cp1}"
+    );
 
     // A GPS spike 5 km away moves nobody.
     let last = rides[1][half - 1];
@@ -194,7 +214,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         Ok(DomainEvent::RaceFinished { race: id, .. }) => assert_eq!(id.as_str(), race),
         other => panic!("expected RaceFinished, got {other:?}"),
     }
-    let Reply::Results(results) = admin
+    let Reply::Results { rows: results, .. } = admin
         .request(Request::RaceResults {
             race_id: race.clone(),
         })
@@ -221,6 +241,19 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         "{time_s} vs {expected_s}"
     );
     assert!((results[0].avg_speed_kmh.unwrap() - 28.8).abs() < 0.5);
+    // Splits are interpolated at each checkpoint and count from the gun.
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.splits_ms.len(), 2, "{r:?}");
+        for (k, split) in r.splits_ms.iter().enumerate() {
+            let expected =
+                course.length_m * (k + 1) as f64 / 3.0 / 8.0 * 1000.0 + 60_000.0 * i as f64;
+            assert!(
+                (*split as f64 - expected).abs() < 5_000.0,
+                "racer {} split {k}: {split} vs {expected}",
+                r.bib
+            );
+        }
+    }
     // A replay from the stored fixes ends where the race ended.
     let mut viewer = server.client(Role::Spectator, Codec::Binary).await;
     let Reply::ReplayStarted { from_ms, to_ms } = viewer
@@ -431,7 +464,7 @@ async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
         RaceStateView::Finished,
         "the cut-off finished the race"
     );
-    let Reply::Results(results) = admin
+    let Reply::Results { rows: results, .. } = admin
         .request(Request::RaceResults {
             race_id: r.id.clone(),
         })

@@ -23,7 +23,7 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
             let mut client = connect(&args.server, args.token.as_deref()).await?;
             let reply = client.request(Request::RaceResults { race_id: id }).await?;
             client.close().await;
-            let Reply::Results(rows) = reply else {
+            let Reply::Results { rows, stats } = reply else {
                 return Err(CliError::Failed(format!(
                     "unexpected reply {}",
                     reply.type_name()
@@ -34,14 +34,21 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
             } else {
                 format
             };
-            output::results(&rows, format)
+            output::results(&rows, &stats, format)
         }
         AdminCommand::Race(race) => {
             let request = race_request(race)?;
             let mut client = connect(&args.server, args.token.as_deref()).await?;
             let reply = client.request(request).await?;
             client.close().await;
-            print_reply(reply, args.json)
+            match reply {
+                Reply::Shared {
+                    race_id,
+                    token,
+                    expires_at_ms,
+                } => print_share(&args.server, &race_id, &token, expires_at_ms, args.json),
+                other => print_reply(other, args.json),
+            }
         }
         AdminCommand::Backup { out } => {
             let mut client = connect(&args.server, args.token.as_deref()).await?;
@@ -195,6 +202,12 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::Start { id } => Request::RaceStart { id },
         RaceCommand::Finish { id } => Request::RaceFinish { id },
         RaceCommand::Cancel { id, reason } => Request::RaceCancel { id, reason },
+        RaceCommand::Share { id, expires } => Request::RaceShare {
+            race_id: id,
+            ttl_secs: parse_duration(&expires)
+                .map_err(|e| CliError::Usage(format!("--expires: {e}")))?
+                .as_secs(),
+        },
     })
 }
 
@@ -228,6 +241,43 @@ fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
             other.type_name()
         ))),
     }
+}
+
+/// The share link: the server's own web page for the race, with the token in the fragment so
+/// it never reaches server or proxy logs (the page reads it and passes it to the socket).
+fn print_share(
+    server: &str,
+    race_id: &str,
+    token: &str,
+    expires_at_ms: i64,
+    json: bool,
+) -> Result<(), CliError> {
+    let url = format!("{}/?race={race_id}#token={token}", web_origin(server));
+    if json {
+        return output::json(&serde_json::json!({
+            "race_id": race_id,
+            "url": url,
+            "token": token,
+            "expires_at_ms": expires_at_ms,
+        }));
+    }
+    println!("{url}");
+    eprintln!(
+        "a read-only link to race {race_id}, valid until {}",
+        crate::time::format_rfc3339(expires_at_ms)
+    );
+    Ok(())
+}
+
+/// `ws://host:port/ws` → `http://host:port`: where the server's web page lives.
+fn web_origin(server: &str) -> String {
+    let (scheme, rest) = match server.split_once("://") {
+        Some(("wss", rest)) => ("https", rest),
+        Some((_, rest)) => ("http", rest),
+        None => ("http", server),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
 }
 
 fn print_race(race: &RaceView, json: bool) -> Result<(), CliError> {

@@ -178,6 +178,14 @@ pub enum RaceCommand {
         /// Race id.
         id: String,
     },
+    /// A public, read-only link to watch a race: mints a spectator token for this race only.
+    Share {
+        /// Race id.
+        id: String,
+        /// How long the link works, e.g. 6h, 2d (at most auth.max_ttl_secs).
+        #[arg(long, default_value = "6h")]
+        expires: String,
+    },
     /// Register and list racers.
     #[command(subcommand)]
     Racers(RacersCommand),

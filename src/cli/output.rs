@@ -2,7 +2,9 @@
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
 use super::args::ResultsFormat;
-use crate::net::protocol::{RaceView, RacerView, ResultStatusView, ResultView, StandingView};
+use crate::net::protocol::{
+    RaceStatsView, RaceView, RacerView, ResultStatusView, ResultView, StandingView,
+};
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
@@ -51,8 +53,17 @@ pub fn racers(racers: &[RacerView]) {
 }
 
 /// Results in the chosen format; JSON rows carry `time_s` (seconds, null unless finished).
-pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::CliError> {
+///
+/// JSON is the array of rows (what scripts consume); the table ends with the race's
+/// statistics. Splits are seconds from the gun at each checkpoint.
+pub fn results(
+    rows: &[ResultView],
+    stats: &RaceStatsView,
+    format: ResultsFormat,
+) -> Result<(), super::CliError> {
     let time_s = |r: &ResultView| r.time_ms.map(|t| t as f64 / 1000.0);
+    let splits_s =
+        |r: &ResultView| -> Vec<f64> { r.splits_ms.iter().map(|t| *t as f64 / 1000.0).collect() };
     let status = |r: &ResultView| match r.status {
         ResultStatusView::Finished => "finished",
         ResultStatusView::Racing => "racing",
@@ -72,6 +83,7 @@ pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::
                         "time_s": time_s(r),
                         "avg_speed_kmh": r.avg_speed_kmh,
                         "distance_km": f64::from(r.distance_dm) / 10_000.0,
+                        "splits_s": splits_s(r),
                         "status": status(r),
                     })
                 })
@@ -89,6 +101,7 @@ pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::
                 "time_s",
                 "avg_speed_kmh",
                 "distance_km",
+                "splits_s",
             ])
             .map_err(fail)?;
             for r in rows {
@@ -103,6 +116,11 @@ pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::
                         .map(|v| format!("{v:.2}"))
                         .unwrap_or_default(),
                     format!("{:.3}", f64::from(r.distance_dm) / 10_000.0),
+                    splits_s(r)
+                        .iter()
+                        .map(|t| format!("{t:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(";"),
                 ])
                 .map_err(fail)?;
             }
@@ -113,16 +131,16 @@ pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED);
             table.set_header([
-                "rank", "bib", "name", "team", "status", "time", "km/h", "km",
+                "rank", "bib", "name", "team", "status", "time", "km/h", "km", "splits",
             ]);
             for r in rows {
-                let time = r.time_ms.map_or_else(
-                    || "-".into(),
-                    |t| {
-                        let s = t / 1000;
-                        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-                    },
-                );
+                let time = r.time_ms.map_or_else(|| "-".into(), clock);
+                let splits = r
+                    .splits_ms
+                    .iter()
+                    .map(|t| clock(*t))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 table.add_row([
                     r.rank.to_string(),
                     r.bib.to_string(),
@@ -133,12 +151,35 @@ pub fn results(rows: &[ResultView], format: ResultsFormat) -> Result<(), super::
                     r.avg_speed_kmh
                         .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
                     format!("{:.2}", f64::from(r.distance_dm) / 10_000.0),
+                    splits,
                 ]);
             }
             println!("{table}");
+            let opt_clock = |t: Option<i64>| t.map_or_else(|| "-".into(), clock);
+            println!(
+                "{} entrants, {} started, {} finished, {} DNF, {} DNS; winner {}, median {}, \
+                 fastest {} km/h, {:.1} km ridden in all",
+                stats.entrants,
+                stats.starters,
+                stats.finishers,
+                stats.dnf,
+                stats.dns,
+                opt_clock(stats.winning_time_ms),
+                opt_clock(stats.median_time_ms),
+                stats
+                    .fastest_avg_speed_kmh
+                    .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+                stats.total_distance_m / 1000.0
+            );
             Ok(())
         }
     }
+}
+
+/// A duration in ms as h:mm:ss.
+fn clock(ms: i64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// Standings as a table.

@@ -742,6 +742,7 @@ mod tests {
         let empty = CourseIndex::new(&Course {
             points: vec![],
             length_m: 0.0,
+            checkpoints: vec![],
         });
         assert_eq!(empty.project(fix, None, window(1.0, 1.0)), None);
         assert_eq!(
@@ -754,12 +755,14 @@ mod tests {
         let single = CourseIndex::new(&Course {
             points: vec![fix],
             length_m: 0.0,
+            checkpoints: vec![],
         });
         assert_eq!(single.project(fix, Some(0.0), window(1.0, 1.0)), None);
         assert_eq!(single.position_at(5.0), fix);
         let stacked = CourseIndex::new(&Course {
             points: vec![fix, fix],
             length_m: 0.0,
+            checkpoints: vec![],
         });
         assert_eq!(stacked.project(fix, None, window(1.0, 1.0)), None);
         // Silly windows and progress are tolerated on a real course.

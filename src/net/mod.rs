@@ -35,4 +35,8 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server failed unexpectedly.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// A spectator read so slowly that every race update was skipped for
+    /// `ws.slow_consumer_close_ms`: it was seeing nothing live. (Private-use range; 4000 +
+    /// the nearest standard code, 1008.)
+    pub const TOO_SLOW: u16 = 4008;
 }

@@ -117,6 +117,14 @@ pub enum Request {
         /// Race seconds per wall-clock second, 0.1..=10000.
         speed: f64,
     },
+    /// Mint a public, read-only spectator token for one race, for a share link; answered with
+    /// [`Reply::Shared`]. Admin only.
+    RaceShare {
+        /// Race id (must exist).
+        race_id: String,
+        /// Lifetime in seconds, 1..=`auth.max_ttl_secs`.
+        ttl_secs: u64,
+    },
 }
 
 /// How a racer's race ended (or stands).
@@ -152,6 +160,44 @@ pub struct ResultView {
     pub distance_dm: u32,
     /// How it ended.
     pub status: ResultStatusView,
+    /// Time from the race's start time at each checkpoint passed, ms, in course order.
+    pub splits_ms: Vec<i64>,
+}
+
+/// Figures about a whole race.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceStatsView {
+    /// Registered racers.
+    pub entrants: u32,
+    /// Racers with at least one accepted fix.
+    pub starters: u32,
+    /// Racers who crossed the finish line.
+    pub finishers: u32,
+    /// Started but did not finish.
+    pub dnf: u32,
+    /// Did not start.
+    pub dns: u32,
+    /// The winner's time, ms.
+    pub winning_time_ms: Option<i64>,
+    /// The median finisher's time, ms.
+    pub median_time_ms: Option<i64>,
+    /// Best average speed of a finisher, km/h.
+    pub fastest_avg_speed_kmh: Option<f64>,
+    /// Distance covered by all racers together, metres.
+    pub total_distance_m: f64,
+}
+
+/// A timing point along the course.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointView {
+    /// Its name.
+    pub name: String,
+    /// Latitude × 1e7 (on the course line).
+    pub lat_e7: i32,
+    /// Longitude × 1e7.
+    pub lon_e7: i32,
+    /// Distance from the start along the course, decimetres.
+    pub distance_dm: u32,
 }
 
 /// A course point, in 1e-7 degrees.
@@ -168,16 +214,22 @@ pub struct CoursePoint {
 pub struct RaceSnapshot {
     /// The race.
     pub race: RaceView,
-    /// The course in order.
+    /// The course in order (empty when `resumed`).
     pub course: Vec<CoursePoint>,
+    /// Timing points along the course, in order (empty when `resumed`).
+    pub checkpoints: Vec<CheckpointView>,
     /// The start list (no emails).
     pub racers: Vec<RacerView>,
-    /// Standings now, leader first.
+    /// Standings now, leader first (empty when `resumed`).
     pub standings: Vec<StandingView>,
     /// Updates continue from this sequence number.
     pub seq: u64,
     /// Spectators watching, this one included.
     pub spectators: u32,
+    /// True: the subscription asked with `since_seq` and the server still had every update
+    /// after it, so this reply carries no course or standings and the missed updates follow
+    /// as [`Push::RaceUpdate`]s, then the live ones. False: a full snapshot; drop local state.
+    pub resumed: bool,
 }
 
 /// A tick of a watched race.
@@ -236,11 +288,15 @@ pub struct StandingView {
     pub speed_cmps: Option<u32>,
     /// Estimated time to the finish at that pace, ms.
     pub eta_ms: Option<i64>,
+    /// Checkpoints passed so far.
+    pub checkpoints_passed: u16,
+    /// When the last checkpoint was passed, ms since the epoch.
+    pub last_split_ms: Option<i64>,
 }
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 17] = [
+    pub const TYPES: [&'static str; 18] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -258,6 +314,7 @@ impl Request {
         "race_subscribe",
         "race_results",
         "race_replay",
+        "race_share",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -280,6 +337,7 @@ impl Request {
             Request::RaceSubscribe { .. } => 14,
             Request::RaceResults { .. } => 15,
             Request::RaceReplay { .. } => 16,
+            Request::RaceShare { .. } => 17,
         }]
     }
 }
@@ -399,13 +457,27 @@ pub enum Reply {
     /// Answer to race_subscribe.
     Subscribed(RaceSnapshot),
     /// Answer to race_results.
-    Results(Vec<ResultView>),
+    Results {
+        /// Finishers by time, then the rest by distance, then DNS.
+        rows: Vec<ResultView>,
+        /// The race as a whole.
+        stats: RaceStatsView,
+    },
     /// Answer to race_replay: the race time the replay covers.
     ReplayStarted {
         /// Time of the first stored fix (none: nothing to replay).
         from_ms: Option<i64>,
         /// Time of the last stored fix.
         to_ms: Option<i64>,
+    },
+    /// Answer to race_share: a spectator token scoped to the race.
+    Shared {
+        /// The race.
+        race_id: String,
+        /// The token (HS256 JWT, role spectator, this race only).
+        token: String,
+        /// Its expiry, ms since the epoch.
+        expires_at_ms: i64,
     },
 }
 
@@ -423,8 +495,9 @@ impl Reply {
             Reply::FixesAck { .. } => "fixes_ack",
             Reply::Standings(_) => "standings",
             Reply::Subscribed(_) => "subscribed",
-            Reply::Results(_) => "results",
+            Reply::Results { .. } => "results",
             Reply::ReplayStarted { .. } => "replay_started",
+            Reply::Shared { .. } => "shared",
         }
     }
 }

@@ -11,6 +11,7 @@ use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::TokenBucket;
 use crate::actors::race::actor::UpdatesReceiver;
+use crate::actors::race::feed::Frames;
 use crate::actors::race::replay::Replayer;
 use crate::api::{self, Outcome};
 use crate::auth::Claims;
@@ -21,6 +22,7 @@ use crate::time::now_ms;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -34,16 +36,28 @@ use tokio_tungstenite::WebSocketStream;
 /// numbers (up to 4 characters a byte) a chunk stays far below `ws.max_write_buffer_bytes`.
 const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Race updates one socket may have queued or unflushed at once: one being written, one
+/// waiting. More would only be a backlog of stale standings; instead the next update is
+/// skipped and the one after goes out as the full table.
+const MAX_UPDATES_IN_FLIGHT: usize = 2;
+
 /// What the writer task sends.
 enum Outbound {
     /// A data frame.
     Frame(Message),
+    /// A race update: a data frame counted in [`UpdatesInFlight`] until flushed.
+    Update(Message),
     /// The last frame: close with this code and reason.
     Close(u16, String),
 }
 
 /// Why the reader stopped, when the server is the one closing.
 type CloseReason = (u16, String);
+
+/// Race updates queued or written but not yet flushed to the socket: shared by the reader,
+/// which skips updates while it is at [`MAX_UPDATES_IN_FLIGHT`], and the writer, which
+/// counts them down after each flush.
+type UpdatesInFlight = Arc<AtomicUsize>;
 
 /// The reader side's state.
 struct Session {
@@ -63,6 +77,10 @@ struct Session {
     watching: Option<Watching>,
     /// A replay being played to this socket; aborted when the session ends or replaced.
     replay: Option<tokio::task::JoinHandle<()>>,
+    /// Race updates not yet flushed.
+    in_flight: UpdatesInFlight,
+    /// How long updates may all be skipped before the socket is closed as too slow.
+    slow_close_after: Duration,
 }
 
 impl Drop for Session {
@@ -79,6 +97,8 @@ struct Watching {
     updates: UpdatesReceiver,
     /// Sequence number of the last tick sent to this socket.
     last_seq: u64,
+    /// Since when every tick has been skipped (none: the last one went out).
+    skipping_since: Option<Instant>,
 }
 
 /// Runs a session until the client leaves, a violation closes it, or shutdown begins.
@@ -92,7 +112,8 @@ where
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
     let write_timeout = Duration::from_millis(ws_config.write_timeout_ms);
-    let mut writer = tokio::spawn(write_loop(sink, queue, write_timeout));
+    let in_flight = UpdatesInFlight::default();
+    let mut writer = tokio::spawn(write_loop(sink, queue, write_timeout, in_flight.clone()));
     let mut writer_done = false;
     let mut session = Session {
         codec,
@@ -106,6 +127,8 @@ where
         engine: engine.clone(),
         watching: None,
         replay: None,
+        in_flight,
+        slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
         claims,
     };
     let welcome = Welcome {
@@ -139,7 +162,11 @@ where
                 break Some((close_code::POLICY_VIOLATION, "token expired".into()));
             }
             changed = next_tick(&mut session.watching) => match changed {
-                Ok(()) => session.forward_tick(),
+                Ok(()) => {
+                    if let Some(close) = session.forward_tick() {
+                        break Some(close);
+                    }
+                }
                 // The race actor is gone (restarting); the client subscribes again.
                 Err(_) => session.watching = None,
             },
@@ -229,6 +256,21 @@ fn encoded(codec: Codec, frame: &ServerFrame) -> Option<Outbound> {
     }
 }
 
+/// A published update as this socket's kind of frame (`None`, logged, if the JSON bytes are
+/// not UTF-8, which the encoder never produces).
+fn update_message(codec: Codec, frames: &Frames) -> Option<Message> {
+    match codec {
+        Codec::Binary => Some(Message::Binary(frames.binary.clone())),
+        Codec::Json => match Utf8Bytes::try_from(frames.json.clone()) {
+            Ok(text) => Some(Message::Text(text)),
+            Err(e) => {
+                tracing::error!("a JSON race update is not UTF-8: {e}");
+                None
+            }
+        },
+    }
+}
+
 /// Resolves when the watched race publishes a new tick; never, when nothing is watched.
 async fn next_tick(
     watching: &mut Option<Watching>,
@@ -254,37 +296,46 @@ fn close_for(error: &WsError) -> Option<CloseReason> {
 
 impl Session {
     /// Queues the latest tick without waiting: the delta when this socket has every tick
-    /// before it, else the full table. A full queue skips the tick; the next one then goes
-    /// out as a full table, so a slow reader gets the latest state, never a backlog.
-    fn forward_tick(&mut self) {
-        let Some(watching) = &mut self.watching else {
-            return;
-        };
-        let Some(latest) = watching.updates.borrow_and_update().clone() else {
-            return;
-        };
+    /// before it, else the full table. While [`MAX_UPDATES_IN_FLIGHT`] earlier updates are
+    /// still unflushed the tick is skipped; the next one then goes out as a full table, so a
+    /// slow reader gets the latest state, never a backlog. A socket that has skipped every
+    /// tick for `slow_close_after` gets a close reason.
+    fn forward_tick(&mut self) -> Option<CloseReason> {
+        let watching = self.watching.as_mut()?;
+        let latest = watching.updates.borrow_and_update().clone()?;
         if latest.seq <= watching.last_seq {
-            return;
+            return None;
+        }
+        if self.in_flight.load(Ordering::Acquire) >= MAX_UPDATES_IN_FLIGHT {
+            metrics::counter!(m::SKIPPED_UPDATES).increment(1);
+            let since = *watching.skipping_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.slow_close_after {
+                return Some((
+                    close_code::TOO_SLOW,
+                    "too slow: race updates were skipped for too long".into(),
+                ));
+            }
+            return None;
         }
         let frames = if latest.seq == watching.last_seq + 1 {
             &latest.delta
         } else {
             &latest.full
         };
-        let message = match self.codec {
-            Codec::Binary => Message::Binary(frames.binary.clone()),
-            Codec::Json => match Utf8Bytes::try_from(frames.json.clone()) {
-                Ok(text) => Message::Text(text),
-                Err(_) => return,
-            },
-        };
-        match self.out.try_send(Outbound::Frame(message)) {
+        let message = update_message(self.codec, frames)?;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        match self.out.try_send(Outbound::Update(message)) {
             Ok(()) => {
                 watching.last_seq = latest.seq;
+                watching.skipping_since = None;
                 metrics::counter!(m::MESSAGES_OUT, "type" => "race_update").increment(1);
             }
-            Err(_) => metrics::counter!(m::SKIPPED_UPDATES).increment(1),
+            Err(_) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!(m::SKIPPED_UPDATES).increment(1);
+            }
         }
+        None
     }
 
     /// Handles one data frame; returns a close reason when the socket must go.
@@ -347,6 +398,7 @@ impl Session {
             Outcome::Subscribed {
                 reply,
                 seq,
+                missed,
                 updates,
             } => {
                 self.send(&ServerFrame::Reply {
@@ -354,9 +406,16 @@ impl Session {
                     reply,
                 })
                 .await;
+                // What a resuming spectator missed belongs to its answer: wait for room.
+                for tick in missed {
+                    if let Some(message) = update_message(self.codec, &tick.delta) {
+                        let _ = self.out.send(Outbound::Frame(message)).await;
+                    }
+                }
                 self.watching = Some(Watching {
                     updates,
                     last_seq: seq,
+                    skipping_since: None,
                 });
             }
             Outcome::StreamFile { path, reply } => {
@@ -434,14 +493,19 @@ async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     mut queue: mpsc::Receiver<Outbound>,
     write_timeout: Duration,
+    in_flight: UpdatesInFlight,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(first) = queue.recv().await {
         let mut next = Some(first);
+        let mut updates = 0;
         while let Some(item) = next.take() {
+            if matches!(item, Outbound::Update(_)) {
+                updates += 1;
+            }
             match item {
-                Outbound::Frame(message) => {
+                Outbound::Frame(message) | Outbound::Update(message) => {
                     let fed = tokio::time::timeout(write_timeout, sink.feed(message)).await;
                     if !matches!(fed, Ok(Ok(()))) {
                         return;
@@ -462,6 +526,7 @@ async fn write_loop<S>(
             next = queue.try_recv().ok();
         }
         let flushed = tokio::time::timeout(write_timeout, sink.flush()).await;
+        in_flight.fetch_sub(updates, Ordering::AcqRel);
         if !matches!(flushed, Ok(Ok(()))) {
             return;
         }

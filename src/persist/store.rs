@@ -16,7 +16,8 @@ use std::fmt;
 use std::path::Path;
 
 /// The storage schema this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: courses carry checkpoints.
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 pub(crate) const META_TREE: &str = "meta";
 pub(crate) const JOURNAL_TREE: &str = "journal";

@@ -218,10 +218,44 @@ pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String)
 /// Creates a live race on a shared ride with bibs 1..=n registered (with contact emails);
 /// returns its id.
 pub async fn live_race(admin: &mut Client, ride: &str, start_at_ms: i64, n: u32) -> String {
+    live_race_on(admin, &format!("Race on {ride}"), gpx(ride), start_at_ms, n).await
+}
+
+/// A recorded ride with checkpoints added as GPX waypoints at these fractions of its length
+/// (the shared rides have none), named CP1, CP2, ….
+pub fn gpx_with_checkpoints(ride: &str, fractions: &[f64]) -> String {
+    let text = gpx(ride);
+    let course = peloton::geo::Course::from_gpx(text.as_bytes(), 200_000).unwrap();
+    let index = peloton::geo::CourseIndex::new(&course);
+    let waypoints: String = fractions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let p = index.position_at(course.length_m * f);
+            format!(
+                "<wpt lat=\"{}\" lon=\"{}\"><name>CP{}</name></wpt>\n",
+                p.lat(),
+                p.lon(),
+                i + 1
+            )
+        })
+        .collect();
+    let at = text.find("<trk>").expect("the ride has a track");
+    format!("{}{waypoints}{}", &text[..at], &text[at..])
+}
+
+/// Creates a race on this GPX text, registers `n` racers and starts it.
+pub async fn live_race_on(
+    admin: &mut Client,
+    name: &str,
+    course_gpx: String,
+    start_at_ms: i64,
+    n: u32,
+) -> String {
     use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
     let create = RaceCreate {
-        name: format!("Race on {ride}"),
-        course_gpx: gpx(ride),
+        name: name.to_owned(),
+        course_gpx,
         start_at_ms,
         cutoff_at_ms: None,
     };

@@ -4,7 +4,7 @@
 //! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
-use super::feed::{Feed, Published, TickEncoder};
+use super::feed::{Feed, Published, RecentTicks, TickEncoder};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::RaceStatus;
@@ -17,7 +17,7 @@ use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::persist::{ActorKey, Compaction, Journal, Restored, Store};
-use crate::time::now_ms;
+use crate::time::{now_ms, UnixMillis};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
@@ -44,6 +44,8 @@ pub struct RaceContext {
     pub encoder: TickEncoder,
     /// Time between spectator ticks.
     pub tick: std::time::Duration,
+    /// Bytes of recent ticks kept for reconnecting spectators.
+    pub resume_buffer_bytes: usize,
     /// Where domain events (a race finished) are published.
     pub events: tokio::sync::broadcast::Sender<crate::actors::events::DomainEvent>,
 }
@@ -55,12 +57,17 @@ pub type UpdatesReceiver = tokio::sync::watch::Receiver<Option<Arc<Published>>>;
 pub struct Subscription {
     /// The race.
     pub summary: RaceSummary,
-    /// The course, in order.
+    /// The course, in order (empty when resuming).
     pub course: Vec<crate::geo::Position>,
+    /// The course's checkpoints (empty when resuming).
+    pub checkpoints: Vec<crate::geo::Checkpoint>,
     /// The start list.
     pub roster: Vec<RacerEntry>,
-    /// The standings now, leader first.
+    /// The standings now, leader first (empty when resuming).
     pub standings: Vec<Standing>,
+    /// Resuming: the ticks after the spectator's `since_seq`, to send before live ones; the
+    /// snapshot then carries no course or standings. `None`: a full snapshot.
+    pub missed: Option<Vec<Arc<Published>>>,
     /// The feed's sequence number the snapshot continues from.
     pub seq: u64,
     /// Spectators subscribed, this one included.
@@ -91,6 +98,8 @@ pub enum RaceMsg {
         bib: u32,
         /// Where they are.
         progress: RacerProgress,
+        /// Every checkpoint passing time so far, in course order.
+        splits_ms: Vec<UnixMillis>,
     },
     /// The current standings, leader first.
     Standings {
@@ -99,6 +108,8 @@ pub enum RaceMsg {
     },
     /// Subscribe a spectator: snapshot plus feed.
     Subscribe {
+        /// The last sequence number a reconnecting spectator saw.
+        since_seq: Option<u64>,
         /// The snapshot and feed, or why not.
         reply: RpcReplyPort<Result<Subscription, Rejection>>,
     },
@@ -150,6 +161,8 @@ pub struct RaceActorState {
     standings: Standings,
     /// What spectators were last sent.
     feed: Feed,
+    /// The last ticks, for spectators that reconnect.
+    recent: RecentTicks,
     /// Where ticks are published; its receivers are the subscribers.
     publisher: tokio::sync::watch::Sender<Option<Arc<Published>>>,
     /// The tick timer, started with the first subscriber.
@@ -184,6 +197,7 @@ impl Actor for RaceActor {
         if let Some(race) = &state.race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
+        let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
         Ok(RaceActorState {
             id: args.id,
             key,
@@ -193,7 +207,10 @@ impl Actor for RaceActor {
             ctx: args.ctx,
             geometry: None,
             standings: Standings::default(),
-            feed: Feed::default(),
+            // Sequence numbers from the clock (x1000 leaves room for 1000 ticks a
+            // millisecond) keep increasing across restarts: see `feed`.
+            feed: Feed::starting_after(u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000)),
+            recent: RecentTicks::new(resume_buffer_bytes),
             publisher: tokio::sync::watch::Sender::new(None),
             ticker: None,
             cutoff_timer: None,
@@ -248,8 +265,13 @@ impl Actor for RaceActor {
             RaceMsg::Track { bib, reply } => {
                 let _ = reply.send(track(st, bib));
             }
-            RaceMsg::Progress { bib, progress } => {
+            RaceMsg::Progress {
+                bib,
+                progress,
+                splits_ms,
+            } => {
                 st.standings.update(bib, progress);
+                st.standings.update_splits(bib, &splits_ms);
                 if everyone_finished(st) {
                     finish_by_itself(st, "every racer has finished").await;
                 }
@@ -270,7 +292,9 @@ impl Actor for RaceActor {
             }
             RaceMsg::Results { reply } => {
                 let outcome = match &st.state.race {
-                    Some(race) => Ok(results(race, &st.standings.ranked())),
+                    Some(race) => Ok(results(race, &st.standings.ranked(), |bib| {
+                        st.standings.splits(bib)
+                    })),
                     None => Err(Rejection::new(
                         ErrorCode::NotFound,
                         format!("race {} does not exist", st.id),
@@ -278,11 +302,11 @@ impl Actor for RaceActor {
                 };
                 let _ = reply.send(outcome);
             }
-            RaceMsg::Subscribe { reply } => {
+            RaceMsg::Subscribe { since_seq, reply } => {
                 if st.ticker.is_none() {
                     st.ticker = Some(myself.send_interval(st.ctx.tick, || RaceMsg::Tick));
                 }
-                let _ = reply.send(subscribe(st));
+                let _ = reply.send(subscribe(st, since_seq));
             }
             RaceMsg::Tick => publish(st),
             RaceMsg::Standings { reply } => {
@@ -346,21 +370,45 @@ fn schedule_cutoff(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState) {
     );
 }
 
-/// A consistent snapshot and a receiver for the ticks after it.
-fn subscribe(st: &mut RaceActorState) -> Result<Subscription, Rejection> {
-    let race = st.state.race.as_ref().ok_or_else(|| {
-        Rejection::new(
+/// A consistent snapshot and a receiver for the ticks after it; for a reconnecting
+/// spectator whose missed ticks are still held, those ticks instead of the snapshot.
+fn subscribe(st: &mut RaceActorState, since_seq: Option<u64>) -> Result<Subscription, Rejection> {
+    if st.state.race.is_none() {
+        return Err(Rejection::new(
             ErrorCode::NotFound,
             format!("race {} does not exist", st.id),
-        )
-    })?;
+        ));
+    }
     let updates = st.publisher.subscribe();
+    // Changes made while nobody watched were never published; publish them now (there is a
+    // subscriber at last), so a resuming spectator's missed ticks include them.
+    publish(st);
+    let Some(race) = st.state.race.as_ref() else {
+        return Err(Rejection::internal("the race vanished while subscribing"));
+    };
+    let current = st.feed.seq();
+    let missed = since_seq.and_then(|seq| st.recent.since(seq, current));
+    let resuming = missed.is_some();
     Ok(Subscription {
         summary: race.summary(),
-        course: race.course.points.clone(),
+        course: if resuming {
+            Vec::new()
+        } else {
+            race.course.points.clone()
+        },
+        checkpoints: if resuming {
+            Vec::new()
+        } else {
+            race.course.checkpoints.clone()
+        },
         roster: race.roster.values().cloned().collect(),
-        standings: st.standings.ranked(),
-        seq: st.feed.seq(),
+        standings: if resuming {
+            Vec::new()
+        } else {
+            st.standings.ranked()
+        },
+        missed,
+        seq: current,
         spectators: u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX),
         updates,
     })
@@ -374,7 +422,9 @@ fn publish(st: &mut RaceActorState) {
     }
     if let Some(update) = st.feed.tick(st.standings.ranked(), spectators) {
         if let Some(published) = (st.ctx.encoder)(&st.id, &update) {
-            st.publisher.send_replace(Some(Arc::new(published)));
+            let published = Arc::new(published);
+            st.recent.push(published.clone());
+            st.publisher.send_replace(Some(published));
         }
     }
 }
@@ -396,7 +446,17 @@ fn track(st: &mut RaceActorState, bib: u32) -> Result<Arc<CourseGeometry>, Rejec
     if let Some(geometry) = &st.geometry {
         return Ok(geometry.clone());
     }
-    let geometry = Arc::new(CourseGeometry::new(&race.course, &[], &st.ctx.rules));
+    let checkpoints_m: Vec<f64> = race
+        .course
+        .checkpoints
+        .iter()
+        .map(|c| c.distance_m)
+        .collect();
+    let geometry = Arc::new(CourseGeometry::new(
+        &race.course,
+        &checkpoints_m,
+        &st.ctx.rules,
+    ));
     st.geometry = Some(geometry.clone());
     Ok(geometry)
 }

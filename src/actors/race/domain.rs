@@ -44,6 +44,8 @@ pub struct RaceSettings {
     pub rules: TrackingRules,
     /// Time between spectator ticks.
     pub tick: Duration,
+    /// Bytes of recent ticks a watched race keeps for reconnecting spectators.
+    pub resume_buffer_bytes: usize,
 }
 
 impl RaceSettings {
@@ -60,6 +62,7 @@ impl RaceSettings {
             restart_window: Duration::from_secs(config.supervision.restart_window_secs),
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
             tick: Duration::from_millis(config.race.tick_ms),
+            resume_buffer_bytes: config.race.resume_buffer_bytes,
             rules: TrackingRules {
                 max_accuracy_m: config.tracking.max_accuracy_m,
                 max_speed_mps: config.tracking.max_speed_mps,
@@ -105,6 +108,7 @@ impl RaceDomain {
             racers: Arc::new(Registry::new(crate::actors::racer::KIND)),
             encoder,
             tick: settings.tick,
+            resume_buffer_bytes: settings.resume_buffer_bytes,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
         });
         let supervisor = Arc::new(Mutex::new(None));
@@ -216,9 +220,16 @@ impl RaceDomain {
         }
     }
 
-    /// Subscribes a spectator to a race: a snapshot and the feed of ticks after it.
-    pub async fn subscribe(&self, id: &RaceId) -> Result<Subscription, Rejection> {
-        self.ask(id, |reply| RaceMsg::Subscribe { reply }).await?
+    /// Subscribes a spectator to a race: a snapshot and the feed of ticks after it, or,
+    /// for a spectator coming back with the last sequence number it saw (`since_seq`), the
+    /// ticks it missed when the race still has them.
+    pub async fn subscribe(
+        &self,
+        id: &RaceId,
+        since_seq: Option<u64>,
+    ) -> Result<Subscription, Rejection> {
+        self.ask(id, |reply| RaceMsg::Subscribe { since_seq, reply })
+            .await?
     }
 
     /// Domain events of the race domain (a race finished), for other domains to react to.

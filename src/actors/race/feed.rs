@@ -7,11 +7,18 @@
 //! That is the conflation: a subscriber that keeps up sends each delta; one that fell behind
 //! (it missed a sequence number, or its queue was full) sends the full table instead, so it
 //! never shows a silent gap and never builds a backlog.
+//!
+//! [`RecentTicks`] keeps the last few published deltas, bounded in bytes, so a spectator that
+//! reconnects with the last sequence number it saw gets exactly the ticks it missed instead of
+//! the whole snapshot (course and all); one that has been away too long gets the snapshot.
+//! Sequence numbers start at a value derived from the clock when the race actor starts, so
+//! they keep increasing across restarts and a number from before a restart is never
+//! mistaken for one after it.
 
 use super::standings::Standing;
 use crate::ids::RaceId;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// One tick's content, before encoding.
@@ -60,9 +67,20 @@ pub struct Feed {
     last: HashMap<u32, Standing>,
     /// Spectator count as last published.
     spectators: u32,
+    /// Whether a tick went out yet: the first one always does, so a new subscriber's
+    /// feed starts even when nothing moves.
+    published_any: bool,
 }
 
 impl Feed {
+    /// A feed whose first tick will be `seq + 1`.
+    pub fn starting_after(seq: u64) -> Feed {
+        Feed {
+            seq,
+            ..Feed::default()
+        }
+    }
+
     /// The next tick, or `None` when nothing changed since the last one.
     pub fn tick(&mut self, full: Vec<Standing>, spectators: u32) -> Option<TickUpdate> {
         let changed: Vec<Standing> = full
@@ -70,10 +88,11 @@ impl Feed {
             .filter(|row| self.last.get(&row.bib) != Some(row))
             .copied()
             .collect();
-        if changed.is_empty() && spectators == self.spectators && self.seq > 0 {
+        if changed.is_empty() && spectators == self.spectators && self.published_any {
             return None;
         }
         self.seq += 1;
+        self.published_any = true;
         self.spectators = spectators;
         for row in &changed {
             self.last.insert(row.bib, *row);
@@ -86,10 +105,76 @@ impl Feed {
         })
     }
 
-    /// Sequence number of the last published tick (0 before the first).
+    /// Sequence number of the last published tick (the starting value before the first).
     pub fn seq(&self) -> u64 {
         self.seq
     }
+}
+
+/// The most recent published ticks, oldest first, within a byte budget: what a reconnecting
+/// spectator may have missed.
+#[derive(Debug, Clone)]
+pub struct RecentTicks {
+    /// The ticks, consecutive sequence numbers, oldest first.
+    ticks: VecDeque<Arc<Published>>,
+    /// Bytes the deltas hold, both encodings.
+    bytes: usize,
+    /// The budget: older ticks go first when a new one would exceed it.
+    max_bytes: usize,
+}
+
+impl RecentTicks {
+    /// An empty buffer that keeps at most `max_bytes` of deltas.
+    pub fn new(max_bytes: usize) -> RecentTicks {
+        RecentTicks {
+            ticks: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Remembers a published tick. A tick that does not follow the last one (the feed was
+    /// replaced) starts the buffer over, so it only ever holds an unbroken run.
+    pub fn push(&mut self, tick: Arc<Published>) {
+        if self
+            .ticks
+            .back()
+            .is_some_and(|last| last.seq + 1 != tick.seq)
+        {
+            self.ticks.clear();
+            self.bytes = 0;
+        }
+        self.bytes += delta_bytes(&tick);
+        self.ticks.push_back(tick);
+        while self.bytes > self.max_bytes {
+            let Some(oldest) = self.ticks.pop_front() else {
+                break;
+            };
+            self.bytes -= delta_bytes(&oldest);
+        }
+    }
+
+    /// The ticks after `seq` up to `current` (the feed's last sequence number), if this
+    /// buffer still holds every one of them; `None` means the caller needs a snapshot.
+    pub fn since(&self, seq: u64, current: u64) -> Option<Vec<Arc<Published>>> {
+        if seq > current {
+            return None;
+        }
+        if seq == current {
+            return Some(Vec::new());
+        }
+        let first = self.ticks.front()?.seq;
+        let last = self.ticks.back()?.seq;
+        if seq + 1 < first || last != current {
+            return None;
+        }
+        Some(self.ticks.iter().filter(|t| t.seq > seq).cloned().collect())
+    }
+}
+
+/// What a tick's deltas cost to keep.
+fn delta_bytes(tick: &Published) -> usize {
+    tick.delta.binary.len() + tick.delta.json.len()
 }
 
 #[cfg(test)]
@@ -104,8 +189,66 @@ mod tests {
             gap_ms: Some(0),
             finished_at_ms: None,
             off_course: false,
+            checkpoints_passed: 0,
+            last_split_ms: None,
             live: Default::default(),
         }
+    }
+
+    fn published(seq: u64, size: usize) -> Arc<Published> {
+        let frames = Frames {
+            binary: Bytes::from(vec![0u8; size]),
+            json: Bytes::new(),
+        };
+        Arc::new(Published {
+            seq,
+            delta: frames.clone(),
+            full: frames,
+        })
+    }
+
+    #[test]
+    fn recent_ticks_give_exactly_what_was_missed_or_nothing() {
+        let mut recent = RecentTicks::new(300);
+        for seq in 11..=14 {
+            recent.push(published(seq, 100));
+        }
+        // 400 bytes over a 300-byte budget: tick 11 went.
+        let seqs =
+            |v: Option<Vec<Arc<Published>>>| v.map(|t| t.iter().map(|p| p.seq).collect::<Vec<_>>());
+        assert_eq!(seqs(recent.since(11, 14)), Some(vec![12, 13, 14]));
+        assert_eq!(seqs(recent.since(13, 14)), Some(vec![14]));
+        assert_eq!(seqs(recent.since(14, 14)), Some(vec![]), "up to date");
+        assert_eq!(
+            seqs(recent.since(10, 14)),
+            None,
+            "tick 11 is gone: snapshot"
+        );
+        assert_eq!(
+            seqs(recent.since(20, 14)),
+            None,
+            "from another epoch: snapshot"
+        );
+        assert_eq!(
+            seqs(recent.since(12, 15)),
+            None,
+            "the buffer is behind the feed"
+        );
+        recent.push(published(40, 10));
+        assert_eq!(seqs(recent.since(39, 40)), Some(vec![40]));
+        assert_eq!(
+            seqs(recent.since(13, 40)),
+            None,
+            "a break starts the buffer over"
+        );
+    }
+
+    #[test]
+    fn a_feed_continues_from_its_starting_number() {
+        let mut feed = Feed::starting_after(1_000);
+        assert_eq!(feed.seq(), 1_000);
+        assert_eq!(feed.tick(vec![row(1, 1, 0.0)], 0).unwrap().seq, 1_001);
+        assert!(feed.tick(vec![row(1, 1, 0.0)], 0).is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::feed::{Feed, TickUpdate};
 use super::standings::{Live, RacerProgress, Standings};
 use crate::actors::racer::{RacerEvent, RacerState};
 use crate::time::UnixMillis;
+use std::collections::BTreeMap;
 
 /// One racer's progress at one fix.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,11 +19,24 @@ pub struct ReplayPoint {
     pub bib: u32,
     /// Where, when, how fast.
     pub progress: RacerProgress,
+    /// Checkpoints this racer had passed by this point: a prefix of its splits.
+    pub checkpoints_passed: u16,
 }
 
-/// Folds each racer's journaled events back into a time-ordered list of progress points.
-pub fn timeline(histories: Vec<(u32, Vec<RacerEvent>)>, course_length_m: f64) -> Vec<ReplayPoint> {
+/// A whole race's stored history, ready to play.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// Every racer's points, oldest first.
+    pub points: Vec<ReplayPoint>,
+    /// Each racer's checkpoint splits in course order; a point shows the first
+    /// `checkpoints_passed` of them.
+    pub splits: BTreeMap<u32, Vec<UnixMillis>>,
+}
+
+/// Folds each racer's journaled events back into a time-ordered timeline.
+pub fn timeline(histories: Vec<(u32, Vec<RacerEvent>)>, course_length_m: f64) -> Timeline {
     let mut points: Vec<ReplayPoint> = Vec::new();
+    let mut splits = BTreeMap::new();
     for (bib, events) in histories {
         let mut state = RacerState::default();
         for event in &events {
@@ -43,6 +57,7 @@ pub fn timeline(histories: Vec<(u32, Vec<RacerEvent>)>, course_length_m: f64) ->
                         eta_ms: state.eta_ms(course_length_m),
                     },
                 },
+                checkpoints_passed: u16::try_from(state.splits_ms.len()).unwrap_or(u16::MAX),
             };
             // Later events about the same fix (a split, the finish) refine its point.
             match points.last_mut() {
@@ -50,9 +65,10 @@ pub fn timeline(histories: Vec<(u32, Vec<RacerEvent>)>, course_length_m: f64) ->
                 _ => points.push(point),
             }
         }
+        splits.insert(bib, state.splits_ms);
     }
     points.sort_by_key(|p| (p.progress.at_ms, p.bib));
-    points
+    Timeline { points, splits }
 }
 
 /// Plays a timeline forward.
@@ -60,6 +76,8 @@ pub fn timeline(histories: Vec<(u32, Vec<RacerEvent>)>, course_length_m: f64) ->
 pub struct Replayer {
     /// The points, oldest first.
     points: Vec<ReplayPoint>,
+    /// Each racer's splits, shown as far as a point has got.
+    splits: BTreeMap<u32, Vec<UnixMillis>>,
     /// Index of the next point to play.
     next: usize,
     /// Standings as of the replay clock.
@@ -69,10 +87,11 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    /// A replayer over `points` (sorted by time).
-    pub fn new(points: Vec<ReplayPoint>) -> Replayer {
+    /// A replayer over a race's timeline.
+    pub fn new(timeline: Timeline) -> Replayer {
         Replayer {
-            points,
+            points: timeline.points,
+            splits: timeline.splits,
             next: 0,
             standings: Standings::default(),
             feed: Feed::default(),
@@ -95,6 +114,10 @@ impl Replayer {
             .filter(|p| p.progress.at_ms <= clock_ms)
         {
             self.standings.update(point.bib, point.progress);
+            if let Some(splits) = self.splits.get(&point.bib) {
+                let passed = usize::from(point.checkpoints_passed).min(splits.len());
+                self.standings.update_splits(point.bib, &splits[..passed]);
+            }
             self.next += 1;
         }
         self.feed.tick(self.standings.ranked(), 1)
@@ -135,6 +158,10 @@ mod tests {
                 vec![
                     fix_event(0, 0.0),
                     fix_event(10, 100.0),
+                    RacerEvent::CheckpointReached {
+                        index: 0,
+                        at_ms: 9_000,
+                    },
                     fix_event(20, 200.0),
                     RacerEvent::Finished { at_ms: 20_000 },
                 ],
@@ -149,15 +176,27 @@ mod tests {
                 ],
             ),
         ];
-        let points = timeline(histories, 200.0);
-        assert_eq!(points.len(), 6, "the finish refines its fix's point");
+        let line = timeline(histories, 200.0);
+        let points = &line.points;
+        assert_eq!(
+            points.len(),
+            6,
+            "a split and the finish refine their fix's point"
+        );
         assert!(points
             .windows(2)
             .all(|w| w[0].progress.at_ms <= w[1].progress.at_ms));
-        let mut replay = Replayer::new(points);
+        let mut replay = Replayer::new(line);
         assert_eq!(replay.span(), Some((0, 30_000)));
+        let before = replay.advance(5_000).unwrap();
+        assert_eq!(before.full[0].checkpoints_passed, 0, "not yet at the split");
         let early = replay.advance(16_000).unwrap();
         assert_eq!(early.full[0].bib, 2, "at 16 s racer 2 is further along");
+        let one = early.full.iter().find(|s| s.bib == 1).unwrap();
+        assert_eq!(
+            (one.checkpoints_passed, one.last_split_ms),
+            (1, Some(9_000))
+        );
         let end = replay.advance(30_000).unwrap();
         assert!(replay.done());
         assert_eq!(

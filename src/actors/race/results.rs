@@ -41,12 +41,19 @@ pub struct ResultRow {
     pub avg_speed_kmh: Option<f64>,
     /// Distance covered, metres.
     pub distance_m: f64,
+    /// Time from the gun at each checkpoint passed, in course order.
+    pub splits_ms: Vec<i64>,
     /// How it ended.
     pub status: ResultStatus,
 }
 
-/// Results of `race` given its current `standings` (leader first).
-pub fn results(race: &Race, standings: &[Standing]) -> Vec<ResultRow> {
+/// Results of `race` given its current `standings` (leader first) and each racer's
+/// checkpoint passing times (`splits_of(bib)`, in course order).
+pub fn results<'s>(
+    race: &Race,
+    standings: &[Standing],
+    splits_of: impl Fn(u32) -> &'s [UnixMillis],
+) -> Vec<ResultRow> {
     let over = race.status.is_terminal();
     let gun: UnixMillis = race.start_at_ms;
     let mut rows: Vec<ResultRow> = Vec::with_capacity(race.roster.len());
@@ -69,6 +76,7 @@ pub fn results(race: &Race, standings: &[Standing]) -> Vec<ResultRow> {
             avg_speed_kmh: time_ms
                 .map(|t| race.course.length_m / 1000.0 / (t as f64 / 3_600_000.0)),
             distance_m: s.progress_m,
+            splits_ms: splits_of(s.bib).iter().map(|t| t - gun).collect(),
             status,
         });
     }
@@ -82,6 +90,7 @@ pub fn results(race: &Race, standings: &[Standing]) -> Vec<ResultRow> {
                 time_ms: None,
                 avg_speed_kmh: None,
                 distance_m: 0.0,
+                splits_ms: Vec::new(),
                 status: if race.status == RaceStatus::Scheduled {
                     ResultStatus::Racing
                 } else {
@@ -94,6 +103,54 @@ pub fn results(race: &Race, standings: &[Standing]) -> Vec<ResultRow> {
         row.rank = u32::try_from(i + 1).unwrap_or(u32::MAX);
     }
     rows
+}
+
+/// Figures about a race as a whole, derived from its results.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RaceStats {
+    /// Registered racers.
+    pub entrants: u32,
+    /// Racers with at least one accepted fix.
+    pub starters: u32,
+    /// Racers who crossed the finish line.
+    pub finishers: u32,
+    /// Started but did not finish (the race is over).
+    pub dnf: u32,
+    /// Never started.
+    pub dns: u32,
+    /// The winner's time, ms.
+    pub winning_time_ms: Option<i64>,
+    /// The middle finisher's time (lower middle for an even count), ms.
+    pub median_time_ms: Option<i64>,
+    /// The best average speed of a finisher, km/h.
+    pub fastest_avg_speed_kmh: Option<f64>,
+    /// Distance covered by all racers together, metres.
+    pub total_distance_m: f64,
+}
+
+/// Statistics of a race from its result rows.
+pub fn statistics(rows: &[ResultRow]) -> RaceStats {
+    let count = |status: ResultStatus| {
+        u32::try_from(rows.iter().filter(|r| r.status == status).count()).unwrap_or(u32::MAX)
+    };
+    let mut times: Vec<i64> = rows.iter().filter_map(|r| r.time_ms).collect();
+    times.sort_unstable();
+    let entrants = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+    let dns = count(ResultStatus::Dns);
+    RaceStats {
+        entrants,
+        starters: entrants - dns,
+        finishers: count(ResultStatus::Finished),
+        dnf: count(ResultStatus::Dnf),
+        dns,
+        winning_time_ms: times.first().copied(),
+        median_time_ms: times.get(times.len().saturating_sub(1) / 2).copied(),
+        fastest_avg_speed_kmh: rows
+            .iter()
+            .filter_map(|r| r.avg_speed_kmh)
+            .max_by(f64::total_cmp),
+        total_distance_m: rows.iter().map(|r| r.distance_m).sum(),
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +204,8 @@ mod tests {
             gap_ms: None,
             finished_at_ms: finished_after_ms.map(|t| 1_000_000_000_000 + t),
             off_course: false,
+            checkpoints_passed: 0,
+            last_split_ms: None,
             live: Default::default(),
         }
     }
@@ -160,6 +219,7 @@ mod tests {
                 standing(2, 1, 10_000.0, Some(1_800_000)),
                 standing(1, 2, 4_000.0, None),
             ],
+            |bib| if bib == 2 { &[1_000_000_600_000] } else { &[] },
         );
         let summary: Vec<_> = rows.iter().map(|r| (r.rank, r.bib, r.status)).collect();
         assert_eq!(
@@ -171,6 +231,25 @@ mod tests {
             ]
         );
         assert_eq!(rows[0].time_ms, Some(1_800_000));
+        assert_eq!(
+            rows[0].splits_ms,
+            vec![600_000],
+            "splits count from the gun"
+        );
+        let stats = statistics(&rows);
+        assert_eq!(
+            (
+                stats.entrants,
+                stats.starters,
+                stats.finishers,
+                stats.dnf,
+                stats.dns
+            ),
+            (3, 2, 1, 1, 1)
+        );
+        assert_eq!(stats.winning_time_ms, Some(1_800_000));
+        assert_eq!(stats.median_time_ms, Some(1_800_000));
+        assert!((stats.total_distance_m - 14_000.0).abs() < 1e-9);
         let speed = rows[0].avg_speed_kmh.unwrap();
         assert!(
             (speed - race.course.length_m / 1000.0 * 2.0).abs() < 1e-9,
@@ -182,7 +261,7 @@ mod tests {
     #[test]
     fn while_live_unfinished_racers_are_racing() {
         let race = race(None);
-        let rows = results(&race, &[standing(1, 1, 100.0, None)]);
+        let rows = results(&race, &[standing(1, 1, 100.0, None)], |_| &[]);
         assert_eq!(rows[0].status, ResultStatus::Racing);
         assert_eq!(rows[2].status, ResultStatus::Dns);
     }

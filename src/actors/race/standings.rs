@@ -49,6 +49,10 @@ struct Entry {
     latest: Option<RacerProgress>,
     /// (progress, time) samples, ascending in both.
     passages: Vec<(f64, UnixMillis)>,
+    /// Checkpoint passing times in course order, as the racer last reported them. Kept
+    /// apart from [`RacerProgress`] so that stays `Copy` for the per-fix path; splits change
+    /// a handful of times per race.
+    splits_ms: Vec<UnixMillis>,
 }
 
 impl Entry {
@@ -87,6 +91,10 @@ pub struct Standing {
     pub finished_at_ms: Option<UnixMillis>,
     /// Off the course for too long.
     pub off_course: bool,
+    /// Checkpoints passed so far.
+    pub checkpoints_passed: u16,
+    /// When the last checkpoint was passed (its split), if any.
+    pub last_split_ms: Option<UnixMillis>,
     /// Position, speed and ETA.
     pub live: Live,
 }
@@ -121,6 +129,22 @@ impl Standings {
         }
     }
 
+    /// Records racer `bib`'s checkpoint splits (all of them, in course order). The racer's
+    /// state only ever adds splits, so a shorter list is an older report and is ignored.
+    pub fn update_splits(&mut self, bib: u32, splits_ms: &[UnixMillis]) {
+        let entry = self.entries.entry(bib).or_default();
+        if splits_ms.len() > entry.splits_ms.len() {
+            entry.splits_ms = splits_ms.to_vec();
+        }
+    }
+
+    /// Racer `bib`'s checkpoint splits in course order (empty when unknown).
+    pub fn splits(&self, bib: u32) -> &[UnixMillis] {
+        self.entries
+            .get(&bib)
+            .map_or(&[], |e| e.splits_ms.as_slice())
+    }
+
     /// Whether racer `bib` has finished.
     pub fn has_finished(&self, bib: u32) -> bool {
         self.entries
@@ -145,6 +169,8 @@ impl Standings {
                     gap_ms: leader.and_then(|leader| gap(leader, entry)),
                     finished_at_ms: latest.and_then(|l| l.finished_at_ms),
                     off_course: latest.is_some_and(|l| l.off_course),
+                    checkpoints_passed: u16::try_from(entry.splits_ms.len()).unwrap_or(u16::MAX),
+                    last_split_ms: entry.splits_ms.last().copied(),
                     live: latest.map(|l| l.live).unwrap_or_default(),
                 }
             })
@@ -257,6 +283,21 @@ mod tests {
             vec![9, 7, 8]
         );
         assert_eq!(rows[1].gap_ms, Some(4_500));
+    }
+
+    #[test]
+    fn splits_only_grow_and_show_in_the_row() {
+        let mut s = Standings::default();
+        s.update(1, at(300.0, 30));
+        s.update_splits(1, &[10_000, 25_000]);
+        s.update_splits(1, &[10_000]);
+        assert_eq!(s.splits(1), &[10_000, 25_000]);
+        let row = s.ranked()[0];
+        assert_eq!(
+            (row.checkpoints_passed, row.last_split_ms),
+            (2, Some(25_000))
+        );
+        assert!(s.splits(99).is_empty());
     }
 
     #[test]

@@ -299,6 +299,7 @@ mod tests {
             call_timeout: Duration::from_secs(5),
             rules: RaceSettings::from_config(&crate::config::Config::defaults().unwrap()).rules,
             tick: Duration::from_millis(250),
+            resume_buffer_bytes: 1 << 20,
         };
         let domain = RaceDomain::start(&root, store, journal, settings, crate::api::tick_encoder())
             .await

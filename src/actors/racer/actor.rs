@@ -238,6 +238,7 @@ fn report(st: &RacerActorState) {
         let _ = race.cast(RaceMsg::Progress {
             bib: st.bib,
             progress,
+            splits_ms: st.state.splits_ms.clone(),
         });
     }
 }
