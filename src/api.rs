@@ -54,6 +54,8 @@ pub enum Outcome {
         replayer: Replayer,
         /// Race seconds per wall-clock second.
         speed: f64,
+        /// Race time to start at (clamped to the replay's span); none: the beginning.
+        start_ms: Option<i64>,
     },
     /// Stream this file as backup chunks, then send `reply`, then delete the file.
     StreamFile {
@@ -164,7 +166,11 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
         Request::RaceResults { race_id } => race_results(services, &race_id).await.into(),
-        Request::RaceReplay { race_id, speed } => match replay(services, &race_id, speed).await {
+        Request::RaceReplay {
+            race_id,
+            speed,
+            from_ms,
+        } => match replay(services, &race_id, speed).await {
             Ok(replayer) => {
                 let span = replayer.span();
                 Outcome::Replay {
@@ -175,6 +181,7 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
                     race_id,
                     replayer,
                     speed,
+                    start_ms: from_ms,
                 }
             }
             Err(rejection) => Outcome::Reply(Err(rejection)),

@@ -34,6 +34,8 @@ pub struct Config {
     pub race: RaceConfig,
     /// How racers' GPS fixes are judged.
     pub tracking: TrackingConfig,
+    /// The spectator web page.
+    pub web: WebConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -160,6 +162,16 @@ pub struct TrackingConfig {
     pub finish_half_width_m: f64,
     /// Most fixes in one batch from a device.
     pub max_fixes_per_batch: usize,
+}
+
+/// `[web]`: the spectator web page served at `/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Whether anonymous visitors get a guest spectator token (else share links only).
+    pub public_races: bool,
+    /// Lifetime of a guest token, seconds.
+    pub guest_token_ttl_secs: u64,
 }
 
 /// `[log]`: the default tracing filter.
@@ -320,6 +332,16 @@ impl Config {
             "race.resume_buffer_bytes",
             self.race.resume_buffer_bytes as u64,
             256 * 1024 * 1024,
+        )?;
+        at_least(
+            "web.guest_token_ttl_secs",
+            self.web.guest_token_ttl_secs,
+            60,
+        )?;
+        at_most(
+            "web.guest_token_ttl_secs",
+            self.web.guest_token_ttl_secs,
+            self.auth.max_ttl_secs,
         )?;
         let t = &self.tracking;
         for (key, value) in [

@@ -260,6 +260,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         .request(Request::RaceReplay {
             race_id: race.clone(),
             speed: 5000.0,
+            from_ms: None,
         })
         .await
         .unwrap()

@@ -274,6 +274,7 @@ mod tests {
             Request::RaceReplay {
                 race_id: "r".into(),
                 speed: 60.0,
+                from_ms: Some(1_796_115_600_000),
             },
         ]
     }

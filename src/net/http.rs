@@ -1,5 +1,6 @@
-//! The HTTP side of the one port: `/healthz`, `/readyz`, `/metrics`, and the WebSocket
-//! upgrade at `/ws`, served by hyper. After a successful upgrade the raw connection is handed
+//! The HTTP side of the one port: `/healthz`, `/readyz`, `/metrics`, the spectator web page
+//! (`/`, its files, and `/api/guest-token`), and the WebSocket upgrade at `/ws`, served by
+//! hyper. After a successful upgrade the raw connection is handed
 //! to tokio-tungstenite with our own small buffers and limits, and to [`super::session`].
 //!
 //! Authentication happens here, before the upgrade: a missing, invalid or expired token gets
@@ -102,12 +103,78 @@ async fn route(req: Request<Incoming>, engine: Arc<Engine>) -> Result<Response<B
             response
         }
         (&Method::GET, WS_PATH) => upgrade(req, &engine),
+        (&Method::GET, super::web::GUEST_TOKEN_PATH) => guest_token(&engine),
+
+        (&Method::GET, path) => match super::web::asset(path) {
+            Some(asset) => asset_response(asset),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         (_, "/healthz" | "/readyz" | "/metrics" | WS_PATH) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// An embedded web asset, never cached stale: the page and the server change together.
+fn asset_response(asset: &super::web::Asset) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// A short-lived, read-only spectator token for the web page, when races are public.
+fn guest_token(engine: &Engine) -> Response<Body> {
+    let web = &engine.config.web;
+    if !web.public_races {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "races on this server are not public; open a share link",
+        );
+    }
+    let claims = crate::auth::claims_for(
+        Role::Spectator,
+        "guest",
+        None,
+        crate::time::now_ms() / 1000,
+        web.guest_token_ttl_secs,
+    );
+    match engine.keys.issue(&claims) {
+        Ok(token) => {
+            let body = serde_json::json!({
+                "token": token,
+                "expires_at_ms": claims.expires_at_ms(),
+            })
+            .to_string();
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => {
+            tracing::error!("cannot sign a guest token: {e}");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot sign a guest token",
+            )
+        }
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -6,6 +6,7 @@
 //! - [`session`]: one WebSocket's life: limits, decoding, dispatch to [`crate::api`], replies.
 //! - [`ratelimit`]: the per-socket token bucket.
 //! - [`client`]: the Rust client the CLI and the tests use.
+//! - [`web`]: the spectator web page's embedded files (served by [`http`]).
 //!
 //! `protocol` and `codec` depend on nothing but shared types, so a v2 can be added beside them.
 
@@ -15,6 +16,7 @@ pub mod http;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;
+pub mod web;
 
 /// WebSocket close codes the server uses (RFC 6455 §7.4.1).
 pub mod close_code {

@@ -116,6 +116,9 @@ pub enum Request {
         race_id: String,
         /// Race seconds per wall-clock second, 0.1..=10000.
         speed: f64,
+        /// Race time to start from (ms since the epoch), clamped to the replay's span; none:
+        /// its beginning. A client changing speed mid-replay asks again from where it is.
+        from_ms: Option<i64>,
     },
     /// Mint a public, read-only spectator token for one race, for a share link; answered with
     /// [`Reply::Shared`]. Admin only.

@@ -209,6 +209,7 @@ async fn play(
     race_id: String,
     mut replayer: Replayer,
     speed: f64,
+    start_ms: Option<i64>,
     tick: Duration,
 ) {
     let send = |frame: ServerFrame| {
@@ -220,9 +221,9 @@ async fn play(
             }
         }
     };
-    if let Some((from, _)) = replayer.span() {
+    if let Some((from, to)) = replayer.span() {
         let step = (tick.as_millis() as f64 * speed).round().max(1.0) as i64;
-        let mut clock = from;
+        let mut clock = start_ms.map_or(from, |s| s.clamp(from, to));
         let mut first = true;
         loop {
             if let Some(update) = replayer.advance(clock) {
@@ -376,6 +377,7 @@ impl Session {
                 race_id,
                 replayer,
                 speed,
+                start_ms,
             } => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,
@@ -392,6 +394,7 @@ impl Session {
                     race_id,
                     replayer,
                     speed,
+                    start_ms,
                     tick,
                 )));
             }

@@ -125,9 +125,14 @@ impl ChildServer {
     /// Runs `peloton serve --listen 127.0.0.1:0 --data DIR` with extra environment, and
     /// waits for its `listening on` line.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> ChildServer {
+        ChildServer::start_at(data, "127.0.0.1:0", env)
+    }
+
+    /// As [`ChildServer::start`], on a given address (a restart on the same port).
+    pub fn start_at(data: &Path, listen: &str, env: &[(&str, &str)]) -> ChildServer {
         let mut command = bin();
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -191,16 +196,53 @@ pub fn keys_for(data: &Path) -> Keys {
 /// A plain HTTP/1.1 GET over a real socket: (status, body). `path_and_headers` is the
 /// request line's target and version plus any extra header lines.
 pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String) {
+    // A 101 keeps the connection open: read what arrives within a short window.
+    http_request(
+        addr,
+        &format!("GET {path_and_headers}"),
+        None,
+        Duration::from_millis(1500),
+    )
+    .await
+}
+
+/// A plain HTTP/1.1 request over a real socket (`Connection: close`): `request_line` is
+/// the method, target and version plus any extra header lines; a body is sent as JSON.
+/// Reads until the server closes or `limit` passes; answers (status, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    request_line: &str,
+    json_body: Option<&str>,
+    limit: Duration,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path_and_headers}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let body = json_body.unwrap_or("");
+    let content = match json_body {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
+    let request =
+        format!("{request_line}\r\nHost: {addr}\r\n{content}Connection: close\r\n\r\n{body}");
     stream.write_all(request.as_bytes()).await.expect("write");
+    // Read until the server closes, or until a `Content-Length` body is complete (some
+    // servers, chromedriver among them, answer `Connection: close` but leave closing to us).
     let mut response = Vec::new();
-    // A 101 keeps the connection open: read what arrives within a short window.
-    let _ = tokio::time::timeout(
-        Duration::from_millis(1500),
-        stream.read_to_end(&mut response),
-    )
+    let _ = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+            }
+            if complete(&response) {
+                return;
+            }
+        }
+    })
     .await;
     let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
@@ -213,6 +255,18 @@ pub async fn http_get(addr: SocketAddr, path_and_headers: &str) -> (u16, String)
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Whether `response` holds a head and a body as long as its `Content-Length` says.
+fn complete(response: &[u8]) -> bool {
+    let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| response.len() >= head_end + 4 + len)
 }
 
 /// Creates a live race on a shared ride with bibs 1..=n registered (with contact emails);
