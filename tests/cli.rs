@@ -140,6 +140,23 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     assert!(csv.starts_with("rank,bib,name,team,status,time_s"), "{csv}");
     assert!(ok(admin(&["race", "results", &id])).contains("dns"));
 
+    // A share link: the server's page for this race, with a spectator token for it alone.
+    let link = ok(admin(&["race", "share", &id, "--expires", "2h"]));
+    let prefix = format!("http://{}/?race={id}#token=", server.addr);
+    let share = link
+        .trim()
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link}"));
+    let claims = common::keys_for(dir.path()).verify(share).unwrap();
+    assert_eq!(
+        (claims.role, claims.race.as_deref()),
+        (peloton::auth::Role::Spectator, Some(id.as_str()))
+    );
+    assert!((claims.exp - claims.iat - 7200).abs() <= 1, "{claims:?}");
+    let too_long = admin(&["race", "share", &id, "--expires", "400d"]);
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("invalid_argument"));
+
     let refused = admin(&["race", "start", &id]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);

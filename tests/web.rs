@@ -251,3 +251,89 @@ async fn a_browser_watches_a_live_race_and_survives_a_server_restart() {
     drop(browser);
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_keeps_up_with_a_thousand_racers() {
+    const MANY: u32 = 1000;
+    let data = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(data.path(), &[]);
+    let keys = keys_for(data.path());
+    let mut admin = Client::connect(
+        &server.url,
+        &token(&keys, Role::Admin, "ops", None, 600),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
+    let race = live_race_on(&mut admin, "Mass start", common::gpx(RIDE), T0, MANY).await;
+    let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::new(&course);
+    let Reply::Shared { token: share, .. } = admin
+        .request(Request::RaceShare {
+            race_id: race.clone(),
+            ttl_secs: 3600,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("shared")
+    };
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!(
+            "http://{}/?race={race}#token={share}",
+            server.addr
+        ))
+        .await;
+    browser
+        .wait_for(
+            "return document.querySelector('#course').getAttribute('points');",
+            Duration::from_secs(15),
+        )
+        .await;
+
+    // Every racer rides two batches, spread along the first kilometres.
+    let mut riders = Vec::new();
+    for bib in 1..=MANY {
+        let t = token(&keys, Role::Racer, &bib.to_string(), Some(&race), 600);
+        riders.push(
+            Client::connect(&server.url, &t, Codec::Binary)
+                .await
+                .unwrap(),
+        );
+    }
+    for step in 0..2 {
+        for (i, rider) in riders.iter_mut().enumerate() {
+            let fixes = batch(&index, 0, step)
+                .into_iter()
+                .map(|mut f| {
+                    let p = index.position_at(100.0 * step as f64 + 3.0 * i as f64);
+                    f.lat_e7 = p.lat_e7;
+                    f.lon_e7 = p.lon_e7;
+                    f
+                })
+                .collect::<Vec<_>>();
+            rider.request(Request::Fixes { fixes }).await.unwrap();
+        }
+    }
+    // The page shows all of them, on the map and on the board, in the server's order.
+    let shown = browser
+        .wait_for(
+            "const n = document.querySelectorAll('#racers g.racer:not([style*=\"none\"])').length;\
+             const rows = document.querySelectorAll('#board tbody tr').length;\
+             return n === 1000 && rows === 1000 ? [n, rows] : null;",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(shown, serde_json::json!([1000, 1000]));
+    board_matches(&browser, &mut admin, &race).await;
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("artifacts")
+            .join("web-1000-racers.png"),
+        browser.screenshot().await,
+    )
+    .ok();
+    drop(browser);
+    server.terminate();
+}

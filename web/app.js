@@ -268,11 +268,13 @@ function onPush(push) {
 /** A full table replaces every row; a delta replaces rows by bib. */
 function applyTick(tick) {
   if (tick.full) model.rows.clear();
+  let newcomers = tick.full;
   for (const row of tick.standings) {
+    newcomers ||= !markers.has(row.bib);
     model.rows.set(row.bib, row);
     model.changed.add(row.bib);
   }
-  if (tick.full) buildMarkers();
+  if (newcomers) buildMarkers();
   model.mapDirty = model.boardDirty = true;
 }
 
