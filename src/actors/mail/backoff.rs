@@ -55,6 +55,25 @@ impl Jitter for FixedJitter {
     }
 }
 
+/// The jitter the mail domain is configured with: real randomness, or a fixed fraction that
+/// tests inject to make retry times exact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JitterSource {
+    /// [`OsJitter`].
+    Os,
+    /// [`FixedJitter`] with this fraction.
+    Fixed(f64),
+}
+
+impl Jitter for JitterSource {
+    fn pick(&mut self, upper: u64) -> u64 {
+        match self {
+            JitterSource::Os => OsJitter.pick(upper),
+            JitterSource::Fixed(f) => FixedJitter(*f).pick(upper),
+        }
+    }
+}
+
 impl Backoff {
     /// The upper bound of the delay after `failures` failed attempts (≥ 1), capped.
     pub fn ceiling_ms(&self, failures: u32) -> u64 {

@@ -57,6 +57,8 @@ pub struct Origin {
     pub index: u32,
     /// When the submitter sent the envelope (its clock), for the stale-update rule.
     pub sent_at_ms: UnixMillis,
+    /// The contact whose address this message records, if any (stale-update rule).
+    pub contact: Option<String>,
 }
 
 /// Where a job is in its lifecycle.
@@ -147,6 +149,56 @@ pub struct Job {
     pub round_failures: u32,
     /// Every failed attempt (bounded by max attempts per round).
     pub failures: Vec<FailedAttempt>,
+}
+
+/// What the directory keeps per job: enough to list, filter and schedule without loading
+/// it, small enough for 100,000 waiting jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub id: JobId,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Failed attempts logged.
+    pub failures: u32,
+    /// Its transport.
+    pub transport: TransportKind,
+    /// The recipient.
+    pub to: String,
+    /// The subject.
+    pub subject: String,
+    /// The envelope's correlation id.
+    pub correlation: String,
+    /// The envelope's sequence number.
+    pub sequence: u64,
+    /// Position in the envelope.
+    pub index: u32,
+    /// When it was accepted.
+    pub accepted_at_ms: UnixMillis,
+    /// The latest failure's text, if any.
+    pub last_error: Option<String>,
+}
+
+impl Job {
+    /// The directory entry for this job.
+    pub fn summary(&self) -> JobSummary {
+        JobSummary {
+            id: self.id.clone(),
+            status: self.status,
+            attempts: self.attempts,
+            failures: u32::try_from(self.failures.len()).unwrap_or(u32::MAX),
+            transport: self.transport,
+            to: self.message.to.clone(),
+            subject: self.message.subject.clone(),
+            correlation: self.origin.correlation.clone(),
+            sequence: self.origin.sequence,
+            index: self.origin.index,
+            accepted_at_ms: self.accepted_at_ms,
+            last_error: self.failures.last().map(|f| f.error.clone()),
+        }
+    }
 }
 
 /// A job actor's state: empty until accepted.
@@ -383,6 +435,7 @@ mod tests {
                 sequence: 1,
                 index: 0,
                 sent_at_ms: 5,
+                contact: None,
             },
             message: MailMessage {
                 to: "ana@example.org".into(),

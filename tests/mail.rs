@@ -1,0 +1,339 @@
+//! Mail jobs against real servers on loopback: an aiosmtpd SMTP server and a Python HTTP
+//! mail API (tests/support/*.py), started by the tests on free ports, with injected faults
+//! (refused connections, 4xx/5xx answers, stalls past the timeout) and kill -9.
+
+mod common;
+
+use common::TestServer;
+use peloton::actors::mail::job::JobSummary;
+use peloton::actors::mail::message::MailMessage;
+use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
+use peloton::config::Config;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A free loopback port (bound, then released for the server under test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Python sink server (SMTP or HTTP) writing what it receives into a folder.
+struct Sink {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Sink {
+    fn start(script: &str, port: u16) -> Sink {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the sink (pip install aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "{script} did not start");
+        Sink { child, dir, port }
+    }
+
+    fn smtp() -> Sink {
+        Sink::start("smtp_sink.py", free_port())
+    }
+
+    fn http() -> Sink {
+        Sink::start("http_sink.py", free_port())
+    }
+
+    fn set_mode(&self, mode: &str) {
+        std::fs::write(self.dir.path().join("mode"), mode).unwrap();
+    }
+
+    /// Every message received so far, as text.
+    fn received(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("eml" | "json")))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of header `name` in a raw message.
+fn header(raw: &str, name: &str) -> Option<String> {
+    raw.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Fast retries for tests: 20 ms base, 200 ms cap.
+fn fast(config: &mut Config, smtp_port: u16) {
+    config.mail.smtp_port = smtp_port;
+    config.mail.backoff_base_ms = 20;
+    config.mail.backoff_cap_ms = 200;
+    config.mail.max_attempts = 20;
+    config.mail.breaker_open_ms = 100;
+    config.mail.smtp_connect_timeout_ms = 500;
+    config.mail.smtp_total_timeout_ms = 1_000;
+    config.mail.http_connect_timeout_ms = 500;
+    config.mail.http_total_timeout_ms = 1_000;
+}
+
+fn mail_of(server: &TestServer) -> MailDomain {
+    server
+        .server
+        .as_ref()
+        .unwrap()
+        .engine
+        .services()
+        .unwrap()
+        .mail
+        .clone()
+}
+
+fn envelope(correlation: &str, sequence: u64, n: usize) -> MailRequest {
+    MailRequest {
+        correlation: correlation.into(),
+        sequence,
+        sent_at_ms: 1_000,
+        messages: (0..n)
+            .map(|i| EnvelopeMessage {
+                message: MailMessage {
+                    to: format!("racer{i}@example.org"),
+                    subject: format!("Hello {i}"),
+                    body: format!("Body of mail {i} in {correlation}/{sequence}\n"),
+                },
+                contact: None,
+            })
+            .collect(),
+    }
+}
+
+/// Waits until every job in `ids` is sent or dead; returns them.
+async fn settled(mail: &MailDomain, ids: &[JobSummary], limit: Duration) -> Vec<JobSummary> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let now: Vec<JobSummary> = ids.iter().map(|j| mail.summary(&j.id).unwrap()).collect();
+        if now
+            .iter()
+            .all(|j| matches!(j.status.name(), "sent" | "dead"))
+        {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs not settled: {:?}",
+            now.iter()
+                .map(|j| (j.status.name(), j.attempts))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Message-IDs received, with how often each arrived.
+fn message_ids(sink: &Sink) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for raw in sink.received() {
+        let id = header(&raw, "Message-ID").expect("every mail has a Message-ID");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn smtp_mails_arrive_with_their_headers_and_body() {
+    let sink = Sink::smtp();
+    let port = sink.port;
+    let server = TestServer::start_with(|c| fast(c, port)).await;
+    let mail = mail_of(&server);
+    let jobs = mail.submit(envelope("welcome", 1, 3)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    let done = settled(&mail, &jobs, Duration::from_secs(20)).await;
+    assert!(done.iter().all(|j| j.status.name() == "sent"));
+    let received = sink.received();
+    assert_eq!(received.len(), 3);
+    for job in &jobs {
+        let raw = received
+            .iter()
+            .find(|r| header(r, "To").is_some_and(|t| t.contains(&job.to)))
+            .unwrap_or_else(|| panic!("no mail to {}", job.to));
+        assert_eq!(
+            header(raw, "Message-ID").unwrap(),
+            format!("<{}@peloton.local>", job.id)
+        );
+        assert_eq!(header(raw, "Subject").unwrap(), job.subject);
+        assert!(header(raw, "From")
+            .unwrap()
+            .contains("noreply@peloton.local"));
+        assert!(
+            raw.contains(&format!("Body of mail {} in welcome/1", job.index)),
+            "{raw}"
+        );
+    }
+    // The same envelope again gets the first outcome and sends nothing new.
+    let again = mail.submit(envelope("welcome", 1, 3)).await.unwrap();
+    assert_eq!(
+        again.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        jobs.iter().map(|j| &j.id).collect::<Vec<_>>()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sink.received().len(),
+        3,
+        "a duplicate envelope sends nothing"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_mails_carry_the_idempotency_key_and_message_id() {
+    let sink = Sink::http();
+    let port = sink.port;
+    let server = TestServer::start_with(|c| {
+        fast(c, free_port());
+        c.mail.transport = "http".into();
+        c.mail.http_url = format!("http://127.0.0.1:{port}/v1/send");
+    })
+    .await;
+    let mail = mail_of(&server);
+    let jobs = mail.submit(envelope("api", 7, 2)).await.unwrap();
+    let done = settled(&mail, &jobs, Duration::from_secs(20)).await;
+    assert!(done.iter().all(|j| j.status.name() == "sent"));
+    let received: Vec<serde_json::Value> = sink
+        .received()
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    assert_eq!(received.len(), 2);
+    for job in &jobs {
+        let r = received
+            .iter()
+            .find(|r| r["body"]["to"] == job.to.as_str())
+            .unwrap();
+        assert_eq!(r["idempotency_key"], job.id.as_str());
+        assert_eq!(r["path"], "/v1/send");
+        assert_eq!(r["content_type"], "application/json");
+        assert_eq!(
+            r["body"]["message_id"],
+            format!("<{}@peloton.local>", job.id)
+        );
+        assert_eq!(r["body"]["subject"], job.subject.as_str());
+        assert!(r["body"]["text"].as_str().unwrap().contains("Body of mail"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn transient_faults_end_sent_exactly_once_and_permanent_ones_dead() {
+    let sink = Sink::smtp();
+    let port = sink.port;
+    let server = TestServer::start_with(|c| {
+        fast(c, port);
+        c.mail.smtp_total_timeout_ms = 300;
+        c.mail.smtp_connect_timeout_ms = 300;
+    })
+    .await;
+    let mail = mail_of(&server);
+    // 4xx answers, then a stall past the total timeout, then the server recovers.
+    sink.set_mode("451");
+    let jobs = mail.submit(envelope("faults", 1, 20)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sink.set_mode("stall");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sink.set_mode("ok");
+    let done = settled(&mail, &jobs, Duration::from_secs(60)).await;
+    assert!(done.iter().all(|j| j.status.name() == "sent"), "{done:?}");
+    assert!(done.iter().any(|j| j.failures > 0), "faults were met");
+    let ids = message_ids(&sink);
+    assert_eq!(ids.len(), 20, "every job arrived");
+    assert!(ids.values().all(|n| *n == 1), "exactly once: {ids:?}");
+    let log = mail.failed(10_000).await.unwrap();
+    assert!(
+        log.iter().any(|f| f.failure.error.contains("451")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|f| f.failure.error.contains("timeout")),
+        "{log:?}"
+    );
+
+    // A permanent refusal goes to the dead letters at once.
+    sink.set_mode("550");
+    let refused = mail.submit(envelope("faults", 2, 3)).await.unwrap();
+    let done = settled(&mail, &refused, Duration::from_secs(20)).await;
+    assert!(
+        done.iter()
+            .all(|j| j.status.name() == "dead" && j.attempts == 1),
+        "{done:?}"
+    );
+    assert_eq!(mail.list(Some("dead"), 100).unwrap().len(), 3);
+    // Re-driven after the fault is fixed, they are sent.
+    sink.set_mode("ok");
+    assert_eq!(mail.retry_all_dead().await.unwrap().len(), 3);
+    let done = settled(&mail, &refused, Duration::from_secs(20)).await;
+    assert!(done.iter().all(|j| j.status.name() == "sent"), "{done:?}");
+    assert_eq!(message_ids(&sink).len(), 23);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_connections_dead_letter_after_max_attempts_and_are_logged() {
+    let port = free_port();
+    let server = TestServer::start_with(|c| {
+        fast(c, port);
+        c.mail.max_attempts = 3;
+        c.mail.breaker_consecutive_failures = 1_000;
+        c.mail.breaker_min_calls = 1_000;
+    })
+    .await;
+    let mail = mail_of(&server);
+    let jobs = mail.submit(envelope("refused", 1, 4)).await.unwrap();
+    let done = settled(&mail, &jobs, Duration::from_secs(20)).await;
+    assert!(
+        done.iter()
+            .all(|j| j.status.name() == "dead" && j.attempts == 3),
+        "{done:?}"
+    );
+    let log = mail.failed(100).await.unwrap();
+    assert_eq!(log.len(), 12, "every failed attempt is logged");
+    let detail = mail.status(&jobs[0].id).await.unwrap();
+    assert_eq!(detail.failures.len(), 3);
+    assert!(detail.failures.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    // The server comes up on that port; a re-drive delivers each job once.
+    let sink = Sink::start("smtp_sink.py", port);
+    mail.retry_all_dead().await.unwrap();
+    let done = settled(&mail, &jobs, Duration::from_secs(20)).await;
+    assert!(done.iter().all(|j| j.status.name() == "sent"), "{done:?}");
+    assert_eq!(message_ids(&sink).len(), 4);
+    server.stop().await;
+}
