@@ -337,3 +337,255 @@ async fn refused_connections_dead_letter_after_max_attempts_and_are_logged() {
     assert_eq!(message_ids(&sink).len(), 4);
     server.stop().await;
 }
+
+/// Environment for a child server sending to `smtp_port` with fast retries.
+fn child_env(smtp_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("PELOTON_MAIL_SMTP_PORT", smtp_port.to_string()),
+        ("PELOTON_MAIL_BACKOFF_BASE_MS", "20".into()),
+        ("PELOTON_MAIL_BACKOFF_CAP_MS", "200".into()),
+        ("PELOTON_MAIL_MAX_ATTEMPTS", "50".into()),
+        ("PELOTON_MAIL_BREAKER_OPEN_MS", "100".into()),
+    ]
+}
+
+fn start_child(data: &Path, env: &[(&'static str, String)]) -> common::ChildServer {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    common::ChildServer::start(data, &env)
+}
+
+fn wire_envelope(n: u64, per: usize) -> peloton::net::protocol::MailEnvelope {
+    peloton::net::protocol::MailEnvelope {
+        correlation_id: "burst".into(),
+        sequence: n,
+        sent_at_ms: 1_000 + n as i64,
+        messages: (0..per)
+            .map(|i| peloton::net::protocol::MailMessageView {
+                to: format!("r{n}x{i}@example.org"),
+                subject: format!("Job {n}-{i}"),
+                body: format!("burst {n} {i}\n"),
+                contact: None,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_a_burst_of_1000_jobs_loses_none_and_never_changes_a_message_id() {
+    use peloton::auth::Role;
+    use peloton::net::client::Client;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{Reply, Request};
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const ENVELOPES: u64 = 100;
+    const PER: usize = 10;
+    let sink = Sink::smtp();
+    let data = tempfile::tempdir().unwrap();
+    let env = child_env(sink.port);
+    let server = start_child(data.path(), &env);
+    let token = common::token(
+        &common::keys_for(data.path()),
+        Role::Admin,
+        "ops",
+        None,
+        3600,
+    );
+
+    // Submit envelopes from two clients; kill -9 once a third of them are acknowledged.
+    let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut submitters = Vec::new();
+    for half in 0..2u64 {
+        let (url, token, acked, count) = (
+            server.url.clone(),
+            token.clone(),
+            acked.clone(),
+            count.clone(),
+        );
+        submitters.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url, &token, Codec::Binary).await.unwrap();
+            for n in (0..ENVELOPES).filter(|n| n % 2 == half) {
+                match client
+                    .request(Request::MailSubmit(wire_envelope(n, PER)))
+                    .await
+                {
+                    Ok(Reply::MailJobs(jobs)) => {
+                        let mut a = acked.lock().unwrap();
+                        a.extend(jobs.into_iter().map(|j| j.id));
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while count.load(Ordering::SeqCst) < (ENVELOPES / 3) as usize {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.kill9();
+    for s in submitters {
+        let _ = s.await;
+    }
+    let acked_before = acked.lock().unwrap().clone();
+    assert!(acked_before.len() >= (ENVELOPES / 3) as usize * PER);
+
+    // Restart; the submitter sends everything again (duplicates get the first outcome).
+    let server = start_child(data.path(), &env);
+    let mut client = Client::connect(&server.url, &token, Codec::Binary)
+        .await
+        .unwrap();
+    let mut all = HashSet::new();
+    for n in 0..ENVELOPES {
+        let Ok(Reply::MailJobs(jobs)) = client
+            .request(Request::MailSubmit(wire_envelope(n, PER)))
+            .await
+        else {
+            panic!("resubmission {n} failed");
+        };
+        all.extend(jobs.into_iter().map(|j| j.id));
+    }
+    assert_eq!(all.len(), ENVELOPES as usize * PER);
+    assert!(
+        acked_before.is_subset(&all),
+        "every acknowledged job survived kill -9"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let Ok(Reply::MailJobs(sent)) = client
+            .request(Request::MailList {
+                state: Some("sent".into()),
+                limit: 10_000,
+            })
+            .await
+        else {
+            panic!("list failed");
+        };
+        if sent.len() == all.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {} sent",
+            sent.len(),
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every job arrived; a resend after the crash (if any) carried the same Message-ID.
+    let mut by_subject: HashMap<String, HashSet<String>> = HashMap::new();
+    for raw in sink.received() {
+        by_subject
+            .entry(header(&raw, "Subject").unwrap())
+            .or_default()
+            .insert(header(&raw, "Message-ID").unwrap());
+    }
+    assert_eq!(by_subject.len(), all.len(), "every job arrived");
+    for (subject, ids) in &by_subject {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{subject} arrived with different Message-IDs: {ids:?}"
+        );
+    }
+    let ids: HashSet<String> = by_subject.into_values().flatten().collect();
+    let expected: HashSet<String> = all
+        .iter()
+        .map(|id| format!("<{id}@peloton.local>"))
+        .collect();
+    assert_eq!(ids, expected);
+    client.close().await;
+    server.kill9();
+}
+
+#[tokio::test]
+async fn the_admin_cli_sends_shows_lists_and_redrives_mail() {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let mut env = child_env(port);
+    env.push(("PELOTON_MAIL_MAX_ATTEMPTS", "2".into()));
+    let server = start_child(data.path(), &env);
+    let token = common::token(
+        &common::keys_for(data.path()),
+        peloton::auth::Role::Admin,
+        "ops",
+        None,
+        3600,
+    );
+    let admin = |args: &[&str]| {
+        let out = common::bin()
+            .arg("admin")
+            .args(args)
+            .env("PELOTON_SERVER", &server.url)
+            .env("PELOTON_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut with = args.to_vec();
+        with.insert(0, "--json");
+        serde_json::from_str(&admin(&with)).unwrap()
+    };
+    // No SMTP server yet: the job fails twice and is dead.
+    let sent = json(&[
+        "mail",
+        "send",
+        "--to",
+        "ana@example.org",
+        "--subject",
+        "Hi",
+        "--body",
+        "Hello Ana",
+    ]);
+    let id = sent[0]["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while json(&["mail", "dead"]).as_array().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never dead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = json(&["mail", "status", &id]);
+    assert_eq!(status["job"]["state"], "dead");
+    assert_eq!(status["message_id"], format!("<{id}@peloton.local>"));
+    assert_eq!(status["failures"].as_array().unwrap().len(), 2);
+    assert_eq!(json(&["mail", "failed"]).as_array().unwrap().len(), 2);
+    assert!(
+        admin(&["mail", "list", "--state", "dead"]).contains(&id),
+        "table lists it"
+    );
+    // The server appears; retry --all-dead delivers it.
+    let sink = Sink::start("smtp_sink.py", port);
+    assert_eq!(
+        json(&["mail", "retry", "--all-dead"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    while json(&["mail", "list", "--state", "sent"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.received().len(), 1);
+    // Bad input is refused with a typed error.
+    let out = common::bin()
+        .args(["admin", "mail", "status", "nope"])
+        .env("PELOTON_SERVER", &server.url)
+        .env("PELOTON_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("24 hex digits"));
+    server.kill9();
+}
