@@ -589,3 +589,114 @@ async fn the_admin_cli_sends_shows_lists_and_redrives_mail() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("24 hex digits"));
     server.kill9();
 }
+
+/// Backoff and breaker timing on tokio's paused clock (paused once the job is accepted): with the jitter fixed at 100 % the
+/// waits are exactly 1 s, 2 s, then the open breaker (30 s) holds the last attempt back
+/// even though its backoff (4 s) has passed.
+#[tokio::test]
+async fn backoff_and_breaker_timing_on_a_paused_clock() {
+    use peloton::actors::mail::backoff::JitterSource;
+    use peloton::actors::mail::job::{JobEvent, MailJobState};
+    use peloton::actors::root::{RootArgs, RootSupervisor};
+    use peloton::persist::{ActorKey, JournalWriter, Store};
+    use ractor::Actor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (journal, _writer) = JournalWriter::start(store.clone(), 64).unwrap();
+    let (root, _) = RootSupervisor::spawn(
+        None,
+        RootSupervisor,
+        RootArgs {
+            restart_budget: 3,
+            restart_window: Duration::from_secs(60),
+        },
+    )
+    .await
+    .unwrap();
+    let mut config = Config::defaults().unwrap();
+    config.mail.transport = "http".into();
+    config.mail.http_url = format!("http://127.0.0.1:{}/send", free_port());
+    config.mail.backoff_base_ms = 1_000;
+    config.mail.backoff_factor = 2.0;
+    config.mail.max_attempts = 4;
+    config.mail.breaker_consecutive_failures = 3;
+    config.mail.breaker_open_ms = 30_000;
+    let mut settings = peloton::actors::mail::MailSettings::from_config(&config);
+    settings.jitter = JitterSource::Fixed(1.0);
+    let mail = MailDomain::start(&root, store.clone(), journal, settings)
+        .await
+        .unwrap();
+    let job = mail
+        .submit(envelope("paused", 1, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    // Paused only now: a paused clock jumps to the next timer whenever the runtime waits,
+    // and the submit call's timeout would be that timer while the journal flushes.
+    tokio::time::pause();
+    let real = std::time::Instant::now();
+    let mut steps = 0;
+    while mail.summary(&job.id).unwrap().status.name() != "dead" {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        steps += 1;
+        assert!(steps < 20_000, "not dead after 100 s of paused time");
+    }
+    let events = store
+        .load::<MailJobState, JobEvent>(&ActorKey::new("mail", job.id.as_str()))
+        .unwrap()
+        .events;
+    let started: Vec<i64> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::AttemptStarted { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+        .collect();
+    let failed: Vec<(i64, Option<i64>)> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            JobEvent::AttemptFailed {
+                failure,
+                next_at_ms,
+            } => Some((failure.at_ms, *next_at_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((started.len(), failed.len()), (4, 4), "{events:?}");
+    // Each wait is the full-jitter ceiling (jitter fixed at 1.0): 1 s, 2 s, 4 s; then dead.
+    let waits: Vec<Option<i64>> = failed
+        .iter()
+        .map(|(at, next)| next.map(|n| n - at))
+        .collect();
+    assert_eq!(waits, vec![Some(1_000), Some(2_000), Some(4_000), None]);
+    // Attempts 2 and 3 start when their backoff ends (a few ms of scheduling at most)...
+    for k in 0..2 {
+        let due = failed[k].1.unwrap();
+        assert!(
+            (due..due + 50).contains(&started[k + 1]),
+            "attempt {} at {} for due {due}",
+            k + 2,
+            started[k + 1]
+        );
+    }
+    // ...but the third failure opened the breaker, so attempt 4 waits for its probe (30 s),
+    // not for its backoff (4 s).
+    let opened = failed[2].0;
+    assert!(
+        (opened + 30_000..opened + 30_050).contains(&started[3]),
+        "probe at +{} ms",
+        started[3] - opened
+    );
+    assert_eq!(
+        mail.breakers()[0].1.as_str(),
+        "open",
+        "the failed probe opened it again"
+    );
+    assert_eq!(mail.live_actors(), 0, "a dead job holds no actor");
+    assert!(
+        real.elapsed() < Duration::from_secs(20),
+        "37 s of retries ran on the paused clock, not the wall clock"
+    );
+    root.stop_and_wait(None, None).await.unwrap();
+}
