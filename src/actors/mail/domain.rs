@@ -273,6 +273,7 @@ impl MailDomain {
         if let Some(ids) = seen {
             return Ok(self.summaries(&ids));
         }
+        let of = u32::try_from(request.messages.len()).unwrap_or(u32::MAX);
         let mut accepts = Vec::with_capacity(request.messages.len());
         for (index, m) in request.messages.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -285,6 +286,7 @@ impl MailDomain {
                 correlation: request.correlation.clone(),
                 sequence: request.sequence,
                 index,
+                of,
                 sent_at_ms: request.sent_at_ms,
                 contact: m.contact,
             };

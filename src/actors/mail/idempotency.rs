@@ -56,19 +56,6 @@ impl<T: Clone> IdempotencyWindow<T> {
         self.order.push_back((at_ms, key));
     }
 
-    /// Adds to the outcome of an envelope being rebuilt from several stored jobs.
-    pub fn extend(&mut self, key: EnvelopeKey, at_ms: UnixMillis, add: impl FnOnce(&mut T))
-    where
-        T: Default,
-    {
-        if !self.seen.contains_key(&key) {
-            self.record(key.clone(), T::default(), at_ms);
-        }
-        if let Some((_, outcome)) = self.seen.get_mut(&key) {
-            add(outcome);
-        }
-    }
-
     /// Forgets envelopes first seen more than the retention before `now_ms`.
     pub fn expire(&mut self, now_ms: UnixMillis) {
         let horizon = now_ms.saturating_sub(self.retention_ms);

@@ -55,6 +55,9 @@ pub struct Origin {
     pub sequence: u64,
     /// The message's position in the envelope.
     pub index: u32,
+    /// How many messages the envelope carried: recovery remembers an envelope as processed
+    /// only when all of them were stored (a crash can interrupt an envelope half-way).
+    pub of: u32,
     /// When the submitter sent the envelope (its clock), for the stale-update rule.
     pub sent_at_ms: UnixMillis,
     /// The contact whose address this message records, if any (stale-update rule).
@@ -434,6 +437,7 @@ mod tests {
                 correlation: "c".into(),
                 sequence: 1,
                 index: 0,
+                of: 1,
                 sent_at_ms: 5,
                 contact: None,
             },

@@ -195,6 +195,8 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
     let mut count = 0;
     let mut window = ctx.window.lock().unwrap_or_else(|e| e.into_inner());
     let mut contacts = ctx.contacts.lock().unwrap_or_else(|e| e.into_inner());
+    // Envelope → (first acceptance, messages it carried, jobs found).
+    let mut envelopes: HashMap<EnvelopeKey, (UnixMillis, u32, Vec<JobId>)> = HashMap::new();
     for key in ctx.store.actors(KIND)? {
         let restored = ctx
             .store
@@ -204,14 +206,14 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
             continue;
         };
         let origin = &job.origin;
-        window.extend(
-            EnvelopeKey {
+        let envelope = envelopes
+            .entry(EnvelopeKey {
                 correlation: origin.correlation.clone(),
                 sequence: origin.sequence,
-            },
-            job.accepted_at_ms,
-            |ids: &mut Vec<JobId>| ids.push(job.id.clone()),
-        );
+            })
+            .or_insert_with(|| (job.accepted_at_ms, origin.of, Vec::new()));
+        envelope.0 = envelope.0.min(job.accepted_at_ms);
+        envelope.2.push(job.id.clone());
         if let Some(contact) = &origin.contact {
             contacts.update(contact, &job.message.to, origin.sent_at_ms);
         }
@@ -220,6 +222,15 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
         }
         ctx.publish(job.summary());
         count += 1;
+    }
+    // Only envelopes stored whole are remembered; a resubmission of one cut short by a
+    // crash is processed again, finding the stored jobs by their derived ids.
+    let mut envelopes: Vec<_> = envelopes.into_iter().collect();
+    envelopes.sort_by_key(|(_, (at, _, _))| *at);
+    for (key, (at, of, ids)) in envelopes {
+        if ids.len() == of as usize {
+            window.record(key, ids, at);
+        }
     }
     window.expire(now);
     Ok(count)
