@@ -725,3 +725,61 @@ async fn backoff_and_breaker_timing_on_a_paused_clock() {
     );
     root.stop_and_wait(None, None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_finished_race_mails_each_racer_their_result_once() {
+    use peloton::auth::Role;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{Reply, Request};
+    let sink = Sink::smtp();
+    let port = sink.port;
+    let server = TestServer::start_with(|c| fast(c, port)).await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let start = peloton::time::now_ms() - 60_000;
+    let race = common::live_race(&mut admin, "out-and-back-ljubljana.gpx", start, 3).await;
+    let Ok(Reply::Race(_)) = admin
+        .request(Request::RaceFinish { id: race.clone() })
+        .await
+    else {
+        panic!("finish failed");
+    };
+    let mail = mail_of(&server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while mail.list(Some("sent"), 100).unwrap().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results mails not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = sink.received();
+    assert_eq!(received.len(), 3);
+    for bib in 1..=3 {
+        let raw = received
+            .iter()
+            .find(|r| header(r, "To").is_some_and(|t| t.contains(&format!("r{bib}@example.si"))))
+            .unwrap_or_else(|| panic!("no results mail for bib {bib}"));
+        assert!(header(raw, "Subject")
+            .unwrap()
+            .starts_with("Your result: Race on"));
+        assert!(raw.contains(&format!("Hello Racer {bib}")), "{raw}");
+    }
+    // Handling the event again (a retried trigger) makes no new jobs and sends nothing new.
+    let races = server
+        .server
+        .as_ref()
+        .unwrap()
+        .engine
+        .services()
+        .unwrap()
+        .races
+        .clone();
+    let race_id = peloton::ids::RaceId::parse(&race).unwrap();
+    peloton::actors::mail::trigger::results_mails(&mail, &races, &race_id, 0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mail.len(), 3);
+    assert_eq!(sink.received().len(), 3);
+    server.stop().await;
+}
