@@ -743,4 +743,32 @@ mod tests {
         let c = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
         assert_eq!(c.ws.max_frame_bytes, 2048);
     }
+
+    #[test]
+    fn mail_keys_are_checked_by_name() {
+        let bad = |key: &str, value: &str| {
+            Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .0
+        };
+        assert!(bad("PELOTON_MAIL_TRANSPORT", "pigeon").contains("mail.transport"));
+        assert!(bad("PELOTON_MAIL_FROM", "not an address").contains("mail.from"));
+        assert!(bad("PELOTON_MAIL_MAX_ATTEMPTS", "0").contains("mail.max_attempts"));
+        assert!(bad("PELOTON_MAIL_BACKOFF_FACTOR", "0.5").contains("mail.backoff_factor"));
+        assert!(bad("PELOTON_MAIL_BACKOFF_CAP_MS", "10").contains("mail.backoff_cap_ms"));
+        assert!(
+            bad("PELOTON_MAIL_BREAKER_FAILURE_RATE", "1.5").contains("mail.breaker_failure_rate")
+        );
+        assert!(bad("PELOTON_MAIL_HTTP_URL", "https://x/").contains("mail.http_url"));
+        if !cfg!(feature = "mail-tls") {
+            assert!(bad("PELOTON_MAIL_SMTP_TLS", "tls").contains("mail-tls"));
+        }
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_MAIL_SMTP_PORT", "2525")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mail.smtp_port, 2525);
+    }
 }

@@ -6,7 +6,23 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Owns lettre's transport. lettre's pool spawns a clean-up task when dropped, which panics
+/// outside a tokio runtime (a process exiting after its runtime, a test dropping a server
+/// late); there the pool is leaked instead, as the process is going away anyway.
+struct PoolOwner(Option<AsyncSmtpTransport<Tokio1Executor>>);
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            if let Some(transport) = self.0.take() {
+                std::mem::forget(transport);
+            }
+        }
+    }
+}
 
 /// How to reach the SMTP server.
 #[derive(Debug, Clone)]
@@ -27,7 +43,7 @@ pub struct SmtpSettings {
 #[derive(Clone)]
 pub struct SmtpSender {
     /// lettre's transport with its connection pool.
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Arc<PoolOwner>,
     /// The whole-send limit.
     total: Duration,
 }
@@ -55,7 +71,7 @@ impl SmtpSender {
             .pool_config(PoolConfig::new().max_size(settings.pool_max))
             .build();
         Ok(SmtpSender {
-            transport,
+            transport: Arc::new(PoolOwner(Some(transport))),
             total: settings.timeouts.total,
         })
     }
@@ -69,7 +85,10 @@ impl SmtpSender {
     /// broken connections) is worth a retry.
     pub async fn send(&self, mail: Outgoing<'_>) -> Result<(), SendError> {
         let message = build(mail)?;
-        match self.transport.send(message).await {
+        let Some(transport) = self.transport.0.as_ref() else {
+            return Err(SendError::transient("smtp: the transport is shutting down"));
+        };
+        match transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(SendError::permanent(format!("smtp: {e}"))),
             Err(e) => Err(SendError::transient(format!("smtp: {e}"))),
