@@ -42,6 +42,9 @@ pub enum BreakerState {
     HalfOpen {
         /// Probes admitted and not yet reported.
         in_flight: u32,
+        /// When the first of them was admitted: probes that never report (their job actor
+        /// died mid-send) are given up after `open_ms`, so the breaker cannot stick here.
+        since_ms: u64,
     },
 }
 
@@ -117,12 +120,28 @@ impl Breaker {
                 retry_at_ms: until_ms,
             },
             BreakerState::Open { .. } => {
-                self.state = BreakerState::HalfOpen { in_flight: 1 };
+                self.state = BreakerState::HalfOpen {
+                    in_flight: 1,
+                    since_ms: now_ms,
+                };
                 Admission::Probe
             }
-            BreakerState::HalfOpen { in_flight } if in_flight < self.policy.half_open_probes => {
+            BreakerState::HalfOpen { since_ms, .. }
+                if now_ms >= since_ms.saturating_add(self.policy.open_ms) =>
+            {
+                self.state = BreakerState::HalfOpen {
+                    in_flight: 1,
+                    since_ms: now_ms,
+                };
+                Admission::Probe
+            }
+            BreakerState::HalfOpen {
+                in_flight,
+                since_ms,
+            } if in_flight < self.policy.half_open_probes => {
                 self.state = BreakerState::HalfOpen {
                     in_flight: in_flight + 1,
+                    since_ms,
                 };
                 Admission::Probe
             }
@@ -207,6 +226,21 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_that_never_reports_is_given_up_after_open_ms() {
+        let mut b = Breaker::new(policy());
+        for t in 0..3 {
+            b.record(t, false);
+        }
+        assert_eq!(b.admit(6_000), Admission::Probe);
+        assert!(matches!(b.admit(10_999), Admission::Rejected { .. }));
+        assert_eq!(
+            b.admit(11_000),
+            Admission::Probe,
+            "the lost probe is replaced"
+        );
+    }
+
+    #[test]
     fn a_failed_probe_opens_again() {
         let mut b = Breaker::new(policy());
         for t in 0..3 {
@@ -269,7 +303,7 @@ mod tests {
                     if !matches!(a, Admission::Rejected { .. }) {
                         outstanding.push(a);
                     }
-                    if let BreakerState::HalfOpen { in_flight } = b.state() {
+                    if let BreakerState::HalfOpen { in_flight, .. } = b.state() {
                         prop_assert!(in_flight <= policy().half_open_probes);
                     }
                 } else if let Some(_a) = outstanding.pop() {
