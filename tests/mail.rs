@@ -783,3 +783,84 @@ async fn a_finished_race_mails_each_racer_their_result_once() {
     assert_eq!(sink.received().len(), 3);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stale_contact_updates_are_ignored_and_mail_is_admin_only_with_metrics() {
+    use peloton::auth::Role;
+    use peloton::error::ErrorCode;
+    use peloton::net::client::ClientError;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{MailEnvelope, MailMessageView, Reply, Request};
+    let sink = Sink::smtp();
+    let port = sink.port;
+    let server = TestServer::start_with(|c| fast(c, port)).await;
+    let mut admin = server.client(Role::Admin, Codec::Json).await;
+    let envelope = |sequence: u64, sent_at_ms: i64, to: &str| {
+        Request::MailSubmit(MailEnvelope {
+            correlation_id: "contacts".into(),
+            sequence,
+            sent_at_ms,
+            messages: vec![MailMessageView {
+                to: to.into(),
+                subject: format!("Update {sequence}"),
+                body: "Your voucher: ABC-123\n".into(),
+                contact: Some("citizen-7".into()),
+            }],
+        })
+    };
+    // The newer update arrives first; the older one arrives late and is stale.
+    let Ok(Reply::MailJobs(newer)) = admin.request(envelope(2, 2_000, "new@example.org")).await
+    else {
+        panic!("submit failed");
+    };
+    let Ok(Reply::MailJobs(older)) = admin.request(envelope(1, 1_000, "old@example.org")).await
+    else {
+        panic!("submit failed");
+    };
+    assert_eq!(newer[0].to, "new@example.org");
+    assert_eq!(
+        older[0].to, "new@example.org",
+        "the stale address is not used"
+    );
+    // Invalid input is refused with a typed error naming the field.
+    match admin.request(envelope(3, 3_000, "not-an-address")).await {
+        Err(ClientError::Server(r)) => {
+            assert_eq!(r.code, ErrorCode::InvalidArgument);
+            assert!(r.message.contains("message 0: to"), "{}", r.message);
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // Other roles may not touch mail.
+    let mut spectator = server.client(Role::Spectator, Codec::Binary).await;
+    match spectator
+        .request(Request::MailList {
+            state: None,
+            limit: 10,
+        })
+        .await
+    {
+        Err(ClientError::Server(r)) => assert_eq!(r.code, ErrorCode::Forbidden),
+        other => panic!("expected forbidden, got {other:?}"),
+    }
+    let mail = mail_of(&server);
+    let ids: Vec<JobSummary> = newer
+        .iter()
+        .chain(&older)
+        .map(|j| {
+            mail.summary(&peloton::actors::mail::message::JobId::parse(&j.id).unwrap())
+                .unwrap()
+        })
+        .collect();
+    settled(&mail, &ids, Duration::from_secs(20)).await;
+    let (status, metrics) = common::http_get(server.addr, "/metrics HTTP/1.1").await;
+    assert_eq!(status, 200);
+    for name in [
+        "peloton_mail_jobs",
+        "peloton_mail_attempts_total",
+        "peloton_mail_send_seconds",
+        "peloton_mail_breaker_state",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    server.stop().await;
+}
