@@ -864,3 +864,83 @@ async fn stale_contact_updates_are_ignored_and_mail_is_admin_only_with_metrics()
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn waiting_jobs_and_their_failed_log_survive_a_restart_and_resume() {
+    use peloton::auth::Role;
+    use peloton::net::client::Client;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{Reply, Request};
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let env = child_env(port);
+    let server = start_child(data.path(), &env);
+    let token = common::token(
+        &common::keys_for(data.path()),
+        Role::Admin,
+        "ops",
+        None,
+        3600,
+    );
+    let mut client = Client::connect(&server.url, &token, Codec::Binary)
+        .await
+        .unwrap();
+    let Ok(Reply::MailJobs(jobs)) = client
+        .request(Request::MailSubmit(wire_envelope(1, 5)))
+        .await
+    else {
+        panic!("submit failed");
+    };
+    // Nothing listens on the SMTP port: the jobs fail and wait for their retry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(Reply::MailFailures(log)) = client.request(Request::MailFailed { limit: 100 }).await
+        else {
+            panic!("failed log");
+        };
+        if log.len() >= 10 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failures logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.close().await;
+    server.kill9();
+    // The SMTP server comes up while Peloton is down; after the restart the waiting jobs
+    // resume on their own (no re-drive, no resubmission) and the failed log is still there.
+    let sink = Sink::start("smtp_sink.py", port);
+    let server = start_child(data.path(), &env);
+    let mut client = Client::connect(&server.url, &token, Codec::Binary)
+        .await
+        .unwrap();
+    let Ok(Reply::MailFailures(log)) = client.request(Request::MailFailed { limit: 1_000 }).await
+    else {
+        panic!("failed log");
+    };
+    assert!(log.len() >= 10, "failed attempts survive the restart");
+    assert!(log.iter().all(|f| f.error.contains("refused")), "{log:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok(Reply::MailJobs(sent)) = client
+            .request(Request::MailList {
+                state: Some("sent".into()),
+                limit: 100,
+            })
+            .await
+        else {
+            panic!("list failed");
+        };
+        if sent.len() == jobs.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waiting jobs did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids = message_ids(&sink);
+    assert_eq!(ids.len(), jobs.len());
+    client.close().await;
+    server.kill9();
+}
