@@ -5,6 +5,8 @@
 //! text is parsed into a validated [`Course`] here, so the domain only sees valid courses.
 //! Nothing here knows about sockets or encodings.
 
+mod mail;
+
 use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
 use crate::actors::race::replay::Replayer;
@@ -94,6 +96,12 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RacerRegister { .. }
         | Request::RaceShare { .. }
         | Request::Backup => role == Role::Admin,
+        Request::MailSubmit(_)
+        | Request::MailStatus { .. }
+        | Request::MailList { .. }
+        | Request::MailFailed { .. }
+        | Request::MailRetry { .. }
+        | Request::MailRetryAllDead => role == Role::Admin,
     }
 }
 
@@ -163,6 +171,12 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
             racer_register(services, &race_id, racers).await.into()
         }
         Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await.into(),
+        Request::MailSubmit(_)
+        | Request::MailStatus { .. }
+        | Request::MailList { .. }
+        | Request::MailFailed { .. }
+        | Request::MailRetry { .. }
+        | Request::MailRetryAllDead => mail::handle(&services.mail, request).await.into(),
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
         Request::RaceResults { race_id } => race_results(services, &race_id).await.into(),
@@ -230,6 +244,13 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
     let target = match request {
         Request::Ping | Request::RefreshToken { .. } | Request::RaceList => return Ok(()),
         Request::RaceCreate(_) | Request::Backup => None,
+        // Mail is not race-scoped: a race-scoped (admin) token may not use it.
+        Request::MailSubmit(_)
+        | Request::MailStatus { .. }
+        | Request::MailList { .. }
+        | Request::MailFailed { .. }
+        | Request::MailRetry { .. }
+        | Request::MailRetryAllDead => None,
         Request::RaceUpdate(update) => Some(&update.id),
         Request::RaceGet { id }
         | Request::RaceStart { id }

@@ -38,6 +38,8 @@ pub struct Config {
     pub web: WebConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Mail jobs: retries, breaker, transports.
+    pub mail: MailConfig,
 }
 
 /// `[server]`: the listening socket and the data folder.
@@ -180,6 +182,62 @@ pub struct WebConfig {
 pub struct LogConfig {
     /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
     pub filter: String,
+}
+
+/// `[mail]`: mission control's retry policy, circuit breakers and transports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// Transport new jobs use (`smtp` or `http`).
+    pub transport: String,
+    /// The From address of every mail.
+    pub from: String,
+    /// Right-hand side of every Message-ID.
+    pub message_id_domain: String,
+    /// Attempts before the dead letters.
+    pub max_attempts: u32,
+    /// First retry's upper bound.
+    pub backoff_base_ms: u64,
+    /// Growth of the bound per failure.
+    pub backoff_factor: f64,
+    /// Longest wait between attempts.
+    pub backoff_cap_ms: u64,
+    /// How long envelopes are remembered for deduplication.
+    pub idempotency_retention_secs: u64,
+    /// Failures in a row that open a breaker.
+    pub breaker_consecutive_failures: u32,
+    /// Failure share in the window that opens a breaker.
+    pub breaker_failure_rate: f64,
+    /// Attempts in the window before the rate counts.
+    pub breaker_min_calls: u32,
+    /// The breaker's sliding window.
+    pub breaker_window_ms: u64,
+    /// How long an open breaker refuses attempts.
+    pub breaker_open_ms: u64,
+    /// Probes a half-open breaker lets through.
+    pub breaker_half_open_probes: u32,
+    /// SMTP server host.
+    pub smtp_host: String,
+    /// SMTP server port.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub smtp_tls: String,
+    /// Pooled SMTP connections.
+    pub smtp_pool_max: u32,
+    /// SMTP connect (and per-command) timeout.
+    pub smtp_connect_timeout_ms: u64,
+    /// SMTP whole-send timeout.
+    pub smtp_total_timeout_ms: u64,
+    /// SMTP sends in flight.
+    pub smtp_concurrency: u32,
+    /// The HTTP mail API endpoint (http://host:port/path).
+    pub http_url: String,
+    /// HTTP connect timeout.
+    pub http_connect_timeout_ms: u64,
+    /// HTTP whole-request timeout.
+    pub http_total_timeout_ms: u64,
+    /// HTTP requests in flight.
+    pub http_concurrency: u32,
 }
 
 /// Command-line values that beat every other layer.
@@ -368,11 +426,147 @@ impl Config {
             t.max_fixes_per_batch as u64,
             1,
         )?;
+        self.validate_mail()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(ConfigError(format!(
                 "log.filter is not a valid tracing filter: `{}`",
                 self.log.filter
             )));
+        }
+        Ok(())
+    }
+
+    /// The `[mail]` checks, each naming its key.
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let m = &self.mail;
+        let fail = |key: &str, why: String| Err(ConfigError(format!("mail.{key} {why}")));
+        if !matches!(m.transport.as_str(), "smtp" | "http") {
+            return fail(
+                "transport",
+                format!("must be \"smtp\" or \"http\", got `{}`", m.transport),
+            );
+        }
+        if m.from.parse::<lettre::message::Mailbox>().is_err() {
+            return fail(
+                "from",
+                format!(
+                    "must be an address like \"Name <a@b.org>\", got `{}`",
+                    m.from
+                ),
+            );
+        }
+        if m.message_id_domain.is_empty()
+            || !m
+                .message_id_domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        {
+            return fail(
+                "message_id_domain",
+                format!("must be a domain name, got `{}`", m.message_id_domain),
+            );
+        }
+        for (key, value, min, max) in [
+            ("max_attempts", u64::from(m.max_attempts), 1, 1_000),
+            ("backoff_base_ms", m.backoff_base_ms, 1, 86_400_000),
+            (
+                "backoff_cap_ms",
+                m.backoff_cap_ms,
+                m.backoff_base_ms,
+                7 * 86_400_000,
+            ),
+            (
+                "idempotency_retention_secs",
+                m.idempotency_retention_secs,
+                1,
+                365 * 86_400,
+            ),
+            (
+                "breaker_consecutive_failures",
+                u64::from(m.breaker_consecutive_failures),
+                1,
+                1_000_000,
+            ),
+            (
+                "breaker_min_calls",
+                u64::from(m.breaker_min_calls),
+                1,
+                1_000_000,
+            ),
+            ("breaker_window_ms", m.breaker_window_ms, 1, 86_400_000),
+            ("breaker_open_ms", m.breaker_open_ms, 1, 86_400_000),
+            (
+                "breaker_half_open_probes",
+                u64::from(m.breaker_half_open_probes),
+                1,
+                1_000,
+            ),
+            ("smtp_port", u64::from(m.smtp_port), 1, 65_535),
+            ("smtp_pool_max", u64::from(m.smtp_pool_max), 1, 1_000),
+            (
+                "smtp_connect_timeout_ms",
+                m.smtp_connect_timeout_ms,
+                1,
+                600_000,
+            ),
+            (
+                "smtp_total_timeout_ms",
+                m.smtp_total_timeout_ms,
+                m.smtp_connect_timeout_ms,
+                3_600_000,
+            ),
+            ("smtp_concurrency", u64::from(m.smtp_concurrency), 1, 10_000),
+            (
+                "http_connect_timeout_ms",
+                m.http_connect_timeout_ms,
+                1,
+                600_000,
+            ),
+            (
+                "http_total_timeout_ms",
+                m.http_total_timeout_ms,
+                m.http_connect_timeout_ms,
+                3_600_000,
+            ),
+            ("http_concurrency", u64::from(m.http_concurrency), 1, 10_000),
+        ] {
+            if !(min..=max).contains(&value) {
+                return fail(key, format!("must be between {min} and {max}, got {value}"));
+            }
+        }
+        if !(m.backoff_factor.is_finite() && (1.0..=100.0).contains(&m.backoff_factor)) {
+            return fail(
+                "backoff_factor",
+                format!("must be between 1.0 and 100.0, got {}", m.backoff_factor),
+            );
+        }
+        if !(m.breaker_failure_rate.is_finite()
+            && m.breaker_failure_rate > 0.0
+            && m.breaker_failure_rate <= 1.0)
+        {
+            return fail(
+                "breaker_failure_rate",
+                format!("must be in (0, 1], got {}", m.breaker_failure_rate),
+            );
+        }
+        if m.smtp_host.is_empty() {
+            return fail("smtp_host", "must not be empty".into());
+        }
+        match m.smtp_tls.as_str() {
+            "none" => {}
+            "starttls" | "tls" if cfg!(feature = "mail-tls") => {}
+            "starttls" | "tls" => {
+                return fail("smtp_tls", format!("is `{}` but this build has no TLS; rebuild with --features mail-tls or use \"none\"", m.smtp_tls));
+            }
+            other => {
+                return fail(
+                    "smtp_tls",
+                    format!("must be \"none\", \"starttls\" or \"tls\", got `{other}`"),
+                )
+            }
+        }
+        if let Err(why) = crate::net::mail::http::Endpoint::parse(&m.http_url) {
+            return fail("http_url", why);
         }
         Ok(())
     }
@@ -588,5 +782,33 @@ mod tests {
         std::fs::write(&path, "[ws]\nmax_frame_bytes = 2048\n").unwrap();
         let c = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
         assert_eq!(c.ws.max_frame_bytes, 2048);
+    }
+
+    #[test]
+    fn mail_keys_are_checked_by_name() {
+        let bad = |key: &str, value: &str| {
+            Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .0
+        };
+        assert!(bad("PELOTON_MAIL_TRANSPORT", "pigeon").contains("mail.transport"));
+        assert!(bad("PELOTON_MAIL_FROM", "not an address").contains("mail.from"));
+        assert!(bad("PELOTON_MAIL_MAX_ATTEMPTS", "0").contains("mail.max_attempts"));
+        assert!(bad("PELOTON_MAIL_BACKOFF_FACTOR", "0.5").contains("mail.backoff_factor"));
+        assert!(bad("PELOTON_MAIL_BACKOFF_CAP_MS", "10").contains("mail.backoff_cap_ms"));
+        assert!(
+            bad("PELOTON_MAIL_BREAKER_FAILURE_RATE", "1.5").contains("mail.breaker_failure_rate")
+        );
+        assert!(bad("PELOTON_MAIL_HTTP_URL", "https://x/").contains("mail.http_url"));
+        if !cfg!(feature = "mail-tls") {
+            assert!(bad("PELOTON_MAIL_SMTP_TLS", "tls").contains("mail-tls"));
+        }
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_MAIL_SMTP_PORT", "2525")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mail.smtp_port, 2525);
     }
 }

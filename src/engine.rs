@@ -6,6 +6,7 @@
 //! `listening on`. Stop (SIGTERM/SIGINT or [`RunningServer::shutdown`]): stop accepting →
 //! close sockets with 1001 → stop actors → flush the journal.
 
+use crate::actors::mail::{MailDomain, MailSettings};
 use crate::actors::race::domain::RaceSettings;
 use crate::actors::race::RaceDomain;
 use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
@@ -31,6 +32,8 @@ pub struct StartError(pub String);
 pub struct Services {
     /// The race domain.
     pub races: RaceDomain,
+    /// The mail domain.
+    pub mail: MailDomain,
     /// The journal, for backups and the final flush.
     pub journal: Journal,
 }
@@ -127,6 +130,8 @@ pub struct RunningServer {
     listener: tokio::task::JoinHandle<()>,
     /// Scheduled backups, stopped at shutdown.
     backups: Option<tokio::task::JoinHandle<()>>,
+    /// Turns race events into mail jobs, stopped at shutdown.
+    mail_trigger: Option<tokio::task::JoinHandle<()>>,
     /// The journal writer thread, joined last.
     writer: Option<JournalWriter>,
 }
@@ -169,6 +174,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     )
     .await
     .map_err(|e| StartError(format!("supervision tree: {e}")))?;
+    let races_store = store.clone();
     let races = match RaceDomain::start(
         &root,
         store,
@@ -185,9 +191,36 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(StartError(format!("recovery failed: {e}")));
         }
     };
+    let mail = match MailDomain::start(
+        &root,
+        races_store,
+        journal.clone(),
+        MailSettings::from_config(&config),
+    )
+    .await
+    {
+        Ok(mail) => mail,
+        Err(e) => {
+            root.stop(None);
+            listener.abort();
+            return Err(StartError(format!("mail recovery failed: {e}")));
+        }
+    };
+    let mail_trigger = Some(tokio::spawn(crate::actors::mail::trigger::race_results(
+        mail.clone(),
+        races.clone(),
+    )));
     let backups = (config.persist.backup_every_hours > 0)
         .then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));
-    if engine.services.set(Services { races, journal }).is_err() {
+    if engine
+        .services
+        .set(Services {
+            races,
+            mail,
+            journal,
+        })
+        .is_err()
+    {
         return Err(StartError("services were set twice".into()));
     }
     engine.ready.store(true, Ordering::Release);
@@ -198,6 +231,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         root,
         listener,
         backups,
+        mail_trigger,
         writer: Some(writer),
     })
 }
@@ -213,6 +247,9 @@ impl RunningServer {
         self.listener.abort();
         engine.sessions.wait_idle(grace).await;
         if let Some(task) = self.backups.take() {
+            task.abort();
+        }
+        if let Some(task) = self.mail_trigger.take() {
             task.abort();
         }
         if let Err(e) = self

@@ -35,6 +35,14 @@ pub const LIVE_ACTORS: &str = "peloton_actors_live";
 pub const ACTOR_RESTARTS: &str = "peloton_actor_restarts_total";
 /// Counter by `result`: scheduled backups.
 pub const BACKUPS: &str = "peloton_backups_total";
+/// Gauge by `state`: mail jobs in each state (accepted, sending, sent, retry_waiting, dead).
+pub const MAIL_JOBS: &str = "peloton_mail_jobs";
+/// Counter by `transport` and `result` (sent, failed, refused): mail send attempts.
+pub const MAIL_ATTEMPTS: &str = "peloton_mail_attempts_total";
+/// Histogram (seconds) by `transport`: time of one send attempt.
+pub const MAIL_SEND_SECONDS: &str = "peloton_mail_send_seconds";
+/// Gauge by `transport`: circuit breaker state (0 closed, 1 half-open, 2 open).
+pub const MAIL_BREAKER_STATE: &str = "peloton_mail_breaker_state";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

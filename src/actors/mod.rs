@@ -2,6 +2,7 @@
 //!
 //! - [`root`]: the root supervisor; starts one supervisor per domain.
 //! - [`events`]: domain events one domain publishes for others.
+//! - [`mail`]: mission control, durable mail jobs (rules, actors, transports).
 //! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
 //! - [`racer`]: one racer's tracking rules (fixes, progress, splits, finish).
 //! - [`registry`]: id → actor handle, read without asking any actor.
@@ -11,6 +12,7 @@
 //! load, persist, apply and reply.
 
 pub mod events;
+pub mod mail;
 pub mod race;
 pub mod racer;
 pub mod registry;

@@ -3,6 +3,7 @@
 //! A domain supervisor recovers its domain in `pre_start`, so restarting a failed one is a
 //! full recovery of that domain from storage while the others keep running.
 
+use crate::actors::mail::supervisor::{MailSupervisor, MailSupervisorArgs};
 use crate::actors::race::supervisor::{RaceSupervisor, RaceSupervisorArgs};
 use crate::actors::restart::RestartBudget;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -14,12 +15,15 @@ use std::time::{Duration, Instant};
 pub enum DomainSpec {
     /// The race domain.
     Race(RaceSupervisorArgs),
+    /// The mail domain.
+    Mail(MailSupervisorArgs),
 }
 
 impl DomainSpec {
     fn name(&self) -> &'static str {
         match self {
             DomainSpec::Race(_) => "race",
+            DomainSpec::Mail(_) => "mail",
         }
     }
 
@@ -29,6 +33,16 @@ impl DomainSpec {
                 let (actor, _) = RaceSupervisor::spawn_linked(
                     None,
                     RaceSupervisor,
+                    args.clone(),
+                    root.get_cell(),
+                )
+                .await?;
+                Ok(actor.get_id())
+            }
+            DomainSpec::Mail(args) => {
+                let (actor, _) = MailSupervisor::spawn_linked(
+                    None,
+                    MailSupervisor,
                     args.clone(),
                     root.get_cell(),
                 )

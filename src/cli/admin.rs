@@ -50,6 +50,12 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
                 other => print_reply(other, args.json),
             }
         }
+        AdminCommand::Mail(command) => {
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let outcome = super::mail::run(&mut client, command, args.json).await;
+            client.close().await;
+            outcome
+        }
         AdminCommand::Backup { out } => {
             let mut client = connect(&args.server, args.token.as_deref()).await?;
             let tmp = out.with_extension("partial");

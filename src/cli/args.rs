@@ -78,6 +78,9 @@ pub enum AdminCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Mail jobs: send, status, lists, failed log, dead letters, re-drive.
+    #[command(subcommand)]
+    Mail(super::mail::MailCommand),
 }
 
 /// `peloton admin token …`.

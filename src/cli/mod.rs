@@ -2,11 +2,12 @@
 //!
 //! Argument shapes live in [`args`]; admin commands in [`admin`] and the simulator in
 //! [`sim`] speak the binary protocol through [`crate::net::client`]; [`racers`] builds
-//! registrations and CSV imports; [`output`] prints tables for people and exactly one JSON
+//! registrations and CSV imports; [`mail`] runs `peloton admin mail …`; [`output`] prints tables for people and exactly one JSON
 //! document for scripts (`--json`).
 
 pub mod admin;
 pub mod args;
+pub mod mail;
 pub mod output;
 pub mod racers;
 pub mod sim;

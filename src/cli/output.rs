@@ -239,3 +239,60 @@ fn state(r: &RaceView) -> &'static str {
         S::Cancelled => "cancelled",
     }
 }
+
+/// Mail jobs as a table.
+pub fn mail_jobs(jobs: &[crate::net::protocol::MailJobView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "id",
+        "state",
+        "attempts",
+        "to",
+        "subject",
+        "next / sent",
+        "last error",
+    ]);
+    for j in jobs {
+        let when = j
+            .next_attempt_at_ms
+            .or(j.sent_at_ms)
+            .map_or_else(|| "-".into(), format_rfc3339);
+        table.add_row([
+            j.id.clone(),
+            j.state.clone(),
+            j.attempts.to_string(),
+            j.to.clone(),
+            j.subject.clone(),
+            when,
+            j.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// One mail job with its failed attempts.
+pub fn mail_job(detail: &crate::net::protocol::MailJobDetailView) {
+    mail_jobs(std::slice::from_ref(&detail.job));
+    println!("Message-ID: {}", detail.message_id);
+    if !detail.failures.is_empty() {
+        mail_failures(&detail.failures);
+    }
+}
+
+/// The failed-message log as a table.
+pub fn mail_failures(rows: &[crate::net::protocol::MailFailureView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["at", "job", "attempt", "to", "error"]);
+    for f in rows {
+        table.add_row([
+            format_rfc3339(f.at_ms),
+            f.id.clone(),
+            f.attempt.to_string(),
+            f.to.clone(),
+            f.error.clone(),
+        ]);
+    }
+    println!("{table}");
+}

@@ -276,6 +276,29 @@ mod tests {
                 speed: 60.0,
                 from_ms: Some(1_796_115_600_000),
             },
+            Request::RaceShare {
+                race_id: "r".into(),
+                ttl_secs: 3600,
+            },
+            Request::MailSubmit(crate::net::protocol::MailEnvelope {
+                correlation_id: "order-1".into(),
+                sequence: 2,
+                sent_at_ms: 1_796_115_600_000,
+                messages: vec![crate::net::protocol::MailMessageView {
+                    to: "ana@example.org".into(),
+                    subject: "Hi".into(),
+                    body: "Body".into(),
+                    contact: Some("ana".into()),
+                }],
+            }),
+            Request::MailStatus { id: "j".into() },
+            Request::MailList {
+                state: Some("dead".into()),
+                limit: 10,
+            },
+            Request::MailFailed { limit: 10 },
+            Request::MailRetry { id: "j".into() },
+            Request::MailRetryAllDead,
         ]
     }
 

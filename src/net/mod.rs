@@ -7,12 +7,14 @@
 //! - [`ratelimit`]: the per-socket token bucket.
 //! - [`client`]: the Rust client the CLI and the tests use.
 //! - [`web`]: the spectator web page's embedded files (served by [`http`]).
+//! - [`mail`]: the mail transports (SMTP, HTTP mail API) the mail domain sends through.
 //!
 //! `protocol` and `codec` depend on nothing but shared types, so a v2 can be added beside them.
 
 pub mod client;
 pub mod codec;
 pub mod http;
+pub mod mail;
 pub mod protocol;
 pub mod ratelimit;
 pub mod session;

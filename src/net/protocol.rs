@@ -128,6 +128,121 @@ pub enum Request {
         /// Lifetime in seconds, 1..=`auth.max_ttl_secs`.
         ttl_secs: u64,
     },
+    /// Submit an envelope of mails; processed once per (correlation_id, sequence) within
+    /// the retention. Answered with [`Reply::MailJobs`] (a duplicate gets the first
+    /// envelope's jobs). Admin.
+    MailSubmit(MailEnvelope),
+    /// One mail job with its failed attempts; answered with [`Reply::MailJob`]. Admin.
+    MailStatus {
+        /// The job id (24 hex digits).
+        id: String,
+    },
+    /// Mail jobs, oldest first, optionally in one state (`accepted`, `sending`, `sent`,
+    /// `retry_waiting`, `dead`); answered with [`Reply::MailJobs`]. Admin.
+    MailList {
+        /// Only jobs in this state.
+        state: Option<String>,
+        /// Most rows, 1..=10000.
+        limit: u32,
+    },
+    /// The failed-message log, newest first; answered with [`Reply::MailFailures`]. Admin.
+    MailFailed {
+        /// Most rows, 1..=10000.
+        limit: u32,
+    },
+    /// Re-drive one dead job; answered with [`Reply::MailJobs`] (that job). Admin.
+    MailRetry {
+        /// The job id.
+        id: String,
+    },
+    /// Re-drive every dead job; answered with [`Reply::MailJobs`] (those re-driven). Admin.
+    MailRetryAllDead,
+}
+
+/// Fields of [`Request::MailSubmit`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailEnvelope {
+    /// The submitter's correlation id (`[A-Za-z0-9_.-]{1,64}`).
+    pub correlation_id: String,
+    /// The envelope's sequence number within the correlation.
+    pub sequence: u64,
+    /// When the submitter sent it (its clock, ms since the epoch); an older sent-at never
+    /// overwrites a contact's newer address.
+    pub sent_at_ms: i64,
+    /// 1..=1000 mails.
+    pub messages: Vec<MailMessageView>,
+}
+
+/// One mail of an envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailMessageView {
+    /// Recipient address.
+    pub to: String,
+    /// One line, at most 200 characters.
+    pub subject: String,
+    /// Plain text, at most 64 KiB.
+    pub body: String,
+    /// The contact whose address `to` is as of `sent_at_ms`, if any.
+    pub contact: Option<String>,
+}
+
+/// A mail job as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailJobView {
+    /// Job id (24 hex digits, derived from correlation, sequence and index).
+    pub id: String,
+    /// `accepted`, `sending`, `sent`, `retry_waiting` or `dead`.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Failed attempts logged.
+    pub failures: u32,
+    /// `smtp` or `http`.
+    pub transport: String,
+    /// Recipient.
+    pub to: String,
+    /// Subject.
+    pub subject: String,
+    /// Envelope correlation id.
+    pub correlation_id: String,
+    /// Envelope sequence number.
+    pub sequence: u64,
+    /// Position in the envelope.
+    pub index: u32,
+    /// When the job was accepted.
+    pub accepted_at_ms: i64,
+    /// When the next attempt is due (retry_waiting only).
+    pub next_attempt_at_ms: Option<i64>,
+    /// When it was sent (sent only).
+    pub sent_at_ms: Option<i64>,
+    /// The latest failure.
+    pub last_error: Option<String>,
+}
+
+/// A mail job with its Message-ID and failed attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailJobDetailView {
+    /// The job.
+    pub job: MailJobView,
+    /// The Message-ID header every attempt carries.
+    pub message_id: String,
+    /// Failed attempts, oldest first.
+    pub failures: Vec<MailFailureView>,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailFailureView {
+    /// The job.
+    pub id: String,
+    /// Recipient.
+    pub to: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// When it failed.
+    pub at_ms: i64,
+    /// What the transport said.
+    pub error: String,
 }
 
 /// How a racer's race ended (or stands).
@@ -299,7 +414,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 18] = [
+    pub const TYPES: [&'static str; 24] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -318,6 +433,12 @@ impl Request {
         "race_results",
         "race_replay",
         "race_share",
+        "mail_submit",
+        "mail_status",
+        "mail_list",
+        "mail_failed",
+        "mail_retry",
+        "mail_retry_all_dead",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -341,6 +462,12 @@ impl Request {
             Request::RaceResults { .. } => 15,
             Request::RaceReplay { .. } => 16,
             Request::RaceShare { .. } => 17,
+            Request::MailSubmit(_) => 18,
+            Request::MailStatus { .. } => 19,
+            Request::MailList { .. } => 20,
+            Request::MailFailed { .. } => 21,
+            Request::MailRetry { .. } => 22,
+            Request::MailRetryAllDead => 23,
         }]
     }
 }
@@ -482,6 +609,12 @@ pub enum Reply {
         /// Its expiry, ms since the epoch.
         expires_at_ms: i64,
     },
+    /// Answer to mail_submit, mail_list, mail_retry and mail_retry_all_dead.
+    MailJobs(Vec<MailJobView>),
+    /// Answer to mail_status.
+    MailJob(Box<MailJobDetailView>),
+    /// Answer to mail_failed.
+    MailFailures(Vec<MailFailureView>),
 }
 
 impl Reply {
@@ -501,6 +634,9 @@ impl Reply {
             Reply::Results { .. } => "results",
             Reply::ReplayStarted { .. } => "replay_started",
             Reply::Shared { .. } => "shared",
+            Reply::MailJobs(_) => "mail_jobs",
+            Reply::MailJob(_) => "mail_job",
+            Reply::MailFailures(_) => "mail_failures",
         }
     }
 }

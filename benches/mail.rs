@@ -1,0 +1,393 @@
+//! Mail benchmarks: durable acceptance, delivery to a real SMTP server, and the memory a
+//! waiting job costs.
+//!
+//! - `mail/accept/durable_64_tasks`: 64 tokio tasks submit one-message envelopes to an
+//!   in-process `MailDomain` (journal with group commit, `max_batch` 4096); a submit returns
+//!   once the job's `Accepted` event is flushed. The SMTP breaker is held open (one refused
+//!   attempt opens it for a day), so nothing is sent and only acceptance is timed.
+//!   Baseline in the same run, `mail/accept/raw_journal_append_64_tasks`: the same 64 tasks
+//!   appending one event of the same size straight to a `Journal` (what one acceptance
+//!   must at least cost).
+//! - `mail/deliver/smtp_sink_500`: 500 jobs submitted and timed until all are `Sent` to a
+//!   real aiosmtpd server on loopback (tests/support/smtp_sink.py, which writes each mail
+//!   to a file). Baseline, `mail/deliver/lettre_direct_500`: the same 500 mails sent with
+//!   the same pooled lettre transport and the same concurrency (8), with no job, journal or
+//!   scheduler.
+//! - Memory (printed, not a criterion figure): RSS growth per job with 100,000 jobs waiting
+//!   behind an open breaker, against RSS growth per idle ractor actor (10,000 spawned) in
+//!   the same process, i.e. what a waiting job would cost if it kept its actor.
+//!
+//! Needs python3 with aiosmtpd. Run with `nice -n 10 cargo bench --bench mail`.
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use peloton::actors::mail::message::MailMessage;
+use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
+use peloton::actors::root::{RootArgs, RootMsg, RootSupervisor};
+use peloton::config::Config;
+use peloton::persist::{ActorKey, Journal, JournalWriter, Store};
+use ractor::{Actor, ActorRef};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const TASKS: u64 = 64;
+const PER_TASK: u64 = 32;
+const DELIVER: usize = 500;
+const WAITING: usize = 100_000;
+const IDLE_ACTORS: usize = 10_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The aiosmtpd sink of the tests.
+struct Sink {
+    child: Child,
+    _dir: TempDir,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .args([script, &port.to_string()])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        assert_eq!(line.trim(), "ready");
+        Sink {
+            child,
+            _dir: dir,
+            port,
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mail domain over a fresh database, sending to `smtp_port`.
+struct Domain {
+    _dir: TempDir,
+    mail: MailDomain,
+    journal: Journal,
+    root: ActorRef<RootMsg>,
+    _writer: JournalWriter,
+}
+
+async fn domain(smtp_port: u16, hold_open: bool) -> Domain {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let (journal, writer) = JournalWriter::start(store.clone(), 4096).expect("writer");
+    let (root, _) = RootSupervisor::spawn(
+        None,
+        RootSupervisor,
+        RootArgs {
+            restart_budget: 3,
+            restart_window: Duration::from_secs(60),
+        },
+    )
+    .await
+    .expect("root");
+    let mut config = Config::defaults().expect("config");
+    config.mail.smtp_port = smtp_port;
+    config.mail.smtp_concurrency = 8;
+    config.mail.smtp_pool_max = 8;
+    if hold_open {
+        config.mail.breaker_consecutive_failures = 1;
+        config.mail.breaker_open_ms = 86_400_000;
+    }
+    let mail = MailDomain::start(
+        &root,
+        store,
+        journal.clone(),
+        MailSettings::from_config(&config),
+    )
+    .await
+    .expect("mail domain");
+    if hold_open {
+        // One refused attempt opens the breaker for a day.
+        let trip = request("trip", 0, 1);
+        let job = mail.submit(trip).await.expect("submit").remove(0);
+        while mail.summary(&job.id).expect("job").attempts == 0
+            || mail.breakers().iter().all(|(_, s)| s.as_str() != "open")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Domain {
+        _dir: dir,
+        mail,
+        journal,
+        root,
+        _writer: writer,
+    }
+}
+
+fn request(correlation: &str, sequence: u64, n: usize) -> MailRequest {
+    MailRequest {
+        correlation: correlation.into(),
+        sequence,
+        sent_at_ms: 1_000,
+        messages: (0..n)
+            .map(|i| EnvelopeMessage {
+                message: MailMessage {
+                    to: format!("racer{sequence}x{i}@example.org"),
+                    subject: format!("Your result in race {sequence}"),
+                    body: "Hello,\n\nyou finished 12th in 1:02:03.\n\nThank you for racing.\n"
+                        .into(),
+                },
+                contact: None,
+            })
+            .collect(),
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn accept(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    // lettre's pool spawns a task when dropped: drop the domain inside the runtime.
+    let _runtime = rt.enter();
+    let mut group = c.benchmark_group("mail/accept");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(TASKS * PER_TASK));
+    let d = rt.block_on(domain(free_port(), true));
+    let next = Arc::new(AtomicU64::new(1));
+    group.bench_function("durable_64_tasks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|_| {
+                            let (mail, next) = (d.mail.clone(), next.clone());
+                            tokio::spawn(async move {
+                                for _ in 0..PER_TASK {
+                                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                                    mail.submit(request("bench", seq, 1))
+                                        .await
+                                        .expect("accepted");
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                }
+                started.elapsed()
+            })
+        })
+    });
+    let event = vec![0u8; 200];
+    group.bench_function("raw_journal_append_64_tasks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|t| {
+                            let (journal, event, next) =
+                                (d.journal.clone(), event.clone(), next.clone());
+                            tokio::spawn(async move {
+                                for _ in 0..PER_TASK {
+                                    let n = next.fetch_add(1, Ordering::Relaxed);
+                                    let key = ActorKey::new("rawbench", &format!("{t}.{n}"));
+                                    journal.append(&key, 1, &[&event]).await.expect("append");
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task");
+                    }
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+    d.root.stop(None);
+}
+
+fn deliver(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let _runtime = rt.enter();
+    let sink = Sink::start();
+    let mut group = c.benchmark_group("mail/deliver");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(DELIVER as u64));
+    let d = rt.block_on(domain(sink.port, false));
+    let next = Arc::new(AtomicU64::new(1));
+    group.bench_function("smtp_sink_500", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    let jobs = d
+                        .mail
+                        .submit(request("deliver", seq, DELIVER))
+                        .await
+                        .expect("submit");
+                    for job in jobs {
+                        while d.mail.summary(&job.id).expect("job").status.name() != "sent" {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+                started.elapsed()
+            })
+        })
+    });
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(sink.port)
+        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(8))
+        .build();
+    let permits = Arc::new(tokio::sync::Semaphore::new(8));
+    group.bench_function("lettre_direct_500", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let sends: Vec<_> = (0..DELIVER)
+                        .map(|i| {
+                            let (transport, permits) = (transport.clone(), permits.clone());
+                            tokio::spawn(async move {
+                                let _permit = permits.acquire().await.expect("permit");
+                                let message = Message::builder()
+                                    .from("Peloton <noreply@peloton.local>".parse().expect("from"))
+                                    .to(format!("racer{i}@example.org").parse().expect("to"))
+                                    .subject("Your result")
+                                    .message_id(Some(format!("<direct{i}@peloton.local>")))
+                                    .body("Hello,\n\nyou finished 12th in 1:02:03.\n".to_owned())
+                                    .expect("message");
+                                transport.send(message).await.expect("sent");
+                            })
+                        })
+                        .collect();
+                    for s in sends {
+                        s.await.expect("send task");
+                    }
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.finish();
+    d.root.stop(None);
+}
+
+/// RSS per waiting job (100,000 behind an open breaker) against RSS per idle actor.
+fn memory(rt: &tokio::runtime::Runtime) {
+    rt.block_on(async {
+        let d = domain(free_port(), true).await;
+        let before = rss_bytes();
+        let started = Instant::now();
+        let next = Arc::new(AtomicU64::new(1));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (mail, next) = (d.mail.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let seq = next.fetch_add(1, Ordering::Relaxed);
+                        if seq > (WAITING / 100) as u64 {
+                            return;
+                        }
+                        mail.submit(request("waiting", seq, 100)).await.expect("accepted");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let accept_s = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = d.mail.list(Some("accepted"), 10_000).map(|l| l.len()).unwrap_or(0);
+        let live = d.mail.live_actors();
+        let after = rss_bytes();
+        let per_job = (after.saturating_sub(before)) as f64 / WAITING as f64;
+        println!(
+            "mail/memory: {WAITING} waiting jobs (accepted in {accept_s:.1} s), {live} live job actors, \
+             first 10,000 listed as accepted: {waiting}; RSS +{:.1} MB = {per_job:.0} B per waiting job \
+             (includes sled's cache of their journal records)",
+            (after.saturating_sub(before)) as f64 / 1e6
+        );
+        d.root.stop(None);
+
+        struct Idle;
+        impl Actor for Idle {
+            type Msg = ();
+            type State = ();
+            type Arguments = ();
+            async fn pre_start(
+                &self,
+                _: ActorRef<()>,
+                _: (),
+            ) -> Result<(), ractor::ActorProcessingErr> {
+                Ok(())
+            }
+        }
+        let before = rss_bytes();
+        let mut actors = Vec::with_capacity(IDLE_ACTORS);
+        for _ in 0..IDLE_ACTORS {
+            actors.push(Idle::spawn(None, Idle, ()).await.expect("spawn").0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let per_actor = (rss_bytes().saturating_sub(before)) as f64 / IDLE_ACTORS as f64;
+        println!(
+            "mail/memory: baseline idle ractor actor {per_actor:.0} B; waiting job / idle actor = {:.2}",
+            per_job / per_actor
+        );
+        for a in actors {
+            a.stop(None);
+        }
+    });
+}
+
+fn main() {
+    let rt = runtime();
+    memory(&rt);
+    let mut c = Criterion::default().configure_from_args();
+    accept(&mut c, &rt);
+    deliver(&mut c, &rt);
+    c.final_summary();
+}

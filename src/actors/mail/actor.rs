@@ -1,0 +1,303 @@
+//! The mail job actor: one per job, alive only while the job has something to do.
+//!
+//! It is spawned to accept a job, to make one attempt, or to re-drive it; it journals every
+//! transition (and waits for the flush) before it replies or reports, then stops. A job
+//! waiting for its retry is only a directory entry and a line in the supervisor's schedule,
+//! so 100,000 waiting jobs cost no task, no actor and no socket.
+
+use super::backoff::{Backoff, JitterSource};
+use super::clock::MailClock;
+use super::contacts::ContactBook;
+use super::gate::Gate;
+use super::idempotency::IdempotencyWindow;
+use super::job::{
+    JobCommand, JobEvent, JobStatus, JobSummary, MailJobState, Origin, TransportKind,
+};
+use super::message::{JobId, MailMessage};
+use super::supervisor::MailSupervisorMsg;
+use super::KIND;
+use crate::actors::registry::Registry;
+use crate::error::{ErrorCode, Rejection};
+use crate::metrics as m;
+use crate::net::mail::Outgoing;
+use crate::persist::{ActorKey, Journal, Restored, Store};
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What every mail job actor, the supervisor and the facade share.
+pub struct MailContext {
+    /// Reads jobs back.
+    pub store: Store,
+    /// Journals transitions.
+    pub journal: Journal,
+    /// The domain's clock (pausable in tests).
+    pub clock: MailClock,
+    /// The retry policy.
+    pub backoff: Backoff,
+    /// Where retry jitter comes from.
+    pub jitter: JitterSource,
+    /// From mailbox of every mail.
+    pub from: String,
+    /// Right-hand side of Message-IDs.
+    pub message_id_domain: String,
+    /// Transport of new jobs.
+    pub default_transport: TransportKind,
+    /// Every transport behind its breaker.
+    pub gates: HashMap<TransportKind, Arc<Gate>>,
+    /// Every job's summary, read by status/list without loading or waking jobs.
+    pub directory: DashMap<JobId, JobSummary>,
+    /// Live job actors.
+    pub jobs: Registry<JobId, JobMsg>,
+    /// Envelopes seen within the retention and the jobs they made.
+    pub window: Mutex<IdempotencyWindow<Vec<JobId>>>,
+    /// Contacts' newest addresses (the stale-update rule).
+    pub contacts: Mutex<ContactBook>,
+}
+
+impl MailContext {
+    /// Records `summary` in the directory and moves the jobs-by-state gauge.
+    pub fn publish(&self, summary: JobSummary) {
+        let new = summary.status.name();
+        if let Some(old) = self.directory.insert(summary.id.clone(), summary) {
+            metrics::gauge!(m::MAIL_JOBS, "state" => old.status.name()).decrement(1.0);
+        }
+        metrics::gauge!(m::MAIL_JOBS, "state" => new).increment(1.0);
+    }
+}
+
+/// Messages a job actor accepts.
+pub enum JobMsg {
+    /// Store the job (idempotent) and reply with its summary.
+    Accept {
+        /// The envelope it came from.
+        origin: Origin,
+        /// What to send.
+        message: MailMessage,
+        /// How.
+        transport: TransportKind,
+        /// The job as stored, or why not.
+        reply: RpcReplyPort<Result<JobSummary, Rejection>>,
+    },
+    /// Make one attempt now (the scheduler has admitted it), then report and stop.
+    Attempt,
+    /// Bring a dead job back (admin).
+    Redrive {
+        /// The job afterwards, or why not.
+        reply: RpcReplyPort<Result<JobSummary, Rejection>>,
+    },
+}
+
+/// Spawn arguments.
+pub struct JobArgs {
+    /// The job.
+    pub id: JobId,
+    /// Shared context.
+    pub ctx: Arc<MailContext>,
+    /// Where to report schedules and outcomes.
+    pub supervisor: ActorRef<MailSupervisorMsg>,
+}
+
+/// The actor's state.
+pub struct JobActorState {
+    /// The job.
+    id: JobId,
+    /// Its journal key.
+    key: ActorKey,
+    /// The rules' state.
+    state: MailJobState,
+    /// Last journaled sequence number.
+    seq: u64,
+    /// Shared context.
+    ctx: Arc<MailContext>,
+    /// The supervisor.
+    supervisor: ActorRef<MailSupervisorMsg>,
+}
+
+/// The ractor behaviour of a mail job.
+pub struct JobActor;
+
+impl Actor for JobActor {
+    type Msg = JobMsg;
+    type State = JobActorState;
+    type Arguments = JobArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<JobMsg>,
+        args: JobArgs,
+    ) -> Result<JobActorState, ActorProcessingErr> {
+        let key = ActorKey::new(KIND, args.id.as_str());
+        let Restored {
+            state, last_seq, ..
+        } = args
+            .ctx
+            .store
+            .load::<MailJobState, JobEvent>(&key)?
+            .fold(MailJobState::apply);
+        Ok(JobActorState {
+            id: args.id,
+            key,
+            state,
+            seq: last_seq,
+            ctx: args.ctx,
+            supervisor: args.supervisor,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<JobMsg>,
+        message: JobMsg,
+        st: &mut JobActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            JobMsg::Accept {
+                origin,
+                message,
+                transport,
+                reply,
+            } => {
+                let command = JobCommand::Accept {
+                    id: st.id.clone(),
+                    origin,
+                    message,
+                    transport,
+                };
+                let outcome = execute(st, command).await;
+                if outcome.is_ok() {
+                    schedule(st);
+                }
+                let _ = reply.send(outcome);
+            }
+            JobMsg::Redrive { reply } => {
+                let outcome = execute(st, JobCommand::Redrive).await;
+                if outcome.is_ok() {
+                    schedule(st);
+                }
+                let _ = reply.send(outcome);
+            }
+            JobMsg::Attempt => attempt(st).await,
+        }
+        // Passivate: the journal holds the job; the schedule wakes it when it is due.
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+/// Hands the job's next due time to the scheduler.
+fn schedule(st: &JobActorState) {
+    if let Some(job) = &st.state.job {
+        if let Some(due) = job.status.due_at(st.ctx.clock.now_ms()) {
+            let _ = st.supervisor.cast(MailSupervisorMsg::Schedule {
+                id: st.id.clone(),
+                transport: job.transport,
+                due_ms: due,
+            });
+        }
+    }
+}
+
+/// One attempt: journal its start, send through the gate, journal the outcome, report.
+async fn attempt(st: &mut JobActorState) {
+    let Some(transport) = st.state.job.as_ref().map(|j| j.transport) else {
+        return;
+    };
+    let settled = |st: &JobActorState, due_ms: Option<i64>| {
+        let _ = st.supervisor.cast(MailSupervisorMsg::Settled {
+            id: st.id.clone(),
+            transport,
+            due_ms,
+        });
+    };
+    if let Err(e) = execute(st, JobCommand::Begin).await {
+        // Not due (already sent, dead) or the journal failed: report, and retry a failed
+        // write a little later.
+        let due = (e.code == ErrorCode::Unavailable).then(|| {
+            st.ctx
+                .clock
+                .now_ms()
+                .saturating_add(st.ctx.backoff.base_ms as i64)
+        });
+        settled(st, due);
+        return;
+    }
+    let Some(job) = st.state.job.clone() else {
+        return;
+    };
+    let Some(gate) = st.ctx.gates.get(&transport).cloned() else {
+        settled(st, None);
+        return;
+    };
+    let message_id = st.id.message_id(&st.ctx.message_id_domain);
+    let mail = Outgoing {
+        from: &st.ctx.from,
+        to: &job.message.to,
+        subject: &job.message.subject,
+        body: &job.message.body,
+        message_id: &message_id,
+        idempotency_key: st.id.as_str(),
+    };
+    let clock = st.ctx.clock;
+    let command = match gate.send(mail, || clock.now_ms()).await {
+        Ok(()) => JobCommand::Succeed,
+        Err(e) => {
+            tracing::warn!(job = %st.id, attempt = job.attempts, "mail attempt failed: {e}");
+            JobCommand::Fail {
+                error: e.message,
+                permanent: e.permanent,
+            }
+        }
+    };
+    let due = match execute(st, command).await {
+        Ok(summary) => summary.status.due_at(st.ctx.clock.now_ms()),
+        // The outcome is not stored: the job is still Sending and will be attempted again
+        // (same Message-ID), which the receiver can deduplicate.
+        Err(_) => Some(
+            st.ctx
+                .clock
+                .now_ms()
+                .saturating_add(st.ctx.backoff.base_ms as i64),
+        ),
+    };
+    if let Some(JobStatus::Dead { .. }) = st.state.job.as_ref().map(|j| j.status) {
+        tracing::error!(job = %st.id, "mail job dead-lettered after {} attempts", job.attempts);
+    }
+    settled(st, due);
+}
+
+/// Decide, persist, apply, publish: the only order in which a job changes.
+async fn execute(st: &mut JobActorState, command: JobCommand) -> Result<JobSummary, Rejection> {
+    let mut jitter = st.ctx.jitter;
+    let events = st
+        .state
+        .handle(command, st.ctx.clock.now_ms(), &st.ctx.backoff, &mut jitter)?;
+    if !events.is_empty() {
+        st.ctx
+            .journal
+            .append(&st.key, st.seq + 1, &events)
+            .await
+            .map_err(|e| {
+                tracing::error!(job = %st.id, "journal append failed: {e}");
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the mail job could not be stored; retry",
+                )
+            })?;
+    }
+    for event in &events {
+        st.state.apply(event);
+    }
+    st.seq += events.len() as u64;
+    let job = st
+        .state
+        .job
+        .as_ref()
+        .ok_or_else(|| Rejection::internal("mail job vanished after an accepted command"))?;
+    let summary = job.summary();
+    if !events.is_empty() {
+        st.ctx.publish(summary.clone());
+    }
+    Ok(summary)
+}

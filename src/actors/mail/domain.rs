@@ -1,0 +1,541 @@
+//! The mail domain's facade: what the API layer and other domains call. Envelopes are
+//! checked against the idempotency window, contacts against the stale-update rule, and each
+//! message becomes a job with a derived id, accepted (durably) by its own actor.
+
+use super::actor::{JobMsg, MailContext};
+use super::backoff::{Backoff, JitterSource};
+use super::breaker::{BreakerPolicy, BreakerState};
+use super::clock::MailClock;
+use super::contacts::{ContactBook, Update};
+use super::gate::Gate;
+use super::idempotency::{EnvelopeKey, IdempotencyWindow};
+use super::job::{FailedAttempt, Job, JobEvent, JobSummary, MailJobState, Origin, TransportKind};
+use super::message::{JobId, MailMessage};
+use super::supervisor::{MailSupervisorArgs, MailSupervisorMsg};
+use super::KIND;
+use crate::actors::registry::Registry;
+use crate::actors::root::{DomainSpec, RootMsg};
+use crate::config::Config;
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::validate_id;
+use crate::net::mail::http::HttpSender;
+use crate::net::mail::smtp::{SmtpSender, SmtpSettings};
+use crate::net::mail::{Timeouts, Transport};
+use crate::persist::{ActorKey, Journal, Store};
+use crate::time::UnixMillis;
+use dashmap::DashMap;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most messages one envelope may carry.
+pub const MAX_MESSAGES_PER_ENVELOPE: usize = 1_000;
+/// Most rows one listing returns.
+pub const MAX_LIST: usize = 10_000;
+
+/// One message of an envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvelopeMessage {
+    /// What to send.
+    pub message: MailMessage,
+    /// The contact whose address `message.to` is, as of the envelope's sent-at.
+    pub contact: Option<String>,
+}
+
+/// What another system (or domain) submits: processed once per (correlation, sequence).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailRequest {
+    /// The submitter's correlation id.
+    pub correlation: String,
+    /// Its sequence number within the correlation.
+    pub sequence: u64,
+    /// When the submitter sent it (its clock).
+    pub sent_at_ms: UnixMillis,
+    /// The mails.
+    pub messages: Vec<EnvelopeMessage>,
+}
+
+/// A job with its failed attempts and Message-ID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDetail {
+    /// The summary.
+    pub summary: JobSummary,
+    /// The Message-ID every attempt carries.
+    pub message_id: String,
+    /// The failed attempts, oldest first.
+    pub failures: Vec<FailedAttempt>,
+}
+
+/// One line of the failed-message log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedEntry {
+    /// The job.
+    pub id: JobId,
+    /// The recipient.
+    pub to: String,
+    /// The failure.
+    pub failure: FailedAttempt,
+}
+
+/// Mail settings from configuration, plus what tests inject.
+#[derive(Clone)]
+pub struct MailSettings {
+    /// Retry policy.
+    pub backoff: Backoff,
+    /// Jitter source (fixed in tests).
+    pub jitter: JitterSource,
+    /// Breaker policy, the same for each transport.
+    pub breaker: BreakerPolicy,
+    /// From mailbox.
+    pub from: String,
+    /// Message-ID domain.
+    pub message_id_domain: String,
+    /// Transport of new jobs.
+    pub default_transport: TransportKind,
+    /// Envelope retention.
+    pub retention: Duration,
+    /// SMTP.
+    pub smtp: SmtpSettings,
+    /// SMTP concurrency.
+    pub smtp_concurrency: u32,
+    /// HTTP mail API URL.
+    pub http_url: String,
+    /// HTTP timeouts.
+    pub http_timeouts: Timeouts,
+    /// HTTP concurrency.
+    pub http_concurrency: u32,
+    /// How long to wait for an actor.
+    pub call_timeout: Duration,
+}
+
+impl MailSettings {
+    /// Reads `[mail]` (validated already).
+    pub fn from_config(config: &Config) -> MailSettings {
+        let m = &config.mail;
+        let ms = Duration::from_millis;
+        MailSettings {
+            backoff: Backoff {
+                base_ms: m.backoff_base_ms,
+                factor: m.backoff_factor,
+                cap_ms: m.backoff_cap_ms,
+                max_attempts: m.max_attempts,
+            },
+            jitter: JitterSource::Os,
+            breaker: BreakerPolicy {
+                consecutive_failures: m.breaker_consecutive_failures,
+                failure_rate: m.breaker_failure_rate,
+                min_calls: m.breaker_min_calls,
+                window_ms: m.breaker_window_ms,
+                open_ms: m.breaker_open_ms,
+                half_open_probes: m.breaker_half_open_probes,
+            },
+            from: m.from.clone(),
+            message_id_domain: m.message_id_domain.clone(),
+            default_transport: TransportKind::parse(&m.transport).unwrap_or(TransportKind::Smtp),
+            retention: Duration::from_secs(m.idempotency_retention_secs),
+            smtp: SmtpSettings {
+                host: m.smtp_host.clone(),
+                port: m.smtp_port,
+                tls: m.smtp_tls.clone(),
+                pool_max: m.smtp_pool_max,
+                timeouts: Timeouts {
+                    connect: ms(m.smtp_connect_timeout_ms),
+                    total: ms(m.smtp_total_timeout_ms),
+                },
+            },
+            smtp_concurrency: m.smtp_concurrency,
+            http_url: m.http_url.clone(),
+            http_timeouts: Timeouts {
+                connect: ms(m.http_connect_timeout_ms),
+                total: ms(m.http_total_timeout_ms),
+            },
+            http_concurrency: m.http_concurrency,
+            call_timeout: ms(config.supervision.call_timeout_ms),
+        }
+    }
+}
+
+/// Handle to the running mail domain.
+#[derive(Clone)]
+pub struct MailDomain {
+    /// Shared with the supervisor and every job actor.
+    ctx: Arc<MailContext>,
+    /// The current supervisor incarnation.
+    supervisor: Arc<Mutex<Option<ActorRef<MailSupervisorMsg>>>>,
+    /// How long to wait for an actor.
+    call_timeout: Duration,
+}
+
+impl MailDomain {
+    /// Builds the transports and starts the mail supervisor under `root`, which recovers
+    /// every stored job (without waking any) before this returns.
+    pub async fn start(
+        root: &ActorRef<RootMsg>,
+        store: Store,
+        journal: Journal,
+        settings: MailSettings,
+    ) -> Result<MailDomain, String> {
+        let smtp = SmtpSender::new(&settings.smtp)?;
+        let http = HttpSender::new(&settings.http_url, settings.http_timeouts)?;
+        let mut gates = HashMap::new();
+        gates.insert(
+            TransportKind::Smtp,
+            Arc::new(Gate::new(
+                TransportKind::Smtp,
+                Transport::Smtp(smtp),
+                settings.breaker,
+                settings.smtp_concurrency,
+            )),
+        );
+        gates.insert(
+            TransportKind::Http,
+            Arc::new(Gate::new(
+                TransportKind::Http,
+                Transport::Http(http),
+                settings.breaker,
+                settings.http_concurrency,
+            )),
+        );
+        let retention = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
+        let ctx = Arc::new(MailContext {
+            store,
+            journal,
+            clock: MailClock::new(),
+            backoff: settings.backoff,
+            jitter: settings.jitter,
+            from: settings.from,
+            message_id_domain: settings.message_id_domain,
+            default_transport: settings.default_transport,
+            gates,
+            directory: DashMap::new(),
+            jobs: Registry::new(KIND),
+            window: Mutex::new(IdempotencyWindow::new(retention)),
+            contacts: Mutex::new(ContactBook::default()),
+        });
+        let supervisor = Arc::new(Mutex::new(None));
+        let args = MailSupervisorArgs {
+            slot: supervisor.clone(),
+            ctx: ctx.clone(),
+        };
+        match root
+            .call(
+                |reply| RootMsg::StartDomain {
+                    spec: DomainSpec::Mail(args),
+                    reply,
+                },
+                None,
+            )
+            .await
+        {
+            Ok(CallResult::Success(Ok(()))) => {}
+            Ok(CallResult::Success(Err(e))) => return Err(e),
+            Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
+        }
+        Ok(MailDomain {
+            ctx,
+            supervisor,
+            call_timeout: settings.call_timeout,
+        })
+    }
+
+    /// Submits an envelope: validated, deduplicated by (correlation, sequence) within the
+    /// retention, and each message accepted durably as a job before this returns. A
+    /// duplicate gets the jobs the first submission made, as they are now.
+    pub async fn submit(&self, request: MailRequest) -> Result<Vec<JobSummary>, Rejection> {
+        validate_id("correlation id", &request.correlation)?;
+        if request.messages.is_empty() || request.messages.len() > MAX_MESSAGES_PER_ENVELOPE {
+            return Err(Rejection::invalid(format!(
+                "an envelope carries 1 to {MAX_MESSAGES_PER_ENVELOPE} messages, got {}",
+                request.messages.len()
+            )));
+        }
+        for (i, m) in request.messages.iter().enumerate() {
+            m.message
+                .validate()
+                .map_err(|r| Rejection::invalid(format!("message {i}: {}", r.message)))?;
+            if let Some(contact) = &m.contact {
+                validate_id(&format!("message {i}: contact"), contact)?;
+            }
+        }
+        let key = EnvelopeKey {
+            correlation: request.correlation.clone(),
+            sequence: request.sequence,
+        };
+        let now = self.ctx.clock.now_ms();
+        let seen = self
+            .ctx
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(&key, now);
+        if let Some(ids) = seen {
+            return Ok(self.summaries(&ids));
+        }
+        let of = u32::try_from(request.messages.len()).unwrap_or(u32::MAX);
+        let mut accepts = Vec::with_capacity(request.messages.len());
+        for (index, m) in request.messages.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let mut message = m.message;
+            if let Some(contact) = &m.contact {
+                message.to = self.contact_address(contact, &message.to, request.sent_at_ms);
+            }
+            let id = JobId::derive(&request.correlation, request.sequence, index);
+            let origin = Origin {
+                correlation: request.correlation.clone(),
+                sequence: request.sequence,
+                index,
+                of,
+                sent_at_ms: request.sent_at_ms,
+                contact: m.contact,
+            };
+            accepts.push(self.accept(id, origin, message));
+        }
+        let accepted = futures_util::future::join_all(accepts)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.ctx
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(key, accepted.iter().map(|s| s.id.clone()).collect(), now);
+        Ok(accepted)
+    }
+
+    /// The address to send to for `contact`: `proposed` unless a newer envelope already set
+    /// another (then the stale update is ignored and logged with both timestamps).
+    fn contact_address(&self, contact: &str, proposed: &str, sent_at_ms: UnixMillis) -> String {
+        let mut book = self.ctx.contacts.lock().unwrap_or_else(|e| e.into_inner());
+        match book.update(contact, proposed, sent_at_ms) {
+            Update::Stale {
+                current_ms,
+                update_ms,
+            } => {
+                tracing::warn!(
+                    contact,
+                    current_sent_at_ms = current_ms,
+                    update_sent_at_ms = update_ms,
+                    "stale contact update ignored: it is older than the address in use"
+                );
+                book.address(contact).unwrap_or(proposed).to_owned()
+            }
+            Update::Applied | Update::Unchanged => proposed.to_owned(),
+        }
+    }
+
+    async fn accept(
+        &self,
+        id: JobId,
+        origin: Origin,
+        message: MailMessage,
+    ) -> Result<JobSummary, Rejection> {
+        let transport = self.ctx.default_transport;
+        let actor = self.actor(&id).await?;
+        match actor
+            .call(
+                |reply| JobMsg::Accept {
+                    origin,
+                    message,
+                    transport,
+                    reply,
+                },
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("mail job {id} did not answer; submit again (duplicates are ignored)"),
+            )),
+        }
+    }
+
+    /// The live actor of job `id`, woken by the supervisor if needed.
+    async fn actor(&self, id: &JobId) -> Result<ActorRef<JobMsg>, Rejection> {
+        if let Some(actor) = self.ctx.jobs.get(id) {
+            return Ok(actor);
+        }
+        let supervisor = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the mail domain is restarting; retry",
+                )
+            })?;
+        match supervisor
+            .call(
+                |reply| MailSupervisorMsg::Spawn {
+                    id: id.clone(),
+                    reply,
+                },
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "the mail supervisor did not answer; retry",
+            )),
+        }
+    }
+
+    fn summaries(&self, ids: &[JobId]) -> Vec<JobSummary> {
+        let mut out: Vec<JobSummary> = ids
+            .iter()
+            .filter_map(|id| self.ctx.directory.get(id).map(|s| s.value().clone()))
+            .collect();
+        out.sort_by_key(|s| s.index);
+        out
+    }
+
+    /// One job with its failures, read from storage.
+    pub async fn status(&self, id: &JobId) -> Result<JobDetail, Rejection> {
+        let summary = self.summary(id)?;
+        let job = self.load(id.clone()).await?;
+        Ok(JobDetail {
+            message_id: id.message_id(&self.ctx.message_id_domain),
+            failures: job.map(|j| j.failures).unwrap_or_default(),
+            summary,
+        })
+    }
+
+    /// A job's summary from the directory.
+    pub fn summary(&self, id: &JobId) -> Result<JobSummary, Rejection> {
+        self.ctx
+            .directory
+            .get(id)
+            .map(|s| s.value().clone())
+            .ok_or_else(|| {
+                Rejection::new(ErrorCode::NotFound, format!("mail job {id} does not exist"))
+            })
+    }
+
+    /// Jobs in state `state` (any state when `None`), oldest first, at most `limit`.
+    pub fn list(&self, state: Option<&str>, limit: usize) -> Result<Vec<JobSummary>, Rejection> {
+        if let Some(s) = state {
+            if !super::job::JobStatus::NAMES.contains(&s) {
+                return Err(Rejection::invalid(format!(
+                    "state must be one of {}, got `{s}`",
+                    super::job::JobStatus::NAMES.join(", ")
+                )));
+            }
+        }
+        let mut rows: Vec<JobSummary> = self
+            .ctx
+            .directory
+            .iter()
+            .filter(|e| state.is_none_or(|s| e.value().status.name() == s))
+            .map(|e| e.value().clone())
+            .collect();
+        rows.sort_by(|a, b| (a.accepted_at_ms, &a.id).cmp(&(b.accepted_at_ms, &b.id)));
+        rows.truncate(limit.min(MAX_LIST));
+        Ok(rows)
+    }
+
+    /// The failed-message log: every failed attempt (newest first), at most `limit`.
+    pub async fn failed(&self, limit: usize) -> Result<Vec<FailedEntry>, Rejection> {
+        let ids: Vec<JobId> = self
+            .ctx
+            .directory
+            .iter()
+            .filter(|e| e.value().failures > 0)
+            .map(|e| e.key().clone())
+            .collect();
+        let store = self.ctx.store.clone();
+        let mut entries = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            for id in ids {
+                if let Some(job) = load_job(&store, &id)? {
+                    entries.extend(job.failures.into_iter().map(|failure| FailedEntry {
+                        id: job.id.clone(),
+                        to: job.message.to.clone(),
+                        failure,
+                    }));
+                }
+            }
+            Ok::<_, Rejection>(entries)
+        })
+        .await
+        .map_err(|e| Rejection::internal(format!("failed-log reader stopped: {e}")))??;
+        entries.sort_by(|a, b| (b.failure.at_ms, &b.id).cmp(&(a.failure.at_ms, &a.id)));
+        entries.truncate(limit.min(MAX_LIST));
+        Ok(entries)
+    }
+
+    /// Re-drives a dead job (a fresh attempt budget, due now).
+    pub async fn retry(&self, id: &JobId) -> Result<JobSummary, Rejection> {
+        self.summary(id)?;
+        let actor = self.actor(id).await?;
+        match actor
+            .call(|reply| JobMsg::Redrive { reply }, Some(self.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(outcome)) => outcome,
+            _ => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("mail job {id} did not answer; retry"),
+            )),
+        }
+    }
+
+    /// Re-drives every dead job; returns those re-driven.
+    pub async fn retry_all_dead(&self) -> Result<Vec<JobSummary>, Rejection> {
+        let dead = self.list(Some("dead"), MAX_LIST)?;
+        let mut out = Vec::with_capacity(dead.len());
+        for job in dead {
+            out.push(self.retry(&job.id).await?);
+        }
+        Ok(out)
+    }
+
+    /// The breaker state of each transport.
+    pub fn breakers(&self) -> Vec<(TransportKind, BreakerState)> {
+        let mut out: Vec<_> = self
+            .ctx
+            .gates
+            .values()
+            .map(|g| (g.kind, g.state()))
+            .collect();
+        out.sort_by_key(|(k, _)| k.as_str());
+        out
+    }
+
+    /// Jobs known (all states).
+    pub fn len(&self) -> usize {
+        self.ctx.directory.len()
+    }
+
+    /// True when there is no job.
+    pub fn is_empty(&self) -> bool {
+        self.ctx.directory.is_empty()
+    }
+
+    /// Job actors alive now (awake jobs); waiting jobs have none.
+    pub fn live_actors(&self) -> usize {
+        self.ctx.jobs.len()
+    }
+
+    async fn load(&self, id: JobId) -> Result<Option<Job>, Rejection> {
+        let store = self.ctx.store.clone();
+        tokio::task::spawn_blocking(move || load_job(&store, &id))
+            .await
+            .map_err(|e| Rejection::internal(format!("job reader stopped: {e}")))?
+    }
+}
+
+/// Reads one job back from storage.
+fn load_job(store: &Store, id: &JobId) -> Result<Option<Job>, Rejection> {
+    let key = ActorKey::new(KIND, id.as_str());
+    store
+        .load::<MailJobState, JobEvent>(&key)
+        .map(|r| r.fold(MailJobState::apply).state.job)
+        .map_err(|e| Rejection::internal(format!("mail job {id} could not be read: {e}")))
+}

@@ -1,0 +1,38 @@
+//! Mission control: every outgoing mail is a durable job.
+//!
+//! Pure rules (no tokio, no sled):
+//! - [`message`]: a mail, its validation, the job id and `Message-ID` derived from its origin.
+//! - [`job`]: one job's lifecycle (Accepted → Sending → Sent | RetryWaiting → … | Dead).
+//! - [`backoff`]: exponential backoff with full jitter, the jitter source injected.
+//! - [`breaker`]: the circuit breaker of one transport.
+//! - [`idempotency`]: envelopes processed once within a retention window.
+//! - [`contacts`]: the stale-update rule (older sent-at never overwrites newer state).
+
+//!
+//! Shell (tokio, ractor, the journal):
+//! - [`clock`]: wall-clock time that advances with tokio's (pausable) clock.
+//! - [`schedule`]: waiting jobs by due time, one lane per transport (pure).
+//! - [`gate`]: a transport behind its breaker and concurrency limit.
+//! - [`actor`]: one actor per awake job; journals each transition, then passivates.
+//! - [`supervisor`]: recovery, the scheduler's single timer, supervision of job actors.
+//! - [`domain`]: the facade (`MailDomain::submit`, status, lists, re-drive).
+//! - [`trigger`]: results mails when a race finishes.
+
+pub mod actor;
+pub mod backoff;
+pub mod breaker;
+pub mod clock;
+pub mod contacts;
+pub mod domain;
+pub mod gate;
+pub mod idempotency;
+pub mod job;
+pub mod message;
+pub mod schedule;
+pub mod supervisor;
+pub mod trigger;
+
+pub use domain::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
+
+/// The journal kind of mail job actors (`mail/<job id>`).
+pub const KIND: &str = "mail";
