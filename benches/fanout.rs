@@ -1,72 +1,162 @@
 //! Spectator fan-out: how the real server delivers live race updates to many spectator
-//! sockets, against a bare tokio-tungstenite broadcast server measured in the same run.
+//! sockets, against a bare tokio-tungstenite broadcast server measured in the same run; and
+//! (`MODE=saturate`) how many fixes per second the whole ingest path accepts, against a bare
+//! tokio-tungstenite request/answer server.
 //!
 //! Why: every race update is encoded once and the same bytes go to every subscriber
 //! (PROTOCOL.md 7.16); this checks what that path costs next to the simplest possible
 //! broadcast server with the same sockets, frame sizes and tick rate.
 //!
 //! Run: `nice -n 5 cargo bench --bench fanout` (defaults R=100 racers, S=1000 spectators,
-//! D=20 s; `RACERS`, `SPECTATORS`, `SECONDS` override). `cargo test --benches` runs a tiny
-//! smoke (3 racers, 5 spectators, 2 s).
+//! D=20 s; `RACERS`, `SPECTATORS`, `SECONDS` override). `RACES=N` (default 1) runs N races
+//! of R racers each, with the S spectators spread evenly over them (`RACES=100 RACERS=100
+//! SPECTATORS=10000`: 100 per race). `MODE=saturate` measures saturated fix intake instead
+//! (`BATCH` fixes per request, default 1, at most 2,000 so a frame stays under 64 KiB;
+//! `SPECTATORS` defaults to 0 there). `cargo test --benches` runs a tiny smoke: the default
+//! mode (3 racers, 5 spectators, 2 s), then 2 races (3 racers each, 4 spectators, 1 s), then
+//! saturate (3 racers, 1 s); with `MODE` or `RACES` set it runs only that scenario.
 //!
 //! Peloton side: starts `peloton serve` on 127.0.0.1:0 with a temporary data folder, creates
-//! a race on the Celje loop starting now, registers R racers, starts it, opens S binary
-//! spectator sockets (`race_subscribe`), then every racer sends one fix per second of wall
-//! time (device time +1 s per fix, ~8 m/s along the course, staggered by 5 m) and waits for
-//! its `fixes_ack`. Measured:
+//! N races on the Celje loop starting now (same course, same start), registers R racers
+//! (bibs 1..=R) in each, starts them, opens S binary spectator sockets (`race_subscribe`,
+//! race-scoped tokens, S/N per race), then every racer (a racer token scoped to its race,
+//! `sub` = bib) sends one fix per second of wall time (device time +1 s per fix, ~8 m/s
+//! along the course, staggered by 5 m; the N×R racers' phases spread over the second, each
+//! race's racers interleaved with the others') and waits for its `fixes_ack`. Measured, totals over all races:
 //! - delivered `race_update` frames per second over all spectators (arrivals inside the
 //!   D-second window, divided by D);
-//! - per-update spread: last spectator arrival − first spectator arrival of the same `seq`;
-//! - fix → spectator latency on up to 50 sampled spectators: from the racer's send instant
-//!   to the arrival of the first update whose row for that bib carries the fix's position;
+//! - per-update spread: last spectator arrival − first spectator arrival of the same
+//!   (race, `seq`);
+//! - fix → spectator latency on about 50 sampled spectators (the first ⌈50/N⌉ of each
+//!   race): from the racer's send instant to the arrival of the first update whose row for
+//!   that bib carries the fix's position;
 //! - fix ack latency: send → `fixes_ack`.
 //!
 //! Baseline: an in-process server (`accept_hdr_async_with_config`, only to echo the
 //! subprotocol; 4 KiB buffers; one writer task per socket fed by a `tokio::sync::broadcast`
 //! of `Bytes`, feeding every queued frame then flushing once) sends a welcome, then every
 //! 250 ms one binary `race_update` frame with as many rows as Peloton's median update, to S
-//! sockets opened with the same client. Measured the same way (frames/s, spread); it has no
-//! fixes, so no fix latency.
+//! sockets opened with the same client. With N races it has N broadcast channels (a socket
+//! picks one by its URL path), each sending its own frame sized like that race's median
+//! Peloton delta, the N channels' sends spread evenly over the 250 ms. Measured the same way
+//! (frames/s, spread); it has no fixes, so no fix latency.
+//!
+//! Saturate (`MODE=saturate`): N races × R racers as above, but each racer socket runs a
+//! closed loop for D seconds: send `fixes` with the next `BATCH` fixes (device time +1 s and
+//! 8 m along the course per fix, standing still 1 km before the finish so that every fix
+//! stays acceptable), wait for `fixes_ack`, send the next. Measured: fixes accepted per
+//! second (sum of `fixes_ack.accepted` of the acks that arrived inside the window, ÷ D)
+//! through the whole path (socket → session → racer actor → journal group commit → ack) and
+//! ack latency. The server runs with `ws.rate_limit_per_sec` and `ws.rate_limit_burst`
+//! raised to 1,000,000 (the default bucket, 50/s, would refuse a closed loop). Both sides
+//! use the same small client (tokio-tungstenite with the `Client`'s 8 KiB buffers, real
+//! encoding of every request and real decoding of every answer). Baseline: an in-process
+//! server (same accept and buffers as above) that answers every binary frame with the same
+//! bytes: a real `ServerFrame::Reply{FixesAck}` encoded once, with a request id chosen so its
+//! size matches Peloton's median ack. It decodes nothing, stores nothing and, unlike
+//! Peloton's journal (group commit, then sled's `flush`, an fsync, before every ack), never
+//! syncs to disk: it is the socket-path limit of this machine for the same sockets and loop.
+//!
+//! Every mode ends with one line on the `peloton serve` child process: its peak RSS
+//! (`VmHWM` of /proc/<pid>/status, at the end of the run) and the CPU time it used
+//! (utime + stime of /proc/<pid>/stat) inside the D-second window, ÷ the window = cores used.
+//! The baselines run inside the bench process, next to their clients, so they have no such
+//! line.
 
 mod support;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use peloton::auth::{claims_for, Role};
+use peloton::auth::{claims_for, Keys, Role};
 use peloton::geo::{Course, CourseIndex};
-use peloton::net::client::Client;
-use peloton::net::codec::Codec;
+use peloton::net::client::{endpoint, Client};
+use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
 use peloton::net::protocol::{
-    Push, RaceCreate, RaceTick, RacerView, Reply, Request, ServerFrame, StandingView, Welcome,
-    WireFix, PROTOCOL_VERSION,
+    ClientFrame, Push, RaceCreate, RaceTick, RacerView, Reply, Request, ServerFrame, StandingView,
+    Welcome, WireFix, PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request as HsRequest, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const GPX: &str = "../shared/data/gpx/loop-celje-resevno-2020-09-20.gpx";
-/// Spectators that check rows against the racers' send instants.
+/// Spectators that check rows against the racers' send instants (spread over the races).
 const LATENCY_SAMPLES: usize = 50;
 /// Concurrent connection handshakes.
 const CONNECTING: usize = 32;
+/// Most baseline spectator sockets (each costs the bench process two file descriptors).
+const BASELINE_MAX_SPECTATORS: usize = 9000;
+/// Most fixes per saturate request: 33 + 28 × (n − 1) bytes stays under the 64 KiB frame limit.
+const MAX_BATCH: usize = 2000;
+/// Rate limit (messages/s and burst) for the saturate run: a closed loop far exceeds 50/s.
+const SATURATE_RATE_LIMIT: &str = "1000000";
+/// Client buffers, as `Client` uses.
+const CLIENT_BUFFER_BYTES: usize = 8 * 1024;
 
-/// Send instants of fixes, by (bib, lat, lon).
-type Sent = Arc<Mutex<HashMap<(u32, i32, i32), Instant>>>;
+/// Send instants of fixes, by (race, bib, lat, lon).
+type Sent = Arc<Mutex<HashMap<(usize, u32, i32, i32), Instant>>>;
+
+/// A client socket of the saturate loop.
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Fanout,
+    Saturate,
+}
+
+/// One run's shape.
+#[derive(Clone, Copy, Debug)]
+struct Scenario {
+    mode: Mode,
+    races: usize,
+    racers: usize,
+    spectators: usize,
+    secs: u64,
+    batch: usize,
+}
+
+impl Scenario {
+    fn from_env(benching: bool) -> Scenario {
+        let mode = match std::env::var("MODE").as_deref() {
+            Err(_) | Ok("") | Ok("fanout") | Ok("fan-out") => Mode::Fanout,
+            Ok("saturate") => Mode::Saturate,
+            Ok(other) => panic!("MODE={other}: expected fanout or saturate"),
+        };
+        let spectators = match mode {
+            Mode::Fanout => env_or("SPECTATORS", if benching { 1000 } else { 5 }).max(1),
+            Mode::Saturate => env_or("SPECTATORS", 0),
+        };
+        Scenario {
+            mode,
+            races: env_or("RACES", 1).max(1),
+            racers: env_or("RACERS", if benching { 100 } else { 3 }).max(1),
+            spectators,
+            secs: env_or("SECONDS", if benching { 20 } else { 2 }).max(1) as u64,
+            batch: env_or("BATCH", 1).clamp(1, MAX_BATCH),
+        }
+    }
+}
 
 /// What one spectator saw.
 #[derive(Default)]
 struct Seen {
+    /// The race it watched (index into the bench's races).
+    race: usize,
     /// (seq, arrival, full) per update frame.
     frames: Vec<(u64, Instant, bool)>,
     /// Fix → arrival latencies (sampled spectators only).
     latencies: Vec<Duration>,
-    /// Encoded sizes and row counts of deltas (spectator 0 only).
+    /// Encoded sizes and row counts of deltas (the first spectator of each race only).
     sizes: Vec<(usize, usize)>,
 }
 
@@ -78,10 +168,37 @@ struct Figures {
     updates: usize,
     full_frames: usize,
     delivered_share: f64,
+    /// Median delta frame (median over races of each race's median).
     frame_bytes: usize,
     rows: usize,
+    /// Median delta frame (bytes, rows) of each race, when one of its spectators saw deltas.
+    race_frames: Vec<Option<(usize, usize)>>,
     latency: Option<(Duration, Duration, usize)>,
     ack: Option<(Duration, Duration, usize)>,
+}
+
+/// One spectator socket to open.
+struct Target {
+    race: usize,
+    url: String,
+    token: String,
+    subscribe: Option<String>,
+    sample: bool,
+    sizes: bool,
+}
+
+/// The `peloton serve` child's use of the machine.
+struct ServerUse {
+    pid: u32,
+    peak_rss_kib: Option<u64>,
+    cpu_s: Option<f64>,
+    window: Duration,
+}
+
+/// CPU time of `pid` at the start of a window, read again when the window ends.
+struct CpuWindow {
+    pid: u32,
+    task: tokio::task::JoinHandle<(Option<f64>, Duration)>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -107,9 +224,103 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `total` split over `parts` as evenly as possible (the first ones get the remainder).
+fn spread(total: usize, parts: usize) -> Vec<usize> {
+    (0..parts)
+        .map(|j| total / parts + usize::from(j < total % parts))
+        .collect()
+}
+
+/// Clock ticks per second of /proc/<pid>/stat (USER_HZ).
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// Peak resident set size of `pid` (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl CpuWindow {
+    /// Reads `pid`'s CPU time now and again at `end`.
+    fn start(pid: u32, end: Instant) -> CpuWindow {
+        let (c0, w0) = (cpu_seconds(pid), Instant::now());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(end.into()).await;
+            let c1 = cpu_seconds(pid);
+            (c0.zip(c1).map(|(a, b)| b - a), w0.elapsed())
+        });
+        CpuWindow { pid, task }
+    }
+
+    /// The CPU seconds and wall time of the window; call before the process ends.
+    async fn finish(self) -> ServerUse {
+        let (cpu_s, window) = self.task.await.expect("cpu window");
+        ServerUse {
+            pid: self.pid,
+            peak_rss_kib: None,
+            cpu_s,
+            window,
+        }
+    }
+}
+
+impl ServerUse {
+    fn print(&self) {
+        let rss = self
+            .peak_rss_kib
+            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let cpu = match self.cpu_s {
+            Some(c) => {
+                let w = self.window.as_secs_f64();
+                format!(
+                    "CPU {c:.2} s (utime+stime) in the {w:.2} s window = {:.2} cores",
+                    c / w.max(1e-9)
+                )
+            }
+            None => "CPU n/a".into(),
+        };
+        println!(
+            "server (peloton serve, pid {}): peak RSS (VmHWM) {rss}; {cpu}",
+            self.pid
+        );
+    }
+}
+
 /// Reads pushes until `stop`, recording update arrivals (and latencies when `sent` is given).
-async fn watch(mut client: Client, stop: Arc<AtomicBool>, sent: Option<Sent>, sizes: bool) -> Seen {
-    let mut seen = Seen::default();
+async fn watch(
+    mut client: Client,
+    race: usize,
+    stop: Arc<AtomicBool>,
+    sent: Option<Sent>,
+    sizes: bool,
+) -> Seen {
+    let mut seen = Seen {
+        race,
+        ..Seen::default()
+    };
     let mut last_pos: HashMap<u32, (i32, i32)> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let push = match client.next_push(Duration::from_millis(200)).await {
@@ -135,7 +346,7 @@ async fn watch(mut client: Client, stop: Arc<AtomicBool>, sent: Option<Sent>, si
             for row in &tick.standings {
                 let pos = (row.lat_e7, row.lon_e7);
                 if last_pos.insert(row.bib, pos) != Some(pos) {
-                    if let Some(at) = sent.get(&(row.bib, pos.0, pos.1)) {
+                    if let Some(at) = sent.get(&(race, row.bib, pos.0, pos.1)) {
                         seen.latencies.push(now.saturating_duration_since(*at));
                     }
                 }
@@ -146,13 +357,16 @@ async fn watch(mut client: Client, stop: Arc<AtomicBool>, sent: Option<Sent>, si
     seen
 }
 
-/// Merges what the spectators saw into frames/s and spread over `[t0, t0 + d]`.
-fn summarise(seen: &[Seen], t0: Instant, d: Duration) -> Figures {
+/// Merges what the spectators of `races` races saw into frames/s and spread over
+/// `[t0, t0 + d]`.
+fn summarise(seen: &[Seen], races: usize, t0: Instant, d: Duration) -> Figures {
     let end = t0 + d;
-    let mut by_seq: BTreeMap<u64, (Instant, Instant)> = BTreeMap::new();
+    let mut by_seq: BTreeMap<(usize, u64), (Instant, Instant)> = BTreeMap::new();
+    let mut sockets = vec![0usize; races];
     let mut delivered = 0usize;
     let mut full_frames = 0usize;
     for s in seen {
+        sockets[s.race] += 1;
         for &(seq, at, full) in &s.frames {
             if at < t0 {
                 continue;
@@ -163,21 +377,31 @@ fn summarise(seen: &[Seen], t0: Instant, d: Duration) -> Figures {
                     full_frames += 1;
                 }
             }
-            let e = by_seq.entry(seq).or_insert((at, at));
+            let e = by_seq.entry((s.race, seq)).or_insert((at, at));
             e.0 = e.0.min(at);
             e.1 = e.1.max(at);
         }
     }
-    let expected = (by_seq.values().filter(|(first, _)| *first <= end).count() * seen.len()) as f64;
+    let expected = by_seq
+        .iter()
+        .filter(|(_, (first, _))| *first <= end)
+        .map(|((race, _), _)| sockets[*race])
+        .sum::<usize>() as f64;
     let mut spreads: Vec<Duration> = by_seq
         .values()
         .filter(|(first, _)| *first <= end)
         .map(|(first, last)| *last - *first)
         .collect();
     spreads.sort();
-    let mut sizes: Vec<(usize, usize)> = seen.iter().flat_map(|s| s.sizes.clone()).collect();
-    sizes.sort();
-    let (frame_bytes, rows) = sizes.get(sizes.len() / 2).copied().unwrap_or((0, 0));
+    let mut race_frames = vec![None; races];
+    for s in seen.iter().filter(|s| !s.sizes.is_empty()) {
+        let mut sizes = s.sizes.clone();
+        sizes.sort();
+        race_frames[s.race] = Some(sizes[sizes.len() / 2]);
+    }
+    let mut medians: Vec<(usize, usize)> = race_frames.iter().flatten().copied().collect();
+    medians.sort();
+    let (frame_bytes, rows) = medians.get(medians.len() / 2).copied().unwrap_or((0, 0));
     Figures {
         frames_per_s: delivered as f64 / d.as_secs_f64(),
         spread_p50: pct(&spreads, 0.5),
@@ -191,38 +415,56 @@ fn summarise(seen: &[Seen], t0: Instant, d: Duration) -> Figures {
         },
         frame_bytes,
         rows,
+        race_frames,
         latency: p50_p99(seen.iter().flat_map(|s| s.latencies.clone()).collect()),
         ack: None,
     }
 }
 
+/// Runs `connect(i)` for `i` in `0..n`, `CONNECTING` at a time, and returns the results in
+/// order.
+async fn connect_all<T, F, Fut>(n: usize, connect: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(CONNECTING));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = gate.clone();
+        let connecting = connect(i);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("gate");
+            connecting.await
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("connect"));
+    }
+    out
+}
+
 async fn connect_spectators(
-    url: &str,
-    token: &str,
-    n: usize,
-    subscribe: Option<&str>,
+    targets: Vec<Target>,
     stop: &Arc<AtomicBool>,
     sent: Option<&Sent>,
 ) -> Vec<tokio::task::JoinHandle<Seen>> {
+    let n = targets.len();
     let gate = Arc::new(Semaphore::new(CONNECTING));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(n.max(1));
     let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let (url, token, gate, ready) = (
-            url.to_owned(),
-            token.to_owned(),
-            gate.clone(),
-            ready_tx.clone(),
-        );
-        let subscribe = subscribe.map(str::to_owned);
+    for target in targets {
+        let (gate, ready) = (gate.clone(), ready_tx.clone());
         let stop = stop.clone();
-        let sent = (i < LATENCY_SAMPLES).then(|| sent.cloned()).flatten();
+        let sent = target.sample.then(|| sent.cloned()).flatten();
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("gate");
-            let mut client = Client::connect(&url, &token, Codec::Binary)
+            let mut client = Client::connect(&target.url, &target.token, Codec::Binary)
                 .await
                 .expect("spectator connect");
-            if let Some(race_id) = subscribe {
+            if let Some(race_id) = target.subscribe {
                 let reply = client
                     .request(Request::RaceSubscribe {
                         race_id,
@@ -234,7 +476,7 @@ async fn connect_spectators(
             }
             drop(permit);
             let _ = ready.send(()).await;
-            watch(client, stop, sent, i == 0).await
+            watch(client, target.race, stop, sent, target.sizes).await
         }));
     }
     drop(ready_tx);
@@ -244,105 +486,186 @@ async fn connect_spectators(
     tasks
 }
 
-async fn peloton_side(racers: usize, spectators: usize, secs: u64) -> Figures {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, url) = support::start_server(dir.path(), &[]);
-    let keys = support::server_keys(dir.path());
-    let now_s = peloton::time::now_ms() / 1000;
-    let admin_token = keys
-        .issue(&claims_for(Role::Admin, "bench", None, now_s, 3600))
-        .expect("token");
-    let mut admin = Client::connect(&url, &admin_token, Codec::Binary)
-        .await
-        .expect("admin connect");
+/// The course every race runs on: its GPX text and its index.
+fn course() -> (String, Arc<CourseIndex>) {
     let gpx = std::fs::read_to_string(GPX).expect("gpx");
-    let start_ms = peloton::time::now_ms();
-    let Ok(Reply::Race(race)) = admin
-        .request(Request::RaceCreate(RaceCreate {
-            name: "Fan-out bench".into(),
-            course_gpx: gpx.clone(),
-            start_at_ms: start_ms,
-            cutoff_at_ms: None,
-        }))
-        .await
-    else {
-        panic!("race create failed")
-    };
-    let bibs: Vec<u32> = (1..=racers as u32).collect();
-    for chunk in bibs.chunks(200) {
-        admin
-            .request(Request::RacerRegister {
-                race_id: race.id.clone(),
-                racers: chunk
-                    .iter()
-                    .map(|&bib| RacerView {
-                        bib,
-                        name: format!("Racer {bib}"),
-                        team: None,
-                        email: None,
-                    })
-                    .collect(),
-            })
-            .await
-            .expect("register");
-    }
-    admin
-        .request(Request::RaceStart {
-            id: race.id.clone(),
-        })
-        .await
-        .expect("start");
-
-    let spectator_token = keys
-        .issue(&claims_for(
-            Role::Spectator,
-            "fan",
-            Some(&race.id),
-            now_s,
-            3600,
-        ))
-        .expect("token");
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let watchers = connect_spectators(
-        &url,
-        &spectator_token,
-        spectators,
-        Some(&race.id),
-        &stop,
-        Some(&sent),
-    )
-    .await;
-
     let course = Course::from_gpx(gpx.as_bytes(), 200_000).expect("course");
     let index = Arc::new(CourseIndex::new(&course));
-    let mut phones = Vec::with_capacity(racers);
-    for &bib in &bibs {
-        let token = keys
+    (gpx, index)
+}
+
+/// Where racer `i` of a race starts: 5 m behind racer `i - 1`, within the first half.
+fn start_offset(index: &CourseIndex, i: usize) -> f64 {
+    (i as f64 * 5.0) % (index.length_m() * 0.5)
+}
+
+/// A running `peloton serve` with N live races of R registered racers.
+struct Server {
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+    url: String,
+    keys: Keys,
+    admin: Client,
+    now_s: i64,
+    start_ms: i64,
+    races: Vec<String>,
+}
+
+impl Server {
+    async fn start(races: usize, racers: usize, gpx: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (child, url) = support::start_server(dir.path(), env);
+        let keys = support::server_keys(dir.path());
+        let now_s = peloton::time::now_ms() / 1000;
+        let admin_token = keys
+            .issue(&claims_for(Role::Admin, "bench", None, now_s, 3600))
+            .expect("token");
+        let mut admin = Client::connect(&url, &admin_token, Codec::Binary)
+            .await
+            .expect("admin connect");
+        let start_ms = peloton::time::now_ms();
+        let bibs: Vec<u32> = (1..=racers as u32).collect();
+        let mut ids = Vec::with_capacity(races);
+        for j in 0..races {
+            let name = if races == 1 {
+                "Fan-out bench".to_owned()
+            } else {
+                format!("Fan-out bench {}", j + 1)
+            };
+            let Ok(Reply::Race(race)) = admin
+                .request(Request::RaceCreate(RaceCreate {
+                    name,
+                    course_gpx: gpx.to_owned(),
+                    start_at_ms: start_ms,
+                    cutoff_at_ms: None,
+                }))
+                .await
+            else {
+                panic!("race create failed")
+            };
+            for chunk in bibs.chunks(200) {
+                admin
+                    .request(Request::RacerRegister {
+                        race_id: race.id.clone(),
+                        racers: chunk
+                            .iter()
+                            .map(|&bib| RacerView {
+                                bib,
+                                name: format!("Racer {bib}"),
+                                team: None,
+                                email: None,
+                            })
+                            .collect(),
+                    })
+                    .await
+                    .expect("register");
+            }
+            admin
+                .request(Request::RaceStart {
+                    id: race.id.clone(),
+                })
+                .await
+                .expect("start");
+            ids.push(race.id);
+        }
+        Server {
+            _dir: dir,
+            child,
+            url,
+            keys,
+            admin,
+            now_s,
+            start_ms,
+            races: ids,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A token for `sub` scoped to race number `race`.
+    fn token(&self, role: Role, sub: &str, race: usize) -> String {
+        self.keys
             .issue(&claims_for(
-                Role::Racer,
-                &bib.to_string(),
-                Some(&race.id),
-                now_s,
+                role,
+                sub,
+                Some(&self.races[race]),
+                self.now_s,
                 3600,
             ))
-            .expect("token");
-        phones.push(
+            .expect("token")
+    }
+
+    /// Racer tokens of every race, race after race, bibs 1..=R.
+    fn racer_tokens(&self, racers: usize) -> Vec<String> {
+        (0..self.races.len())
+            .flat_map(|race| (1..=racers).map(move |bib| (race, bib)))
+            .map(|(race, bib)| self.token(Role::Racer, &bib.to_string(), race))
+            .collect()
+    }
+
+    /// Reads the peak RSS, then ends the process.
+    async fn stop(mut self, mut usage: ServerUse) -> ServerUse {
+        usage.peak_rss_kib = peak_rss_kib(self.pid());
+        self.admin.close().await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        usage
+    }
+}
+
+async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
+    let (racers, secs) = (s.racers, s.secs);
+    let (gpx, index) = course();
+    let server = Server::start(s.races, racers, &gpx, &[]).await;
+    let start_ms = server.start_ms;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let samples_per_race = LATENCY_SAMPLES.div_ceil(s.races);
+    let mut targets = Vec::with_capacity(s.spectators);
+    for (race, &n) in counts.iter().enumerate() {
+        let token = server.token(Role::Spectator, "fan", race);
+        for k in 0..n {
+            targets.push(Target {
+                race,
+                url: server.url.clone(),
+                token: token.clone(),
+                subscribe: Some(server.races[race].clone()),
+                sample: k < samples_per_race,
+                sizes: k == 0,
+            });
+        }
+    }
+    let watchers = connect_spectators(targets, &stop, Some(&sent)).await;
+
+    let tokens = server.racer_tokens(racers);
+    let url = server.url.clone();
+    let phones = connect_all(tokens.len(), |g| {
+        let (url, token) = (url.clone(), tokens[g].clone());
+        async move {
             Client::connect(&url, &token, Codec::Binary)
                 .await
-                .expect("racer connect"),
-        );
-    }
+                .expect("racer connect")
+        }
+    })
+    .await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
-    let mut riders = Vec::with_capacity(racers);
-    for (i, mut phone) in phones.into_iter().enumerate() {
-        let (index, sent, bib) = (index.clone(), sent.clone(), bibs[i]);
-        let phase = Duration::from_millis((i as u64 * 1000) / racers as u64);
+    let cpu = CpuWindow::start(server.pid(), t0 + d);
+    let total = phones.len();
+    let mut riders = Vec::with_capacity(total);
+    for (g, mut phone) in phones.into_iter().enumerate() {
+        let (race, i) = (g / racers, g % racers);
+        let (index, sent, bib) = (index.clone(), sent.clone(), i as u32 + 1);
+        // Phases spread over the second, the races' racers interleaved (slot i × N + race).
+        let slot = (i * s.races + race) as u64;
+        let phase = Duration::from_millis((slot * 1000) / total as u64);
         riders.push(tokio::spawn(async move {
             let mut acks = Vec::new();
             let mut tick = tokio::time::interval_at((t0 + phase).into(), Duration::from_secs(1));
-            let offset = (i as f64 * 5.0) % (index.length_m() * 0.5);
+            let offset = start_offset(&index, i);
             for k in 0..secs {
                 tick.tick().await;
                 let p = index.position_at(offset + 8.0 * k as f64);
@@ -357,7 +680,7 @@ async fn peloton_side(racers: usize, spectators: usize, secs: u64) -> Figures {
                 let at = Instant::now();
                 sent.lock()
                     .expect("sent")
-                    .insert((bib, p.lat_e7, p.lon_e7), at);
+                    .insert((race, bib, p.lat_e7, p.lon_e7), at);
                 let reply = phone.request(Request::Fixes { fixes: vec![fix] }).await;
                 if matches!(reply, Ok(Reply::FixesAck { .. })) {
                     acks.push(at.elapsed());
@@ -373,16 +696,14 @@ async fn peloton_side(racers: usize, spectators: usize, secs: u64) -> Figures {
     }
     tokio::time::sleep_until((t0 + d + Duration::from_millis(750)).into()).await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::with_capacity(spectators);
+    let mut seen = Vec::with_capacity(s.spectators);
     for w in watchers {
         seen.push(w.await.expect("spectator"));
     }
-    let mut figures = summarise(&seen, t0, d);
+    let mut figures = summarise(&seen, s.races, t0, d);
     figures.ack = p50_p99(acks);
-    admin.close().await;
-    let _ = child.kill();
-    let _ = child.wait();
-    figures
+    let usage = server.stop(cpu.finish().await).await;
+    (figures, usage)
 }
 
 fn baseline_frame(seq: u64, rows: usize, spectators: usize) -> Bytes {
@@ -429,12 +750,9 @@ fn rows_for(bytes: usize, spectators: usize) -> usize {
         .unwrap_or(1)
 }
 
-async fn baseline_side(bytes: usize, spectators: usize, secs: u64) -> Figures {
-    let rows = rows_for(bytes, spectators);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("ws://{}", listener.local_addr().expect("addr"));
-    let (tx, _) = broadcast::channel::<Bytes>(64);
-    let welcome = Bytes::from(
+/// The baseline's welcome frame.
+fn baseline_welcome() -> Bytes {
+    Bytes::from(
         Codec::Binary
             .encode_server_bytes(&ServerFrame::Push(Push::Welcome(Welcome {
                 protocol: PROTOCOL_VERSION,
@@ -445,34 +763,71 @@ async fn baseline_side(bytes: usize, spectators: usize, secs: u64) -> Figures {
                 expires_at_ms: 0,
             })))
             .expect("welcome"),
-    );
-    let accept_tx = tx.clone();
+    )
+}
+
+/// The baseline's WebSocket handshake: 4 KiB buffers, the subprotocol echoed; returns the
+/// socket and the request's path.
+async fn baseline_accept(stream: TcpStream) -> Option<(WebSocketStream<TcpStream>, String)> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let mut path = String::new();
+    // tungstenite's handshake callback fixes this signature (`ErrorResponse`).
+    #[allow(clippy::result_large_err)]
+    let echo = |request: &HsRequest, mut response: Response| {
+        path = request.uri().path().to_owned();
+        response.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            Codec::Binary.subprotocol().parse().expect("header"),
+        );
+        Ok(response)
+    };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, echo, Some(config))
+        .await
+        .ok()?;
+    Some((ws, path))
+}
+
+/// The baseline race a socket asked for by its path (`/r<j>/ws`; anything else is race 0).
+fn race_of_path(path: &str) -> usize {
+    path.strip_prefix("/r")
+        .and_then(|p| p.split('/').next())
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `bytes[j]`, `counts[j]`: race j's Peloton median delta size and baseline spectators.
+async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> Figures {
+    let races = counts.len();
+    let spectators: usize = counts.iter().sum();
+    let mut rows_by_bytes: HashMap<usize, usize> = HashMap::new();
+    let rows: Vec<usize> = bytes
+        .iter()
+        .map(|&b| {
+            *rows_by_bytes
+                .entry(b)
+                .or_insert_with(|| rows_for(b, spectators))
+        })
+        .collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let channels: Vec<broadcast::Sender<Bytes>> =
+        (0..races).map(|_| broadcast::channel(64).0).collect();
+    let welcome = baseline_welcome();
+    let accept_channels = channels.clone();
     let acceptor = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 break;
             };
-            let (tx, welcome) = (accept_tx.clone(), welcome.clone());
+            let (channels, welcome) = (accept_channels.clone(), welcome.clone());
             tokio::spawn(async move {
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(4096)
-                    .write_buffer_size(4096);
-                // tungstenite's handshake callback fixes this signature (`ErrorResponse`).
-                #[allow(clippy::result_large_err)]
-                let echo = |_: &HsRequest, mut response: Response| {
-                    response.headers_mut().insert(
-                        "Sec-WebSocket-Protocol",
-                        Codec::Binary.subprotocol().parse().expect("header"),
-                    );
-                    Ok(response)
-                };
-                let Ok(ws) =
-                    tokio_tungstenite::accept_hdr_async_with_config(stream, echo, Some(config))
-                        .await
-                else {
+                let Some((ws, path)) = baseline_accept(stream).await else {
                     return;
                 };
-                let mut rx = tx.subscribe();
+                let race = race_of_path(&path).min(channels.len() - 1);
+                let mut rx = channels[race].subscribe();
                 let (mut sink, _stream) = ws.split();
                 if sink.send(Message::Binary(welcome)).await.is_err() {
                     return;
@@ -499,15 +854,35 @@ async fn baseline_side(bytes: usize, spectators: usize, secs: u64) -> Figures {
         }
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let watchers = connect_spectators(&url, "none", spectators, None, &stop, None).await;
+    let mut targets = Vec::with_capacity(spectators);
+    for (race, &n) in counts.iter().enumerate() {
+        let url = if races == 1 {
+            format!("ws://{addr}")
+        } else {
+            format!("ws://{addr}/r{race}")
+        };
+        for _ in 0..n {
+            targets.push(Target {
+                race,
+                url: url.clone(),
+                token: "none".into(),
+                subscribe: None,
+                sample: false,
+                sizes: false,
+            });
+        }
+    }
+    let watchers = connect_spectators(targets, &stop, None).await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
-    let mut tick = tokio::time::interval_at(t0.into(), Duration::from_millis(250));
-    let mut seq = 0u64;
+    // One race's frame every 250 ms / N: each race every 250 ms, the races evenly phased.
+    let mut tick = tokio::time::interval_at(t0.into(), Duration::from_millis(250) / races as u32);
+    let mut n = 0usize;
     while t0.elapsed() < d {
         tick.tick().await;
-        seq += 1;
-        let _ = tx.send(baseline_frame(seq, rows, spectators));
+        let (race, seq) = (n % races, (n / races) as u64 + 1);
+        n += 1;
+        let _ = channels[race].send(baseline_frame(seq, rows[race], spectators));
     }
     tokio::time::sleep(Duration::from_millis(750)).await;
     stop.store(true, Ordering::Relaxed);
@@ -516,10 +891,14 @@ async fn baseline_side(bytes: usize, spectators: usize, secs: u64) -> Figures {
         seen.push(w.await.expect("spectator"));
     }
     acceptor.abort();
-    drop(tx);
-    let mut figures = summarise(&seen, t0, d);
-    figures.frame_bytes = baseline_frame(1_000, rows, spectators).len();
-    figures.rows = rows;
+    drop(channels);
+    let mut figures = summarise(&seen, races, t0, d);
+    let mut frames: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|&r| (baseline_frame(1_000, r, spectators).len(), r))
+        .collect();
+    frames.sort();
+    (figures.frame_bytes, figures.rows) = frames[frames.len() / 2];
     figures
 }
 
@@ -535,94 +914,562 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+fn row(name: &str, a: String, b: String, r: String) {
+    println!("{name:<34} {a:>14} {b:>14} {r:>8}");
+}
+
+async fn run_fanout(s: Scenario) {
+    let (racers, spectators, secs, races) = (s.racers, s.spectators, s.secs, s.races);
+    let counts = spread(spectators, races);
+    let baseline_counts = spread(spectators.min(BASELINE_MAX_SPECTATORS), races);
+    let baseline_spectators: usize = baseline_counts.iter().sum();
+    if races == 1 {
+        println!("fan-out: {racers} racers, {spectators} spectators, {secs} s");
+    } else {
+        println!(
+            "fan-out: {races} races x {racers} racers, {spectators} spectators ({}-{} per race), {secs} s",
+            counts.iter().min().unwrap_or(&0),
+            counts.iter().max().unwrap_or(&0),
+        );
+    }
+    let (ours, server) = peloton_side(&s, &counts).await;
+    let bytes: Vec<usize> = ours
+        .race_frames
+        .iter()
+        .map(|f| f.map_or(ours.frame_bytes, |(b, _)| b).max(1))
+        .collect();
+    let base = baseline_side(&bytes, &baseline_counts, secs).await;
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "", "peloton", "baseline", "ratio"
+    );
+    if races > 1 {
+        row("races", races.to_string(), races.to_string(), "".into());
+        row(
+            "racer sockets",
+            (races * racers).to_string(),
+            "0".into(),
+            "".into(),
+        );
+    }
+    row(
+        "spectator sockets",
+        spectators.to_string(),
+        baseline_spectators.to_string(),
+        "".into(),
+    );
+    row(
+        "median delta frame (bytes / rows)",
+        format!("{} / {}", ours.frame_bytes, ours.rows),
+        format!("{} / {}", base.frame_bytes, base.rows),
+        "".into(),
+    );
+    row(
+        "updates (distinct seq)",
+        ours.updates.to_string(),
+        base.updates.to_string(),
+        "".into(),
+    );
+    row(
+        "full-table frames delivered",
+        ours.full_frames.to_string(),
+        base.full_frames.to_string(),
+        "".into(),
+    );
+    row(
+        "frames delivered / (seqs x sockets)",
+        format!("{:.3}", ours.delivered_share),
+        format!("{:.3}", base.delivered_share),
+        ratio(ours.delivered_share, base.delivered_share),
+    );
+    row(
+        "delivered frames/s",
+        format!("{:.0}", ours.frames_per_s),
+        format!("{:.0}", base.frames_per_s),
+        ratio(ours.frames_per_s, base.frames_per_s),
+    );
+    row(
+        "spread p50 (last - first arrival)",
+        ms(ours.spread_p50),
+        ms(base.spread_p50),
+        ratio(ours.spread_p50.as_secs_f64(), base.spread_p50.as_secs_f64()),
+    );
+    row(
+        "spread p99",
+        ms(ours.spread_p99),
+        ms(base.spread_p99),
+        ratio(ours.spread_p99.as_secs_f64(), base.spread_p99.as_secs_f64()),
+    );
+    if let Some((p50, p99, n)) = ours.latency {
+        row(
+            &format!("fix -> spectator p50 ({n} samples)"),
+            ms(p50),
+            "n/a".into(),
+            "".into(),
+        );
+        row("fix -> spectator p99", ms(p99), "n/a".into(), "".into());
+    }
+    if let Some((p50, p99, n)) = ours.ack {
+        row(
+            &format!("fix ack p50 ({n} fixes)"),
+            ms(p50),
+            "n/a".into(),
+            "".into(),
+        );
+        row("fix ack p99", ms(p99), "n/a".into(), "".into());
+    }
+    server.print();
+}
+
+/// What one closed-loop racer socket got.
+#[derive(Default)]
+struct Loop {
+    /// Answers that arrived inside the window.
+    requests: u64,
+    accepted: u64,
+    ignored: u64,
+    /// Error answers (or a broken socket).
+    errors: u64,
+    first_error: Option<String>,
+    acks: Vec<Duration>,
+    ack_bytes: Vec<usize>,
+}
+
+/// One side's saturate figures.
+struct Saturated {
+    sockets: usize,
+    requests: u64,
+    accepted: u64,
+    ignored: u64,
+    errors: u64,
+    first_error: Option<String>,
+    fixes_per_s: f64,
+    ack: Option<(Duration, Duration, usize)>,
+    ack_bytes: usize,
+    spectator_frames_per_s: Option<f64>,
+}
+
+impl Saturated {
+    fn from_loops(loops: Vec<Loop>, d: Duration) -> Saturated {
+        let mut acks = Vec::new();
+        let mut sizes = Vec::new();
+        let mut out = Saturated {
+            sockets: loops.len(),
+            requests: 0,
+            accepted: 0,
+            ignored: 0,
+            errors: 0,
+            first_error: None,
+            fixes_per_s: 0.0,
+            ack: None,
+            ack_bytes: 0,
+            spectator_frames_per_s: None,
+        };
+        for l in loops {
+            out.requests += l.requests;
+            out.accepted += l.accepted;
+            out.ignored += l.ignored;
+            out.errors += l.errors;
+            out.first_error = out.first_error.or(l.first_error);
+            acks.extend(l.acks);
+            sizes.extend(l.ack_bytes);
+        }
+        sizes.sort();
+        out.ack_bytes = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+        out.fixes_per_s = out.accepted as f64 / d.as_secs_f64();
+        out.ack = p50_p99(acks);
+        out
+    }
+}
+
+/// Opens a client socket like `Client::connect` (8 KiB buffers, bearer token, binary
+/// subprotocol) and reads the welcome.
+async fn raw_connect(url: &str, token: &str) -> Ws {
+    let mut request = endpoint(url).into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        Codec::Binary.subprotocol().parse().expect("header"),
+    );
+    let config = WebSocketConfig::default()
+        .read_buffer_size(CLIENT_BUFFER_BYTES)
+        .write_buffer_size(CLIENT_BUFFER_BYTES)
+        .max_message_size(Some(MAX_DECODE_BYTES))
+        .max_frame_size(Some(MAX_DECODE_BYTES));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .expect("racer connect");
+    match read_server(&mut ws).await {
+        Some((ServerFrame::Push(Push::Welcome(_)), _)) => ws,
+        _ => panic!("expected a welcome"),
+    }
+}
+
+/// The next server frame and its size; `None` when the socket closed or broke.
+async fn read_server(ws: &mut Ws) -> Option<(ServerFrame, usize)> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Binary(b)) => {
+                return Codec::Binary
+                    .decode_server(&b)
+                    .ok()
+                    .map(|frame| (frame, b.len()))
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// A racer socket's closed loop until `deadline`: send the next `batch` fixes, wait for the
+/// answer, repeat. `check_ids`: the answer must carry the request's id (the baseline's
+/// fixed bytes do not).
+async fn closed_loop(
+    mut ws: Ws,
+    index: Arc<CourseIndex>,
+    offset: f64,
+    start_ms: i64,
+    batch: usize,
+    deadline: Instant,
+    check_ids: bool,
+) -> Loop {
+    // Stand still 1 km before the finish: every fix stays acceptable, none finishes.
+    let stop_at = (index.length_m() - 1000.0).max(offset);
+    let mut out = Loop::default();
+    let mut k = 0u64;
+    let mut id = 0u64;
+    let fail = |out: &mut Loop, why: String| {
+        out.errors += 1;
+        out.first_error.get_or_insert(why);
+    };
+    while Instant::now() < deadline {
+        let fixes = (0..batch)
+            .map(|_| {
+                let p = index.position_at((offset + 8.0 * k as f64).min(stop_at));
+                k += 1;
+                WireFix {
+                    at_ms: start_ms + 1000 * k as i64,
+                    lat_e7: p.lat_e7,
+                    lon_e7: p.lon_e7,
+                    accuracy_dm: 50,
+                    speed_cmps: Some(800),
+                    elevation_dm: None,
+                }
+            })
+            .collect();
+        id += 1;
+        let message = Codec::Binary
+            .encode_client(&ClientFrame {
+                id,
+                request: Request::Fixes { fixes },
+            })
+            .expect("encode");
+        let at = Instant::now();
+        if let Err(e) = ws.send(message).await {
+            fail(&mut out, format!("send: {e}"));
+            break;
+        }
+        let answer = loop {
+            match read_server(&mut ws).await {
+                Some((ServerFrame::Push(_), _)) => continue,
+                other => break other,
+            }
+        };
+        let now = Instant::now();
+        match answer {
+            Some((
+                ServerFrame::Reply {
+                    id: got,
+                    reply:
+                        Reply::FixesAck {
+                            accepted, ignored, ..
+                        },
+                },
+                bytes,
+            )) if !check_ids || got == id => {
+                if now <= deadline {
+                    out.requests += 1;
+                    out.accepted += u64::from(accepted);
+                    out.ignored += u64::from(ignored);
+                    out.acks.push(now - at);
+                    out.ack_bytes.push(bytes);
+                }
+            }
+            Some((frame, _)) => fail(&mut out, format!("{frame:?}")),
+            None => {
+                fail(&mut out, "socket closed".into());
+                break;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    out
+}
+
+/// Runs one closed loop per socket (socket `g` is racer `g % racers` of its race) for `d`.
+async fn saturate_loops(
+    sockets: Vec<Ws>,
+    racers: usize,
+    index: &Arc<CourseIndex>,
+    start_ms: i64,
+    batch: usize,
+    d: Duration,
+    check_ids: bool,
+) -> Vec<Loop> {
+    let deadline = Instant::now() + d;
+    let loops: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(g, ws)| {
+            let offset = start_offset(index, g % racers);
+            tokio::spawn(closed_loop(
+                ws,
+                index.clone(),
+                offset,
+                start_ms,
+                batch,
+                deadline,
+                check_ids,
+            ))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(loops.len());
+    for l in loops {
+        out.push(l.await.expect("racer loop"));
+    }
+    out
+}
+
+async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<CourseIndex>) {
+    let (gpx, index) = course();
+    let env = [
+        ("PELOTON_WS_RATE_LIMIT_PER_SEC", SATURATE_RATE_LIMIT),
+        ("PELOTON_WS_RATE_LIMIT_BURST", SATURATE_RATE_LIMIT),
+    ];
+    let server = Server::start(s.races, s.racers, &gpx, &env).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut targets = Vec::with_capacity(s.spectators);
+    for (race, n) in spread(s.spectators, s.races).into_iter().enumerate() {
+        let token = server.token(Role::Spectator, "fan", race);
+        for _ in 0..n {
+            targets.push(Target {
+                race,
+                url: server.url.clone(),
+                token: token.clone(),
+                subscribe: Some(server.races[race].clone()),
+                sample: false,
+                sizes: false,
+            });
+        }
+    }
+    let watchers = connect_spectators(targets, &stop, None).await;
+    let tokens = server.racer_tokens(s.racers);
+    let url = server.url.clone();
+    let sockets = connect_all(tokens.len(), |g| {
+        let (url, token) = (url.clone(), tokens[g].clone());
+        async move { raw_connect(&url, &token).await }
+    })
+    .await;
+    let d = Duration::from_secs(s.secs);
+    let t0 = Instant::now();
+    let cpu = CpuWindow::start(server.pid(), t0 + d);
+    let loops = saturate_loops(sockets, s.racers, &index, server.start_ms, s.batch, d, true).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::with_capacity(s.spectators);
+    for w in watchers {
+        seen.push(w.await.expect("spectator"));
+    }
+    let mut figures = Saturated::from_loops(loops, d);
+    if s.spectators > 0 {
+        figures.spectator_frames_per_s = Some(summarise(&seen, s.races, t0, d).frames_per_s);
+    }
+    let start_ms = server.start_ms;
+    let usage = server.stop(cpu.finish().await).await;
+    (figures, usage, start_ms, index)
+}
+
+/// A real `fixes_ack` of `batch` fixes, encoded once; its request id is picked so its size
+/// is closest to `target` bytes (Peloton's median ack; ids grow, so does their varint).
+fn baseline_ack(batch: usize, start_ms: i64, target: usize) -> Bytes {
+    [1u64, 200, 20_000, 3_000_000, 400_000_000]
+        .into_iter()
+        .map(|id| {
+            let frame = ServerFrame::Reply {
+                id,
+                reply: Reply::FixesAck {
+                    accepted: batch as u32,
+                    ignored: 0,
+                    last_at_ms: Some(start_ms + 1_000_000),
+                },
+            };
+            Bytes::from(Codec::Binary.encode_server_bytes(&frame).expect("ack"))
+        })
+        .min_by_key(|b| b.len().abs_diff(target))
+        .expect("an ack")
+}
+
+async fn baseline_saturate(
+    s: &Scenario,
+    ack: Bytes,
+    index: &Arc<CourseIndex>,
+    start_ms: i64,
+) -> Saturated {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let welcome = baseline_welcome();
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let (welcome, ack) = (welcome.clone(), ack.clone());
+            tokio::spawn(async move {
+                let Some((mut ws, _)) = baseline_accept(stream).await else {
+                    return;
+                };
+                if ws.send(Message::Binary(welcome)).await.is_err() {
+                    return;
+                }
+                // Answer every binary frame with the same ack bytes: no decoding, no storage.
+                while let Some(Ok(message)) = ws.next().await {
+                    match message {
+                        Message::Binary(_) => {}
+                        Message::Close(_) => return,
+                        _ => continue,
+                    }
+                    if ws.send(Message::Binary(ack.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let sockets = connect_all(s.races * s.racers, |_| {
+        let url = url.clone();
+        async move { raw_connect(&url, "none").await }
+    })
+    .await;
+    let d = Duration::from_secs(s.secs);
+    let loops = saturate_loops(sockets, s.racers, index, start_ms, s.batch, d, false).await;
+    acceptor.abort();
+    Saturated::from_loops(loops, d)
+}
+
+async fn run_saturate(s: Scenario) {
+    let (races, racers, secs, batch) = (s.races, s.racers, s.secs, s.batch);
+    println!(
+        "saturate: {races} race(s) x {racers} racers = {} racer sockets, {batch} fix(es) per request, closed loop, {secs} s",
+        races * racers
+    );
+    let (ours, server, start_ms, index) = peloton_saturate(&s).await;
+    let ack = baseline_ack(batch, start_ms, ours.ack_bytes);
+    let base = baseline_saturate(&s, ack, &index, start_ms).await;
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "", "peloton", "baseline", "ratio"
+    );
+    row(
+        "racer sockets",
+        ours.sockets.to_string(),
+        base.sockets.to_string(),
+        "".into(),
+    );
+    row(
+        "fixes per request",
+        batch.to_string(),
+        batch.to_string(),
+        "".into(),
+    );
+    row(
+        "requests answered in the window",
+        ours.requests.to_string(),
+        base.requests.to_string(),
+        ratio(ours.requests as f64, base.requests as f64),
+    );
+    row(
+        "accepted fixes/s",
+        format!("{:.0}", ours.fixes_per_s),
+        format!("{:.0}", base.fixes_per_s),
+        ratio(ours.fixes_per_s, base.fixes_per_s),
+    );
+    row(
+        "fixes ignored / error answers",
+        format!("{} / {}", ours.ignored, ours.errors),
+        format!("{} / {}", base.ignored, base.errors),
+        "".into(),
+    );
+    row(
+        "ack frame bytes (median)",
+        ours.ack_bytes.to_string(),
+        base.ack_bytes.to_string(),
+        "".into(),
+    );
+    let at = |f: &Saturated, p99: bool| {
+        f.ack
+            .map_or(Duration::ZERO, |(a, b, _)| if p99 { b } else { a })
+    };
+    for (name, p99) in [("ack p50 (send -> fixes_ack)", false), ("ack p99", true)] {
+        let (a, b) = (at(&ours, p99), at(&base, p99));
+        row(name, ms(a), ms(b), ratio(a.as_secs_f64(), b.as_secs_f64()));
+    }
+    if let Some(spectator) = ours.spectator_frames_per_s {
+        row(
+            &format!("spectator frames/s ({} sockets)", s.spectators),
+            format!("{spectator:.0}"),
+            "n/a".into(),
+            "".into(),
+        );
+    }
+    for (side, f) in [("peloton", &ours), ("baseline", &base)] {
+        if let Some(why) = &f.first_error {
+            println!("first error ({side}): {why}");
+        }
+    }
+    println!(
+        "note: Peloton journals every accepted fix and fsyncs (group commit, sled flush) before \
+         each ack, with its rate limit raised to {SATURATE_RATE_LIMIT}/s; the baseline decodes \
+         nothing, stores nothing and never fsyncs (socket-path limit)"
+    );
+    server.print();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a tiny smoke.
     let benching = std::env::args().any(|a| a == "--bench");
-    let racers = env_or("RACERS", if benching { 100 } else { 3 }).max(1);
-    let spectators = env_or("SPECTATORS", if benching { 1000 } else { 5 }).max(1);
-    let secs = env_or("SECONDS", if benching { 20 } else { 2 }).max(1) as u64;
-    let baseline_spectators = spectators.min(9000);
+    let configured = std::env::var_os("MODE").is_some() || std::env::var_os("RACES").is_some();
+    let mut scenarios = vec![Scenario::from_env(benching)];
+    if !benching && !configured {
+        // The smoke: the default mode above, then two races, then saturate, all tiny.
+        let tiny = Scenario {
+            mode: Mode::Fanout,
+            races: 2,
+            racers: 3,
+            spectators: 4,
+            secs: 1,
+            batch: 1,
+        };
+        scenarios.push(tiny);
+        scenarios.push(Scenario {
+            mode: Mode::Saturate,
+            races: 1,
+            spectators: 0,
+            ..tiny
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        println!("fan-out: {racers} racers, {spectators} spectators, {secs} s");
-        let ours = peloton_side(racers, spectators, secs).await;
-        let base = baseline_side(ours.frame_bytes.max(1), baseline_spectators, secs).await;
-        println!(
-            "{:<34} {:>14} {:>14} {:>8}",
-            "", "peloton", "baseline", "ratio"
-        );
-        let row = |name: &str, a: String, b: String, r: String| {
-            println!("{name:<34} {a:>14} {b:>14} {r:>8}");
-        };
-        row(
-            "spectator sockets",
-            spectators.to_string(),
-            baseline_spectators.to_string(),
-            "".into(),
-        );
-        row(
-            "median delta frame (bytes / rows)",
-            format!("{} / {}", ours.frame_bytes, ours.rows),
-            format!("{} / {}", base.frame_bytes, base.rows),
-            "".into(),
-        );
-        row(
-            "updates (distinct seq)",
-            ours.updates.to_string(),
-            base.updates.to_string(),
-            "".into(),
-        );
-        row(
-            "full-table frames delivered",
-            ours.full_frames.to_string(),
-            base.full_frames.to_string(),
-            "".into(),
-        );
-        row(
-            "frames delivered / (seqs x sockets)",
-            format!("{:.3}", ours.delivered_share),
-            format!("{:.3}", base.delivered_share),
-            ratio(ours.delivered_share, base.delivered_share),
-        );
-        row(
-            "delivered frames/s",
-            format!("{:.0}", ours.frames_per_s),
-            format!("{:.0}", base.frames_per_s),
-            ratio(ours.frames_per_s, base.frames_per_s),
-        );
-        row(
-            "spread p50 (last - first arrival)",
-            ms(ours.spread_p50),
-            ms(base.spread_p50),
-            ratio(ours.spread_p50.as_secs_f64(), base.spread_p50.as_secs_f64()),
-        );
-        row(
-            "spread p99",
-            ms(ours.spread_p99),
-            ms(base.spread_p99),
-            ratio(ours.spread_p99.as_secs_f64(), base.spread_p99.as_secs_f64()),
-        );
-        if let Some((p50, p99, n)) = ours.latency {
-            row(
-                &format!("fix -> spectator p50 ({n} samples)"),
-                ms(p50),
-                "n/a".into(),
-                "".into(),
-            );
-            row("fix -> spectator p99", ms(p99), "n/a".into(), "".into());
-        }
-        if let Some((p50, p99, n)) = ours.ack {
-            row(
-                &format!("fix ack p50 ({n} fixes)"),
-                ms(p50),
-                "n/a".into(),
-                "".into(),
-            );
-            row("fix ack p99", ms(p99), "n/a".into(), "".into());
-        }
-    });
+    for s in scenarios {
+        runtime.block_on(async move {
+            match s.mode {
+                Mode::Fanout => run_fanout(s).await,
+                Mode::Saturate => run_saturate(s).await,
+            }
+        });
+    }
 }
