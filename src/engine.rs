@@ -209,6 +209,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let mail_trigger = Some(tokio::spawn(crate::actors::mail::trigger::race_results(
         mail.clone(),
         races.clone(),
+        Duration::from_secs(config.mail.idempotency_retention_secs),
     )));
     let backups = (config.persist.backup_every_hours > 0)
         .then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));

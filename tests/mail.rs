@@ -944,3 +944,89 @@ async fn waiting_jobs_and_their_failed_log_survive_a_restart_and_resume() {
     client.close().await;
     server.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_that_finished_while_the_server_was_down_gets_its_results_mailed_once() {
+    use peloton::auth::Role;
+    use peloton::net::client::Client;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
+    let sink = Sink::smtp();
+    let data = tempfile::tempdir().unwrap();
+    let env = child_env(sink.port);
+    let server = start_child(data.path(), &env);
+    let token = common::token(
+        &common::keys_for(data.path()),
+        Role::Admin,
+        "ops",
+        None,
+        600,
+    );
+    let mut admin = Client::connect(&server.url, &token, Codec::Binary)
+        .await
+        .unwrap();
+    // A live race whose cut-off passes while the server is down: it finishes during the
+    // next start-up's recovery, when the mail trigger may not be listening yet.
+    let now = peloton::time::now_ms();
+    let Ok(Reply::Race(race)) = admin
+        .request(Request::RaceCreate(RaceCreate {
+            name: "Night ride".into(),
+            course_gpx: common::gpx("out-and-back-ljubljana.gpx"),
+            start_at_ms: now - 60_000,
+            cutoff_at_ms: Some(now + 2_000),
+        }))
+        .await
+    else {
+        panic!("create")
+    };
+    let racers = (1..=3)
+        .map(|bib| RacerView {
+            bib,
+            name: format!("Racer {bib}"),
+            team: None,
+            email: Some(format!("r{bib}@example.si")),
+        })
+        .collect();
+    admin
+        .request(Request::RacerRegister {
+            race_id: race.id.clone(),
+            racers,
+        })
+        .await
+        .unwrap();
+    admin
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+        .unwrap();
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let server = start_child(data.path(), &env);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink.received().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results mails never sent after the restart: {} received",
+            sink.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another restart catches up again: the same jobs, nothing sent twice.
+    assert_eq!(server.terminate(), Some(0));
+    let server = start_child(data.path(), &env);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let received = sink.received();
+    assert_eq!(received.len(), 3, "one results mail per racer");
+    for bib in 1..=3 {
+        assert_eq!(
+            received
+                .iter()
+                .filter(|r| header(r, "To").is_some_and(|t| t.contains(&format!("r{bib}@"))))
+                .count(),
+            1
+        );
+    }
+    server.kill9();
+}

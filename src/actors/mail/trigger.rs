@@ -15,8 +15,26 @@ use crate::time::{format_rfc3339, UnixMillis};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Listens to the race domain's events until the channel closes; runs as its own task.
-pub async fn race_results(mail: MailDomain, races: RaceDomain) {
+///
+/// First it catches up: a race that finished shortly before a crash may never have had its
+/// event handled (events are not journaled, the race's finish is). So every race that
+/// finished within `catch_up` of now gets its results mails submitted again; the jobs' ids
+/// are derived from the race and bib, so one already mailed is not mailed twice. Listening
+/// starts before the catch-up so no finish in between is missed.
+pub async fn race_results(mail: MailDomain, races: RaceDomain, catch_up: std::time::Duration) {
     let mut events = races.domain_events();
+    let since = crate::time::now_ms() - i64::try_from(catch_up.as_millis()).unwrap_or(i64::MAX);
+    for race in races.list() {
+        let Some(at_ms) = race.finished_at_ms.filter(|t| *t >= since) else {
+            continue;
+        };
+        if race.status != crate::actors::race::state::RaceStatus::Finished {
+            continue;
+        }
+        if let Err(e) = results_mails(&mail, &races, &race.id, at_ms).await {
+            tracing::error!(race = %race.id, "results mails not submitted after restart: {e}");
+        }
+    }
     loop {
         match events.recv().await {
             Ok(DomainEvent::RaceFinished { race, at_ms }) => {
