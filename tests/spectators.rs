@@ -402,45 +402,27 @@ async fn a_share_token_watches_its_race_only_and_only_an_admin_mints_one() {
         panic!("subscribed")
     };
     assert_eq!(snapshot.racers.len(), 2);
-    let refused = |r: Result<Reply, peloton::net::client::ClientError>, code: &str| match r {
-        Err(peloton::net::client::ClientError::Server(e)) => assert_eq!(e.code.as_str(), code),
-        other => panic!("expected {code}, got {other:?}"),
+    // Each (asked by the admin?, what, the error code expected).
+    let share = |race_id: &str, ttl_secs: u64| Request::RaceShare {
+        race_id: race_id.into(),
+        ttl_secs,
     };
-    refused(
-        viewer
-            .request(Request::RaceStandings {
-                race_id: other.clone(),
-            })
-            .await,
-        "forbidden",
-    );
-    refused(
-        viewer
-            .request(Request::RaceShare {
-                race_id: race_id.clone(),
-                ttl_secs: 60,
-            })
-            .await,
-        "forbidden",
-    );
-    refused(
-        admin
-            .request(Request::RaceShare {
-                race_id: race_id.clone(),
-                ttl_secs: 0,
-            })
-            .await,
-        "invalid_argument",
-    );
-    refused(
-        admin
-            .request(Request::RaceShare {
-                race_id: "no-such-race".into(),
-                ttl_secs: 60,
-            })
-            .await,
-        "not_found",
-    );
+    let standings_of_other = Request::RaceStandings {
+        race_id: other.clone(),
+    };
+    let refusals = [
+        (false, standings_of_other, "forbidden"),
+        (false, share(&race_id, 60), "forbidden"),
+        (true, share(&race_id, 0), "invalid_argument"),
+        (true, share("no-such-race", 60), "not_found"),
+    ];
+    for (by_admin, request, code) in refusals {
+        let client = if by_admin { &mut admin } else { &mut viewer };
+        match client.request(request).await {
+            Err(peloton::net::client::ClientError::Server(e)) => assert_eq!(e.code.as_str(), code),
+            other => panic!("expected {code}, got {other:?}"),
+        }
+    }
     server.stop().await;
 }
 
