@@ -140,6 +140,22 @@ impl Journal {
         self.append_encoded(actor, first_seq, encoded).await
     }
 
+    /// [`Journal::append`] for an actor answering a client: a failure is logged with the
+    /// actor's key and becomes `unavailable` with `retry_hint` as the message, since the
+    /// events were neither stored nor applied and sending the request again is safe.
+    pub async fn append_or_unavailable<E: Serialize>(
+        &self,
+        actor: &ActorKey,
+        first_seq: u64,
+        events: &[E],
+        retry_hint: &str,
+    ) -> Result<(), crate::error::Rejection> {
+        self.append(actor, first_seq, events).await.map_err(|e| {
+            tracing::error!(%actor, first_seq, "journal append failed: {e}");
+            crate::error::Rejection::new(crate::error::ErrorCode::Unavailable, retry_hint)
+        })
+    }
+
     /// Queues a snapshot of `state` covering events up to `seq`. Not awaited: a lost snapshot
     /// only means a longer replay, never lost data.
     pub async fn snapshot<S: Serialize>(

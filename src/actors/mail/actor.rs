@@ -276,15 +276,13 @@ async fn execute(st: &mut JobActorState, command: JobCommand) -> Result<JobSumma
     if !events.is_empty() {
         st.ctx
             .journal
-            .append(&st.key, st.seq + 1, &events)
-            .await
-            .map_err(|e| {
-                tracing::error!(job = %st.id, "journal append failed: {e}");
-                Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the mail job could not be stored; retry",
-                )
-            })?;
+            .append_or_unavailable(
+                &st.key,
+                st.seq + 1,
+                &events,
+                "the mail job could not be stored; retry",
+            )
+            .await?;
     }
     for event in &events {
         st.state.apply(event);

@@ -468,15 +468,13 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     if !events.is_empty() {
         st.ctx
             .journal
-            .append(&st.key, st.seq + 1, &events)
-            .await
-            .map_err(|e| {
-                tracing::error!(race = %st.id, "journal append failed: {e}");
-                Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the change could not be stored and was not applied; retry",
-                )
-            })?;
+            .append_or_unavailable(
+                &st.key,
+                st.seq + 1,
+                &events,
+                "the change could not be stored and was not applied; retry",
+            )
+            .await?;
     }
     for event in &events {
         st.state.apply(event);

@@ -11,7 +11,7 @@ use super::KIND;
 use crate::actors::race::actor::{RaceContext, RaceMsg};
 use crate::actors::race::standings::{Live, RacerProgress};
 use crate::actors::racer::CourseGeometry;
-use crate::error::{ErrorCode, Rejection};
+use crate::error::Rejection;
 use crate::ids::RaceId;
 use crate::persist::{ActorKey, Compaction, Restored};
 use ractor::rpc::CallResult;
@@ -187,15 +187,13 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
     if !events.is_empty() {
         st.ctx
             .journal
-            .append(&st.key, st.seq + 1, &events)
-            .await
-            .map_err(|e| {
-                tracing::error!(race = %st.race, bib = st.bib, "journal append failed: {e}");
-                Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the fixes could not be stored; send them again",
-                )
-            })?;
+            .append_or_unavailable(
+                &st.key,
+                st.seq + 1,
+                &events,
+                "the fixes could not be stored; send them again",
+            )
+            .await?;
         st.seq += events.len() as u64;
         st.state = next;
         if st.seq - st.snapshot_seq >= st.ctx.snapshot_every {
