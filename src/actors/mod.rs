@@ -3,6 +3,7 @@
 //! - [`root`]: the root supervisor; starts one supervisor per domain.
 //! - [`events`]: domain events one domain publishes for others.
 //! - [`mail`]: mission control, durable mail jobs (rules, actors, transports).
+//! - [`patrol`]: officers, citizens, proximity, rewards and direct messages.
 //! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
 //! - [`racer`]: one racer's tracking rules (fixes, progress, splits, finish).
 //! - [`registry`]: id → actor handle, read without asking any actor.
@@ -13,6 +14,7 @@
 
 pub mod events;
 pub mod mail;
+pub mod patrol;
 pub mod race;
 pub mod racer;
 pub mod registry;
