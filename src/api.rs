@@ -6,6 +6,7 @@
 //! Nothing here knows about sockets or encodings.
 
 mod mail;
+pub mod patrol;
 
 use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
@@ -101,12 +102,35 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::MailList { .. }
         | Request::MailFailed { .. }
         | Request::MailRetry { .. }
-        | Request::MailRetryAllDead => role == Role::Admin,
+        | Request::MailRetryAllDead
+        | Request::PatrolImport(_)
+        | Request::PatrolReport { .. } => role == Role::Admin,
+        Request::PatrolProfile { .. } | Request::OfficersNearest { .. } | Request::ConnectRequest { .. } => {
+            role == Role::Citizen
+        }
+        Request::DutyStart { .. } | Request::DutyEnd | Request::ConnectAnswer { .. } => {
+            role == Role::Officer
+        }
+        Request::PatrolPosition { .. }
+        | Request::RewardsBalance
+        | Request::RewardsHistory { .. }
+        | Request::RewardsRedeem { .. }
+        | Request::RewardsDonate { .. }
+        | Request::MessageSend { .. }
+        | Request::MessageHistory { .. } => matches!(role, Role::Officer | Role::Citizen),
+        Request::OffersList | Request::CharitiesList => {
+            matches!(role, Role::Officer | Role::Citizen | Role::Admin)
+        }
     }
 }
 
 /// Handles one request for the holder of `claims` (which a refresh may replace).
-pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> Outcome {
+pub async fn handle(
+    engine: &Engine,
+    claims: &mut Claims,
+    patrol: &mut Option<crate::actors::patrol::PatrolLink>,
+    request: Request,
+) -> Outcome {
     if !permitted(claims.role, &request) {
         return Outcome::Reply(Err(Rejection::new(
             ErrorCode::Forbidden,
@@ -177,6 +201,25 @@ pub async fn handle(engine: &Engine, claims: &mut Claims, request: Request) -> O
         | Request::MailFailed { .. }
         | Request::MailRetry { .. }
         | Request::MailRetryAllDead => mail::handle(&services.mail, request).await.into(),
+        Request::PatrolProfile { .. }
+        | Request::DutyStart { .. }
+        | Request::DutyEnd
+        | Request::PatrolPosition { .. }
+        | Request::OfficersNearest { .. }
+        | Request::ConnectRequest { .. }
+        | Request::ConnectAnswer { .. }
+        | Request::RewardsBalance
+        | Request::RewardsHistory { .. }
+        | Request::OffersList
+        | Request::CharitiesList
+        | Request::RewardsRedeem { .. }
+        | Request::RewardsDonate { .. }
+        | Request::MessageSend { .. }
+        | Request::MessageHistory { .. }
+        | Request::PatrolImport(_)
+        | Request::PatrolReport { .. } => patrol::handle(&services.patrol, claims, patrol, request)
+            .await
+            .into(),
         Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await.into(),
         Request::RaceStandings { race_id } => standings(services, &race_id).await.into(),
         Request::RaceResults { race_id } => race_results(services, &race_id).await.into(),
@@ -251,6 +294,24 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::MailFailed { .. }
         | Request::MailRetry { .. }
         | Request::MailRetryAllDead => None,
+        // Patrol is not race-scoped either.
+        Request::PatrolProfile { .. }
+        | Request::DutyStart { .. }
+        | Request::DutyEnd
+        | Request::PatrolPosition { .. }
+        | Request::OfficersNearest { .. }
+        | Request::ConnectRequest { .. }
+        | Request::ConnectAnswer { .. }
+        | Request::RewardsBalance
+        | Request::RewardsHistory { .. }
+        | Request::OffersList
+        | Request::CharitiesList
+        | Request::RewardsRedeem { .. }
+        | Request::RewardsDonate { .. }
+        | Request::MessageSend { .. }
+        | Request::MessageHistory { .. }
+        | Request::PatrolImport(_)
+        | Request::PatrolReport { .. } => None,
         Request::RaceUpdate(update) => Some(&update.id),
         Request::RaceGet { id }
         | Request::RaceStart { id }

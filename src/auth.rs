@@ -6,6 +6,7 @@
 //! with owner-only permissions. The same [`Keys`] issue tokens offline in the CLI and
 //! verify them in the server.
 
+use crate::actors::patrol::voucher::VoucherKey;
 use crate::config::Config;
 use crate::ids::validate_id;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -121,6 +122,9 @@ pub struct Keys {
     decoding: DecodingKey,
     /// Expiry and algorithm checks.
     validation: Validation,
+    /// Signs and checks voucher codes; derived from the same secret so whoever can verify
+    /// tokens can verify vouchers offline, but never equal to the token key.
+    voucher: VoucherKey,
 }
 
 impl fmt::Debug for Keys {
@@ -146,6 +150,7 @@ impl Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            voucher: VoucherKey::derive(secret),
         })
     }
 
@@ -157,6 +162,11 @@ impl Keys {
             _ => load_or_create_file(&secret_path(config))?,
         };
         Keys::from_secret(&secret, config.auth.leeway_secs)
+    }
+
+    /// The key voucher codes are signed with.
+    pub fn voucher_key(&self) -> &VoucherKey {
+        &self.voucher
     }
 
     /// Signs `claims`.

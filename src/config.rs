@@ -40,6 +40,45 @@ pub struct Config {
     pub log: LogConfig,
     /// Mail jobs: retries, breaker, transports.
     pub mail: MailConfig,
+    /// Patrol: duty windows, proximity, connections, points, messages.
+    pub patrol: PatrolConfig,
+}
+
+/// `[patrol]`: officers on duty, citizens near them, and what a connection is worth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatrolConfig {
+    /// H3 resolution of the proximity index (0..=15); cells a few times smaller than the
+    /// nearby radius keep lookups to a few cells.
+    pub h3_resolution: u8,
+    /// A citizen is told about on-duty officers within this many metres.
+    pub nearby_radius_m: f64,
+    /// Largest radius an N-nearest query searches, metres.
+    pub nearest_max_radius_m: f64,
+    /// Most officers one N-nearest query returns.
+    pub nearest_max_count: u32,
+    /// H3 resolution an officer's position is coarsened to before a citizen sees it.
+    pub privacy_resolution: u8,
+    /// Distances shown to citizens are rounded to this many metres.
+    pub distance_step_m: f64,
+    /// Duty window when the officer does not ask for one, minutes.
+    pub duty_default_minutes: u32,
+    /// Longest duty window, minutes.
+    pub duty_max_minutes: u32,
+    /// A connect request not answered within this many seconds expires.
+    pub connect_timeout_secs: u64,
+    /// An accepted request becomes a connection only if the two are this close, metres.
+    pub in_person_m: f64,
+    /// A position whose reported accuracy is worse than this many metres is refused.
+    pub max_accuracy_m: f64,
+    /// Points the officer earns for a connection.
+    pub officer_points: u64,
+    /// Points the citizen earns for a connection.
+    pub citizen_points: u64,
+    /// Most points one user may be awarded per UTC day.
+    pub daily_points_cap: u64,
+    /// Longest direct message, characters.
+    pub max_message_chars: usize,
 }
 
 /// `[server]`: the listening socket and the data folder.
@@ -427,11 +466,52 @@ impl Config {
             1,
         )?;
         self.validate_mail()?;
+        self.validate_patrol()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return Err(ConfigError(format!(
                 "log.filter is not a valid tracing filter: `{}`",
                 self.log.filter
             )));
+        }
+        Ok(())
+    }
+
+    /// The `[patrol]` checks, each naming its key.
+    fn validate_patrol(&self) -> Result<(), ConfigError> {
+        let p = &self.patrol;
+        let fail = |key: &str, why: String| Err(ConfigError(format!("patrol.{key} {why}")));
+        for (key, value) in [
+            ("h3_resolution", p.h3_resolution),
+            ("privacy_resolution", p.privacy_resolution),
+        ] {
+            if value > 15 {
+                return fail(key, format!("must be an H3 resolution 0..=15, got {value}"));
+            }
+        }
+        for (key, value, max) in [
+            ("nearby_radius_m", p.nearby_radius_m, 100_000.0),
+            ("nearest_max_radius_m", p.nearest_max_radius_m, 1_000_000.0),
+            ("distance_step_m", p.distance_step_m, 10_000.0),
+            ("in_person_m", p.in_person_m, 10_000.0),
+            ("max_accuracy_m", p.max_accuracy_m, 100_000.0),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= max) {
+                return fail(key, format!("must be a number in (0, {max}], got {value}"));
+            }
+        }
+        for (key, value, min, max) in [
+            ("nearest_max_count", u64::from(p.nearest_max_count), 1, 1_000),
+            ("duty_default_minutes", u64::from(p.duty_default_minutes), 1, u64::from(p.duty_max_minutes)),
+            ("duty_max_minutes", u64::from(p.duty_max_minutes), 1, 7 * 24 * 60),
+            ("connect_timeout_secs", p.connect_timeout_secs, 1, 86_400),
+            ("officer_points", p.officer_points, 0, 1_000_000),
+            ("citizen_points", p.citizen_points, 0, 1_000_000),
+            ("daily_points_cap", p.daily_points_cap, 0, 1_000_000_000),
+            ("max_message_chars", p.max_message_chars as u64, 1, 16_384),
+        ] {
+            if value < min || value > max {
+                return fail(key, format!("must be in {min}..={max}, got {value}"));
+            }
         }
         Ok(())
     }

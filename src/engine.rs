@@ -7,6 +7,8 @@
 //! close sockets with 1001 → stop actors → flush the journal.
 
 use crate::actors::mail::{MailDomain, MailSettings};
+use crate::actors::patrol::context::PatrolSettings;
+use crate::actors::patrol::PatrolDomain;
 use crate::actors::race::domain::RaceSettings;
 use crate::actors::race::RaceDomain;
 use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
@@ -34,6 +36,8 @@ pub struct Services {
     pub races: RaceDomain,
     /// The mail domain.
     pub mail: MailDomain,
+    /// The patrol domain.
+    pub patrol: PatrolDomain,
     /// The journal, for backups and the final flush.
     pub journal: Journal,
 }
@@ -175,6 +179,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     .await
     .map_err(|e| StartError(format!("supervision tree: {e}")))?;
     let races_store = store.clone();
+    let patrol_store = store.clone();
     let races = match RaceDomain::start(
         &root,
         store,
@@ -206,6 +211,26 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(StartError(format!("mail recovery failed: {e}")));
         }
     };
+    let patrol_settings = PatrolSettings::from_config(&config).map_err(StartError)?;
+    let patrol = match PatrolDomain::start(
+        &root,
+        patrol_store,
+        journal.clone(),
+        mail.clone(),
+        patrol_settings,
+        engine.keys.voucher_key().clone(),
+        config.supervision.restart_budget,
+        restart_window,
+    )
+    .await
+    {
+        Ok(patrol) => patrol,
+        Err(e) => {
+            root.stop(None);
+            listener.abort();
+            return Err(StartError(format!("patrol recovery failed: {e}")));
+        }
+    };
     let mail_trigger = Some(tokio::spawn(crate::actors::mail::trigger::race_results(
         mail.clone(),
         races.clone(),
@@ -218,6 +243,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .set(Services {
             races,
             mail,
+            patrol,
             journal,
         })
         .is_err()

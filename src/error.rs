@@ -39,6 +39,12 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or storage failure on our side; the request had no effect.
     Internal,
+    /// Spending more points than the balance holds.
+    InsufficientPoints,
+    /// A request id was used before for a different request.
+    Conflict,
+    /// The two people are not close enough for what was asked (an in-person connection).
+    TooFar,
 }
 
 impl ErrorCode {
@@ -57,6 +63,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::InsufficientPoints => "insufficient_points",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TooFar => "too_far",
         }
     }
 }

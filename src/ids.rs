@@ -17,17 +17,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub struct RaceId(String);
 
 impl RaceId {
-    /// A fresh, time-ordered id: 12 hex digits of milliseconds then 8 random hex digits.
+    /// A fresh, time-ordered id (see [`time_ordered_id`]).
     pub fn generate(now_ms: i64) -> Self {
-        let mut random = [0u8; 4];
-        // getrandom only fails when the OS has no entropy source at all; a time-based id
-        // with a zero suffix is still unique per millisecond per process in that case.
-        let _ = getrandom::fill(&mut random);
-        RaceId(format!(
-            "{:012x}{:08x}",
-            now_ms.max(0) & 0xffff_ffff_ffff,
-            u32::from_be_bytes(random)
-        ))
+        RaceId(time_ordered_id(now_ms))
     }
 
     /// Validates an id that came from outside.
@@ -46,6 +38,20 @@ impl fmt::Display for RaceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A fresh id that sorts by creation time: 12 hex digits of milliseconds then 8 random hex
+/// digits (races, connect requests).
+pub fn time_ordered_id(now_ms: i64) -> String {
+    let mut random = [0u8; 4];
+    // getrandom only fails when the OS has no entropy source at all; a time-based id
+    // with a zero suffix is still unique per millisecond per process in that case.
+    let _ = getrandom::fill(&mut random);
+    format!(
+        "{:012x}{:08x}",
+        now_ms.max(0) & 0xffff_ffff_ffff,
+        u32::from_be_bytes(random)
+    )
 }
 
 /// Ids are limited to `[A-Za-z0-9_.-]` so they are safe in journal keys, file names,

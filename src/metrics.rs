@@ -43,6 +43,12 @@ pub const MAIL_ATTEMPTS: &str = "peloton_mail_attempts_total";
 pub const MAIL_SEND_SECONDS: &str = "peloton_mail_send_seconds";
 /// Gauge by `transport`: circuit breaker state (0 closed, 1 half-open, 2 open).
 pub const MAIL_BREAKER_STATE: &str = "peloton_mail_breaker_state";
+/// Patrol sessions closed because their device stopped reading notices.
+pub const PATROL_SLOW_SESSIONS: &str = "peloton_patrol_slow_sessions_total";
+/// On-duty officers in the proximity index.
+pub const PATROL_OFFICERS_INDEXED: &str = "peloton_patrol_officers_indexed";
+/// Connections made.
+pub const PATROL_CONNECTIONS: &str = "peloton_patrol_connections_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -1,6 +1,8 @@
 //! Actors: one per live thing, each a thin ractor shell around a pure state type.
 //!
 //! - [`root`]: the root supervisor; starts one supervisor per domain.
+//! - [`ask`]: call an actor with a timeout; silence becomes `unavailable`.
+//! - [`clock`]: wall-clock time that advances with tokio's (pausable) clock.
 //! - [`events`]: domain events one domain publishes for others.
 //! - [`mail`]: mission control, durable mail jobs (rules, actors, transports).
 //! - [`patrol`]: officers, citizens, proximity, rewards and direct messages.
@@ -12,6 +14,8 @@
 //! Rules live in `state.rs` files and never touch tokio, sockets or sled; actor shells only
 //! load, persist, apply and reply.
 
+pub mod ask;
+pub mod clock;
 pub mod events;
 pub mod mail;
 pub mod patrol;

@@ -4,6 +4,7 @@
 //! full recovery of that domain from storage while the others keep running.
 
 use crate::actors::mail::supervisor::{MailSupervisor, MailSupervisorArgs};
+use crate::actors::patrol::supervisor::{PatrolSupervisor, PatrolSupervisorArgs};
 use crate::actors::race::supervisor::{RaceSupervisor, RaceSupervisorArgs};
 use crate::actors::restart::RestartBudget;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -17,6 +18,8 @@ pub enum DomainSpec {
     Race(RaceSupervisorArgs),
     /// The mail domain.
     Mail(MailSupervisorArgs),
+    /// The patrol domain.
+    Patrol(PatrolSupervisorArgs),
 }
 
 impl DomainSpec {
@@ -24,6 +27,7 @@ impl DomainSpec {
         match self {
             DomainSpec::Race(_) => "race",
             DomainSpec::Mail(_) => "mail",
+            DomainSpec::Patrol(_) => "patrol",
         }
     }
 
@@ -43,6 +47,16 @@ impl DomainSpec {
                 let (actor, _) = MailSupervisor::spawn_linked(
                     None,
                     MailSupervisor,
+                    args.clone(),
+                    root.get_cell(),
+                )
+                .await?;
+                Ok(actor.get_id())
+            }
+            DomainSpec::Patrol(args) => {
+                let (actor, _) = PatrolSupervisor::spawn_linked(
+                    None,
+                    PatrolSupervisor,
                     args.clone(),
                     root.get_cell(),
                 )

@@ -299,6 +299,61 @@ mod tests {
             Request::MailFailed { limit: 10 },
             Request::MailRetry { id: "j".into() },
             Request::MailRetryAllDead,
+            Request::PatrolProfile {
+                display_name: "Ana".into(),
+                email: Some("ana@example.org".into()),
+            },
+            Request::DutyStart { minutes: Some(30) },
+            Request::DutyEnd,
+            Request::PatrolPosition {
+                lat_e7: 488_566_000,
+                lon_e7: 23_522_000,
+                accuracy_m: Some(8.0),
+            },
+            Request::OfficersNearest { count: 5 },
+            Request::ConnectRequest {
+                officer_id: "o-17".into(),
+            },
+            Request::ConnectAnswer {
+                request_id: "c1".into(),
+                accept: true,
+            },
+            Request::RewardsBalance,
+            Request::RewardsHistory {
+                before: Some(10),
+                limit: 20,
+            },
+            Request::OffersList,
+            Request::CharitiesList,
+            Request::RewardsRedeem {
+                request_id: "r1".into(),
+                offer_id: "coffee".into(),
+            },
+            Request::RewardsDonate {
+                request_id: "d1".into(),
+                charity_id: "red-cross".into(),
+                points: 5,
+            },
+            Request::MessageSend {
+                request_id: "m1".into(),
+                to: "o-17".into(),
+                text: "Thanks!".into(),
+            },
+            Request::MessageHistory {
+                with: "o-17".into(),
+                before_seq: None,
+                limit: 50,
+            },
+            Request::PatrolImport(crate::net::protocol::ImportBatch::Charities(vec![
+                crate::net::protocol::CharityRow {
+                    id: "red-cross".into(),
+                    name: "Red Cross".into(),
+                },
+            ])),
+            Request::PatrolReport {
+                from: "2026-11-01".into(),
+                to: "2026-11-30".into(),
+            },
         ]
     }
 

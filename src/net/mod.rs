@@ -43,4 +43,7 @@ pub mod close_code {
     /// `ws.slow_consumer_close_ms`: it was seeing nothing live. (Private-use range; 4000 +
     /// the nearest standard code, 1008.)
     pub const TOO_SLOW: u16 = 4008;
+    /// The patrol session of this socket ended: the same user connected on another socket
+    /// (one session per user), or the device stopped reading its notices.
+    pub const SESSION_ENDED: u16 = 4009;
 }

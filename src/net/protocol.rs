@@ -11,6 +11,9 @@ use crate::auth::Role;
 use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+mod patrol;
+pub use patrol::*;
+
 /// The protocol version this module implements.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -157,6 +160,117 @@ pub enum Request {
     },
     /// Re-drive every dead job; answered with [`Reply::MailJobs`] (those re-driven). Admin.
     MailRetryAllDead,
+    /// The name officers see in connect requests, and where this user's mails (thank-yous,
+    /// vouchers) go; answered with [`Reply::ProfileSaved`]. Citizen.
+    PatrolProfile {
+        /// 1..=120 characters.
+        display_name: String,
+        /// A mail address, or none to forget it.
+        email: Option<String>,
+    },
+    /// Go on duty; answered with [`Reply::OnDuty`]. Starting again extends or shortens the
+    /// window. Officer (with an imported account).
+    DutyStart {
+        /// Window length, 1..=`patrol.duty_max_minutes`; none: `patrol.duty_default_minutes`.
+        minutes: Option<u32>,
+    },
+    /// Go off duty now; answered with [`Reply::OffDuty`]. Officer.
+    DutyEnd,
+    /// Where the device is now; answered with [`Reply::PositionAck`]. Officer, citizen.
+    PatrolPosition {
+        /// Latitude × 1e7.
+        lat_e7: i32,
+        /// Longitude × 1e7.
+        lon_e7: i32,
+        /// Reported accuracy, metres; worse than `patrol.max_accuracy_m` is refused.
+        accuracy_m: Option<f32>,
+    },
+    /// The `count` on-duty officers nearest to this citizen's last position; answered with
+    /// [`Reply::Officers`]. Citizen.
+    OfficersNearest {
+        /// 1..=`patrol.nearest_max_count`.
+        count: u32,
+    },
+    /// Ask an on-duty officer within the nearby radius to connect; answered with
+    /// [`Reply::ConnectPending`]. Citizen.
+    ConnectRequest {
+        /// The officer.
+        officer_id: String,
+    },
+    /// Accept or decline a connect request; answered with [`Reply::ConnectAnswered`].
+    /// Officer.
+    ConnectAnswer {
+        /// From [`Push::ConnectRequested`].
+        request_id: String,
+        /// True: accept (a connection if the two are within `patrol.in_person_m`).
+        accept: bool,
+    },
+    /// This user's points; answered with [`Reply::Balance`]. Officer, citizen.
+    RewardsBalance,
+    /// This user's points history, newest first; answered with [`Reply::RewardsHistory`].
+    /// Officer, citizen.
+    RewardsHistory {
+        /// Only entries with a smaller index (the last page's smallest); none: the newest.
+        before: Option<u64>,
+        /// Most entries, 1..=500.
+        limit: u32,
+    },
+    /// Retailer offers points can buy; answered with [`Reply::Offers`]. Officer, citizen,
+    /// admin.
+    OffersList,
+    /// Charities points can go to; answered with [`Reply::Charities`]. Officer, citizen,
+    /// admin.
+    CharitiesList,
+    /// Spend points on an offer; answered with [`Reply::Redeemed`] carrying the voucher
+    /// code. Idempotent by `request_id`. Officer, citizen.
+    RewardsRedeem {
+        /// Chosen by the client, `[A-Za-z0-9_.-]{1,64}`; sending it again returns the first
+        /// outcome, the same id for something else is `conflict`.
+        request_id: String,
+        /// The offer.
+        offer_id: String,
+    },
+    /// Give points to a charity; answered with [`Reply::Donated`]. Idempotent by
+    /// `request_id`. Officer, citizen.
+    RewardsDonate {
+        /// As for redeem.
+        request_id: String,
+        /// The charity.
+        charity_id: String,
+        /// Points, at least 1.
+        points: u64,
+    },
+    /// Send a direct message to a user this user has a connection with; answered with
+    /// [`Reply::MessageSent`]. Idempotent by `request_id`. Officer, citizen.
+    MessageSend {
+        /// As for redeem.
+        request_id: String,
+        /// The recipient.
+        to: String,
+        /// 1..=`patrol.max_message_chars` characters.
+        text: String,
+    },
+    /// The conversation with one user, newest first; answered with [`Reply::Messages`].
+    /// Officer, citizen.
+    MessageHistory {
+        /// The other user.
+        with: String,
+        /// Only messages with a smaller seq; none: the newest.
+        before_seq: Option<u64>,
+        /// Most messages, 1..=500.
+        limit: u32,
+    },
+    /// Import officers, offers or charities (a re-imported id replaces the row); all rows or
+    /// none. Answered with [`Reply::Imported`]. Admin.
+    PatrolImport(ImportBatch),
+    /// Connections and points per UTC day and precinct; answered with
+    /// [`Reply::PatrolReport`]. Admin.
+    PatrolReport {
+        /// First day, `YYYY-MM-DD`.
+        from: String,
+        /// Last day (inclusive), `YYYY-MM-DD`, at most 366 days after `from`.
+        to: String,
+    },
 }
 
 /// Fields of [`Request::MailSubmit`].
@@ -414,7 +528,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 24] = [
+    pub const TYPES: [&'static str; 41] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -439,6 +553,23 @@ impl Request {
         "mail_failed",
         "mail_retry",
         "mail_retry_all_dead",
+        "patrol_profile",
+        "duty_start",
+        "duty_end",
+        "patrol_position",
+        "officers_nearest",
+        "connect_request",
+        "connect_answer",
+        "rewards_balance",
+        "rewards_history",
+        "offers_list",
+        "charities_list",
+        "rewards_redeem",
+        "rewards_donate",
+        "message_send",
+        "message_history",
+        "patrol_import",
+        "patrol_report",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -468,6 +599,23 @@ impl Request {
             Request::MailFailed { .. } => 21,
             Request::MailRetry { .. } => 22,
             Request::MailRetryAllDead => 23,
+            Request::PatrolProfile { .. } => 24,
+            Request::DutyStart { .. } => 25,
+            Request::DutyEnd => 26,
+            Request::PatrolPosition { .. } => 27,
+            Request::OfficersNearest { .. } => 28,
+            Request::ConnectRequest { .. } => 29,
+            Request::ConnectAnswer { .. } => 30,
+            Request::RewardsBalance => 31,
+            Request::RewardsHistory { .. } => 32,
+            Request::OffersList => 33,
+            Request::CharitiesList => 34,
+            Request::RewardsRedeem { .. } => 35,
+            Request::RewardsDonate { .. } => 36,
+            Request::MessageSend { .. } => 37,
+            Request::MessageHistory { .. } => 38,
+            Request::PatrolImport(_) => 39,
+            Request::PatrolReport { .. } => 40,
         }]
     }
 }
@@ -615,6 +763,76 @@ pub enum Reply {
     MailJob(Box<MailJobDetailView>),
     /// Answer to mail_failed.
     MailFailures(Vec<MailFailureView>),
+    /// Answer to patrol_profile.
+    ProfileSaved,
+    /// Answer to duty_start: on duty until then.
+    OnDuty {
+        /// When the window ends by itself, ms since the epoch.
+        until_ms: i64,
+    },
+    /// Answer to duty_end.
+    OffDuty,
+    /// Answer to patrol_position.
+    PositionAck {
+        /// Whether the position moved the device to another H3 cell.
+        cell_changed: bool,
+    },
+    /// Answer to officers_nearest: nearest first.
+    Officers(Vec<OfficerNearbyView>),
+    /// Answer to connect_request: the officer has been asked.
+    ConnectPending {
+        /// Names the request in the officer's answer and in later pushes.
+        request_id: String,
+        /// When it expires unanswered, ms since the epoch.
+        expires_at_ms: i64,
+    },
+    /// Answer to connect_answer: the connection when accepted, none when declined.
+    ConnectAnswered {
+        /// The connection made.
+        connection: Option<ConnectionView>,
+    },
+    /// Answer to rewards_balance.
+    Balance {
+        /// Points.
+        points: u64,
+    },
+    /// Answer to rewards_history.
+    RewardsHistory(Vec<RewardEntryView>),
+    /// Answer to offers_list.
+    Offers(Vec<OfferRow>),
+    /// Answer to charities_list.
+    Charities(Vec<CharityRow>),
+    /// Answer to rewards_redeem.
+    Redeemed {
+        /// The voucher code; `peloton admin voucher verify CODE` checks it offline.
+        voucher_code: String,
+        /// Points spent.
+        points: u64,
+        /// Balance after.
+        balance: u64,
+    },
+    /// Answer to rewards_donate.
+    Donated {
+        /// Points given.
+        points: u64,
+        /// Balance after.
+        balance: u64,
+    },
+    /// Answer to message_send: the message as stored.
+    MessageSent(DirectMessageView),
+    /// Answer to message_history: newest first.
+    Messages(Vec<DirectMessageView>),
+    /// Answer to patrol_import.
+    Imported {
+        /// `officers`, `offers` or `charities`.
+        kind: String,
+        /// Rows written.
+        rows: u64,
+        /// Rows of that kind stored now.
+        total: u64,
+    },
+    /// Answer to patrol_report: by day, then precinct.
+    PatrolReport(Vec<ReportRowView>),
 }
 
 impl Reply {
@@ -637,6 +855,23 @@ impl Reply {
             Reply::MailJobs(_) => "mail_jobs",
             Reply::MailJob(_) => "mail_job",
             Reply::MailFailures(_) => "mail_failures",
+            Reply::ProfileSaved => "profile_saved",
+            Reply::OnDuty { .. } => "on_duty",
+            Reply::OffDuty => "off_duty",
+            Reply::PositionAck { .. } => "position_ack",
+            Reply::Officers(_) => "officers",
+            Reply::ConnectPending { .. } => "connect_pending",
+            Reply::ConnectAnswered { .. } => "connect_answered",
+            Reply::Balance { .. } => "balance",
+            Reply::RewardsHistory(_) => "rewards_history",
+            Reply::Offers(_) => "offers",
+            Reply::Charities(_) => "charities",
+            Reply::Redeemed { .. } => "redeemed",
+            Reply::Donated { .. } => "donated",
+            Reply::MessageSent(_) => "message_sent",
+            Reply::Messages(_) => "messages",
+            Reply::Imported { .. } => "imported",
+            Reply::PatrolReport(_) => "patrol_report",
         }
     }
 }
@@ -666,6 +901,45 @@ pub enum Push {
         /// The race.
         race_id: String,
     },
+    /// This officer's duty window ended (`expired` by itself, or `ended` on another socket).
+    DutyEnded {
+        /// `expired` or `ended`.
+        reason: String,
+        /// When, ms since the epoch.
+        at_ms: i64,
+    },
+    /// An on-duty officer came within `patrol.nearby_radius_m` (or moved while within it).
+    OfficerNearby(OfficerNearbyView),
+    /// An officer told about earlier left the radius, went off duty or disconnected.
+    OfficerGone {
+        /// The officer.
+        officer_id: String,
+    },
+    /// A citizen asks this officer to connect; answer with connect_answer.
+    ConnectRequested {
+        /// The request.
+        request_id: String,
+        /// Who asks.
+        citizen_id: String,
+        /// Their display name (their id when they set none).
+        display_name: String,
+        /// How far away they are, metres (rounded like nearby distances).
+        distance_m: u32,
+        /// When the request expires unanswered, ms since the epoch.
+        expires_at_ms: i64,
+    },
+    /// A connect request ended without a connection.
+    ConnectClosed {
+        /// The request.
+        request_id: String,
+        /// `declined`, `expired` or `officer_left`.
+        outcome: String,
+    },
+    /// A connection was made (both sides get one).
+    ConnectionEstablished(ConnectionView),
+    /// A direct message to this user, live or on reconnect (at least once: dedupe by
+    /// `from`/`to` and `seq`).
+    DirectMessage(DirectMessageView),
 }
 
 impl Push {
@@ -677,6 +951,13 @@ impl Push {
             Push::RaceUpdate(_) => "race_update",
             Push::ReplayTick(_) => "replay_tick",
             Push::ReplayDone { .. } => "replay_done",
+            Push::DutyEnded { .. } => "duty_ended",
+            Push::OfficerNearby(_) => "officer_nearby",
+            Push::OfficerGone { .. } => "officer_gone",
+            Push::ConnectRequested { .. } => "connect_requested",
+            Push::ConnectClosed { .. } => "connect_closed",
+            Push::ConnectionEstablished(_) => "connection_established",
+            Push::DirectMessage(_) => "direct_message",
         }
     }
 }

@@ -11,6 +11,8 @@ use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::TokenBucket;
 use crate::actors::race::actor::UpdatesReceiver;
+use crate::actors::patrol::notice::Notice;
+use crate::actors::patrol::PatrolLink;
 use crate::actors::race::feed::Frames;
 use crate::actors::race::replay::Replayer;
 use crate::api::{self, Outcome};
@@ -81,6 +83,9 @@ struct Session {
     in_flight: UpdatesInFlight,
     /// How long updates may all be skipped before the socket is closed as too slow.
     slow_close_after: Duration,
+    /// This socket's patrol session (officers and citizens), opened on its first patrol
+    /// request; its notices are pushed as they come.
+    patrol: Option<PatrolLink>,
 }
 
 impl Drop for Session {
@@ -129,6 +134,7 @@ where
         replay: None,
         in_flight,
         slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
+        patrol: None,
         claims,
     };
     let welcome = Welcome {
@@ -161,6 +167,18 @@ where
             _ = tokio::time::sleep(expires_in) => {
                 break Some((close_code::POLICY_VIOLATION, "token expired".into()));
             }
+            notice = next_notice(&mut session.patrol) => match notice {
+                Some(notice) => {
+                    let push = crate::api::patrol::notice_push(notice);
+                    session.send(&ServerFrame::Push(push)).await;
+                }
+                None => {
+                    break Some((
+                        close_code::SESSION_ENDED,
+                        "patrol session ended: replaced by a newer socket of this user, or notices were not read".into(),
+                    ));
+                }
+            },
             changed = next_tick(&mut session.watching) => match changed {
                 Ok(()) => {
                     if let Some(close) = session.forward_tick() {
@@ -272,6 +290,15 @@ fn update_message(codec: Codec, frames: &Frames) -> Option<Message> {
     }
 }
 
+/// The next notice of this socket's patrol session (`None`: the session ended); never,
+/// when the socket has no patrol session.
+async fn next_notice(patrol: &mut Option<PatrolLink>) -> Option<Notice> {
+    match patrol {
+        Some(link) => link.notices.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the watched race publishes a new tick; never, when nothing is watched.
 async fn next_tick(
     watching: &mut Option<Watching>,
@@ -363,7 +390,7 @@ impl Session {
             }
         };
         metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
-        match api::handle(&self.engine, &mut self.claims, frame.request).await {
+        match api::handle(&self.engine, &mut self.claims, &mut self.patrol, frame.request).await {
             Outcome::Reply(Ok(reply)) => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,

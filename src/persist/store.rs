@@ -233,6 +233,52 @@ impl Store {
         Ok(events.into_iter().collect())
     }
 
+    /// The sequence number of `actor`'s newest journal entry (0: none), without reading the
+    /// others: for actors whose journal is their data and is never compacted (conversations).
+    pub fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError> {
+        match self
+            .journal
+            .range(actor.journal_key(0)..=actor.journal_key(u64::MAX))
+            .next_back()
+            .transpose()?
+        {
+            None => Ok(0),
+            Some((key, _)) => parse_seq(&key).ok_or_else(|| PersistError::Corrupt {
+                actor: actor.to_string(),
+                seq: 0,
+                reason: "journal key without a sequence".into(),
+            }),
+        }
+    }
+
+    /// Up to `limit` of `actor`'s journal entries with a sequence below `before` (none: from
+    /// the newest), newest first: one page of a never-compacted journal.
+    pub fn page_before<E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, E)>, PersistError> {
+        let end = before.unwrap_or(u64::MAX);
+        let mut page = Vec::new();
+        for entry in self
+            .journal
+            .range(actor.journal_key(0)..actor.journal_key(end))
+            .rev()
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let seq = parse_seq(&key).unwrap_or(0);
+            let event = record::decode::<E>(&value).map_err(|reason| PersistError::Corrupt {
+                actor: actor.to_string(),
+                seq,
+                reason,
+            })?;
+            page.push((seq, event));
+        }
+        Ok(page)
+    }
+
     /// Every actor of `kind` that has a snapshot or journal entries, in key order.
     pub fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
         let prefix = format!("{kind}/");

@@ -6,7 +6,7 @@
 //! so 100,000 waiting jobs cost no task, no actor and no socket.
 
 use super::backoff::{Backoff, JitterSource};
-use super::clock::MailClock;
+use crate::actors::clock::Clock;
 use super::contacts::ContactBook;
 use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
@@ -33,7 +33,7 @@ pub struct MailContext {
     /// Journals transitions.
     pub journal: Journal,
     /// The domain's clock (pausable in tests).
-    pub clock: MailClock,
+    pub clock: Clock,
     /// The retry policy.
     pub backoff: Backoff,
     /// Where retry jitter comes from.

@@ -5,7 +5,7 @@
 use super::actor::{JobMsg, MailContext};
 use super::backoff::{Backoff, JitterSource};
 use super::breaker::{BreakerPolicy, BreakerState};
-use super::clock::MailClock;
+use crate::actors::clock::Clock;
 use super::contacts::{ContactBook, Update};
 use super::gate::Gate;
 use super::idempotency::{EnvelopeKey, IdempotencyWindow};
@@ -202,7 +202,7 @@ impl MailDomain {
         let ctx = Arc::new(MailContext {
             store,
             journal,
-            clock: MailClock::new(),
+            clock: Clock::new(),
             backoff: settings.backoff,
             jitter: settings.jitter,
             from: settings.from,

@@ -10,7 +10,6 @@
 
 //!
 //! Shell (tokio, ractor, the journal):
-//! - [`clock`]: wall-clock time that advances with tokio's (pausable) clock.
 //! - [`schedule`]: waiting jobs by due time, one lane per transport (pure).
 //! - [`gate`]: a transport behind its breaker and concurrency limit.
 //! - [`actor`]: one actor per awake job; journals each transition, then passivates.
@@ -21,7 +20,6 @@
 pub mod actor;
 pub mod backoff;
 pub mod breaker;
-pub mod clock;
 pub mod contacts;
 pub mod domain;
 pub mod gate;

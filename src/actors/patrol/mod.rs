@@ -3,10 +3,34 @@
 //!
 //! Pure rules (no tokio, no sled):
 //! - [`proximity`]: the H3 proximity index, read directly by every session (no actor hop).
+//! - [`privacy`]: what a citizen may see of an officer (coarse position, rounded figures).
+//! - [`session`]: one session's rules: duty window, connect requests, nearby set.
 //! - [`directory`]: officer accounts, retailer offers and charities; bulk-import validation.
-//! - [`voucher`]: voucher codes anyone holding the key can verify offline.
 //! - [`ledger`]: the event-sourced rewards ledger (awards, redemptions, donations).
-pub mod proximity;
+//! - [`book`]: everything durable but messages, as one event-sourced state.
+//! - [`voucher`]: voucher codes anyone holding the key can verify offline.
+//! - [`notice`]: what a session's device is told unasked.
+//!
+//! Shell (tokio, ractor, the journal):
+//! - [`context`]: settings, indexes and live sessions every patrol actor shares.
+//! - [`session_actor`]: one actor per connected officer or citizen.
+//! - [`book_actor`]: the one writer of the book; journals before it answers.
+//! - [`supervisor`]: recovers the book, restarts it, cleans up after failed sessions.
+//! - [`domain`]: the facade the API calls.
+
+pub mod book;
+pub mod book_actor;
+pub mod context;
 pub mod directory;
-pub mod voucher;
+pub mod domain;
 pub mod ledger;
+pub mod notice;
+pub mod privacy;
+pub mod proximity;
+pub mod session;
+pub mod session_actor;
+pub mod supervisor;
+pub mod voucher;
+
+pub use domain::{PatrolDomain, PatrolLink};
+pub use session::PatrolRole;

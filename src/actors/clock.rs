@@ -1,26 +1,26 @@
-//! The mail domain's clock: wall-clock milliseconds that advance with tokio's clock.
+//! The domains' clock: wall-clock milliseconds that advance with tokio's clock.
 //!
 //! Due times are stored as wall-clock milliseconds (they must mean the same after a
-//! restart), but the scheduler sleeps on tokio timers. Deriving "now" from tokio's
+//! restart), but schedulers and duty windows sleep on tokio timers. Deriving "now" from tokio's
 //! `Instant` since start keeps the two consistent, and lets tests pause and advance time
-//! (`start_paused = true`) to check backoff and breaker timing without waiting.
+//! (`start_paused = true`) to check backoff, breaker and duty-window timing without waiting.
 
 use crate::time::{now_ms, UnixMillis};
 use tokio::time::Instant;
 
 /// Wall-clock time, advancing with tokio's clock.
 #[derive(Debug, Clone, Copy)]
-pub struct MailClock {
+pub struct Clock {
     /// Wall-clock time when the clock was made.
     wall_at_start: UnixMillis,
     /// tokio's time then.
     started: Instant,
 }
 
-impl MailClock {
+impl Clock {
     /// A clock reading the wall clock now.
-    pub fn new() -> MailClock {
-        MailClock {
+    pub fn new() -> Clock {
+        Clock {
             wall_at_start: now_ms(),
             started: Instant::now(),
         }
@@ -33,8 +33,8 @@ impl MailClock {
     }
 }
 
-impl Default for MailClock {
+impl Default for Clock {
     fn default() -> Self {
-        MailClock::new()
+        Clock::new()
     }
 }
