@@ -2,7 +2,7 @@
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, ResultsFormat, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, ReportFormat, TokenCommand, TokenIssueArgs,
 };
 use super::{output, CliError};
 use crate::auth::{claims_for, Keys, Role};
@@ -30,7 +30,7 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
                 )));
             };
             let format = if args.json {
-                ResultsFormat::Json
+                ReportFormat::Json
             } else {
                 format
             };
@@ -49,6 +49,19 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
                 } => print_share(&args.server, &race_id, &token, expires_at_ms, args.json),
                 other => print_reply(other, args.json),
             }
+        }
+        AdminCommand::Import(import) => {
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let outcome = super::patrol::import(&mut client, import, args.json).await;
+            client.close().await;
+            outcome
+        }
+        AdminCommand::Voucher(command) => super::patrol::voucher(command, args.json),
+        AdminCommand::Patrol(command) => {
+            let mut client = connect(&args.server, args.token.as_deref()).await?;
+            let outcome = super::patrol::report(&mut client, command, args.json).await;
+            client.close().await;
+            outcome
         }
         AdminCommand::Mail(command) => {
             let mut client = connect(&args.server, args.token.as_deref()).await?;

@@ -81,6 +81,14 @@ pub enum AdminCommand {
     /// Mail jobs: send, status, lists, failed log, dead letters, re-drive.
     #[command(subcommand)]
     Mail(super::mail::MailCommand),
+    /// Bulk-import officers, offers or charities from CSV or JSON.
+    Import(super::patrol::ImportArgs),
+    /// Voucher codes.
+    #[command(subcommand)]
+    Voucher(super::patrol::VoucherCommand),
+    /// Patrol reports.
+    #[command(subcommand)]
+    Patrol(super::patrol::PatrolCommand),
 }
 
 /// `peloton admin token …`.
@@ -173,8 +181,8 @@ pub enum RaceCommand {
         /// Race id.
         id: String,
         /// Output format (`--json` is the same as `--format json`).
-        #[arg(long, value_enum, default_value_t = ResultsFormat::Table)]
-        format: ResultsFormat,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
     },
     /// Live standings of a race.
     Standings {
@@ -202,9 +210,9 @@ pub enum RaceCommand {
     },
 }
 
-/// How `race results` prints.
+/// How tabular reports print (`race results`, `patrol report`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ResultsFormat {
+pub enum ReportFormat {
     /// A table for people.
     Table,
     /// Comma-separated values with a header row.
@@ -271,6 +279,11 @@ pub enum SimCommand {
     /// exits 0 once every simulated racer has finished. Signs its racers' tokens with the
     /// server's secret, so run it where it can read that secret (or set PELOTON_AUTH_SECRET).
     Race(SimRaceArgs),
+    /// Move officers and citizens around a city over real sockets: officers go on duty,
+    /// citizens walk up to them and ask to connect, officers accept; prints what happened
+    /// and exits 0 after --duration. Imports its officers with the admin token and signs its
+    /// devices' tokens with the server's secret.
+    Patrol(super::sim_patrol::SimPatrolArgs),
 }
 
 /// `peloton sim race`.

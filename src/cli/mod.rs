@@ -2,15 +2,17 @@
 //!
 //! Argument shapes live in [`args`]; admin commands in [`admin`] and the simulator in
 //! [`sim`] speak the binary protocol through [`crate::net::client`]; [`racers`] builds
-//! registrations and CSV imports; [`mail`] runs `peloton admin mail …`; [`output`] prints tables for people and exactly one JSON
+//! registrations and CSV imports; [`mail`] runs `peloton admin mail …`; [`patrol`] runs imports, voucher checks and the patrol report; [`output`] prints tables for people and exactly one JSON
 //! document for scripts (`--json`).
 
 pub mod admin;
 pub mod args;
 pub mod mail;
 pub mod output;
+pub mod patrol;
 pub mod racers;
 pub mod sim;
+pub mod sim_patrol;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]

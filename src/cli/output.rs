@@ -1,7 +1,7 @@
 //! Printing results: a table or a few lines for people, exactly one JSON document with
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
-use super::args::ResultsFormat;
+use super::args::ReportFormat;
 use crate::net::protocol::{
     RaceStatsView, RaceView, RacerView, ResultStatusView, ResultView, StandingView,
 };
@@ -59,7 +59,7 @@ pub fn racers(racers: &[RacerView]) {
 pub fn results(
     rows: &[ResultView],
     stats: &RaceStatsView,
-    format: ResultsFormat,
+    format: ReportFormat,
 ) -> Result<(), super::CliError> {
     let time_s = |r: &ResultView| r.time_ms.map(|t| t as f64 / 1000.0);
     let splits_s =
@@ -71,7 +71,7 @@ pub fn results(
         ResultStatusView::Dns => "dns",
     };
     match format {
-        ResultsFormat::Json => json(
+        ReportFormat::Json => json(
             &rows
                 .iter()
                 .map(|r| {
@@ -89,7 +89,7 @@ pub fn results(
                 })
                 .collect::<Vec<_>>(),
         ),
-        ResultsFormat::Csv => {
+        ReportFormat::Csv => {
             let mut out = csv::Writer::from_writer(std::io::stdout());
             let fail = |e: csv::Error| super::CliError::Failed(e.to_string());
             out.write_record([
@@ -127,7 +127,7 @@ pub fn results(
             out.flush()
                 .map_err(|e| super::CliError::Failed(e.to_string()))
         }
-        ResultsFormat::Table => {
+        ReportFormat::Table => {
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED);
             table.set_header([

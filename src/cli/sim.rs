@@ -103,6 +103,7 @@ const TOKEN_MARGIN_SECS: u64 = 3600;
 pub async fn run(command: SimCommand) -> Result<(), CliError> {
     match command {
         SimCommand::Race(args) => race(args).await,
+        SimCommand::Patrol(args) => super::sim_patrol::run(args).await,
     }
 }
 
@@ -1028,14 +1029,14 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
 }
 
 /// The server's signing keys, refusing to create a secret the server would not know.
-fn server_keys(config: &Config) -> Result<Keys, CliError> {
+pub(crate) fn server_keys(config: &Config) -> Result<Keys, CliError> {
     let from_env = std::env::var(SECRET_ENV).is_ok_and(|v| !v.is_empty());
     let path = secret_path(config);
     if !from_env && !path.exists() {
         return Err(CliError::Usage(format!(
-            "no signing secret at {}: the simulator signs its racers' tokens with the server's \
-             secret, so run it where it can read it (--data DIR or --config FILE as the server \
-             uses them, or PELOTON_AUTH_SECRET)",
+            "no signing secret at {}: tokens and vouchers are signed with the server's secret, \
+             so run this where it can read it (--data DIR or --config FILE as the server uses \
+             them, or PELOTON_AUTH_SECRET)",
             path.display()
         )));
     }

@@ -688,11 +688,11 @@ fn profile(display_name: String, email: Option<String>) -> Result<Profile, Rejec
     let display_name = validate_display_name(&display_name)?;
     let email = match email {
         None => None,
-        Some(address) => Some(
-            super::directory::validate_email(address.trim())
-                .map(|()| address.trim().to_owned())
-                .map_err(|reason| Rejection::invalid(format!("email: {reason}")))?,
-        ),
+        Some(address) => {
+            let address = address.trim().to_owned();
+            crate::actors::mail::message::validate_address("email", &address)?;
+            Some(address)
+        }
     };
     Ok(Profile {
         display_name,

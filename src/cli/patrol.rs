@@ -1,0 +1,353 @@
+//! `peloton admin import …`, `peloton admin voucher verify` and `peloton admin patrol
+//! report`: bulk imports with a progress bar and a validation report, offline voucher
+//! checks, and the per-day, per-precinct report.
+
+use super::args::ReportFormat;
+use super::{output, CliError};
+use crate::actors::patrol::directory::{self, ImportKind, ImportRows, RowProblem};
+use crate::actors::patrol::voucher;
+use crate::config::{Config, Overrides};
+use crate::net::client::Client;
+use crate::net::protocol::{ImportBatch, ReportRowView, Reply, Request};
+use clap::{Args, Subcommand};
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+/// Rows per import request: well under the admin message limit even for long rows.
+pub const IMPORT_BATCH_ROWS: usize = 5_000;
+
+/// `peloton admin import KIND FILE`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// officers, offers or charities.
+    pub kind: String,
+    /// A CSV file with a header row, or a JSON array of objects.
+    pub file: PathBuf,
+    /// csv or json (default: from the file's first character).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Import nothing if any row is invalid.
+    #[arg(long)]
+    pub all_or_nothing: bool,
+}
+
+/// `peloton admin voucher …`.
+#[derive(Debug, Subcommand)]
+pub enum VoucherCommand {
+    /// Check a voucher code offline with the server's secret.
+    Verify {
+        /// The code, as printed (case, dashes and spaces do not matter).
+        code: String,
+        /// The server's data folder (where the secret lives).
+        #[arg(long, env = "PELOTON_DATA")]
+        data: Option<PathBuf>,
+        /// The server's config file, if it sets auth.secret_file.
+        #[arg(long, env = "PELOTON_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `peloton admin patrol …`.
+#[derive(Debug, Subcommand)]
+pub enum PatrolCommand {
+    /// Connections and points per UTC day and precinct.
+    Report {
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive), YYYY-MM-DD.
+        #[arg(long)]
+        to: String,
+        /// table, csv or json (--json wins).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal, a line per tenth otherwise
+/// (logs and CI stay readable).
+struct Progress {
+    /// What is counted.
+    label: &'static str,
+    /// The whole.
+    total: u64,
+    /// Tenths already printed (non-terminal).
+    printed: u64,
+    /// Whether stderr is a terminal.
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str, total: u64) -> Progress {
+        Progress {
+            label,
+            total: total.max(1),
+            printed: 0,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, done: u64) {
+        let tenths = done.min(self.total) * 10 / self.total;
+        if self.terminal {
+            let filled = usize::try_from(done.min(self.total) * 30 / self.total).unwrap_or(30);
+            eprint!(
+                "\r{:<9} [{}{}] {done}/{}",
+                self.label,
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                self.total
+            );
+            if done >= self.total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        } else if tenths > self.printed || (done >= self.total && self.printed < 10) {
+            self.printed = tenths.max(if done >= self.total { 10 } else { 0 });
+            eprintln!("{} {}% ({done}/{})", self.label, self.printed * 10, self.total);
+        }
+    }
+}
+
+/// Runs `peloton admin import`: validates the whole file locally (progress bar), prints
+/// the report of refused rows, then sends the valid rows in batches (progress bar). With
+/// `--all-or-nothing`, any refused row means nothing is sent. Exits 1 when any row was
+/// refused, so scripts notice.
+pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result<(), CliError> {
+    let kind = ImportKind::parse(&args.kind).map_err(|e| CliError::Usage(e.to_string()))?;
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
+    // Rough row count for the validation bar: one per line (CSV) or object (JSON).
+    let estimate = bytes.iter().filter(|b| **b == b'\n').count().max(1) as u64;
+    let mut bar = Progress::new("validated", estimate);
+    let report = directory::parse_import(kind, &bytes, args.format.as_deref(), |done| {
+        bar.show(done)
+    })
+    .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
+    bar.show(estimate);
+    let valid = report.rows.len() as u64;
+    let refused = report.problems.len() as u64;
+    let send = refused == 0 || !args.all_or_nothing;
+    let mut written = 0u64;
+    let mut total = 0u64;
+    if send && valid > 0 {
+        let mut bar = Progress::new("imported", valid);
+        for batch in batches(&report.rows) {
+            let rows = batch_len(&batch);
+            match client.request(Request::PatrolImport(batch)).await? {
+                Reply::Imported {
+                    rows: stored,
+                    total: now,
+                    ..
+                } => {
+                    written += stored;
+                    total = now;
+                }
+                other => {
+                    return Err(CliError::Failed(format!(
+                        "unexpected reply {}",
+                        other.type_name()
+                    )))
+                }
+            }
+            bar.show(written.max(rows as u64));
+        }
+    }
+    if json {
+        output::json(&serde_json::json!({
+            "kind": kind.as_str(),
+            "rows_in_file": report.total,
+            "valid": valid,
+            "refused": refused,
+            "imported": written,
+            "total_stored": total,
+            "all_or_nothing": args.all_or_nothing,
+            "problems": report.problems.iter().map(|p| serde_json::json!({
+                "line": p.line, "field": p.field, "reason": p.reason,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        print_problems(&report.problems);
+        if send {
+            println!(
+                "imported {written} of {} {} ({refused} refused); {total} stored now",
+                report.total,
+                kind.as_str()
+            );
+        } else {
+            println!(
+                "imported nothing: {refused} of {} rows refused and --all-or-nothing was given",
+                report.total
+            );
+        }
+    }
+    if refused > 0 {
+        return Err(CliError::Failed(format!(
+            "{refused} row(s) refused; see the report above"
+        )));
+    }
+    Ok(())
+}
+
+fn print_problems(problems: &[RowProblem]) {
+    if problems.is_empty() {
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["line", "field", "reason"]);
+    for p in problems {
+        table.add_row([p.line.to_string(), p.field.clone(), p.reason.clone()]);
+    }
+    println!("{table}");
+}
+
+/// Valid rows as wire batches of at most [`IMPORT_BATCH_ROWS`].
+fn batches(rows: &ImportRows) -> Vec<ImportBatch> {
+    match rows {
+        ImportRows::Officers(rows) => rows
+            .chunks(IMPORT_BATCH_ROWS)
+            .map(|chunk| {
+                ImportBatch::Officers(chunk.iter().map(crate::api::patrol::officer_row).collect())
+            })
+            .collect(),
+        ImportRows::Offers(rows) => rows
+            .chunks(IMPORT_BATCH_ROWS)
+            .map(|chunk| {
+                ImportBatch::Offers(
+                    chunk
+                        .iter()
+                        .cloned()
+                        .map(crate::api::patrol::offer_row)
+                        .collect(),
+                )
+            })
+            .collect(),
+        ImportRows::Charities(rows) => rows
+            .chunks(IMPORT_BATCH_ROWS)
+            .map(|chunk| {
+                ImportBatch::Charities(
+                    chunk
+                        .iter()
+                        .cloned()
+                        .map(crate::api::patrol::charity_row)
+                        .collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn batch_len(batch: &ImportBatch) -> usize {
+    match batch {
+        ImportBatch::Officers(rows) => rows.len(),
+        ImportBatch::Offers(rows) => rows.len(),
+        ImportBatch::Charities(rows) => rows.len(),
+    }
+}
+
+/// Runs `peloton admin voucher verify`: offline, with the secret the server signs with.
+pub fn voucher(command: VoucherCommand, json: bool) -> Result<(), CliError> {
+    let VoucherCommand::Verify { code, data, config } = command;
+    let overrides = Overrides {
+        listen: None,
+        data_dir: data,
+    };
+    let config = Config::load(config.as_deref(), &overrides)?;
+    let keys = super::sim::server_keys(&config)?;
+    match voucher::verify(keys.voucher_key(), &code) {
+        Ok(v) => {
+            let day = crate::time::format_day(v.issued_day);
+            if json {
+                output::json(&serde_json::json!({
+                    "valid": true,
+                    "serial": v.serial,
+                    "offer_id": v.offer_id,
+                    "points": v.points,
+                    "issued": day,
+                    "holder": v.holder,
+                }))
+            } else {
+                println!(
+                    "valid voucher #{}: offer {} ({} points) issued {day} to {}",
+                    v.serial, v.offer_id, v.points, v.holder
+                );
+                Ok(())
+            }
+        }
+        Err(e) => {
+            if json {
+                output::json(&serde_json::json!({ "valid": false, "reason": e.to_string() }))?;
+            }
+            Err(CliError::Failed(format!("invalid voucher: {e}")))
+        }
+    }
+}
+
+/// Runs `peloton admin patrol report`.
+pub async fn report(
+    client: &mut Client,
+    command: PatrolCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    let PatrolCommand::Report { from, to, format } = command;
+    for (flag, value) in [("--from", &from), ("--to", &to)] {
+        crate::time::parse_day(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+    }
+    let rows = match client.request(Request::PatrolReport { from, to }).await? {
+        Reply::PatrolReport(rows) => rows,
+        other => {
+            return Err(CliError::Failed(format!(
+                "unexpected reply {}",
+                other.type_name()
+            )))
+        }
+    };
+    let format = if json { ReportFormat::Json } else { format };
+    print_report(&rows, format)
+}
+
+fn print_report(rows: &[ReportRowView], format: ReportFormat) -> Result<(), CliError> {
+    let header = [
+        "date",
+        "precinct",
+        "connections",
+        "points_awarded",
+        "points_redeemed",
+        "points_donated",
+    ];
+    let cells = |r: &ReportRowView| {
+        [
+            r.date.clone(),
+            r.precinct.clone(),
+            r.connections.to_string(),
+            r.points_awarded.to_string(),
+            r.points_redeemed.to_string(),
+            r.points_donated.to_string(),
+        ]
+    };
+    match format {
+        ReportFormat::Json => output::json(&rows),
+        ReportFormat::Csv => {
+            let fail = |e: csv::Error| CliError::Failed(e.to_string());
+            let mut out = csv::Writer::from_writer(std::io::stdout());
+            out.write_record(header).map_err(fail)?;
+            for r in rows {
+                out.write_record(cells(r)).map_err(fail)?;
+            }
+            out.flush().map_err(|e| CliError::Failed(e.to_string()))
+        }
+        ReportFormat::Table => {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(header);
+            for r in rows {
+                table.add_row(cells(r));
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}
