@@ -230,10 +230,15 @@ impl Book {
         Ok(MessagePlan::Store { pair, seq })
     }
 
-    /// A message was journaled as `seq` of `pair`.
+    /// A message was journaled as `seq` of `pair`. The sender has its own message, so its
+    /// cursor moves past it when it had everything before.
     pub fn message_stored(&mut self, pair: &str, seq: u64, from: &str, request_id: &str) {
         let conversation = self.conversations.entry(pair.to_owned()).or_default();
         conversation.last_seq = conversation.last_seq.max(seq);
+        let cursor = conversation.delivered.entry(from.to_owned()).or_insert(0);
+        if *cursor + 1 == seq {
+            *cursor = seq;
+        }
         let sent = self.sends.entry(from.to_owned()).or_default();
         sent.push_back((request_id.to_owned(), pair.to_owned(), seq));
         while sent.len() > REMEMBERED_SENDS {
@@ -341,9 +346,11 @@ mod tests {
         book.message_stored("c1~o1", 1, "c1", "a");
         book.message_stored("c1~o1", 2, "c1", "b");
         assert_eq!(book.undelivered("o1"), vec![("c1~o1".into(), 0, 2)]);
+        assert!(book.undelivered("c1").is_empty(), "a sender has its own messages");
         book.delivered("o1", "c1~o1", 2);
         assert!(book.undelivered("o1").is_empty());
-        assert_eq!(book.undelivered("c1"), vec![("c1~o1".into(), 0, 2)]);
+        book.message_stored("c1~o1", 3, "o1", "c");
+        assert_eq!(book.undelivered("c1"), vec![("c1~o1".into(), 2, 3)]);
         assert!(book.undelivered("o").is_empty(), "a prefix is not a participant");
     }
 

@@ -167,7 +167,17 @@ pub enum BookMsg {
         /// The stored message.
         reply: RpcReplyPort<Result<StoredMessage, Rejection>>,
     },
-    /// Messages `user` has not had yet (they are then counted as delivered).
+    /// Messages of `pair` up to `seq` reached a session of `user`.
+    Delivered {
+        /// The recipient.
+        user: String,
+        /// The conversation.
+        pair: String,
+        /// The message.
+        seq: u64,
+    },
+    /// Messages `user` has not had yet; each counts as delivered once its session confirms
+    /// it queued it for the socket.
     Undelivered {
         /// The user.
         user: String,
@@ -495,12 +505,8 @@ impl BookState {
                     .append_or_unavailable(&key, seq, std::slice::from_ref(&message), RETRY)
                     .await?;
                 self.book.message_stored(&pair, seq, &from, &request_id);
-                if self
-                    .ctx
-                    .notify(&to, Notice::DirectMessage(message.clone()))
-                {
-                    self.book.delivered(&to, &pair, seq);
-                }
+                // The recipient's session confirms with `Delivered` once it queued it.
+                self.ctx.notify(&to, Notice::DirectMessage(message.clone()));
                 self.changed().await;
                 Ok(message)
             }
@@ -519,7 +525,7 @@ impl BookState {
             .ok_or_else(|| Rejection::internal(format!("message {seq} of {pair} is missing")))
     }
 
-    fn undelivered(&mut self, user: &str) -> Result<Vec<StoredMessage>, Rejection> {
+    fn undelivered(&self, user: &str) -> Result<Vec<StoredMessage>, Rejection> {
         let mut messages = Vec::new();
         for (pair, delivered, last) in self.book.undelivered(user) {
             let key = ActorKey::new(CONVERSATION_KIND, &pair);
@@ -535,7 +541,6 @@ impl BookState {
                     .filter(|(seq, m)| *seq > delivered && m.to == user)
                     .map(|(_, m)| m),
             );
-            self.book.delivered(user, &pair, last);
         }
         Ok(messages)
     }
@@ -675,6 +680,7 @@ impl Actor for BookActor {
             } => {
                 let _ = reply.send(st.send_message(from, to, request_id, text, at_ms).await);
             }
+            BookMsg::Delivered { user, pair, seq } => st.book.delivered(&user, &pair, seq),
             BookMsg::Undelivered { user, reply } => {
                 let _ = reply.send(st.undelivered(&user));
             }

@@ -125,13 +125,29 @@ impl SessionActorState {
     }
 
     /// Queues a notice; a full queue means the device stopped reading, so the session ends.
+    /// A direct message queued is confirmed to the book, which then counts it delivered.
     fn push(&self, myself: &ActorRef<SessionMsg>, notice: Notice) {
-        if let Err(e) = self.notices.try_send(notice) {
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                metrics::counter!(m::PATROL_SLOW_SESSIONS).increment(1);
-                tracing::warn!(user = self.user(), "patrol notices backed up; closing session");
+        let confirm = match &notice {
+            Notice::DirectMessage(m) => Some((super::book::pair_key(&m.from, &m.to), m.seq)),
+            _ => None,
+        };
+        match self.notices.try_send(notice) {
+            Ok(()) => {
+                if let (Some((pair, seq)), Ok(book)) = (confirm, self.ctx.book()) {
+                    let _ = book.cast(BookMsg::Delivered {
+                        user: self.state.user.clone(),
+                        pair,
+                        seq,
+                    });
+                }
             }
-            myself.stop(Some("notices not read".into()));
+            Err(e) => {
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    metrics::counter!(m::PATROL_SLOW_SESSIONS).increment(1);
+                    tracing::warn!(user = self.user(), "patrol notices backed up; closing session");
+                }
+                myself.stop(Some("notices not read".into()));
+            }
         }
     }
 
@@ -423,6 +439,10 @@ impl Actor for SessionActor {
             PatrolRole::Officer => args.ctx.duty_windows.get(&args.user).map(|w| *w),
             PatrolRole::Citizen => None,
         };
+        if open_window.is_some_and(|until| until <= now) {
+            // It ran out while the officer was away.
+            args.ctx.duty_windows.remove(&args.user);
+        }
         Ok(SessionActorState {
             state: SessionState::new(args.user, args.role, open_window, now),
             ctx: args.ctx,
