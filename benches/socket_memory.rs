@@ -1,6 +1,8 @@
 //! Memory per WebSocket: the server's resident set growth per idle, authenticated socket,
 //! with our configured buffers against tokio-tungstenite's default buffers (128 KiB read,
-//! 128 KiB write) measured in the same run on the same binary.
+//! 128 KiB write) measured in the same run on the same binary; and per citizen socket with a
+//! patrol session (its actor, its entry in the proximity index), whose difference to the
+//! idle socket is the memory of one patrol session.
 //!
 //! Run: `cargo bench --bench socket_memory` (optionally `SOCKETS=5000`). It starts the real
 //! `peloton` binary twice on 127.0.0.1, opens the sockets, pings each once so every buffer
@@ -25,7 +27,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn measure(label: &str, sockets: usize, env: &[(&str, &str)]) -> f64 {
+/// What each measured socket does after connecting.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// One ping: an idle authenticated socket.
+    Idle,
+    /// A citizen's position: opens its patrol session and indexes it.
+    PatrolSession,
+}
+
+async fn measure(label: &str, sockets: usize, env: &[(&str, &str)], load: Load) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, url) = support::start_server(dir.path(), env);
     let keys = support::server_keys(dir.path());
@@ -33,6 +44,11 @@ async fn measure(label: &str, sockets: usize, env: &[(&str, &str)]) -> f64 {
     let token = keys
         .issue(&claims_for(Role::Spectator, "fan", None, now, 3600))
         .expect("token");
+    // One patrol session per user: each citizen socket has its own subject.
+    let citizen = |i: usize| {
+        keys.issue(&claims_for(Role::Citizen, &format!("c{i}"), None, now, 3600))
+            .expect("token")
+    };
     // Warm up the allocator and runtime with a few sockets before the baseline reading.
     let mut warm = Vec::new();
     for _ in 0..10 {
@@ -45,15 +61,28 @@ async fn measure(label: &str, sockets: usize, env: &[(&str, &str)]) -> f64 {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(child.id());
     let mut clients = Vec::with_capacity(sockets);
-    for _ in 0..sockets {
+    for i in 0..sockets {
+        let token = match load {
+            Load::Idle => token.clone(),
+            Load::PatrolSession => citizen(i),
+        };
         clients.push(
             Client::connect(&url, &token, Codec::Binary)
                 .await
                 .expect("connect"),
         );
     }
-    for client in &mut clients {
-        client.request(Request::Ping).await.expect("ping");
+    for (i, client) in clients.iter_mut().enumerate() {
+        let request = match load {
+            Load::Idle => Request::Ping,
+            // Spread over a 20 km city so cells fill as they would.
+            Load::PatrolSession => Request::PatrolPosition {
+                lat_e7: 487_650_000 + ((i * 7_919) % 1_800_000) as i32,
+                lon_e7: 22_200_000 + ((i * 104_729) % 2_700_000) as i32,
+                accuracy_m: Some(5.0),
+            },
+        };
+        client.request(request).await.expect("request");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(child.id());
@@ -81,7 +110,13 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let ours = measure("peloton config (4 KiB read/write buffers)", sockets, &[]).await;
+        let ours = measure(
+            "peloton config (4 KiB read/write buffers)",
+            sockets,
+            &[],
+            Load::Idle,
+        )
+        .await;
         let defaults = measure(
             "tungstenite default buffers (128 KiB)",
             sockets,
@@ -89,8 +124,20 @@ fn main() {
                 ("PELOTON_WS_READ_BUFFER_BYTES", "131072"),
                 ("PELOTON_WS_WRITE_BUFFER_BYTES", "131072"),
             ],
+            Load::Idle,
         )
         .await;
+        let patrol = measure(
+            "citizen socket with a patrol session",
+            sockets,
+            &[],
+            Load::PatrolSession,
+        )
+        .await;
+        println!(
+            "patrol session (actor + index entry + notice queue): {:.1} KiB beyond an idle socket",
+            patrol - ours
+        );
         if ours > 0.0 {
             println!(
                 "ratio: default buffers cost {:.1}x our configuration per socket",

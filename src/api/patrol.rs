@@ -2,12 +2,13 @@
 //! domain answers and notices back into protocol views. The role check happened in
 //! [`super::permitted`]; the user is always the token's subject, never a field.
 
-use crate::actors::patrol::directory::{self, Charity, ImportRows, Offer, Officer};
+use crate::actors::patrol::directory::{Charity, ImportRows, Offer, Officer};
 use crate::actors::patrol::ledger::{Cause, Entry, ReportRow};
 use crate::actors::patrol::notice::{Connection, Notice, StoredMessage};
 use crate::actors::patrol::domain::NearbyOfficer;
 use crate::actors::patrol::{PatrolDomain, PatrolLink, PatrolRole};
 use crate::auth::{Claims, Role};
+use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
 use crate::net::protocol::{
     CharityRow, ConnectionView, DirectMessageView, ImportBatch, OfferRow, OfficerNearbyView,
@@ -27,7 +28,22 @@ fn patrol_role(role: Role) -> Option<PatrolRole> {
     }
 }
 
-/// This socket's session, opened on its first patrol request.
+/// Opens the patrol session of an officer's or citizen's socket as it connects, so pushes
+/// (messages that waited, a duty window that continues) start without a request; `None`
+/// for other roles, or while recovering (the first patrol request opens it then).
+pub async fn open_on_connect(engine: &Engine, claims: &Claims) -> Option<PatrolLink> {
+    let role = patrol_role(claims.role)?;
+    let services = engine.services()?;
+    match services.patrol.open(&claims.sub, role).await {
+        Ok(link) => Some(link),
+        Err(e) => {
+            tracing::warn!(user = %claims.sub, "patrol session not opened on connect: {e}");
+            None
+        }
+    }
+}
+
+/// This socket's session, opened on connect or on its first patrol request.
 async fn link<'a>(
     patrol: &PatrolDomain,
     claims: &Claims,
@@ -181,59 +197,42 @@ pub(super) async fn handle(
     }
 }
 
-/// Validates an import batch row by row: the whole batch is refused with the first bad
-/// row's index and field, so nothing is half-imported.
+/// Turns an import batch into domain rows and validates every row: any bad row refuses the
+/// whole batch with its index and field, so nothing is half-imported.
 fn import_rows(batch: ImportBatch) -> Result<(&'static str, ImportRows), Rejection> {
-    fn check<T>(
-        rows: &[T],
-        validate: impl Fn(&T) -> Result<(), (String, String)>,
-    ) -> Result<(), Rejection> {
-        for (index, row) in rows.iter().enumerate() {
-            validate(row).map_err(|(field, reason)| {
-                Rejection::invalid(format!("row {index}: {field}: {reason}"))
-            })?;
-        }
-        Ok(())
-    }
-    match batch {
-        ImportBatch::Officers(rows) => {
-            let rows: Vec<Officer> = rows
-                .into_iter()
+    let rows = match batch {
+        ImportBatch::Officers(rows) => ImportRows::Officers(
+            rows.into_iter()
                 .map(|r| Officer {
                     id: r.id,
                     display_name: r.display_name,
                     precinct: r.precinct,
                     email: r.email,
                 })
-                .collect();
-            check(&rows, directory::validate_officer)?;
-            Ok(("officers", ImportRows::Officers(rows)))
-        }
-        ImportBatch::Offers(rows) => {
-            let rows: Vec<Offer> = rows
-                .into_iter()
+                .collect(),
+        ),
+        ImportBatch::Offers(rows) => ImportRows::Offers(
+            rows.into_iter()
                 .map(|r| Offer {
                     id: r.id,
                     retailer: r.retailer,
                     title: r.title,
                     points: r.points,
                 })
-                .collect();
-            check(&rows, directory::validate_offer)?;
-            Ok(("offers", ImportRows::Offers(rows)))
-        }
-        ImportBatch::Charities(rows) => {
-            let rows: Vec<Charity> = rows
-                .into_iter()
+                .collect(),
+        ),
+        ImportBatch::Charities(rows) => ImportRows::Charities(
+            rows.into_iter()
                 .map(|r| Charity {
                     id: r.id,
                     name: r.name,
                 })
-                .collect();
-            check(&rows, directory::validate_charity)?;
-            Ok(("charities", ImportRows::Charities(rows)))
-        }
-    }
+                .collect(),
+        ),
+    };
+    rows.validate()
+        .map_err(|(index, field, reason)| Rejection::invalid(format!("row {index}: {field}: {reason}")))?;
+    Ok((rows.kind().as_str(), rows))
 }
 
 /// The wire twin of an imported officer row (used by the CLI, which validates locally).

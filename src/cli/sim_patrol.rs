@@ -201,6 +201,7 @@ struct Tally {
     connections: AtomicU64,
     points: AtomicU64,
     too_far: AtomicU64,
+    refused: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -218,6 +219,7 @@ struct Summary {
     connections: u64,
     points_awarded: u64,
     accepts_too_far: u64,
+    requests_refused: u64,
     errors: u64,
 }
 
@@ -349,6 +351,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         connections: get(&tally.connections),
         points_awarded: get(&tally.points),
         accepts_too_far: get(&tally.too_far),
+        requests_refused: get(&tally.refused),
         errors: get(&tally.errors),
     };
     if args.json {
@@ -357,7 +360,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         println!(
             "{} officers and {} citizens for {:.1} s: {} positions ({:.0}/s), {} officer-nearby and \
              {} officer-gone events, {} connect requests, {} connections, {} points awarded, \
-             {} accepts too far, {} errors",
+             {} accepts too far, {} requests refused, {} errors",
             summary.officers,
             summary.citizens,
             summary.seconds,
@@ -369,6 +372,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
             summary.connections,
             summary.points_awarded,
             summary.accepts_too_far,
+            summary.requests_refused,
             summary.errors
         );
     }
@@ -520,7 +524,8 @@ impl Device {
                         asked = true;
                     }
                     Ok(_) => {}
-                    Err(e) if e.code().is_some() => count(&self.tally.errors),
+                    // The officer just went off duty or moved away: the server said why.
+                    Err(e) if e.code().is_some() => count(&self.tally.refused),
                     Err(e) => return Err(e),
                 }
             }

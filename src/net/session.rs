@@ -148,6 +148,7 @@ where
     session
         .send(&ServerFrame::Push(Push::Welcome(welcome)))
         .await;
+    session.patrol = crate::api::patrol::open_on_connect(&engine, &session.claims).await;
     let grace = Duration::from_millis(ws_config.token_expiry_grace_ms);
 
     let close: Option<CloseReason> = loop {

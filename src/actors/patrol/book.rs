@@ -127,7 +127,9 @@ impl Book {
     /// Applies one event. Never fails: events were validated before they were journaled.
     pub fn apply(&mut self, event: &BookEvent) {
         match event {
-            BookEvent::Imported(rows) => self.directory.upsert(rows),
+            BookEvent::Imported(rows) => {
+                self.directory.upsert(rows);
+            }
             BookEvent::ProfileSet { user, profile } => {
                 self.profiles.insert(user.clone(), profile.clone());
             }

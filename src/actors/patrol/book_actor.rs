@@ -8,7 +8,7 @@
 
 use super::book::{validate_display_name, Book, BookEvent, MessagePlan, Profile};
 use super::context::{OfficerCard, PatrolContext};
-use super::directory::{Charity, ImportRows, Offer};
+use super::directory::{Charity, ImportKind, ImportRows, Offer};
 use super::ledger::{Decision, Entry, LedgerCommand, LedgerError, LedgerEvent, ReportRow};
 use super::notice::{Connection, Notice, StoredMessage};
 use super::voucher::{self, Voucher};
@@ -608,10 +608,15 @@ impl Actor for BookActor {
             BookMsg::Import { rows, reply } => {
                 let written = rows.len() as u64;
                 let kind = rows.kind();
-                let outcome = st
-                    .record(BookEvent::Imported(rows))
-                    .await
-                    .map(|()| (written, st.book.directory.count(kind) as u64));
+                let outcome = st.record(BookEvent::Imported(rows)).await.map(|()| {
+                    let counts = st.book.directory.counts();
+                    let total = match kind {
+                        ImportKind::Officers => counts.officers,
+                        ImportKind::Offers => counts.offers,
+                        ImportKind::Charities => counts.charities,
+                    };
+                    (written, total)
+                });
                 let _ = reply.send(outcome);
             }
             BookMsg::Connect {
