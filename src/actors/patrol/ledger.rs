@@ -923,6 +923,7 @@ mod pairs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
 
+    /// Writes the map as a sequence of `(key, value)`.
     pub fn serialize<K, V, S>(map: &BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error>
     where
         K: Serialize,
@@ -932,6 +933,7 @@ mod pairs {
         serializer.collect_seq(map.iter())
     }
 
+    /// Reads a sequence of `(key, value)` back into the map.
     pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
     where
         K: Deserialize<'de> + Ord,
