@@ -313,12 +313,20 @@ pub enum ImportError {
         reason: String,
     },
     /// The CSV header lacks columns every row needs.
-    #[error("the CSV header is missing the column(s) {}; a {kind} file needs {}", missing.join(", "), kind.required_fields().join(", "))]
+    #[error(
+        "the CSV header is missing the column(s) {}; {kind} files need {} (the header has: {})",
+        missing.join(", "),
+        kind.required_fields().join(", "),
+        found.join(", ")
+    )]
     MissingColumns {
         /// What was imported.
         kind: ImportKind,
         /// The required columns not found in the header.
         missing: Vec<String>,
+        /// The header's columns as read (at most 20, each shortened), so a file saved with
+        /// `;` or tabs between columns is recognisable at a glance.
+        found: Vec<String>,
     },
     /// The CSV header names a column twice, so which value counts would be a guess.
     #[error("the CSV header names the column {0} twice")]
@@ -574,7 +582,7 @@ fn check_text(field: &'static str, value: &str) -> Result<(), String> {
 /// accepted here is accepted there), because an officer's address is typed once in a
 /// spreadsheet and then used for months.
 fn check_email(field: &'static str, value: &str) -> Result<(), String> {
-    let shown = shorten(value, 80);
+    let shown = || shorten(value, 80);
     if value.len() > MAX_EMAIL_LEN {
         return Err(format!(
             "{field} must be at most {MAX_EMAIL_LEN} bytes, got {}",
@@ -586,7 +594,8 @@ fn check_email(field: &'static str, value: &str) -> Result<(), String> {
         .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
     {
         return Err(format!(
-            "{field} must not contain spaces, control characters or <>,;\", got `{shown}`"
+            "{field} must not contain spaces, control characters or <>,;\", got `{}`",
+            shown()
         ));
     }
     let shaped = value.split_once('@').is_some_and(|(local, domain)| {
@@ -599,7 +608,8 @@ fn check_email(field: &'static str, value: &str) -> Result<(), String> {
     });
     if !shaped {
         return Err(format!(
-            "{field} must be one address like name@example.org, got `{shown}`"
+            "{field} must be one address like name@example.org, got `{}`",
+            shown()
         ));
     }
     Ok(())
@@ -910,6 +920,7 @@ fn read_csv<R: Record>(
         return Err(ImportError::MissingColumns {
             kind: R::KIND,
             missing,
+            found: header.iter().take(20).map(|h| shorten(h, 40)).collect(),
         });
     }
     let mut lines = LineCounter::new(text.as_bytes());
@@ -1364,8 +1375,17 @@ mod tests {
             ImportError::MissingColumns {
                 kind: ImportKind::Offers,
                 missing: vec!["retailer".into(), "points".into()],
+                found: vec!["id".into(), "title".into(), "note".into()],
             }
         );
+        let semicolons = err(
+            ImportKind::Charities,
+            b"id;name
+a;A
+",
+            None,
+        );
+        assert!(semicolons.to_string().contains("id;name"), "{semicolons}");
         assert!(
             missing.to_string().contains("retailer, points"),
             "{missing}"
@@ -1595,6 +1615,50 @@ mod tests {
         let (back, _): (Directory, usize) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(back, dir);
+    }
+
+    /// The full-size case: exactly MAX_IMPORT_ROWS rows are accepted, and how long that
+    /// takes. Slow in debug builds, hence ignored; run with
+    /// `cargo test --release --lib actors::patrol::directory -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn a_million_rows_fit() {
+        let mut csv = String::from("id,display_name,precinct,email\n");
+        for i in 0..MAX_IMPORT_ROWS {
+            csv.push_str(&format!(
+                "officer-{i},Officer Number {i},precinct-{},o{i}@police.example.org\n",
+                i % 97
+            ));
+        }
+        let mut calls = 0u64;
+        let started = std::time::Instant::now();
+        let report =
+            parse_import(ImportKind::Officers, csv.as_bytes(), None, |_| calls += 1).unwrap();
+        let csv_time = started.elapsed();
+        assert_eq!(report.rows.len() as u64, MAX_IMPORT_ROWS);
+        assert!(report.problems.is_empty());
+        assert!(calls > MAX_IMPORT_ROWS / PROGRESS_EVERY);
+        let json = match &report.rows {
+            ImportRows::Officers(rows) => serde_json::to_vec(rows).unwrap(),
+            _ => unreachable!(),
+        };
+        let started = std::time::Instant::now();
+        let from_json = parse_import(ImportKind::Officers, &json, None, |_| {}).unwrap();
+        let json_time = started.elapsed();
+        assert_eq!(from_json.rows, report.rows);
+        println!(
+            "1,000,000 officers: CSV {} MB in {csv_time:?}, JSON {} MB in {json_time:?}",
+            csv.len() / 1_000_000,
+            json.len() / 1_000_000
+        );
+        csv.push_str("one-more,Officer,p1,\n");
+        let refused = parse_import(ImportKind::Officers, csv.as_bytes(), None, |_| {});
+        assert_eq!(
+            refused.unwrap_err(),
+            ImportError::TooManyRows {
+                max: MAX_IMPORT_ROWS
+            }
+        );
     }
 
     proptest! {
