@@ -6,7 +6,7 @@
 //! - [`directory`]: officer accounts, retailer offers and charities; bulk-import validation.
 //! - [`voucher`]: voucher codes anyone holding the key can verify offline.
 //! - [`ledger`]: the event-sourced rewards ledger (awards, redemptions, donations).
-pub mod proximity;
 pub mod directory;
-pub mod voucher;
 pub mod ledger;
+pub mod proximity;
+pub mod voucher;

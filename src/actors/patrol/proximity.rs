@@ -882,4 +882,151 @@ mod tests {
             check_ring_guarantee(res, 30, 40);
         }
     }
+
+    /// Every id is in exactly the bucket its `ids` entry names, with the same position.
+    fn assert_consistent(index: &ProximityIndex) {
+        let mut in_buckets = 0;
+        for bucket in index.cells.iter() {
+            assert!(!bucket.members.is_empty(), "empty bucket kept");
+            for (id, p) in &bucket.members {
+                let slot = index.ids.get(id.as_ref()).unwrap();
+                assert_eq!((slot.0, slot.1), (*bucket.key(), *p), "{id}");
+                in_buckets += 1;
+            }
+        }
+        assert_eq!(in_buckets, index.len());
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_keep_the_index_whole() {
+        let index = ProximityIndex::new(9).unwrap();
+        let centre = pos(48.8566, 2.3522);
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let index = &index;
+                s.spawn(move || {
+                    for i in 0..3_000u32 {
+                        // Ids shared between threads, so the same entry is raced for.
+                        let id = format!("o{}", (i * 7 + t) % 50);
+                        let at = destination(
+                            centre.lat(),
+                            centre.lon(),
+                            f64::from((i * 37 + t * 11) % 3_000),
+                            f64::from((i * 53) % 360),
+                        );
+                        if i % 11 == 0 {
+                            index.remove(&id);
+                        } else {
+                            index.upsert(&id, at);
+                        }
+                        if i % 5 == 0 {
+                            let found = index.within(at, 800.0);
+                            let mut ids: Vec<&str> = found.iter().map(|n| n.id.as_ref()).collect();
+                            ids.sort_unstable();
+                            ids.dedup();
+                            assert_eq!(ids.len(), found.len(), "a member reported twice");
+                            index.nearest(at, 3, 2_000.0);
+                        }
+                    }
+                });
+            }
+        });
+        assert_consistent(&index);
+    }
+
+    /// Where a test scene is centred: the places where grids and formulas break first.
+    fn scene_centre(kind: u8, res: u8, a: f64, b: f64) -> (f64, f64) {
+        match kind {
+            // Anywhere (uniform on the sphere).
+            0 => ((2.0 * a - 1.0).asin().to_degrees(), b * 360.0 - 180.0),
+            // Within 5° of either pole.
+            1 => (
+                if b < 0.5 {
+                    85.0 + 5.0 * a
+                } else {
+                    -85.0 - 5.0 * a
+                },
+                b * 720.0 % 360.0 - 180.0,
+            ),
+            // On the anti-meridian, from either side.
+            2 => (
+                a * 120.0 - 60.0,
+                if b < 0.5 {
+                    180.0 - b * 0.05
+                } else {
+                    -180.0 + (b - 0.5) * 0.05
+                },
+            ),
+            // On one of the twelve H3 pentagons at this resolution.
+            _ => {
+                let pentagons: Vec<CellIndex> =
+                    Resolution::try_from(res).unwrap().pentagons().collect();
+                let c = LatLng::from(pentagons[((a * 12.0) as usize).min(11)]);
+                (c.lat(), c.lng())
+            }
+        }
+    }
+
+    fn scatter(centre: (f64, f64), (d, bearing): (f64, f64)) -> Position {
+        destination(centre.0, centre.1, d, bearing)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// `within` and `nearest` equal a brute-force exact geodesic search over all members,
+        /// after inserts, moves and removals, near poles, across the anti-meridian and next
+        /// to pentagons, at resolutions 7 and 9, through the disk and the full-scan paths.
+        #[test]
+        fn queries_equal_brute_force(
+            res in prop::sample::select(vec![7u8, 9]),
+            kind in 0u8..4,
+            (a, b) in (0.0..1.0f64, 0.0..1.0f64),
+            members in prop::collection::vec(((0.0..6_000.0f64, 0.0..360.0f64), 0u8..8), 0..40),
+            moves in prop::collection::vec((0usize..40, (0.0..6_000.0f64, 0.0..360.0f64), any::<bool>()), 0..15),
+            queries in prop::collection::vec(((0.0..4_000.0f64, 0.0..360.0f64), 0.0..5_000.0f64, 1usize..8), 1..4),
+            scan_when_cheaper in any::<bool>(),
+        ) {
+            let centre = scene_centre(kind, res, a, b);
+            let mut index = ProximityIndex::new(res).unwrap();
+            index.scan_when_cheaper = scan_when_cheaper;
+            let mut truth: Vec<(String, Position)> = Vec::new();
+            for (i, (offset, dup)) in members.iter().enumerate() {
+                // One in eight shares the previous member's spot: ties ordered by id.
+                let at = match truth.last() {
+                    Some((_, p)) if *dup == 0 => *p,
+                    _ => scatter(centre, *offset),
+                };
+                let id = format!("m{i:02}");
+                prop_assert!(index.upsert(&id, at));
+                truth.push((id, at));
+            }
+            for (which, offset, remove) in moves {
+                if truth.is_empty() {
+                    break;
+                }
+                let which = which % truth.len();
+                if remove {
+                    let (id, at) = truth.swap_remove(which);
+                    prop_assert_eq!(index.remove(&id), Some(at));
+                } else {
+                    let at = scatter(centre, offset);
+                    let id = truth[which].0.clone();
+                    let changed = index.cell_of(truth[which].1) != index.cell_of(at);
+                    prop_assert_eq!(index.upsert(&id, at), changed);
+                    truth[which].1 = at;
+                }
+            }
+            prop_assert_eq!(index.len(), truth.len());
+            assert_consistent(&index);
+            for (offset, radius, n) in queries {
+                let q = scatter(centre, offset);
+                let expected = brute_within(&truth, q, radius);
+                prop_assert_eq!(plain(&index.within(q, radius)), expected.clone());
+                let mut nearest = expected;
+                nearest.truncate(n);
+                prop_assert_eq!(plain(&index.nearest(q, n, radius)), nearest);
+            }
+        }
+    }
 }
