@@ -36,11 +36,10 @@ use crate::geo::Position;
 /// `M² dφ² + N² cos²φ dλ²` and the sphere's `R² dφ² + R² cos²φ dλ²`, so every tangent vector
 /// (hence every curve, hence the shortest one) is stretched by a factor between
 /// `min(M, N)/R` and `max(M, N)/R`: M ranges 6,335,439 m (equator) .. 6,399,594 m (poles)
-/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449. 0.99 leaves room for float
-/// rounding in both computations.
+/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449. Only the lower bound is
+/// needed (a geodesic within r is spherically within r / 0.99442); 0.99 leaves room for
+/// float rounding in both computations.
 const GEODESIC_OVER_SPHERE_MIN: f64 = 0.99;
-/// Upper bound of the same ratio (true bound 1.00449), see [`GEODESIC_OVER_SPHERE_MIN`].
-const GEODESIC_OVER_SPHERE_MAX: f64 = 1.01;
 /// Absolute slack added to spherical bounds, for rounding near zero distance.
 const SLACK_M: f64 = 1.0;
 /// Radius of H3's own sphere: edge lengths and cell shapes are measured on it.
@@ -376,7 +375,8 @@ impl ProximityIndex {
         let spherical = radius_m / GEODESIC_OVER_SPHERE_MIN + SLACK_M;
         let reach = spherical + 2.0 * MAX_CIRCUMRADIUS_EDGES * edge;
         let k = (reach / (1.5 * MIN_EDGE_FRACTION * edge)).ceil() - 1.0;
-        if !(k < f64::from(self.globe_ring)) {
+        // `radius_m` is not NaN, so neither is k (an infinite radius gives an infinite k).
+        if k >= f64::from(self.globe_ring) {
             return self.globe_ring;
         }
         // 0 < k < globe_ring ≤ u32::MAX here, so the cast is exact.
