@@ -46,8 +46,14 @@ async fn measure(label: &str, sockets: usize, env: &[(&str, &str)], load: Load) 
         .expect("token");
     // One patrol session per user: each citizen socket has its own subject.
     let citizen = |i: usize| {
-        keys.issue(&claims_for(Role::Citizen, &format!("c{i}"), None, now, 3600))
-            .expect("token")
+        keys.issue(&claims_for(
+            Role::Citizen,
+            &format!("c{i}"),
+            None,
+            now,
+            3600,
+        ))
+        .expect("token")
     };
     // Warm up the allocator and runtime with a few sockets before the baseline reading.
     let mut warm = Vec::new();

@@ -105,9 +105,9 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::MailRetryAllDead
         | Request::PatrolImport(_)
         | Request::PatrolReport { .. } => role == Role::Admin,
-        Request::PatrolProfile { .. } | Request::OfficersNearest { .. } | Request::ConnectRequest { .. } => {
-            role == Role::Citizen
-        }
+        Request::PatrolProfile { .. }
+        | Request::OfficersNearest { .. }
+        | Request::ConnectRequest { .. } => role == Role::Citizen,
         Request::DutyStart { .. } | Request::DutyEnd | Request::ConnectAnswer { .. } => {
             role == Role::Officer
         }

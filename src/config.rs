@@ -500,9 +500,24 @@ impl Config {
             }
         }
         for (key, value, min, max) in [
-            ("nearest_max_count", u64::from(p.nearest_max_count), 1, 1_000),
-            ("duty_default_minutes", u64::from(p.duty_default_minutes), 1, u64::from(p.duty_max_minutes)),
-            ("duty_max_minutes", u64::from(p.duty_max_minutes), 1, 7 * 24 * 60),
+            (
+                "nearest_max_count",
+                u64::from(p.nearest_max_count),
+                1,
+                1_000,
+            ),
+            (
+                "duty_default_minutes",
+                u64::from(p.duty_default_minutes),
+                1,
+                u64::from(p.duty_max_minutes),
+            ),
+            (
+                "duty_max_minutes",
+                u64::from(p.duty_max_minutes),
+                1,
+                7 * 24 * 60,
+            ),
             ("connect_timeout_secs", p.connect_timeout_secs, 1, 86_400),
             ("officer_points", p.officer_points, 0, 1_000_000),
             ("citizen_points", p.citizen_points, 0, 1_000_000),

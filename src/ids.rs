@@ -54,6 +54,36 @@ pub fn time_ordered_id(now_ms: i64) -> String {
     )
 }
 
+/// Longest mail address, bytes (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// The one check of a mail address (mail jobs, racers, officers, citizens): `local@domain`
+/// with a dot inside the domain, no spaces, controls or `<>,;"` (no header injection, no
+/// lists), at most [`MAX_EMAIL_LEN`] bytes. Deliverability is the mail system's job; this
+/// keeps garbage out where an address is typed once and used for months.
+pub fn validate_email(field: &str, address: &str) -> Result<(), Rejection> {
+    let clean = address.len() <= MAX_EMAIL_LEN
+        && !address.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        });
+    let shaped = address.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+    });
+    if clean && shaped {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(format!(
+            "{field} must be one address like name@example.org, got `{}`",
+            address.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 /// Ids are limited to `[A-Za-z0-9_.-]` so they are safe in journal keys, file names,
 /// log lines and URLs without escaping.
 pub fn validate_id(what: &str, text: &str) -> Result<(), Rejection> {
@@ -84,6 +114,37 @@ mod tests {
         let b = RaceId::generate(2_000);
         assert!(RaceId::parse(a.as_str()).is_ok());
         assert!(a < b);
+    }
+
+    #[test]
+    fn one_check_for_every_mail_address() {
+        for good in [
+            "a@b.org",
+            "first.last+tag@sub.example.co.uk",
+            "ü@exämple.de",
+        ] {
+            assert!(validate_email("email", good).is_ok(), "{good}");
+        }
+        let long = format!("{}@example.org", "a".repeat(250));
+        for bad in [
+            "",
+            "a",
+            "@b.org",
+            "a@",
+            "a@b",
+            "a@b.",
+            "a@.b",
+            "a@b..c",
+            "a@b@c.org",
+            "a b@c.org",
+            "a\"b@c.org",
+            "a<b@c.org",
+            "a,b@c.org",
+            "a@b.org\r\nBcc: x@y.org",
+            &long,
+        ] {
+            assert!(validate_email("email", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

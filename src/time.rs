@@ -71,7 +71,20 @@ pub fn parse_day(text: &str) -> Result<u32, String> {
         return Err(bad());
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if d > month_days[(m - 1) as usize] {
         return Err(bad());
     }
@@ -97,8 +110,18 @@ mod tests {
         for day in [0, 59, 60, 365, 10_956, 11_016, 20_784, 40_000] {
             assert_eq!(parse_day(&format_day(day)).unwrap(), day);
         }
-        assert_eq!(parse_day("2024-02-29").unwrap() + 1, parse_day("2024-03-01").unwrap());
-        for bad in ["2023-02-29", "2026-13-01", "2026-1-01", "1969-12-31", "x", ""] {
+        assert_eq!(
+            parse_day("2024-02-29").unwrap() + 1,
+            parse_day("2024-03-01").unwrap()
+        );
+        for bad in [
+            "2023-02-29",
+            "2026-13-01",
+            "2026-1-01",
+            "1969-12-31",
+            "x",
+            "",
+        ] {
             assert!(parse_day(bad).is_err(), "{bad}");
         }
     }

@@ -13,9 +13,7 @@ use peloton::error::ErrorCode;
 use peloton::geo::Position;
 use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{
-    CharityRow, ImportBatch, OfferRow, OfficerRow, Push, Reply, Request,
-};
+use peloton::net::protocol::{CharityRow, ImportBatch, OfferRow, OfficerRow, Push, Reply, Request};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,10 +49,12 @@ async fn import_basics(admin: &mut Client, officers: &[&str]) {
         .await
         .unwrap();
     admin
-        .request(Request::PatrolImport(ImportBatch::Charities(vec![CharityRow {
-            id: "food-bank".into(),
-            name: "Food Bank".into(),
-        }])))
+        .request(Request::PatrolImport(ImportBatch::Charities(vec![
+            CharityRow {
+                id: "food-bank".into(),
+                name: "Food Bank".into(),
+            },
+        ])))
         .await
         .unwrap();
 }
@@ -139,7 +139,10 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     assert_eq!(nearby.officer_id, "o1");
     assert_eq!(nearby.display_name, "Officer o1");
     assert_eq!(nearby.distance_m, 300, "rounded to 50 m");
-    assert_eq!(nearby.bearing_deg, 270, "the officer is west of the citizen");
+    assert_eq!(
+        nearby.bearing_deg, 270,
+        "the officer is west of the citizen"
+    );
     let coarse = Position {
         lat_e7: nearby.lat_e7,
         lon_e7: nearby.lon_e7,
@@ -175,12 +178,18 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     else {
         unreachable!()
     };
-    assert_eq!((asked.as_str(), citizen_id.as_str(), display_name.as_str()), (request_id.as_str(), "c1", "Ana"));
+    assert_eq!(
+        (asked.as_str(), citizen_id.as_str(), display_name.as_str()),
+        (request_id.as_str(), "c1", "Ana")
+    );
     let accept = Request::ConnectAnswer {
         request_id: request_id.clone(),
         accept: true,
     };
-    assert_eq!(code_of(officer.request(accept.clone()).await), ErrorCode::TooFar);
+    assert_eq!(
+        code_of(officer.request(accept.clone()).await),
+        ErrorCode::TooFar
+    );
 
     at(&mut citizen, centre().moved_m(10.0, 0.0)).await;
     let Reply::ConnectAnswered {
@@ -197,7 +206,10 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     else {
         unreachable!()
     };
-    assert_eq!((theirs.points, theirs.with_name.as_str()), (10, "Officer o1"));
+    assert_eq!(
+        (theirs.points, theirs.with_name.as_str()),
+        (10, "Officer o1")
+    );
     // Accepting twice is refused, and pays nothing more.
     assert_eq!(
         code_of(officer.request(accept).await),
@@ -205,7 +217,9 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     );
 
     // A second connection the same day is recorded but earns nothing.
-    let Reply::ConnectPending { request_id: second, .. } = citizen
+    let Reply::ConnectPending {
+        request_id: second, ..
+    } = citizen
         .request(Request::ConnectRequest {
             officer_id: "o1".into(),
         })
@@ -263,7 +277,10 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     };
     assert_eq!((points, balance), (5, 5));
     let checked = voucher::verify(server.keys.voucher_key(), &voucher_code).unwrap();
-    assert_eq!((checked.offer_id.as_str(), checked.holder.as_str()), ("coffee", "c1"));
+    assert_eq!(
+        (checked.offer_id.as_str(), checked.holder.as_str()),
+        ("coffee", "c1")
+    );
     assert_eq!(citizen.request(redeem).await.unwrap(), first, "idempotent");
     assert_eq!(
         code_of(
@@ -337,7 +354,8 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     };
     assert_eq!(officer_id, "o1");
 
-    let today = peloton::time::format_day(u32::try_from(peloton::time::now_ms() / 86_400_000).unwrap());
+    let today =
+        peloton::time::format_day(u32::try_from(peloton::time::now_ms() / 86_400_000).unwrap());
     let Reply::PatrolReport(rows) = admin
         .request(Request::PatrolReport {
             from: today.clone(),
@@ -348,7 +366,10 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     else {
         panic!("report")
     };
-    let p1 = rows.iter().find(|r| r.precinct == "p1").expect("precinct p1");
+    let p1 = rows
+        .iter()
+        .find(|r| r.precinct == "p1")
+        .expect("precinct p1");
     assert_eq!((p1.connections, p1.points_awarded), (2, 20));
     assert_eq!(rows.iter().map(|r| r.points_redeemed).sum::<u64>(), 5);
     assert_eq!(rows.iter().map(|r| r.points_donated).sum::<u64>(), 5);
@@ -372,7 +393,8 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
     let ask = Request::ConnectRequest {
         officer_id: "o1".into(),
     };
-    let Reply::ConnectPending { request_id, .. } = citizen.request(ask.clone()).await.unwrap() else {
+    let Reply::ConnectPending { request_id, .. } = citizen.request(ask.clone()).await.unwrap()
+    else {
         panic!("pending")
     };
     officer
@@ -437,7 +459,13 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
         ErrorCode::Forbidden
     );
     assert_eq!(
-        code_of(officer.request(Request::DutyStart { minutes: Some(10_000) }).await),
+        code_of(
+            officer
+                .request(Request::DutyStart {
+                    minutes: Some(10_000)
+                })
+                .await
+        ),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
@@ -466,7 +494,11 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
     );
     let mut unimported = connect(&server, Role::Officer, "o-unknown").await;
     assert_eq!(
-        code_of(unimported.request(Request::DutyStart { minutes: None }).await),
+        code_of(
+            unimported
+                .request(Request::DutyStart { minutes: None })
+                .await
+        ),
         ErrorCode::NotFound
     );
     server.stop().await;
@@ -502,7 +534,10 @@ async fn a_duty_window_expires_by_itself_on_a_controlled_clock() {
         .unwrap();
     assert_eq!(patrol.officers_indexed(), 1);
     let nearby = citizen.notices.recv().await.unwrap();
-    assert!(matches!(nearby, peloton::actors::patrol::notice::Notice::OfficerNearby { .. }));
+    assert!(matches!(
+        nearby,
+        peloton::actors::patrol::notice::Notice::OfficerNearby { .. }
+    ));
 
     tokio::time::advance(Duration::from_secs(59)).await;
     tokio::task::yield_now().await;
@@ -573,13 +608,19 @@ async fn connected_users_message_each_other_and_offline_messages_arrive_on_recon
         .unwrap();
 
     let before = peloton::time::now_ms();
-    let Reply::MessageSent(sent) = citizen.request(send("m1", "o1", "thank you!")).await.unwrap()
+    let Reply::MessageSent(sent) = citizen
+        .request(send("m1", "o1", "thank you!"))
+        .await
+        .unwrap()
     else {
         panic!("sent")
     };
     assert_eq!((sent.from.as_str(), sent.seq), ("c1", 1));
     // No request carries a date: the server's clock sets it.
-    assert!((sent.at_ms - before).abs() < 60_000, "the server dates messages");
+    assert!(
+        (sent.at_ms - before).abs() < 60_000,
+        "the server dates messages"
+    );
     let Push::DirectMessage(live) =
         push_where(&mut officer, |p| matches!(p, Push::DirectMessage(_))).await
     else {
@@ -587,7 +628,10 @@ async fn connected_users_message_each_other_and_offline_messages_arrive_on_recon
     };
     assert_eq!(live, sent);
     assert_eq!(
-        citizen.request(send("m1", "o1", "thank you!")).await.unwrap(),
+        citizen
+            .request(send("m1", "o1", "thank you!"))
+            .await
+            .unwrap(),
         Reply::MessageSent(sent.clone()),
         "a resent request is the same message"
     );
@@ -652,21 +696,43 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
         pairs.spawn(async move {
             let o = format!("o{i}");
             let c = format!("c{i}");
-            let mut officer = Client::connect(&url, &token(&keys, Role::Officer, &o, None, 3600), Codec::Binary).await.ok()?;
-            let mut citizen = Client::connect(&url, &token(&keys, Role::Citizen, &c, None, 3600), Codec::Binary).await.ok()?;
-            officer.request(Request::DutyStart { minutes: None }).await.ok()?;
+            let mut officer = Client::connect(
+                &url,
+                &token(&keys, Role::Officer, &o, None, 3600),
+                Codec::Binary,
+            )
+            .await
+            .ok()?;
+            let mut citizen = Client::connect(
+                &url,
+                &token(&keys, Role::Citizen, &c, None, 3600),
+                Codec::Binary,
+            )
+            .await
+            .ok()?;
+            officer
+                .request(Request::DutyStart { minutes: None })
+                .await
+                .ok()?;
             // Each pair in its own street, so nobody else's pushes pile up.
             let spot = centre().moved_m(0.0, 2_000.0 * i as f64);
             at(&mut officer, spot).await;
             at(&mut citizen, spot).await;
             let Ok(Reply::ConnectPending { request_id, .. }) = citizen
-                .request(Request::ConnectRequest { officer_id: o.clone() })
+                .request(Request::ConnectRequest {
+                    officer_id: o.clone(),
+                })
                 .await
             else {
                 return None;
             };
-            if let Ok(Reply::ConnectAnswered { connection: Some(c) }) = officer
-                .request(Request::ConnectAnswer { request_id, accept: true })
+            if let Ok(Reply::ConnectAnswered {
+                connection: Some(c),
+            }) = officer
+                .request(Request::ConnectAnswer {
+                    request_id,
+                    accept: true,
+                })
                 .await
             {
                 acked.lock().unwrap().insert(c.connection_id, o);
@@ -685,20 +751,30 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
     server.kill9();
     while pairs.join_next().await.is_some() {}
     let acked = acked.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "some connections were acknowledged before the kill");
+    assert!(
+        !acked.is_empty(),
+        "some connections were acknowledged before the kill"
+    );
 
     let server = ChildServer::start_at(dir.path(), &addr.to_string(), &[]);
     for (connection_id, officer) in &acked {
-        let mut client = Client::connect(&server.url, &token(&keys, Role::Officer, officer, None, 3600), Codec::Binary)
-            .await
-            .unwrap();
+        let mut client = Client::connect(
+            &server.url,
+            &token(&keys, Role::Officer, officer, None, 3600),
+            Codec::Binary,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             client.request(Request::RewardsBalance).await.unwrap(),
             Reply::Balance { points: 10 },
             "{officer} was told it earned 10 points"
         );
         let Reply::RewardsHistory(history) = client
-            .request(Request::RewardsHistory { before: None, limit: 10 })
+            .request(Request::RewardsHistory {
+                before: None,
+                limit: 10,
+            })
             .await
             .unwrap()
         else {
@@ -733,7 +809,13 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
             .output()
             .unwrap()
     };
-    let strict = run(&["import", "officers", csv.to_str().unwrap(), "--all-or-nothing", "--json"]);
+    let strict = run(&[
+        "import",
+        "officers",
+        csv.to_str().unwrap(),
+        "--all-or-nothing",
+        "--json",
+    ]);
     assert_eq!(strict.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
     assert_eq!(report["imported"], 0);
@@ -742,25 +824,53 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["line"].as_u64().unwrap(), p["field"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["line"].as_u64().unwrap(),
+                p["field"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert_eq!(lines, vec![(3, "display_name".to_owned()), (4, "email".to_owned())]);
+    assert_eq!(
+        lines,
+        vec![(3, "display_name".to_owned()), (4, "email".to_owned())]
+    );
 
     let lenient = run(&["import", "officers", csv.to_str().unwrap()]);
-    assert_eq!(lenient.status.code(), Some(1), "refused rows are an error for scripts");
+    assert_eq!(
+        lenient.status.code(),
+        Some(1),
+        "refused rows are an error for scripts"
+    );
     let text = String::from_utf8_lossy(&lenient.stdout);
     assert!(text.contains("imported 2 of 4"), "{text}");
-    assert!(String::from_utf8_lossy(&lenient.stderr).contains("imported"), "a progress bar");
+    assert!(
+        String::from_utf8_lossy(&lenient.stderr).contains("imported"),
+        "a progress bar"
+    );
 
     // The imported officer can go on duty; the refused one cannot.
-    let mut o4 = Client::connect(&server.url, &token(&keys, Role::Officer, "o4", None, 3600), Codec::Binary)
+    let mut o4 = Client::connect(
+        &server.url,
+        &token(&keys, Role::Officer, "o4", None, 3600),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
+    o4.request(Request::DutyStart { minutes: None })
         .await
         .unwrap();
-    o4.request(Request::DutyStart { minutes: None }).await.unwrap();
-    let mut o2 = Client::connect(&server.url, &token(&keys, Role::Officer, "o2", None, 3600), Codec::Binary)
-        .await
-        .unwrap();
-    assert_eq!(code_of(o2.request(Request::DutyStart { minutes: None }).await), ErrorCode::NotFound);
+    let mut o2 = Client::connect(
+        &server.url,
+        &token(&keys, Role::Officer, "o2", None, 3600),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code_of(o2.request(Request::DutyStart { minutes: None }).await),
+        ErrorCode::NotFound
+    );
 
     let code = voucher::issue(
         keys.voucher_key(),
@@ -780,7 +890,11 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
             .unwrap()
     };
     let ok = verify(&code.to_lowercase());
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("coffee"));
     let mut forged = code.clone().into_bytes();
     let last = forged.len() - 1;
@@ -788,10 +902,30 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
     let bad = verify(std::str::from_utf8(&forged).unwrap());
     assert_eq!(bad.status.code(), Some(1));
 
-    let report = run(&["patrol", "report", "--from", "2026-01-01", "--to", "2026-01-31", "--format", "csv"]);
-    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let report = run(&[
+        "patrol",
+        "report",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-31",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
     assert!(String::from_utf8_lossy(&report.stdout).starts_with("date,precinct,connections"));
-    let bad_dates = run(&["patrol", "report", "--from", "2026-02-30", "--to", "2026-03-01"]);
+    let bad_dates = run(&[
+        "patrol",
+        "report",
+        "--from",
+        "2026-02-30",
+        "--to",
+        "2026-03-01",
+    ]);
     assert_eq!(bad_dates.status.code(), Some(2));
     server.terminate();
 }
@@ -804,17 +938,42 @@ async fn the_patrol_simulator_makes_connections_over_real_sockets() {
     let admin = token(&keys, Role::Admin, "ops", None, 3600);
     let output = bin()
         .args([
-            "sim", "patrol", "--server", &server.url, "--token", &admin, "--officers", "4",
-            "--citizens", "8", "--bbox", "2.34,48.85,2.36,48.86", "--duration", "12s",
-            "--interval", "0.5", "--json", "--data",
+            "sim",
+            "patrol",
+            "--server",
+            &server.url,
+            "--token",
+            &admin,
+            "--officers",
+            "4",
+            "--citizens",
+            "8",
+            "--bbox",
+            "2.34,48.85,2.36,48.86",
+            "--duration",
+            "12s",
+            "--interval",
+            "0.5",
+            "--json",
+            "--data",
         ])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(summary["positions_sent"].as_u64().unwrap() > 100, "{summary}");
-    assert!(summary["officer_nearby_events"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["positions_sent"].as_u64().unwrap() > 100,
+        "{summary}"
+    );
+    assert!(
+        summary["officer_nearby_events"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
     assert!(summary["connections"].as_u64().unwrap() > 0, "{summary}");
     assert!(summary["points_awarded"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");

@@ -3,9 +3,9 @@
 //! [`super::permitted`]; the user is always the token's subject, never a field.
 
 use crate::actors::patrol::directory::{Charity, ImportRows, Offer, Officer};
+use crate::actors::patrol::domain::NearbyOfficer;
 use crate::actors::patrol::ledger::{Cause, Entry, ReportRow};
 use crate::actors::patrol::notice::{Connection, Notice, StoredMessage};
-use crate::actors::patrol::domain::NearbyOfficer;
 use crate::actors::patrol::{PatrolDomain, PatrolLink, PatrolRole};
 use crate::auth::{Claims, Role};
 use crate::engine::Engine;
@@ -51,7 +51,10 @@ async fn link<'a>(
 ) -> Result<&'a PatrolLink, Rejection> {
     if session.is_none() {
         let role = patrol_role(claims.role).ok_or_else(|| {
-            Rejection::new(ErrorCode::Forbidden, "only officers and citizens have sessions")
+            Rejection::new(
+                ErrorCode::Forbidden,
+                "only officers and citizens have sessions",
+            )
         })?;
         *session = Some(patrol.open(&claims.sub, role).await?);
     }
@@ -98,7 +101,9 @@ pub(super) async fn handle(
         Request::OfficersNearest { count } => {
             let link = link(patrol, claims, session).await?;
             let found = patrol.nearest(link, count)?;
-            Ok(Reply::Officers(found.into_iter().map(nearby_view).collect()))
+            Ok(Reply::Officers(
+                found.into_iter().map(nearby_view).collect(),
+            ))
         }
         Request::ConnectRequest { officer_id } => {
             let link = link(patrol, claims, session).await?;
@@ -151,7 +156,9 @@ pub(super) async fn handle(
             charity_id,
             points,
         } => {
-            let (points, balance) = patrol.donate(user, &request_id, &charity_id, points).await?;
+            let (points, balance) = patrol
+                .donate(user, &request_id, &charity_id, points)
+                .await?;
             Ok(Reply::Donated { points, balance })
         }
         Request::MessageSend {
@@ -168,7 +175,9 @@ pub(super) async fn handle(
             limit,
         } => {
             let page = patrol.messages(user, &with, before_seq, limit)?;
-            Ok(Reply::Messages(page.into_iter().map(message_view).collect()))
+            Ok(Reply::Messages(
+                page.into_iter().map(message_view).collect(),
+            ))
         }
         Request::PatrolImport(batch) => {
             let (kind, rows) = import_rows(batch)?;
@@ -180,7 +189,8 @@ pub(super) async fn handle(
             })
         }
         Request::PatrolReport { from, to } => {
-            let from_day = parse_day(&from).map_err(|e| Rejection::invalid(format!("from: {e}")))?;
+            let from_day =
+                parse_day(&from).map_err(|e| Rejection::invalid(format!("from: {e}")))?;
             let to_day = parse_day(&to).map_err(|e| Rejection::invalid(format!("to: {e}")))?;
             if to_day < from_day || to_day - from_day >= MAX_REPORT_DAYS {
                 return Err(Rejection::invalid(format!(
@@ -188,7 +198,9 @@ pub(super) async fn handle(
                 )));
             }
             let rows = patrol.report(from_day, to_day).await?;
-            Ok(Reply::PatrolReport(rows.into_iter().map(report_view).collect()))
+            Ok(Reply::PatrolReport(
+                rows.into_iter().map(report_view).collect(),
+            ))
         }
         other => Err(Rejection::internal(format!(
             "{} is not a patrol request",
@@ -230,8 +242,9 @@ fn import_rows(batch: ImportBatch) -> Result<(&'static str, ImportRows), Rejecti
                 .collect(),
         ),
     };
-    rows.validate()
-        .map_err(|(index, field, reason)| Rejection::invalid(format!("row {index}: {field}: {reason}")))?;
+    rows.validate().map_err(|(index, field, reason)| {
+        Rejection::invalid(format!("row {index}: {field}: {reason}"))
+    })?;
     Ok((rows.kind().as_str(), rows))
 }
 

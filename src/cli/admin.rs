@@ -2,7 +2,7 @@
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, ReportFormat, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, RaceCommand, ReportFormat, RestoreArgs, TokenCommand, TokenIssueArgs,
 };
 use super::{output, CliError};
 use crate::auth::{claims_for, Keys, Role};

@@ -8,7 +8,7 @@ use crate::actors::patrol::directory::{self, ImportKind, ImportRows, RowProblem}
 use crate::actors::patrol::voucher;
 use crate::config::{Config, Overrides};
 use crate::net::client::Client;
-use crate::net::protocol::{ImportBatch, ReportRowView, Reply, Request};
+use crate::net::protocol::{ImportBatch, Reply, ReportRowView, Request};
 use clap::{Args, Subcommand};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
@@ -106,7 +106,12 @@ impl Progress {
             let _ = std::io::stderr().flush();
         } else if tenths > self.printed || (done >= self.total && self.printed < 10) {
             self.printed = tenths.max(if done >= self.total { 10 } else { 0 });
-            eprintln!("{} {}% ({done}/{})", self.label, self.printed * 10, self.total);
+            eprintln!(
+                "{} {}% ({done}/{})",
+                self.label,
+                self.printed * 10,
+                self.total
+            );
         }
     }
 }
@@ -122,10 +127,9 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
     // Rough row count for the validation bar: one per line (CSV) or object (JSON).
     let estimate = bytes.iter().filter(|b| **b == b'\n').count().max(1) as u64;
     let mut bar = Progress::new("validated", estimate);
-    let report = directory::parse_import(kind, &bytes, args.format.as_deref(), |done| {
-        bar.show(done)
-    })
-    .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
+    let report =
+        directory::parse_import(kind, &bytes, args.format.as_deref(), |done| bar.show(done))
+            .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
     bar.show(estimate);
     let valid = report.rows.len() as u64;
     let refused = report.problems.len() as u64;

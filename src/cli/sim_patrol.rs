@@ -104,7 +104,9 @@ impl Bbox {
         }
         let diagonal = Position::from_degrees(min_lat, min_lon)
             .map_err(|e| format!("--bbox: {e}"))?
-            .distance_m(Position::from_degrees(max_lat, max_lon).map_err(|e| format!("--bbox: {e}"))?);
+            .distance_m(
+                Position::from_degrees(max_lat, max_lon).map_err(|e| format!("--bbox: {e}"))?,
+            );
         if diagonal > 200_000.0 {
             return Err(format!(
                 "--bbox spans {:.0} km; a city is at most 200 km across",
@@ -236,11 +238,17 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--duration must be 1s..=24h".into()));
     }
     if !(args.interval.is_finite() && (0.05..=60.0).contains(&args.interval)) {
-        return Err(CliError::Usage("--interval must be 0.05..=60 seconds".into()));
+        return Err(CliError::Usage(
+            "--interval must be 0.05..=60 seconds".into(),
+        ));
     }
-    let token = args.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
-        CliError::Usage("no token: pass --token or set PELOTON_TOKEN to an admin token".into())
-    })?;
+    let token = args
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            CliError::Usage("no token: pass --token or set PELOTON_TOKEN to an admin token".into())
+        })?;
     let config = Config::load(
         args.config.as_deref(),
         &Overrides {
@@ -253,7 +261,9 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
     if admin.welcome().role != Role::Admin {
         return Err(CliError::Usage("--token must be an admin token".into()));
     }
-    let officer_ids: Vec<String> = (0..args.officers).map(|i| format!("sim-officer-{i}")).collect();
+    let officer_ids: Vec<String> = (0..args.officers)
+        .map(|i| format!("sim-officer-{i}"))
+        .collect();
     for chunk in officer_ids.chunks(super::patrol::IMPORT_BATCH_ROWS) {
         let rows = chunk
             .iter()
@@ -265,7 +275,9 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
                 email: None,
             })
             .collect();
-        admin.request(Request::PatrolImport(ImportBatch::Officers(rows))).await?;
+        admin
+            .request(Request::PatrolImport(ImportBatch::Officers(rows)))
+            .await?;
     }
     admin.close().await;
 
@@ -274,7 +286,10 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         (0..args.officers)
             .map(|_| {
                 let p = bbox.random_point(&mut rng);
-                (AtomicI64::new(i64::from(p.lat_e7)), AtomicI64::new(i64::from(p.lon_e7)))
+                (
+                    AtomicI64::new(i64::from(p.lat_e7)),
+                    AtomicI64::new(i64::from(p.lon_e7)),
+                )
             })
             .collect(),
     ));
@@ -377,7 +392,9 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         );
     }
     if failed > 0 {
-        return Err(CliError::Failed(format!("{failed} device(s) could not run")));
+        return Err(CliError::Failed(format!(
+            "{failed} device(s) could not run"
+        )));
     }
     Ok(())
 }

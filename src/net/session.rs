@@ -10,9 +10,9 @@ use super::close_code;
 use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::TokenBucket;
-use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::patrol::notice::Notice;
 use crate::actors::patrol::PatrolLink;
+use crate::actors::race::actor::UpdatesReceiver;
 use crate::actors::race::feed::Frames;
 use crate::actors::race::replay::Replayer;
 use crate::api::{self, Outcome};
@@ -391,7 +391,14 @@ impl Session {
             }
         };
         metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
-        match api::handle(&self.engine, &mut self.claims, &mut self.patrol, frame.request).await {
+        match api::handle(
+            &self.engine,
+            &mut self.claims,
+            &mut self.patrol,
+            frame.request,
+        )
+        .await
+        {
             Outcome::Reply(Ok(reply)) => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,

@@ -6,7 +6,6 @@
 //! so 100,000 waiting jobs cost no task, no actor and no socket.
 
 use super::backoff::{Backoff, JitterSource};
-use crate::actors::clock::Clock;
 use super::contacts::ContactBook;
 use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
@@ -16,6 +15,7 @@ use super::job::{
 use super::message::{JobId, MailMessage};
 use super::supervisor::MailSupervisorMsg;
 use super::KIND;
+use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;

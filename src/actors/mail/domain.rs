@@ -5,7 +5,6 @@
 use super::actor::{JobMsg, MailContext};
 use super::backoff::{Backoff, JitterSource};
 use super::breaker::{BreakerPolicy, BreakerState};
-use crate::actors::clock::Clock;
 use super::contacts::{ContactBook, Update};
 use super::gate::Gate;
 use super::idempotency::{EnvelopeKey, IdempotencyWindow};
@@ -13,6 +12,7 @@ use super::job::{FailedAttempt, Job, JobEvent, JobSummary, MailJobState, Origin,
 use super::message::{JobId, MailMessage};
 use super::supervisor::{MailSupervisorArgs, MailSupervisorMsg};
 use super::KIND;
+use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
 use crate::actors::root::{DomainSpec, RootMsg};
 use crate::config::Config;

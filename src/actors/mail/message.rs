@@ -12,8 +12,6 @@ use crate::error::Rejection;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Longest address accepted (RFC 5321's path limit).
-pub const MAX_ADDRESS_LEN: usize = 254;
 /// Longest subject accepted, in characters.
 pub const MAX_SUBJECT_CHARS: usize = 200;
 /// Largest body accepted, in bytes; mail jobs are notifications, not attachments.
@@ -33,7 +31,7 @@ pub struct MailMessage {
 impl MailMessage {
     /// Checks a message that came from outside, naming the field at fault.
     pub fn validate(&self) -> Result<(), Rejection> {
-        validate_address("to", &self.to)?;
+        crate::ids::validate_email("to", &self.to)?;
         if self.subject.chars().count() > MAX_SUBJECT_CHARS || self.subject.contains(['\r', '\n']) {
             return Err(Rejection::invalid(format!(
                 "subject must be one line of at most {MAX_SUBJECT_CHARS} characters"
@@ -47,25 +45,6 @@ impl MailMessage {
         }
         Ok(())
     }
-}
-
-/// A plausible single mailbox: `local@domain`, no spaces, no line breaks, no angle brackets.
-/// The transport's parser has the last word; this keeps header injection and garbage out.
-pub fn validate_address(field: &str, address: &str) -> Result<(), Rejection> {
-    let bad = address.len() > MAX_ADDRESS_LEN
-        || address
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
-    let shaped = address.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-    });
-    if bad || !shaped {
-        return Err(Rejection::invalid(format!(
-            "{field} must be one address like name@example.org, got `{}`",
-            address.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(())
 }
 
 /// Identifies a mail job; derived from its origin (see the module doc). 24 hex digits.

@@ -348,12 +348,18 @@ mod tests {
         book.message_stored("c1~o1", 1, "c1", "a");
         book.message_stored("c1~o1", 2, "c1", "b");
         assert_eq!(book.undelivered("o1"), vec![("c1~o1".into(), 0, 2)]);
-        assert!(book.undelivered("c1").is_empty(), "a sender has its own messages");
+        assert!(
+            book.undelivered("c1").is_empty(),
+            "a sender has its own messages"
+        );
         book.delivered("o1", "c1~o1", 2);
         assert!(book.undelivered("o1").is_empty());
         book.message_stored("c1~o1", 3, "o1", "c");
         assert_eq!(book.undelivered("c1"), vec![("c1~o1".into(), 2, 3)]);
-        assert!(book.undelivered("o").is_empty(), "a prefix is not a participant");
+        assert!(
+            book.undelivered("o").is_empty(),
+            "a prefix is not a participant"
+        );
     }
 
     #[test]

@@ -349,7 +349,12 @@ impl BookState {
 
     /// Hands mails to mission control without waiting: the mail domain makes them durable
     /// jobs, and the same correlation and sequence never send twice.
-    fn submit_mails(&self, correlation: String, at_ms: i64, mails: Vec<(u64, String, MailMessage)>) {
+    fn submit_mails(
+        &self,
+        correlation: String,
+        at_ms: i64,
+        mails: Vec<(u64, String, MailMessage)>,
+    ) {
         for (sequence, contact, message) in mails {
             let mail = self.ctx.mail.clone();
             let request = MailRequest {
@@ -701,7 +706,7 @@ fn profile(display_name: String, email: Option<String>) -> Result<Profile, Rejec
         None => None,
         Some(address) => {
             let address = address.trim().to_owned();
-            crate::actors::mail::message::validate_address("email", &address)?;
+            crate::ids::validate_email("email", &address)?;
             Some(address)
         }
     };

@@ -165,7 +165,12 @@ impl PatrolContext {
 
     /// Takes a session that stopped (or failed) out of the registry and, if it was still
     /// the user's current session, out of the index, telling citizens an officer is gone.
-    pub fn forget_session(&self, user: &str, role: super::session::PatrolRole, id: ractor::ActorId) {
+    pub fn forget_session(
+        &self,
+        user: &str,
+        role: super::session::PatrolRole,
+        id: ractor::ActorId,
+    ) {
         let key = user.to_owned();
         let current = self
             .sessions

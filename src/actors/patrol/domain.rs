@@ -1,8 +1,8 @@
 //! The patrol facade the API calls: opens a session actor per socket, answers N-nearest
 //! queries straight from the index, and routes everything durable to the book.
 
-use super::book_actor::{BookMsg, Redemption, CONVERSATION_KIND};
 use super::book::pair_key;
+use super::book_actor::{BookMsg, Redemption, CONVERSATION_KIND};
 use super::context::{PatrolContext, PatrolSettings};
 use super::directory::{Charity, ImportRows, Offer};
 use super::ledger::{Entry, ReportRow};
@@ -134,7 +134,13 @@ impl PatrolDomain {
         question: impl FnOnce(ractor::RpcReplyPort<T>) -> BookMsg,
     ) -> Result<T, Rejection> {
         let book = self.ctx.book()?;
-        ask(&book, question, self.ctx.settings.call_timeout, "the patrol book").await
+        ask(
+            &book,
+            question,
+            self.ctx.settings.call_timeout,
+            "the patrol book",
+        )
+        .await
     }
 
     async fn session<T: Send + 'static>(
@@ -175,9 +181,10 @@ impl PatrolDomain {
             notices: notices_tx,
             card,
         };
-        let (actor, _) = SessionActor::spawn_linked(None, SessionActor, args, supervisor.get_cell())
-            .await
-            .map_err(|e| Rejection::internal(format!("patrol session did not start: {e}")))?;
+        let (actor, _) =
+            SessionActor::spawn_linked(None, SessionActor, args, supervisor.get_cell())
+                .await
+                .map_err(|e| Rejection::internal(format!("patrol session did not start: {e}")))?;
         self.ctx
             .session_of
             .insert(actor.get_id(), (user.to_owned(), role));
@@ -218,7 +225,11 @@ impl PatrolDomain {
     }
 
     /// Goes on duty; returns the window's end.
-    pub async fn duty_start(&self, link: &PatrolLink, minutes: Option<u32>) -> Result<i64, Rejection> {
+    pub async fn duty_start(
+        &self,
+        link: &PatrolLink,
+        minutes: Option<u32>,
+    ) -> Result<i64, Rejection> {
         self.session(link, |reply| SessionMsg::DutyStart { minutes, reply })
             .await?
     }
@@ -250,7 +261,11 @@ impl PatrolDomain {
                 Some(NearbyOfficer {
                     officer: n.id.to_string(),
                     display_name: card.display_name.clone(),
-                    view: self.ctx.settings.coarsening.view(at, n.position, n.distance_m),
+                    view: self
+                        .ctx
+                        .settings
+                        .coarsening
+                        .view(at, n.position, n.distance_m),
                 })
             })
             .collect())
@@ -415,8 +430,11 @@ impl PatrolDomain {
         if points == 0 {
             return Err(Rejection::invalid("points must be at least 1"));
         }
-        let (user, request_id, charity_id) =
-            (user.to_owned(), request_id.to_owned(), charity_id.to_owned());
+        let (user, request_id, charity_id) = (
+            user.to_owned(),
+            request_id.to_owned(),
+            charity_id.to_owned(),
+        );
         let at_ms = self.ctx.clock.now_ms();
         self.book(|reply| BookMsg::Donate {
             request_id,

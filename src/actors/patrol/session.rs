@@ -335,7 +335,10 @@ mod tests {
     #[test]
     fn the_default_window_is_used_and_the_maximum_enforced() {
         let mut s = SessionState::new("o1".into(), PatrolRole::Officer, None, 0);
-        assert_eq!(s.start_duty(None, RULES, 1_000).unwrap(), 1_000 + 15 * 60_000);
+        assert_eq!(
+            s.start_duty(None, RULES, 1_000).unwrap(),
+            1_000 + 15 * 60_000
+        );
         assert!(s.start_duty(Some(61), RULES, 1_000).is_err());
         assert!(s.start_duty(Some(0), RULES, 1_000).is_err());
         let mut c = SessionState::new("c1".into(), PatrolRole::Citizen, None, 0);
@@ -444,7 +447,10 @@ mod tests {
         );
         assert_eq!(s.officer_update("o", Some(view(1))), None);
         assert!(s.officer_update("o", Some(view(2))).is_some());
-        assert_eq!(s.officer_update("o", None), Some(NearbyChange::Gone("o".into())));
+        assert_eq!(
+            s.officer_update("o", None),
+            Some(NearbyChange::Gone("o".into()))
+        );
         assert_eq!(s.officer_update("o", None), None);
     }
 

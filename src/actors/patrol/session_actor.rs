@@ -144,7 +144,10 @@ impl SessionActorState {
             Err(e) => {
                 if matches!(e, mpsc::error::TrySendError::Full(_)) {
                     metrics::counter!(m::PATROL_SLOW_SESSIONS).increment(1);
-                    tracing::warn!(user = self.user(), "patrol notices backed up; closing session");
+                    tracing::warn!(
+                        user = self.user(),
+                        "patrol notices backed up; closing session"
+                    );
                 }
                 myself.stop(Some("notices not read".into()));
             }
@@ -195,7 +198,11 @@ impl SessionActorState {
                     .within(at, self.ctx.settings.nearby_radius_m)
                     .into_iter()
                     .map(|n| {
-                        let view = self.ctx.settings.coarsening.view(at, n.position, n.distance_m);
+                        let view = self
+                            .ctx
+                            .settings
+                            .coarsening
+                            .view(at, n.position, n.distance_m);
                         (n.id.to_string(), view)
                     })
                     .collect();
@@ -230,7 +237,13 @@ impl SessionActorState {
     }
 
     /// Enters the indexes for a window ending at `until` and arms its timer.
-    fn on_duty_from(&mut self, myself: &ActorRef<SessionMsg>, card: OfficerCard, until: i64, now: i64) {
+    fn on_duty_from(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        card: OfficerCard,
+        until: i64,
+        now: i64,
+    ) {
         let user = self.state.user.clone();
         self.ctx.duty_windows.insert(user.clone(), until);
         self.ctx.cards.insert(user.clone(), card);
@@ -509,10 +522,7 @@ impl Actor for SessionActor {
                     st.off_duty(&myself, None);
                     Ok(())
                 } else {
-                    Err(Rejection::new(
-                        ErrorCode::InvalidTransition,
-                        "not on duty",
-                    ))
+                    Err(Rejection::new(ErrorCode::InvalidTransition, "not on duty"))
                 };
                 let _ = reply.send(outcome);
             }

@@ -39,7 +39,8 @@ async fn spawn_book(
     myself: &ActorRef<()>,
     ctx: &Arc<PatrolContext>,
 ) -> Result<ActorRef<BookMsg>, ActorProcessingErr> {
-    let (book, _) = BookActor::spawn_linked(None, BookActor, ctx.clone(), myself.get_cell()).await?;
+    let (book, _) =
+        BookActor::spawn_linked(None, BookActor, ctx.clone(), myself.get_cell()).await?;
     if let Ok(mut slot) = ctx.book.lock() {
         *slot = Some(book.clone());
     }

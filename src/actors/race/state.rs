@@ -527,7 +527,12 @@ pub fn validate_entry(entry: RacerEntry) -> Result<RacerEntry, String> {
     let email = entry
         .email
         .filter(|e| !e.trim().is_empty())
-        .map(|e| validate_email(e.trim()))
+        .map(|e| {
+            let e = e.trim();
+            crate::ids::validate_email("email", e)
+                .map(|()| e.to_owned())
+                .map_err(|r| r.message)
+        })
         .transpose()?;
     Ok(RacerEntry {
         bib: entry.bib,
@@ -535,25 +540,6 @@ pub fn validate_entry(entry: RacerEntry) -> Result<RacerEntry, String> {
         team,
         email,
     })
-}
-
-/// A deliberately plain check: one `@`, something on both sides, a dot in the domain, no
-/// spaces or controls, at most 254 characters. Deliverability is the mail system's job.
-fn validate_email(email: &str) -> Result<String, String> {
-    let ok = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if ok {
-        Ok(email.to_owned())
-    } else {
-        Err(format!("email `{email}` is not an address"))
-    }
 }
 
 fn validate_name(name: &str, limits: RaceLimits) -> Result<String, Rejection> {
