@@ -1030,3 +1030,113 @@ async fn a_race_that_finished_while_the_server_was_down_gets_its_results_mailed_
     }
     server.kill9();
 }
+
+/// Patrol's mails go through mission control to a real SMTP server: a thank-you to each side
+/// of a connection with an address, and the voucher code to whoever redeemed.
+#[tokio::test]
+async fn patrol_connections_and_vouchers_send_mails() {
+    use peloton::auth::Role;
+    use peloton::geo::Position;
+    use peloton::net::client::Client;
+    use peloton::net::codec::Codec;
+    use peloton::net::protocol::{ImportBatch, OfferRow, OfficerRow, Reply, Request};
+
+    let sink = Sink::smtp();
+    let server = TestServer::start_with(|c| fast(c, sink.port)).await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    admin
+        .request(Request::PatrolImport(ImportBatch::Officers(vec![OfficerRow {
+            id: "o1".into(),
+            display_name: "Officer Ana".into(),
+            precinct: "north".into(),
+            email: Some("ana@police.example.org".into()),
+        }])))
+        .await
+        .unwrap();
+    admin
+        .request(Request::PatrolImport(ImportBatch::Offers(vec![OfferRow {
+            id: "coffee".into(),
+            retailer: "Cafe Nord".into(),
+            title: "A coffee".into(),
+            points: 5,
+        }])))
+        .await
+        .unwrap();
+    let connect = |role, sub: &str| {
+        let token = server.token(role, sub);
+        let url = server.url.clone();
+        async move { Client::connect(&url, &token, Codec::Binary).await.unwrap() }
+    };
+    let mut officer = connect(Role::Officer, "o1").await;
+    let mut citizen = connect(Role::Citizen, "c1").await;
+    citizen
+        .request(Request::PatrolProfile {
+            display_name: "Bo".into(),
+            email: Some("bo@example.org".into()),
+        })
+        .await
+        .unwrap();
+    officer
+        .request(Request::DutyStart { minutes: None })
+        .await
+        .unwrap();
+    let here = Position::from_degrees(46.2309, 15.2604).unwrap();
+    for client in [&mut officer, &mut citizen] {
+        client
+            .request(Request::PatrolPosition {
+                lat_e7: here.lat_e7,
+                lon_e7: here.lon_e7,
+                accuracy_m: None,
+            })
+            .await
+            .unwrap();
+    }
+    let Reply::ConnectPending { request_id, .. } = citizen
+        .request(Request::ConnectRequest {
+            officer_id: "o1".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("pending")
+    };
+    officer
+        .request(Request::ConnectAnswer {
+            request_id,
+            accept: true,
+        })
+        .await
+        .unwrap();
+    let Reply::Redeemed { voucher_code, .. } = citizen
+        .request(Request::RewardsRedeem {
+            request_id: "r1".into(),
+            offer_id: "coffee".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("redeemed")
+    };
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink.received().len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mails = sink.received();
+    assert_eq!(mails.len(), 3, "two thank-yous and a voucher: {mails:#?}");
+    let to = |raw: &String| header(raw, "To").unwrap_or_default();
+    let thanks_bo = mails
+        .iter()
+        .find(|m| to(m).contains("bo@example.org") && m.contains("Thank you"))
+        .expect("a thank-you to the citizen");
+    assert!(thanks_bo.contains("Officer Ana"));
+    assert!(mails
+        .iter()
+        .any(|m| to(m).contains("ana@police.example.org") && m.contains("Bo")));
+    let voucher = mails
+        .iter()
+        .find(|m| header(m, "Subject").is_some_and(|s| s.contains("voucher")))
+        .expect("a voucher mail");
+    assert!(voucher.contains(&voucher_code), "the code is in the mail");
+    server.stop().await;
+}
