@@ -339,8 +339,10 @@ pub enum ImportError {
 
 /// Reads a whole import file. `format` is `csv` or `json`; when `None` it is detected from
 /// the first non-space character (`[` means JSON). A UTF-8 byte-order mark is skipped;
-/// an empty (or blank) file has zero rows. `progress` is called with the number of rows
-/// read so far at least every [`PROGRESS_EVERY`] rows, and once at the end.
+/// an empty (or blank) file has zero rows, and CSV rows whose cells are all blank are
+/// skipped (spreadsheets export trailing empty rows as `,,,`). `progress` is called with
+/// the number of rows read so far at least every [`PROGRESS_EVERY`] rows, and once at the
+/// end.
 pub fn parse_import(
     kind: ImportKind,
     bytes: &[u8],
