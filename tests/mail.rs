@@ -1045,12 +1045,14 @@ async fn patrol_connections_and_vouchers_send_mails() {
     let server = TestServer::start_with(|c| fast(c, sink.port)).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     admin
-        .request(Request::PatrolImport(ImportBatch::Officers(vec![OfficerRow {
-            id: "o1".into(),
-            display_name: "Officer Ana".into(),
-            precinct: "north".into(),
-            email: Some("ana@police.example.org".into()),
-        }])))
+        .request(Request::PatrolImport(ImportBatch::Officers(vec![
+            OfficerRow {
+                id: "o1".into(),
+                display_name: "Officer Ana".into(),
+                precinct: "north".into(),
+                email: Some("ana@police.example.org".into()),
+            },
+        ])))
         .await
         .unwrap();
     admin

@@ -67,6 +67,18 @@ impl DomainSpec {
     }
 }
 
+/// Starts a domain's supervisor under `root` and waits until it has recovered the domain:
+/// the one way every domain facade starts.
+pub async fn start_domain(root: &ActorRef<RootMsg>, spec: DomainSpec) -> Result<(), String> {
+    match root
+        .call(|reply| RootMsg::StartDomain { spec, reply }, None)
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(outcome)) => outcome,
+        Ok(_) | Err(_) => Err("the root supervisor did not answer".into()),
+    }
+}
+
 /// Messages the root supervisor accepts.
 pub enum RootMsg {
     /// Start a domain supervisor (and so recover the domain) under the root.

@@ -302,39 +302,30 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let deadline = started + duration;
     let now_s = now_ms() / 1000;
+    // Each device signs in as its own user and walks with its own seed.
+    let device = |role: Role, id: &str, seed: u64| -> Result<Device, CliError> {
+        let token = keys
+            .issue(&claims_for(role, id, None, now_s, ttl))
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        Ok(Device {
+            server: args.server.clone(),
+            token,
+            tally: tally.clone(),
+            positions: positions.clone(),
+            bbox,
+            interval,
+            deadline,
+            rng: Rng::new(args.seed ^ seed.wrapping_mul(0x9E37_79B9)),
+        })
+    };
     let mut devices = JoinSet::new();
     for (i, id) in officer_ids.iter().enumerate() {
-        let token = keys
-            .issue(&claims_for(Role::Officer, id, None, now_s, ttl))
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-        let device = Device {
-            server: args.server.clone(),
-            token,
-            tally: tally.clone(),
-            positions: positions.clone(),
-            bbox,
-            interval,
-            deadline,
-            rng: Rng::new(args.seed ^ (i as u64 + 1).wrapping_mul(0x9E37)),
-        };
-        devices.spawn(device.officer(i, duty_minutes));
+        devices.spawn(device(Role::Officer, id, i as u64 + 1)?.officer(i, duty_minutes));
     }
-    for c in 0..args.citizens {
+    for c in 0..args.citizens as usize {
         let id = format!("sim-citizen-{c}");
-        let token = keys
-            .issue(&claims_for(Role::Citizen, &id, None, now_s, ttl))
-            .map_err(|e| CliError::Failed(e.to_string()))?;
-        let device = Device {
-            server: args.server.clone(),
-            token,
-            tally: tally.clone(),
-            positions: positions.clone(),
-            bbox,
-            interval,
-            deadline,
-            rng: Rng::new(args.seed.wrapping_add(1_000_003 * (u64::from(c) + 1))),
-        };
-        devices.spawn(device.citizen(c as usize, args.officers as usize));
+        let seed = (1 << 32) + c as u64;
+        devices.spawn(device(Role::Citizen, &id, seed)?.citizen(c, args.officers as usize));
     }
     let mut failed = 0u32;
     while let Some(outcome) = devices.join_next().await {

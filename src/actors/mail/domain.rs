@@ -14,7 +14,7 @@ use super::supervisor::{MailSupervisorArgs, MailSupervisorMsg};
 use super::KIND;
 use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
-use crate::actors::root::{DomainSpec, RootMsg};
+use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::validate_id;
@@ -219,20 +219,7 @@ impl MailDomain {
             slot: supervisor.clone(),
             ctx: ctx.clone(),
         };
-        match root
-            .call(
-                |reply| RootMsg::StartDomain {
-                    spec: DomainSpec::Mail(args),
-                    reply,
-                },
-                None,
-            )
-            .await
-        {
-            Ok(CallResult::Success(Ok(()))) => {}
-            Ok(CallResult::Success(Err(e))) => return Err(e),
-            Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
-        }
+        start_domain(root, DomainSpec::Mail(args)).await?;
         Ok(MailDomain {
             ctx,
             supervisor,

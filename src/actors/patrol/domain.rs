@@ -17,13 +17,12 @@ use crate::actors::ask::ask;
 use crate::actors::clock::Clock;
 use crate::actors::mail::MailDomain;
 use crate::actors::registry::Registry;
-use crate::actors::root::{DomainSpec, RootMsg};
+use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Position;
 use crate::ids::validate_id;
 use crate::persist::{ActorKey, Journal, Store};
 use dashmap::DashMap;
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,20 +106,7 @@ impl PatrolDomain {
             restart_budget,
             restart_window,
         };
-        match root
-            .call(
-                |reply| RootMsg::StartDomain {
-                    spec: DomainSpec::Patrol(args),
-                    reply,
-                },
-                None,
-            )
-            .await
-        {
-            Ok(CallResult::Success(Ok(()))) => {}
-            Ok(CallResult::Success(Err(e))) => return Err(e),
-            Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
-        }
+        start_domain(root, DomainSpec::Patrol(args)).await?;
         Ok(PatrolDomain { ctx, supervisor })
     }
 

@@ -15,7 +15,7 @@ use crate::actors::racer::actor::{FixesOutcome, RacerMsg};
 use crate::actors::racer::RacerEvent;
 use crate::actors::racer::{Fix, TrackingRules};
 use crate::actors::registry::Registry;
-use crate::actors::root::{DomainSpec, RootMsg};
+use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
@@ -118,20 +118,7 @@ impl RaceDomain {
             restart_budget: settings.restart_budget,
             restart_window: settings.restart_window,
         };
-        match root
-            .call(
-                |reply| RootMsg::StartDomain {
-                    spec: DomainSpec::Race(args),
-                    reply,
-                },
-                None,
-            )
-            .await
-        {
-            Ok(CallResult::Success(Ok(()))) => {}
-            Ok(CallResult::Success(Err(e))) => return Err(e),
-            Ok(_) | Err(_) => return Err("the root supervisor did not answer".into()),
-        }
+        start_domain(root, DomainSpec::Race(args)).await?;
         Ok(RaceDomain {
             ctx,
             supervisor,
@@ -324,13 +311,7 @@ impl RaceDomain {
         question: impl FnOnce(ractor::RpcReplyPort<T>) -> RaceMsg,
     ) -> Result<T, Rejection> {
         let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        match actor.call(question, Some(self.call_timeout)).await {
-            Ok(CallResult::Success(answer)) => Ok(answer),
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} did not answer; retry"),
-            )),
-        }
+        crate::actors::ask::ask(&actor, question, self.call_timeout, &format!("race {id}")).await
     }
 
     /// One race's summary, read from the directory.
