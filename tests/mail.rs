@@ -109,15 +109,7 @@ fn fast(config: &mut Config, smtp_port: u16) {
 }
 
 fn mail_of(server: &TestServer) -> MailDomain {
-    server
-        .server
-        .as_ref()
-        .unwrap()
-        .engine
-        .services()
-        .unwrap()
-        .mail
-        .clone()
+    server.services().mail.clone()
 }
 
 fn envelope(correlation: &str, sequence: u64, n: usize) -> MailRequest {
@@ -765,15 +757,7 @@ async fn a_finished_race_mails_each_racer_their_result_once() {
         assert!(raw.contains(&format!("Hello Racer {bib}")), "{raw}");
     }
     // Handling the event again (a retried trigger) makes no new jobs and sends nothing new.
-    let races = server
-        .server
-        .as_ref()
-        .unwrap()
-        .engine
-        .services()
-        .unwrap()
-        .races
-        .clone();
+    let races = server.services().races.clone();
     let race_id = peloton::ids::RaceId::parse(&race).unwrap();
     peloton::actors::mail::trigger::results_mails(&mail, &races, &race_id, 0)
         .await
@@ -1035,23 +1019,19 @@ async fn a_race_that_finished_while_the_server_was_down_gets_its_results_mailed_
 /// of a connection with an address, and the voucher code to whoever redeemed.
 #[tokio::test]
 async fn patrol_connections_and_vouchers_send_mails() {
+    use common::patrol::{answer, ask, at, officer_row};
     use peloton::auth::Role;
     use peloton::geo::Position;
     use peloton::net::client::Client;
     use peloton::net::codec::Codec;
-    use peloton::net::protocol::{ImportBatch, OfferRow, OfficerRow, Reply, Request};
+    use peloton::net::protocol::{ImportBatch, OfferRow, Reply, Request};
 
     let sink = Sink::smtp();
     let server = TestServer::start_with(|c| fast(c, sink.port)).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     admin
         .request(Request::PatrolImport(ImportBatch::Officers(vec![
-            OfficerRow {
-                id: "o1".into(),
-                display_name: "Officer Ana".into(),
-                precinct: "north".into(),
-                email: Some("ana@police.example.org".into()),
-            },
+            officer_row("o1", "north", Some("ana@police.example.org")),
         ])))
         .await
         .unwrap();
@@ -1083,32 +1063,10 @@ async fn patrol_connections_and_vouchers_send_mails() {
         .await
         .unwrap();
     let here = Position::from_degrees(46.2309, 15.2604).unwrap();
-    for client in [&mut officer, &mut citizen] {
-        client
-            .request(Request::PatrolPosition {
-                lat_e7: here.lat_e7,
-                lon_e7: here.lon_e7,
-                accuracy_m: None,
-            })
-            .await
-            .unwrap();
-    }
-    let Reply::ConnectPending { request_id, .. } = citizen
-        .request(Request::ConnectRequest {
-            officer_id: "o1".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("pending")
-    };
-    officer
-        .request(Request::ConnectAnswer {
-            request_id,
-            accept: true,
-        })
-        .await
-        .unwrap();
+    at(&mut officer, here).await;
+    at(&mut citizen, here).await;
+    let request_id = ask(&mut citizen, "o1").await;
+    answer(&mut officer, &request_id, true).await.unwrap();
     let Reply::Redeemed { voucher_code, .. } = citizen
         .request(Request::RewardsRedeem {
             request_id: "r1".into(),
@@ -1131,7 +1089,7 @@ async fn patrol_connections_and_vouchers_send_mails() {
         .iter()
         .find(|m| to(m).contains("bo@example.org") && m.contains("Thank you"))
         .expect("a thank-you to the citizen");
-    assert!(thanks_bo.contains("Officer Ana"));
+    assert!(thanks_bo.contains("Officer o1"));
     assert!(mails
         .iter()
         .any(|m| to(m).contains("ana@police.example.org") && m.contains("Bo")));

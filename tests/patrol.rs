@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::patrol::{answer, ask, at, officer_row};
 use common::{bin, keys_for, token, ChildServer, TestServer};
 use peloton::actors::patrol::voucher;
 use peloton::actors::patrol::PatrolRole;
@@ -13,7 +14,7 @@ use peloton::error::ErrorCode;
 use peloton::geo::Position;
 use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{CharityRow, ImportBatch, OfferRow, OfficerRow, Push, Reply, Request};
+use peloton::net::protocol::{CharityRow, ImportBatch, OfferRow, Push, Reply, Request};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,18 +24,12 @@ fn centre() -> Position {
     Position::from_degrees(48.8534, 2.3488).unwrap()
 }
 
-fn officer_row(id: &str, precinct: &str) -> OfficerRow {
-    OfficerRow {
-        id: id.into(),
-        display_name: format!("Officer {id}"),
-        precinct: precinct.into(),
-        email: None,
-    }
-}
-
 /// Imports officers, one offer (`coffee`, 5 points) and one charity (`food-bank`).
 async fn import_basics(admin: &mut Client, officers: &[&str]) {
-    let rows = officers.iter().map(|id| officer_row(id, "p1")).collect();
+    let rows = officers
+        .iter()
+        .map(|id| officer_row(id, "p1", None))
+        .collect();
     admin
         .request(Request::PatrolImport(ImportBatch::Officers(rows)))
         .await
@@ -57,17 +52,6 @@ async fn import_basics(admin: &mut Client, officers: &[&str]) {
         ])))
         .await
         .unwrap();
-}
-
-async fn at(client: &mut Client, p: Position) -> Reply {
-    client
-        .request(Request::PatrolPosition {
-            lat_e7: p.lat_e7,
-            lon_e7: p.lon_e7,
-            accuracy_m: Some(5.0),
-        })
-        .await
-        .unwrap()
 }
 
 /// The next push that `wanted` accepts, skipping others, within 5 s.
@@ -160,15 +144,7 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     assert_eq!(found.len(), 1);
 
     // Asking while 300 m apart is allowed (nearby), accepting is not (not in person).
-    let Reply::ConnectPending { request_id, .. } = citizen
-        .request(Request::ConnectRequest {
-            officer_id: "o1".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("pending")
-    };
+    let request_id = ask(&mut citizen, "o1").await;
     let Push::ConnectRequested {
         request_id: asked,
         display_name,
@@ -217,26 +193,10 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     );
 
     // A second connection the same day is recorded but earns nothing.
-    let Reply::ConnectPending {
-        request_id: second, ..
-    } = citizen
-        .request(Request::ConnectRequest {
-            officer_id: "o1".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("pending")
-    };
+    let second = ask(&mut citizen, "o1").await;
     let Reply::ConnectAnswered {
         connection: Some(again),
-    } = officer
-        .request(Request::ConnectAnswer {
-            request_id: second,
-            accept: true,
-        })
-        .await
-        .unwrap()
+    } = answer(&mut officer, &second, true).await.unwrap()
     else {
         panic!("connected")
     };
@@ -390,20 +350,8 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
     at(&mut officer, centre()).await;
     at(&mut citizen, centre().moved_m(5.0, 0.0)).await;
 
-    let ask = Request::ConnectRequest {
-        officer_id: "o1".into(),
-    };
-    let Reply::ConnectPending { request_id, .. } = citizen.request(ask.clone()).await.unwrap()
-    else {
-        panic!("pending")
-    };
-    officer
-        .request(Request::ConnectAnswer {
-            request_id: request_id.clone(),
-            accept: false,
-        })
-        .await
-        .unwrap();
+    let request_id = ask(&mut citizen, "o1").await;
+    answer(&mut officer, &request_id, false).await.unwrap();
     let Push::ConnectClosed { outcome, .. } =
         push_where(&mut citizen, |p| matches!(p, Push::ConnectClosed { .. })).await
     else {
@@ -411,32 +359,18 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
     };
     assert_eq!(outcome, "declined");
     assert_eq!(
-        code_of(
-            officer
-                .request(Request::ConnectAnswer {
-                    request_id,
-                    accept: true,
-                })
-                .await
-        ),
+        code_of(answer(&mut officer, &request_id, true).await),
         ErrorCode::InvalidTransition
     );
 
-    let Reply::ConnectPending { request_id, .. } = citizen.request(ask).await.unwrap() else {
-        panic!("pending")
-    };
+    let request_id = ask(&mut citizen, "o1").await;
     let Push::ConnectClosed { outcome, .. } =
         push_where(&mut citizen, |p| matches!(p, Push::ConnectClosed { .. })).await
     else {
         unreachable!()
     };
     assert_eq!(outcome, "expired");
-    let late = officer
-        .request(Request::ConnectAnswer {
-            request_id,
-            accept: true,
-        })
-        .await;
+    let late = answer(&mut officer, &request_id, true).await;
     assert_eq!(code_of(late), ErrorCode::InvalidTransition);
     assert_eq!(
         citizen.request(Request::RewardsBalance).await.unwrap(),
@@ -509,15 +443,7 @@ async fn a_duty_window_expires_by_itself_on_a_controlled_clock() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     import_basics(&mut admin, &["o1"]).await;
-    let patrol = server
-        .server
-        .as_ref()
-        .unwrap()
-        .engine
-        .services()
-        .unwrap()
-        .patrol
-        .clone();
+    let patrol = server.services().patrol.clone();
     let mut citizen = patrol.open("c1", PatrolRole::Citizen).await.unwrap();
     patrol
         .position(&citizen, centre().lat_e7, centre().lon_e7 + 10, None)
@@ -590,22 +516,8 @@ async fn connected_users_message_each_other_and_offline_messages_arrive_on_recon
         .unwrap();
     at(&mut officer, centre()).await;
     at(&mut citizen, centre()).await;
-    let Reply::ConnectPending { request_id, .. } = citizen
-        .request(Request::ConnectRequest {
-            officer_id: "o1".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("pending")
-    };
-    officer
-        .request(Request::ConnectAnswer {
-            request_id,
-            accept: true,
-        })
-        .await
-        .unwrap();
+    let request_id = ask(&mut citizen, "o1").await;
+    answer(&mut officer, &request_id, true).await.unwrap();
 
     let before = peloton::time::now_ms();
     let Reply::MessageSent(sent) = citizen
@@ -728,12 +640,7 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
             };
             if let Ok(Reply::ConnectAnswered {
                 connection: Some(c),
-            }) = officer
-                .request(Request::ConnectAnswer {
-                    request_id,
-                    accept: true,
-                })
-                .await
+            }) = answer(&mut officer, &request_id, true).await
             {
                 acked.lock().unwrap().insert(c.connection_id, o);
             }

@@ -125,15 +125,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         3,
     )
     .await;
-    let mut events = server
-        .server
-        .as_ref()
-        .unwrap()
-        .engine
-        .services()
-        .unwrap()
-        .races
-        .domain_events();
+    let mut events = server.services().races.domain_events();
     let course = course();
     // Same pace, staggered starts: 1 arrives first, then 2, then 3.
     let rides: Vec<Vec<WireFix>> = (0..3u32)

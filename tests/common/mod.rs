@@ -2,6 +2,8 @@
 //! real files. Nothing here fakes the server.
 #![allow(dead_code)]
 
+pub mod patrol;
+
 use peloton::auth::{claims_for, Keys, Role};
 use peloton::config::{Config, Overrides};
 use peloton::engine::RunningServer;
@@ -76,6 +78,14 @@ impl TestServer {
             addr,
             keys,
         }
+    }
+
+    /// The running domains (recovery has finished once `start` returned).
+    pub fn services(&self) -> &peloton::engine::Services {
+        self.server
+            .as_ref()
+            .and_then(|s| s.engine.services())
+            .expect("a started server has its services")
     }
 
     /// A token for `role`/`sub`, valid for an hour.
