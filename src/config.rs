@@ -880,6 +880,28 @@ mod tests {
     }
 
     #[test]
+    fn patrol_keys_are_checked_by_name() {
+        let bad = |key: &str, value: &str| {
+            Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .0
+        };
+        assert!(bad("PELOTON_PATROL_H3_RESOLUTION", "16").contains("patrol.h3_resolution"));
+        assert!(bad("PELOTON_PATROL_NEARBY_RADIUS_M", "0").contains("patrol.nearby_radius_m"));
+        assert!(bad("PELOTON_PATROL_IN_PERSON_M", "NaN").contains("patrol.in_person_m"));
+        assert!(bad("PELOTON_PATROL_DUTY_DEFAULT_MINUTES", "9999")
+            .contains("patrol.duty_default_minutes"));
+        assert!(bad("PELOTON_PATROL_NEAREST_MAX_COUNT", "0").contains("patrol.nearest_max_count"));
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_PATROL_OFFICER_POINTS", "25")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.patrol.officer_points, 25);
+    }
+
+    #[test]
     fn mail_keys_are_checked_by_name() {
         let bad = |key: &str, value: &str| {
             Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
