@@ -120,6 +120,56 @@ fn haversine_of_angle(theta: f64) -> f64 {
     s * s
 }
 
+/// The latitude/longitude box around a spherical cap, in the fixed-point units positions
+/// are stored in: rejects most members outside the cap with integer comparisons, before any
+/// trigonometry (which is what a query spends most of its time on otherwise).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    lat_e7: i64,
+    lon_e7: i64,
+    /// Largest latitude difference inside the cap (its angular radius), rounded up.
+    dlat_e7: i64,
+    /// Largest longitude difference inside the cap, rounded up; `None` when the cap holds a
+    /// pole (every longitude is then possible).
+    dlon_e7: Option<i64>,
+}
+
+impl Bounds {
+    /// The box around the cap of angular radius `theta` (radians) centred on `at`.
+    fn around(at: Position, theta: f64) -> Bounds {
+        let to_e7 = |rad: f64| (rad.to_degrees() * 1e7 * (1.0 + 1e-9)).ceil() as i64 + 2;
+        let phi = at.lat().to_radians();
+        let half_pi = std::f64::consts::FRAC_PI_2;
+        // A cap not reaching a pole spans asin(sin θ / cos φ) of longitude either side
+        // (the tangent meridians); a small angular margin covers rounding near the limit.
+        let dlon_e7 = (theta < half_pi && phi.abs() + theta < half_pi - 1e-9).then(|| {
+            let ratio = (theta.sin() / phi.cos()).min(1.0);
+            to_e7(ratio.asin())
+        });
+        Bounds {
+            lat_e7: i64::from(at.lat_e7),
+            lon_e7: i64::from(at.lon_e7),
+            dlat_e7: to_e7(theta.min(std::f64::consts::PI)),
+            dlon_e7,
+        }
+    }
+
+    /// False only for positions certainly outside the cap.
+    fn may_contain(&self, p: Position) -> bool {
+        if (i64::from(p.lat_e7) - self.lat_e7).abs() > self.dlat_e7 {
+            return false;
+        }
+        match self.dlon_e7 {
+            None => true,
+            Some(limit) => {
+                let d = (i64::from(p.lon_e7) - self.lon_e7).abs();
+                // The short way round, across the anti-meridian.
+                d.min(3_600_000_000 - d) <= limit
+            }
+        }
+    }
+}
+
 /// Spherical distance in metres on a sphere of radius [`EARTH_RADIUS_M`] from a haversine.
 fn metres_of_haversine(h: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * h.clamp(0.0, 1.0).sqrt().asin()
@@ -399,12 +449,16 @@ impl ProximityIndex {
             * self.resolution.edge_length_m()
             * (EARTH_RADIUS_M / H3_EARTH_RADIUS_M);
         let centre_max = haversine_of_angle((spherical_m + circumradius) / EARTH_RADIUS_M);
+        let bounds = Bounds::around(at, spherical_m / EARTH_RADIUS_M);
         let mut visit = |bucket: &Bucket| {
             let c = bucket.centre;
             if q.haversine_to(c.lat, c.cos_lat, c.lon) > centre_max {
                 return;
             }
             for (id, p) in &bucket.members {
+                if !bounds.may_contain(*p) {
+                    continue;
+                }
                 let m = Spherical::of(*p);
                 let h = q.haversine_to(m.lat, m.cos_lat, m.lon);
                 if h <= member_max {
