@@ -36,10 +36,12 @@ use crate::geo::Position;
 /// `M² dφ² + N² cos²φ dλ²` and the sphere's `R² dφ² + R² cos²φ dλ²`, so every tangent vector
 /// (hence every curve, hence the shortest one) is stretched by a factor between
 /// `min(M, N)/R` and `max(M, N)/R`: M ranges 6,335,439 m (equator) .. 6,399,594 m (poles)
-/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449. Only the lower bound is
-/// needed (a geodesic within r is spherically within r / 0.99442); 0.99 leaves room for
-/// float rounding in both computations.
+/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449: a geodesic within r is
+/// spherically within r / 0.99442. 0.99 leaves room for float rounding in both computations.
 const GEODESIC_OVER_SPHERE_MIN: f64 = 0.99;
+/// Upper bound of the same ratio (true bound 1.00449), used to keep only the members that
+/// may be among the n closest.
+const GEODESIC_OVER_SPHERE_MAX: f64 = 1.01;
 /// Absolute slack added to spherical bounds, for rounding near zero distance.
 const SLACK_M: f64 = 1.0;
 /// Radius of H3's own sphere: edge lengths and cell shapes are measured on it.
@@ -154,17 +156,31 @@ impl Bounds {
         }
     }
 
+    /// [`Bounds::may_contain`] for a point in radians (a bucket's centre), with a unit of
+    /// margin for the rounding.
+    fn may_contain_radians(&self, lat: f64, lon: f64) -> bool {
+        self.may_contain_e7(
+            (lat.to_degrees() * 1e7) as i64,
+            (lon.to_degrees() * 1e7) as i64,
+            2,
+        )
+    }
+
     /// False only for positions certainly outside the cap.
     fn may_contain(&self, p: Position) -> bool {
-        if (i64::from(p.lat_e7) - self.lat_e7).abs() > self.dlat_e7 {
+        self.may_contain_e7(i64::from(p.lat_e7), i64::from(p.lon_e7), 0)
+    }
+
+    fn may_contain_e7(&self, lat_e7: i64, lon_e7: i64, margin: i64) -> bool {
+        if (lat_e7 - self.lat_e7).abs() > self.dlat_e7 + margin {
             return false;
         }
         match self.dlon_e7 {
             None => true,
             Some(limit) => {
-                let d = (i64::from(p.lon_e7) - self.lon_e7).abs();
+                let d = (lon_e7 - self.lon_e7).abs();
                 // The short way round, across the anti-meridian.
-                d.min(3_600_000_000 - d) <= limit
+                d.min(3_600_000_000 - d) <= limit + margin
             }
         }
     }
@@ -434,8 +450,11 @@ impl ProximityIndex {
     }
 
     /// Members within `radius_m` (pre-filtered spherically with a safe margin), with their
-    /// spherical distance. Takes one `cells` guard at a time.
-    fn gather(&self, at: Position, radius_m: f64) -> Vec<Candidate> {
+    /// spherical distance. With `closest = Some(n)`, only members that may be among the n
+    /// closest: a member whose geodesic lower bound exceeds the n-th smallest upper bound
+    /// seen is left out (so a dense answer does not clone hundreds of ids). Takes one
+    /// `cells` guard at a time.
+    fn gather(&self, at: Position, radius_m: f64, closest: Option<usize>) -> Vec<Candidate> {
         let mut out = Vec::new();
         let Some(cell) = self.cell_of(at) else {
             return out;
@@ -450,9 +469,15 @@ impl ProximityIndex {
             * (EARTH_RADIUS_M / H3_EARTH_RADIUS_M);
         let centre_max = haversine_of_angle((spherical_m + circumradius) / EARTH_RADIUS_M);
         let bounds = Bounds::around(at, spherical_m / EARTH_RADIUS_M);
+        let centre_bounds = Bounds::around(at, (spherical_m + circumradius) / EARTH_RADIUS_M);
+        // Max-heap of the n smallest geodesic upper bounds seen (bit patterns of
+        // non-negative floats order like the floats).
+        let mut uppers: std::collections::BinaryHeap<u64> = std::collections::BinaryHeap::new();
         let mut visit = |bucket: &Bucket| {
             let c = bucket.centre;
-            if q.haversine_to(c.lat, c.cos_lat, c.lon) > centre_max {
+            if !centre_bounds.may_contain_radians(c.lat, c.lon)
+                || q.haversine_to(c.lat, c.cos_lat, c.lon) > centre_max
+            {
                 return;
             }
             for (id, p) in &bucket.members {
@@ -461,13 +486,28 @@ impl ProximityIndex {
                 }
                 let m = Spherical::of(*p);
                 let h = q.haversine_to(m.lat, m.cos_lat, m.lon);
-                if h <= member_max {
-                    out.push(Candidate {
-                        id: Arc::clone(id),
-                        position: *p,
-                        spherical_m: metres_of_haversine(h),
-                    });
+                if h > member_max {
+                    continue;
                 }
+                let spherical_m = metres_of_haversine(h);
+                if let Some(n) = closest {
+                    let threshold = match uppers.peek() {
+                        Some(&top) if uppers.len() >= n => f64::from_bits(top),
+                        _ => f64::INFINITY,
+                    };
+                    if spherical_m * GEODESIC_OVER_SPHERE_MIN - SLACK_M > threshold {
+                        continue;
+                    }
+                    uppers.push((spherical_m * GEODESIC_OVER_SPHERE_MAX + SLACK_M).to_bits());
+                    if uppers.len() > n {
+                        uppers.pop();
+                    }
+                }
+                out.push(Candidate {
+                    id: Arc::clone(id),
+                    position: *p,
+                    spherical_m,
+                });
             }
         };
         let k = self.ring_for(radius_m);
@@ -498,7 +538,7 @@ impl ProximityIndex {
             return Vec::new();
         }
         let mut found: Vec<Neighbour> = self
-            .gather(at, radius_m.min(MAX_GEODESIC_M))
+            .gather(at, radius_m.min(MAX_GEODESIC_M), None)
             .into_iter()
             .filter_map(|c| {
                 let d = at.distance_m(c.position);
@@ -525,7 +565,7 @@ impl ProximityIndex {
         let mut radius_m =
             (NEAREST_START_EDGES * self.resolution.edge_length_m()).min(max_radius_m);
         loop {
-            let mut candidates = self.gather(at, radius_m);
+            let mut candidates = self.gather(at, radius_m, Some(n));
             candidates.sort_unstable_by(|a, b| a.spherical_m.total_cmp(&b.spherical_m));
             let mut found: Vec<Neighbour> = Vec::new();
             // Distance of the n-th closest exact result so far (sorted `found` prefix).
