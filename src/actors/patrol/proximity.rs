@@ -270,7 +270,9 @@ impl ProximityIndex {
         let res = Resolution::try_from(resolution)
             .map_err(|_| format!("resolution {resolution} is outside 0..=15"))?;
         let cells = res.cell_count();
-        let mut globe_ring = 0u32;
+        // Start just below √(cells / 3) (disk_size ≈ 3k²) rather than count up from 0,
+        // which would be 14 million steps at resolution 15.
+        let mut globe_ring = ((cells as f64 / 3.0).sqrt() as u32).saturating_sub(2);
         while disk_size(globe_ring) < cells {
             globe_ring += 1;
         }
@@ -786,6 +788,10 @@ mod tests {
                 r = r * 1.1 + 1.0;
             }
             assert_eq!(index.ring_for(f64::INFINITY), index.globe_ring);
+            let cells = Resolution::try_from(res).unwrap().cell_count();
+            assert!(
+                disk_size(index.globe_ring) >= cells && disk_size(index.globe_ring - 1) < cells
+            );
             assert_eq!(index.ring_for(f64::NAN), index.ring_for(0.0));
         }
         let index = ProximityIndex::new(9).unwrap();
