@@ -25,7 +25,9 @@
 //! `--save '' --appendonly no`, spoken to in RESP over a plain `TcpStream`. The same points
 //! are GEOADDed (pipelined), then `GEOSEARCH key FROMLONLAT lon lat BYRADIUS 5000 m ASC
 //! COUNT 5` for the same query points (a) one request at a time, round trip included, and
-//! (b) pipelined 64 deep; GEOADD of the same walk, pipelined 64 deep; memory as Redis's
+//! (b) pipelined 64 deep, and (c) one at a time with the radius grown client-side the way
+//! `nearest` does (400 m, doubled until 5 are found or 5 km), since a fixed 5 km radius makes
+//! Redis collect and sort every officer within 5 km; GEOADD of the same walk, pipelined 64 deep; memory as Redis's
 //! `used_memory` growth ÷ OFFICERS. Redis is killed by its PID at the end, also on errors.
 
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +47,9 @@ const NEAREST_MAX_M: f64 = 5_000.0;
 const WITHIN_M: f64 = 1_000.0;
 const STEP_MAX_M: f64 = 30.0;
 const PIPELINE: usize = 64;
+/// Where `nearest` starts at resolution 9 (two average edges), for the Redis client that
+/// grows its radius the same way.
+const GROW_START_M: f64 = 400.0;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -131,6 +136,9 @@ struct Round {
     redis_p50_us: f64,
     redis_p99_us: f64,
     redis_pipelined_qps: f64,
+    redis_grow_qps: f64,
+    redis_grow_p50_us: f64,
+    redis_grow_p99_us: f64,
     redis_update_ps: f64,
     redis_bytes_per_officer: f64,
     agreement: f64,
@@ -151,6 +159,9 @@ impl Round {
             redis_p50_us: f64::NAN,
             redis_p99_us: f64::NAN,
             redis_pipelined_qps: f64::NAN,
+            redis_grow_qps: f64::NAN,
+            redis_grow_p50_us: f64::NAN,
+            redis_grow_p99_us: f64::NAN,
             redis_update_ps: f64::NAN,
             redis_bytes_per_officer: f64::NAN,
             agreement: f64::NAN,
@@ -328,7 +339,7 @@ impl Redis {
     }
 }
 
-fn geosearch_args(q: Position) -> [String; 11] {
+fn geosearch_args(q: Position, radius_m: f64) -> [String; 11] {
     [
         "GEOSEARCH".into(),
         "officers".into(),
@@ -336,7 +347,7 @@ fn geosearch_args(q: Position) -> [String; 11] {
         format!("{:.7}", q.lon()),
         format!("{:.7}", q.lat()),
         "BYRADIUS".into(),
-        format!("{NEAREST_MAX_M}"),
+        format!("{radius_m}"),
         "m".into(),
         "ASC".into(),
         "COUNT".into(),
@@ -345,7 +356,11 @@ fn geosearch_args(q: Position) -> [String; 11] {
 }
 
 fn queue_geosearch(r: &mut Redis, q: Position) {
-    let a = geosearch_args(q);
+    queue_geosearch_within(r, q, NEAREST_MAX_M);
+}
+
+fn queue_geosearch_within(r: &mut Redis, q: Position, radius_m: f64) {
+    let a = geosearch_args(q, radius_m);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     r.queue(&a);
 }
@@ -477,7 +492,7 @@ fn run(cfg: &Config) -> Result<()> {
         cfg.officers, cfg.queries, cfg.seconds
     );
     println!(
-        "round | nearest5 q/s  p50 µs  p99 µs | within1km q/s (found) | updates/s (cross) | redis 1-by-1 q/s p50 p99 | redis pipe q/s | redis geoadd/s | agree"
+        "round | nearest5 q/s  p50 µs  p99 µs | within1km q/s (found) | updates/s (cross) | redis 1-by-1 q/s p50 p99 | redis pipe q/s | redis grow q/s p50 p99 | redis geoadd/s | agree"
     );
     let mut rounds = Vec::new();
     let mut qi = 0usize;
@@ -559,6 +574,31 @@ fn run(cfg: &Config) -> Result<()> {
             if compared > 0 {
                 r.agreement = same as f64 / compared as f64;
             }
+            // (c) one at a time, the client growing the radius as `nearest` does: 400 m,
+            // doubled until 5 are found or 5 km is reached.
+            let mut lat_ns = Vec::new();
+            let started = Instant::now();
+            for q in &queries {
+                let t = Instant::now();
+                let mut radius = GROW_START_M;
+                loop {
+                    queue_geosearch_within(conn, *q, radius);
+                    conn.flush()?;
+                    let found = names(conn.read()?)?.len();
+                    if found >= NEAREST_N || radius >= NEAREST_MAX_M {
+                        break;
+                    }
+                    radius = (radius * 2.0).min(NEAREST_MAX_M);
+                }
+                lat_ns.push(t.elapsed().as_nanos() as u64);
+                if started.elapsed() > cap {
+                    break;
+                }
+            }
+            r.redis_grow_qps = lat_ns.len() as f64 / started.elapsed().as_secs_f64();
+            lat_ns.sort_unstable();
+            r.redis_grow_p50_us = percentile(&lat_ns, 0.5);
+            r.redis_grow_p99_us = percentile(&lat_ns, 0.99);
             // (b) pipelined 64 deep.
             let started = Instant::now();
             let n = pipelined(conn, queries.len(), started + cap, |c, i| {
@@ -574,7 +614,7 @@ fn run(cfg: &Config) -> Result<()> {
             r.redis_update_ps = n as f64 / started.elapsed().as_secs_f64();
         }
         println!(
-            "{round:>5} | {:>12.0} {:>7.1} {:>7.1} | {:>13.0} ({:>5.0}) | {:>9.0} ({:>5.3}) | {:>12.0} {:>7.1} {:>7.1} | {:>14.0} | {:>14.0} | {:.3}",
+            "{round:>5} | {:>12.0} {:>7.1} {:>7.1} | {:>13.0} ({:>5.0}) | {:>9.0} ({:>5.3}) | {:>12.0} {:>7.1} {:>7.1} | {:>14.0} | {:>7.0} {:>6.1} {:>6.1} | {:>14.0} | {:.3}",
             r.nearest_qps,
             r.nearest_p50_us,
             r.nearest_p99_us,
@@ -586,6 +626,9 @@ fn run(cfg: &Config) -> Result<()> {
             r.redis_p50_us,
             r.redis_p99_us,
             r.redis_pipelined_qps,
+            r.redis_grow_qps,
+            r.redis_grow_p50_us,
+            r.redis_grow_p99_us,
             r.redis_update_ps,
             r.agreement
         );
@@ -633,6 +676,14 @@ fn run(cfg: &Config) -> Result<()> {
             "  redis GEOSEARCH pipelined {PIPELINE}: {:.0} q/s; ours ÷ redis = {:.1}",
             rp,
             m(|r| r.nearest_qps) / rp
+        );
+        let rg = m(|r| r.redis_grow_qps);
+        println!(
+            "  redis GEOSEARCH one at a time, radius grown client-side from {GROW_START_M} m: {:.0} q/s, p50 {:.1} µs, p99 {:.1} µs; ours ÷ redis = {:.1}",
+            rg,
+            m(|r| r.redis_grow_p50_us),
+            m(|r| r.redis_grow_p99_us),
+            m(|r| r.nearest_qps) / rg
         );
         println!(
             "  redis GEOADD pipelined {PIPELINE}: {:.0} /s; ours ÷ redis = {:.1}",

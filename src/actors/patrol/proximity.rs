@@ -36,10 +36,12 @@ use crate::geo::Position;
 /// `M² dφ² + N² cos²φ dλ²` and the sphere's `R² dφ² + R² cos²φ dλ²`, so every tangent vector
 /// (hence every curve, hence the shortest one) is stretched by a factor between
 /// `min(M, N)/R` and `max(M, N)/R`: M ranges 6,335,439 m (equator) .. 6,399,594 m (poles)
-/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449. Only the lower bound is
-/// needed (a geodesic within r is spherically within r / 0.99442); 0.99 leaves room for
-/// float rounding in both computations.
+/// and N 6,378,137 .. 6,399,594 m, giving 0.99442 .. 1.00449: a geodesic within r is
+/// spherically within r / 0.99442. 0.99 leaves room for float rounding in both computations.
 const GEODESIC_OVER_SPHERE_MIN: f64 = 0.99;
+/// Upper bound of the same ratio (true bound 1.00449), used to keep only the members that
+/// may be among the n closest.
+const GEODESIC_OVER_SPHERE_MAX: f64 = 1.01;
 /// Absolute slack added to spherical bounds, for rounding near zero distance.
 const SLACK_M: f64 = 1.0;
 /// Radius of H3's own sphere: edge lengths and cell shapes are measured on it.
@@ -118,6 +120,70 @@ fn haversine_of_angle(theta: f64) -> f64 {
     }
     let s = (theta.max(0.0) * 0.5).sin();
     s * s
+}
+
+/// The latitude/longitude box around a spherical cap, in the fixed-point units positions
+/// are stored in: rejects most members outside the cap with integer comparisons, before any
+/// trigonometry (which is what a query spends most of its time on otherwise).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    lat_e7: i64,
+    lon_e7: i64,
+    /// Largest latitude difference inside the cap (its angular radius), rounded up.
+    dlat_e7: i64,
+    /// Largest longitude difference inside the cap, rounded up; `None` when the cap holds a
+    /// pole (every longitude is then possible).
+    dlon_e7: Option<i64>,
+}
+
+impl Bounds {
+    /// The box around the cap of angular radius `theta` (radians) centred on `at`.
+    fn around(at: Position, theta: f64) -> Bounds {
+        let to_e7 = |rad: f64| (rad.to_degrees() * 1e7 * (1.0 + 1e-9)).ceil() as i64 + 2;
+        let phi = at.lat().to_radians();
+        let half_pi = std::f64::consts::FRAC_PI_2;
+        // A cap not reaching a pole spans asin(sin θ / cos φ) of longitude either side
+        // (the tangent meridians); a small angular margin covers rounding near the limit.
+        let dlon_e7 = (theta < half_pi && phi.abs() + theta < half_pi - 1e-9).then(|| {
+            let ratio = (theta.sin() / phi.cos()).min(1.0);
+            to_e7(ratio.asin())
+        });
+        Bounds {
+            lat_e7: i64::from(at.lat_e7),
+            lon_e7: i64::from(at.lon_e7),
+            dlat_e7: to_e7(theta.min(std::f64::consts::PI)),
+            dlon_e7,
+        }
+    }
+
+    /// [`Bounds::may_contain`] for a point in radians (a bucket's centre), with a unit of
+    /// margin for the rounding.
+    fn may_contain_radians(&self, lat: f64, lon: f64) -> bool {
+        self.may_contain_e7(
+            (lat.to_degrees() * 1e7) as i64,
+            (lon.to_degrees() * 1e7) as i64,
+            2,
+        )
+    }
+
+    /// False only for positions certainly outside the cap.
+    fn may_contain(&self, p: Position) -> bool {
+        self.may_contain_e7(i64::from(p.lat_e7), i64::from(p.lon_e7), 0)
+    }
+
+    fn may_contain_e7(&self, lat_e7: i64, lon_e7: i64, margin: i64) -> bool {
+        if (lat_e7 - self.lat_e7).abs() > self.dlat_e7 + margin {
+            return false;
+        }
+        match self.dlon_e7 {
+            None => true,
+            Some(limit) => {
+                let d = (lon_e7 - self.lon_e7).abs();
+                // The short way round, across the anti-meridian.
+                d.min(3_600_000_000 - d) <= limit + margin
+            }
+        }
+    }
 }
 
 /// Spherical distance in metres on a sphere of radius [`EARTH_RADIUS_M`] from a haversine.
@@ -204,7 +270,9 @@ impl ProximityIndex {
         let res = Resolution::try_from(resolution)
             .map_err(|_| format!("resolution {resolution} is outside 0..=15"))?;
         let cells = res.cell_count();
-        let mut globe_ring = 0u32;
+        // Start just below √(cells / 3) (disk_size ≈ 3k²) rather than count up from 0,
+        // which would be 14 million steps at resolution 15.
+        let mut globe_ring = ((cells as f64 / 3.0).sqrt() as u32).saturating_sub(2);
         while disk_size(globe_ring) < cells {
             globe_ring += 1;
         }
@@ -384,8 +452,11 @@ impl ProximityIndex {
     }
 
     /// Members within `radius_m` (pre-filtered spherically with a safe margin), with their
-    /// spherical distance. Takes one `cells` guard at a time.
-    fn gather(&self, at: Position, radius_m: f64) -> Vec<Candidate> {
+    /// spherical distance. With `closest = Some(n)`, only members that may be among the n
+    /// closest: a member whose geodesic lower bound exceeds the n-th smallest upper bound
+    /// seen is left out (so a dense answer does not clone hundreds of ids). Takes one
+    /// `cells` guard at a time.
+    fn gather(&self, at: Position, radius_m: f64, closest: Option<usize>) -> Vec<Candidate> {
         let mut out = Vec::new();
         let Some(cell) = self.cell_of(at) else {
             return out;
@@ -399,21 +470,46 @@ impl ProximityIndex {
             * self.resolution.edge_length_m()
             * (EARTH_RADIUS_M / H3_EARTH_RADIUS_M);
         let centre_max = haversine_of_angle((spherical_m + circumradius) / EARTH_RADIUS_M);
+        let bounds = Bounds::around(at, spherical_m / EARTH_RADIUS_M);
+        let centre_bounds = Bounds::around(at, (spherical_m + circumradius) / EARTH_RADIUS_M);
+        // Max-heap of the n smallest geodesic upper bounds seen (bit patterns of
+        // non-negative floats order like the floats).
+        let mut uppers: std::collections::BinaryHeap<u64> = std::collections::BinaryHeap::new();
         let mut visit = |bucket: &Bucket| {
             let c = bucket.centre;
-            if q.haversine_to(c.lat, c.cos_lat, c.lon) > centre_max {
+            if !centre_bounds.may_contain_radians(c.lat, c.lon)
+                || q.haversine_to(c.lat, c.cos_lat, c.lon) > centre_max
+            {
                 return;
             }
             for (id, p) in &bucket.members {
+                if !bounds.may_contain(*p) {
+                    continue;
+                }
                 let m = Spherical::of(*p);
                 let h = q.haversine_to(m.lat, m.cos_lat, m.lon);
-                if h <= member_max {
-                    out.push(Candidate {
-                        id: Arc::clone(id),
-                        position: *p,
-                        spherical_m: metres_of_haversine(h),
-                    });
+                if h > member_max {
+                    continue;
                 }
+                let spherical_m = metres_of_haversine(h);
+                if let Some(n) = closest {
+                    let threshold = match uppers.peek() {
+                        Some(&top) if uppers.len() >= n => f64::from_bits(top),
+                        _ => f64::INFINITY,
+                    };
+                    if spherical_m * GEODESIC_OVER_SPHERE_MIN - SLACK_M > threshold {
+                        continue;
+                    }
+                    uppers.push((spherical_m * GEODESIC_OVER_SPHERE_MAX + SLACK_M).to_bits());
+                    if uppers.len() > n {
+                        uppers.pop();
+                    }
+                }
+                out.push(Candidate {
+                    id: Arc::clone(id),
+                    position: *p,
+                    spherical_m,
+                });
             }
         };
         let k = self.ring_for(radius_m);
@@ -444,7 +540,7 @@ impl ProximityIndex {
             return Vec::new();
         }
         let mut found: Vec<Neighbour> = self
-            .gather(at, radius_m.min(MAX_GEODESIC_M))
+            .gather(at, radius_m.min(MAX_GEODESIC_M), None)
             .into_iter()
             .filter_map(|c| {
                 let d = at.distance_m(c.position);
@@ -471,7 +567,7 @@ impl ProximityIndex {
         let mut radius_m =
             (NEAREST_START_EDGES * self.resolution.edge_length_m()).min(max_radius_m);
         loop {
-            let mut candidates = self.gather(at, radius_m);
+            let mut candidates = self.gather(at, radius_m, Some(n));
             candidates.sort_unstable_by(|a, b| a.spherical_m.total_cmp(&b.spherical_m));
             let mut found: Vec<Neighbour> = Vec::new();
             // Distance of the n-th closest exact result so far (sorted `found` prefix).
@@ -692,6 +788,10 @@ mod tests {
                 r = r * 1.1 + 1.0;
             }
             assert_eq!(index.ring_for(f64::INFINITY), index.globe_ring);
+            let cells = Resolution::try_from(res).unwrap().cell_count();
+            assert!(
+                disk_size(index.globe_ring) >= cells && disk_size(index.globe_ring - 1) < cells
+            );
             assert_eq!(index.ring_for(f64::NAN), index.ring_for(0.0));
         }
         let index = ProximityIndex::new(9).unwrap();
