@@ -185,6 +185,7 @@ impl PatrolContext {
             super::session::PatrolRole::Officer => {
                 self.cards.remove(user);
                 if let Some(last) = self.officers.remove(user) {
+                    self.report_officers();
                     self.tell_citizens(user, &[last], None);
                 }
             }
@@ -192,6 +193,11 @@ impl PatrolContext {
                 self.citizens.remove(user);
             }
         }
+    }
+
+    /// Publishes how many officers are in the index (after it gained or lost one).
+    pub fn report_officers(&self) {
+        metrics::gauge!(crate::metrics::PATROL_OFFICERS_INDEXED).set(self.officers.len() as f64);
     }
 
     /// Queues `notice` for `user`'s session if they are online; false if they are not.

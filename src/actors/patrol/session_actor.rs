@@ -186,6 +186,9 @@ impl SessionActorState {
                     return false;
                 }
                 let changed = self.ctx.officers.upsert(&user, at);
+                if previous.is_none() {
+                    self.ctx.report_officers();
+                }
                 let around: Vec<Position> = previous.into_iter().chain([at]).collect();
                 self.ctx.tell_citizens(&user, &around, Some(at));
                 changed
@@ -249,6 +252,7 @@ impl SessionActorState {
         self.ctx.cards.insert(user.clone(), card);
         if let Some(at) = self.position {
             self.ctx.officers.upsert(&user, at);
+            self.ctx.report_officers();
             self.ctx.tell_citizens(&user, &[at], Some(at));
         }
         let generation = self.state.duty_generation;
@@ -282,6 +286,7 @@ impl SessionActorState {
         let user = self.state.user.clone();
         self.ctx.cards.remove(&user);
         if let Some(last) = self.ctx.officers.remove(&user) {
+            self.ctx.report_officers();
             self.ctx.tell_citizens(&user, &[last], None);
         }
         for (request_id, citizen) in self.state.withdraw_requests() {
