@@ -886,3 +886,77 @@ async fn the_patrol_simulator_makes_connections_over_real_sockets() {
     assert_eq!(summary["errors"], 0, "{summary}");
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_survive_kill_9_and_a_resend_after_the_crash_is_not_a_second_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // No book snapshot in this run: everything comes back from the journals.
+    let server = ChildServer::start(dir.path(), &[]);
+    let keys = keys_for(dir.path());
+    let as_user = |role, sub: &str| token(&keys, role, sub, None, 3600);
+    let mut admin = Client::connect(&server.url, &as_user(Role::Admin, "ops"), Codec::Binary)
+        .await
+        .unwrap();
+    import_basics(&mut admin, &["o1"]).await;
+    let mut officer = Client::connect(&server.url, &as_user(Role::Officer, "o1"), Codec::Binary)
+        .await
+        .unwrap();
+    let mut citizen = Client::connect(&server.url, &as_user(Role::Citizen, "c1"), Codec::Binary)
+        .await
+        .unwrap();
+    officer
+        .request(Request::DutyStart { minutes: None })
+        .await
+        .unwrap();
+    at(&mut officer, centre()).await;
+    at(&mut citizen, centre()).await;
+    let request_id = ask(&mut citizen, "o1").await;
+    answer(&mut officer, &request_id, true).await.unwrap();
+    officer.close().await;
+    let send = Request::MessageSend {
+        request_id: "m-1".into(),
+        to: "o1".into(),
+        text: "are you still there?".into(),
+    };
+    let Reply::MessageSent(first) = citizen.request(send.clone()).await.unwrap() else {
+        panic!("sent")
+    };
+    let addr = server.addr;
+    server.kill9();
+
+    let server = ChildServer::start_at(dir.path(), &addr.to_string(), &[]);
+    let mut citizen = Client::connect(&server.url, &as_user(Role::Citizen, "c1"), Codec::Binary)
+        .await
+        .unwrap();
+    // The phone never saw the ack and sends again: the same message, not a second one.
+    assert_eq!(
+        citizen.request(send).await.unwrap(),
+        Reply::MessageSent(first.clone())
+    );
+    let mut officer = Client::connect(&server.url, &as_user(Role::Officer, "o1"), Codec::Binary)
+        .await
+        .unwrap();
+    let Push::DirectMessage(waiting) =
+        push_where(&mut officer, |p| matches!(p, Push::DirectMessage(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(waiting, first, "delivered after the restart");
+    let Reply::Messages(all) = officer
+        .request(Request::MessageHistory {
+            with: "c1".into(),
+            before_seq: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("messages")
+    };
+    assert_eq!(all, vec![first]);
+    assert_eq!(
+        officer.request(Request::RewardsBalance).await.unwrap(),
+        Reply::Balance { points: 10 }
+    );
+    server.terminate();
+}

@@ -248,11 +248,10 @@ impl Book {
         }
     }
 
-    /// Recovery: the journal of `pair` ends at `last_seq` (messages stored after the last
-    /// snapshot of the book are counted again from there).
-    pub fn conversation_recovered(&mut self, pair: &str, last_seq: u64) {
-        let conversation = self.conversations.entry(pair.to_owned()).or_default();
-        conversation.last_seq = conversation.last_seq.max(last_seq);
+    /// The last message's number in `pair` as the book knows it (0: none); recovery
+    /// replays the messages the journal has beyond it.
+    pub fn last_seq(&self, pair: &str) -> u64 {
+        self.conversations.get(pair).map_or(0, |c| c.last_seq)
     }
 
     /// Conversations of `user` with messages not yet pushed to them: (pair, last delivered

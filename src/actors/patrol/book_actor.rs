@@ -10,7 +10,7 @@ use super::book::{validate_display_name, Book, BookEvent, MessagePlan, Profile};
 use super::context::{OfficerCard, PatrolContext};
 use super::directory::{Charity, ImportKind, ImportRows, Offer};
 use super::ledger::{Decision, Entry, LedgerCommand, LedgerError, LedgerEvent, ReportRow};
-use super::notice::{Connection, Notice, StoredMessage};
+use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
 use super::voucher::{self, Voucher};
 use crate::actors::mail::message::MailMessage;
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
@@ -505,9 +505,13 @@ impl BookState {
                     text,
                 };
                 let key = ActorKey::new(CONVERSATION_KIND, &pair);
+                let record = MessageRecord {
+                    request_id: request_id.clone(),
+                    message: message.clone(),
+                };
                 self.ctx
                     .journal
-                    .append_or_unavailable(&key, seq, std::slice::from_ref(&message), RETRY)
+                    .append_or_unavailable(&key, seq, &[record], RETRY)
                     .await?;
                 self.book.message_stored(&pair, seq, &from, &request_id);
                 // The recipient's session confirms with `Delivered` once it queued it.
@@ -522,11 +526,11 @@ impl BookState {
         let key = ActorKey::new(CONVERSATION_KIND, pair);
         self.ctx
             .store
-            .page_before::<StoredMessage>(&key, Some(seq + 1), 1)
+            .page_before::<MessageRecord>(&key, Some(seq + 1), 1)
             .map_err(|e| Rejection::internal(format!("conversation {pair}: {e}")))?
             .into_iter()
             .find(|(found, _)| *found == seq)
-            .map(|(_, message)| message)
+            .map(|(_, record)| record.message)
             .ok_or_else(|| Rejection::internal(format!("message {seq} of {pair} is missing")))
     }
 
@@ -538,11 +542,12 @@ impl BookState {
             let mut page = self
                 .ctx
                 .store
-                .page_before::<StoredMessage>(&key, Some(last + 1), wanted)
+                .page_before::<MessageRecord>(&key, Some(last + 1), wanted)
                 .map_err(|e| Rejection::internal(format!("conversation {pair}: {e}")))?;
             page.reverse();
             messages.extend(
                 page.into_iter()
+                    .map(|(seq, record)| (seq, record.message))
                     .filter(|(seq, m)| *seq > delivered && m.to == user)
                     .map(|(_, m)| m),
             );
@@ -567,9 +572,23 @@ impl Actor for BookActor {
             .load::<Book, BookEvent>(&key)?
             .fold(|book, event| book.apply(event));
         let mut book = restored.state;
+        // Messages are not book events: those stored after the book's snapshot are replayed
+        // from their conversations, which also rebuilds the senders' idempotency windows.
         for conversation in ctx.store.actors(CONVERSATION_KIND)? {
+            let pair = conversation.id();
+            let known = book.last_seq(pair);
             let last = ctx.store.last_seq(&conversation)?;
-            book.conversation_recovered(conversation.id(), last);
+            if last <= known {
+                continue;
+            }
+            let missing = usize::try_from(last - known).unwrap_or(usize::MAX);
+            let mut newer =
+                ctx.store
+                    .page_before::<MessageRecord>(&conversation, Some(last + 1), missing)?;
+            newer.reverse();
+            for (seq, record) in newer {
+                book.message_stored(pair, seq, &record.message.from, &record.request_id);
+            }
         }
         Ok(BookState {
             book,

@@ -6,7 +6,7 @@ use super::book_actor::{BookMsg, Redemption, CONVERSATION_KIND};
 use super::context::{PatrolContext, PatrolSettings};
 use super::directory::{Charity, ImportRows, Offer};
 use super::ledger::{Entry, ReportRow};
-use super::notice::{Connection, Notice, StoredMessage};
+use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
 use super::privacy::Coarse;
 use super::proximity::ProximityIndex;
 use super::session::PatrolRole;
@@ -468,8 +468,8 @@ impl PatrolDomain {
         let key = ActorKey::new(CONVERSATION_KIND, &pair_key(user, with));
         self.ctx
             .store
-            .page_before::<StoredMessage>(&key, before_seq, limit as usize)
-            .map(|page| page.into_iter().map(|(_, m)| m).collect())
+            .page_before::<MessageRecord>(&key, before_seq, limit as usize)
+            .map(|page| page.into_iter().map(|(_, r)| r.message).collect())
             .map_err(|e| Rejection::internal(format!("conversation not readable: {e}")))
     }
 

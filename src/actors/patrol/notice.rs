@@ -35,6 +35,17 @@ pub struct StoredMessage {
     pub text: String,
 }
 
+/// A message as journaled under its conversation (`dm/<a>~<b>`): the message and the
+/// sender's request id, so recovery can rebuild the idempotency window and a resend after
+/// a crash is still recognised.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageRecord {
+    /// The sender's idempotency key.
+    pub request_id: String,
+    /// The message.
+    pub message: StoredMessage,
+}
+
 /// Something a session's device is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
