@@ -113,6 +113,13 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     else {
         panic!("on duty")
     };
+    assert_eq!(
+        at(&mut officer, centre()).await,
+        Reply::PositionAck {
+            cell_changed: false,
+            duty_until_ms: Some(until_ms)
+        }
+    );
     let default_window = until_ms - peloton::time::now_ms();
     assert!((14 * 60_000..=15 * 60_000).contains(&default_window));
     let Push::OfficerNearby(nearby) =
@@ -958,5 +965,10 @@ async fn messages_survive_kill_9_and_a_resend_after_the_crash_is_not_a_second_me
         officer.request(Request::RewardsBalance).await.unwrap(),
         Reply::Balance { points: 10 }
     );
+    // Duty windows do not outlive the server: the officer app learns it from its next ack.
+    let Reply::PositionAck { duty_until_ms, .. } = at(&mut officer, centre()).await else {
+        panic!("ack")
+    };
+    assert_eq!(duty_until_ms, None);
     server.terminate();
 }

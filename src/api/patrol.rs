@@ -95,8 +95,12 @@ pub(super) async fn handle(
             accuracy_m,
         } => {
             let link = link(patrol, claims, session).await?;
-            let cell_changed = patrol.position(link, lat_e7, lon_e7, accuracy_m).await?;
-            Ok(Reply::PositionAck { cell_changed })
+            let (cell_changed, duty_until_ms) =
+                patrol.position(link, lat_e7, lon_e7, accuracy_m).await?;
+            Ok(Reply::PositionAck {
+                cell_changed,
+                duty_until_ms,
+            })
         }
         Request::OfficersNearest { count } => {
             let link = link(patrol, claims, session).await?;

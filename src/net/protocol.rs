@@ -776,6 +776,10 @@ pub enum Reply {
     PositionAck {
         /// Whether the position moved the device to another H3 cell.
         cell_changed: bool,
+        /// An officer's duty window end while on duty; none off duty (and for citizens).
+        /// An officer app that believes it is on duty and reads none here (its window ran
+        /// out, or the server restarted) sends duty_start again.
+        duty_until_ms: Option<i64>,
     },
     /// Answer to officers_nearest: nearest first.
     Officers(Vec<OfficerNearbyView>),

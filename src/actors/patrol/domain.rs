@@ -187,14 +187,15 @@ impl PatrolDomain {
         })
     }
 
-    /// A device's position; true when it moved to another H3 cell.
+    /// A device's position: whether it moved to another H3 cell, and an officer's duty
+    /// window end while on duty.
     pub async fn position(
         &self,
         link: &PatrolLink,
         lat_e7: i32,
         lon_e7: i32,
         accuracy_m: Option<f32>,
-    ) -> Result<bool, Rejection> {
+    ) -> Result<(bool, Option<i64>), Rejection> {
         let at = Position { lat_e7, lon_e7 }
             .validate()
             .map_err(Rejection::invalid)?;

@@ -29,8 +29,8 @@ pub enum SessionMsg {
     Position {
         /// Where.
         at: Position,
-        /// Whether it changed H3 cell.
-        reply: RpcReplyPort<Result<bool, Rejection>>,
+        /// Whether it changed H3 cell, and the duty window's end while on duty.
+        reply: RpcReplyPort<Result<(bool, Option<i64>), Rejection>>,
     },
     /// Go on duty.
     DutyStart {
@@ -517,7 +517,9 @@ impl Actor for SessionActor {
         match message {
             SessionMsg::Position { at, reply } => {
                 let changed = st.on_position(&myself, at);
-                let _ = reply.send(Ok(changed));
+                let now = st.now();
+                let until = st.state.duty_until_ms.filter(|_| st.state.on_duty(now));
+                let _ = reply.send(Ok((changed, until)));
             }
             SessionMsg::DutyStart { minutes, reply } => {
                 let _ = reply.send(st.start_duty(&myself, minutes));
