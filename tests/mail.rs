@@ -1019,31 +1019,21 @@ async fn a_race_that_finished_while_the_server_was_down_gets_its_results_mailed_
 /// of a connection with an address, and the voucher code to whoever redeemed.
 #[tokio::test]
 async fn patrol_connections_and_vouchers_send_mails() {
-    use common::patrol::{answer, ask, at, officer_row};
+    use common::patrol::{answer, ask, at, import_basics, officer_row};
     use peloton::auth::Role;
     use peloton::geo::Position;
     use peloton::net::client::Client;
     use peloton::net::codec::Codec;
-    use peloton::net::protocol::{ImportBatch, OfferRow, Reply, Request};
+    use peloton::net::protocol::{Reply, Request};
 
     let sink = Sink::smtp();
     let server = TestServer::start_with(|c| fast(c, sink.port)).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    admin
-        .request(Request::PatrolImport(ImportBatch::Officers(vec![
-            officer_row("o1", "north", Some("ana@police.example.org")),
-        ])))
-        .await
-        .unwrap();
-    admin
-        .request(Request::PatrolImport(ImportBatch::Offers(vec![OfferRow {
-            id: "coffee".into(),
-            retailer: "Cafe Nord".into(),
-            title: "A coffee".into(),
-            points: 5,
-        }])))
-        .await
-        .unwrap();
+    import_basics(
+        &mut admin,
+        vec![officer_row("o1", "north", Some("ana@police.example.org"))],
+    )
+    .await;
     let connect = |role, sub: &str| {
         let token = server.token(role, sub);
         let url = server.url.clone();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::patrol::{answer, ask, at, officer_row};
+use common::patrol::{answer, ask, at, history, import_basics, officer_row};
 use common::{bin, keys_for, token, ChildServer, TestServer};
 use peloton::actors::patrol::voucher;
 use peloton::actors::patrol::PatrolRole;
@@ -14,7 +14,7 @@ use peloton::error::ErrorCode;
 use peloton::geo::Position;
 use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{CharityRow, ImportBatch, OfferRow, Push, Reply, Request};
+use peloton::net::protocol::{Push, Reply, Request};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,36 +22,6 @@ use std::time::Duration;
 /// Paris, Île de la Cité.
 fn centre() -> Position {
     Position::from_degrees(48.8534, 2.3488).unwrap()
-}
-
-/// Imports officers, one offer (`coffee`, 5 points) and one charity (`food-bank`).
-async fn import_basics(admin: &mut Client, officers: &[&str]) {
-    let rows = officers
-        .iter()
-        .map(|id| officer_row(id, "p1", None))
-        .collect();
-    admin
-        .request(Request::PatrolImport(ImportBatch::Officers(rows)))
-        .await
-        .unwrap();
-    admin
-        .request(Request::PatrolImport(ImportBatch::Offers(vec![OfferRow {
-            id: "coffee".into(),
-            retailer: "Café Nord".into(),
-            title: "A coffee".into(),
-            points: 5,
-        }])))
-        .await
-        .unwrap();
-    admin
-        .request(Request::PatrolImport(ImportBatch::Charities(vec![
-            CharityRow {
-                id: "food-bank".into(),
-                name: "Food Bank".into(),
-            },
-        ])))
-        .await
-        .unwrap();
 }
 
 /// The next push that `wanted` accepts, skipping others, within 5 s.
@@ -83,7 +53,7 @@ async fn connect(server: &TestServer, role: Role, sub: &str) -> Client {
 async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    import_basics(&mut admin, &["o1"]).await;
+    import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
 
     let mut officer = connect(&server, Role::Officer, "o1").await;
     let mut citizen = connect(&server, Role::Citizen, "c1").await;
@@ -215,18 +185,9 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
             Reply::Balance { points: 10 }
         );
     }
-    let Reply::RewardsHistory(history) = citizen
-        .request(Request::RewardsHistory {
-            before: None,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("history")
-    };
-    assert_eq!(history[0].cause, "connection");
-    assert_eq!(history.iter().map(|e| e.delta).sum::<i64>(), 10);
+    let entries = history(&mut citizen).await;
+    assert_eq!(entries[0].cause, "connection");
+    assert_eq!(entries.iter().map(|e| e.delta).sum::<i64>(), 10);
 
     // Redeem: a voucher anyone with the key verifies offline; a replay is the same voucher.
     let redeem = Request::RewardsRedeem {
@@ -347,7 +308,7 @@ async fn a_citizen_meets_an_officer_earns_points_and_spends_them() {
 async fn declined_and_expired_requests_cannot_be_accepted() {
     let server = TestServer::start_with(|c| c.patrol.connect_timeout_secs = 1).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    import_basics(&mut admin, &["o1"]).await;
+    import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
     let mut officer = connect(&server, Role::Officer, "o1").await;
     let mut citizen = connect(&server, Role::Citizen, "c1").await;
     officer
@@ -449,7 +410,7 @@ async fn declined_and_expired_requests_cannot_be_accepted() {
 async fn a_duty_window_expires_by_itself_on_a_controlled_clock() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    import_basics(&mut admin, &["o1"]).await;
+    import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
     let patrol = server.services().patrol.clone();
     let mut citizen = patrol.open("c1", PatrolRole::Citizen).await.unwrap();
     patrol
@@ -504,7 +465,7 @@ async fn a_duty_window_expires_by_itself_on_a_controlled_clock() {
 async fn connected_users_message_each_other_and_offline_messages_arrive_on_reconnect() {
     let server = TestServer::start().await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
-    import_basics(&mut admin, &["o1"]).await;
+    import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
     let mut officer = connect(&server, Role::Officer, "o1").await;
     let mut citizen = connect(&server, Role::Citizen, "c1").await;
     let send = |request_id: &str, to: &str, text: &str| Request::MessageSend {
@@ -603,8 +564,14 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
         .await
         .unwrap();
     let officers: Vec<String> = (0..PAIRS).map(|i| format!("o{i}")).collect();
-    let ids: Vec<&str> = officers.iter().map(String::as_str).collect();
-    import_basics(&mut admin, &ids).await;
+    import_basics(
+        &mut admin,
+        officers
+            .iter()
+            .map(|id| officer_row(id, "p1", None))
+            .collect(),
+    )
+    .await;
     admin.close().await;
 
     // Acknowledged connections: connection id → officer.
@@ -684,17 +651,10 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
             Reply::Balance { points: 10 },
             "{officer} was told it earned 10 points"
         );
-        let Reply::RewardsHistory(history) = client
-            .request(Request::RewardsHistory {
-                before: None,
-                limit: 10,
-            })
+        assert!(history(&mut client)
             .await
-            .unwrap()
-        else {
-            panic!("history")
-        };
-        assert!(history.iter().any(|e| &e.reference == connection_id));
+            .iter()
+            .any(|e| &e.reference == connection_id));
         client.close().await;
     }
     server.terminate();
@@ -904,7 +864,7 @@ async fn messages_survive_kill_9_and_a_resend_after_the_crash_is_not_a_second_me
     let mut admin = Client::connect(&server.url, &as_user(Role::Admin, "ops"), Codec::Binary)
         .await
         .unwrap();
-    import_basics(&mut admin, &["o1"]).await;
+    import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
     let mut officer = Client::connect(&server.url, &as_user(Role::Officer, "o1"), Codec::Binary)
         .await
         .unwrap();

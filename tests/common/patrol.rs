@@ -2,7 +2,9 @@
 
 use peloton::geo::Position;
 use peloton::net::client::{Client, ClientError};
-use peloton::net::protocol::{OfficerRow, Reply, Request};
+use peloton::net::protocol::{
+    CharityRow, ImportBatch, OfferRow, OfficerRow, Reply, Request, RewardEntryView,
+};
 
 /// An officer account row in precinct `precinct`, named after its id.
 pub fn officer_row(id: &str, precinct: &str, email: Option<&str>) -> OfficerRow {
@@ -51,4 +53,41 @@ pub async fn answer(
             accept,
         })
         .await
+}
+
+/// Imports `officers`, one offer (`coffee`, 5 points) and one charity (`food-bank`).
+pub async fn import_basics(admin: &mut Client, officers: Vec<OfficerRow>) {
+    let batches = [
+        ImportBatch::Officers(officers),
+        ImportBatch::Offers(vec![OfferRow {
+            id: "coffee".into(),
+            retailer: "Cafe Nord".into(),
+            title: "A coffee".into(),
+            points: 5,
+        }]),
+        ImportBatch::Charities(vec![CharityRow {
+            id: "food-bank".into(),
+            name: "Food Bank".into(),
+        }]),
+    ];
+    for batch in batches {
+        admin
+            .request(Request::PatrolImport(batch))
+            .await
+            .expect("import accepted");
+    }
+}
+
+/// The newest page (10 entries) of the user's rewards history.
+pub async fn history(client: &mut Client) -> Vec<RewardEntryView> {
+    match client
+        .request(Request::RewardsHistory {
+            before: None,
+            limit: 10,
+        })
+        .await
+    {
+        Ok(Reply::RewardsHistory(entries)) => entries,
+        other => panic!("no history: {other:?}"),
+    }
 }
