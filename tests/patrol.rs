@@ -776,6 +776,25 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
     let bad = verify(std::str::from_utf8(&forged).unwrap());
     assert_eq!(bad.status.code(), Some(1));
 
+    // The example files the README imports are valid and end up listed.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/patrol");
+    for (kind, file) in [
+        ("officers", "officers.csv"),
+        ("offers", "offers.csv"),
+        ("charities", "charities.json"),
+    ] {
+        let out = run(&["import", kind, examples.join(file).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let offers = run(&["patrol", "offers", "--json"]);
+    let offers: serde_json::Value = serde_json::from_slice(&offers.stdout).unwrap();
+    assert_eq!(offers.as_array().unwrap().len(), 3);
+    assert!(String::from_utf8_lossy(&run(&["patrol", "charities"]).stdout).contains("food-bank"));
+
     let report = run(&[
         "patrol",
         "report",

@@ -52,6 +52,10 @@ pub enum VoucherCommand {
 /// `peloton admin patrol …`.
 #[derive(Debug, Subcommand)]
 pub enum PatrolCommand {
+    /// The retailer offers points can buy.
+    Offers,
+    /// The charities points can go to.
+    Charities,
     /// Connections and points per UTC day and precinct.
     Report {
         /// First day, YYYY-MM-DD.
@@ -290,13 +294,17 @@ pub fn voucher(command: VoucherCommand, json: bool) -> Result<(), CliError> {
     }
 }
 
-/// Runs `peloton admin patrol report`.
+/// Runs `peloton admin patrol report|offers|charities`.
 pub async fn report(
     client: &mut Client,
     command: PatrolCommand,
     json: bool,
 ) -> Result<(), CliError> {
-    let PatrolCommand::Report { from, to, format } = command;
+    let (from, to, format) = match command {
+        PatrolCommand::Report { from, to, format } => (from, to, format),
+        PatrolCommand::Offers => return list(client, Request::OffersList, json).await,
+        PatrolCommand::Charities => return list(client, Request::CharitiesList, json).await,
+    };
     for (flag, value) in [("--from", &from), ("--to", &to)] {
         crate::time::parse_day(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
     }
@@ -311,6 +319,36 @@ pub async fn report(
     };
     let format = if json { ReportFormat::Json } else { format };
     print_report(&rows, format)
+}
+
+/// Prints the offers or charities the server has.
+async fn list(client: &mut Client, request: Request, json: bool) -> Result<(), CliError> {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    match client.request(request).await? {
+        Reply::Offers(offers) if json => return output::json(&offers),
+        Reply::Charities(charities) if json => return output::json(&charities),
+        Reply::Offers(offers) => {
+            table.set_header(["id", "retailer", "title", "points"]);
+            for o in offers {
+                table.add_row([o.id, o.retailer, o.title, o.points.to_string()]);
+            }
+        }
+        Reply::Charities(charities) => {
+            table.set_header(["id", "name"]);
+            for c in charities {
+                table.add_row([c.id, c.name]);
+            }
+        }
+        other => {
+            return Err(CliError::Failed(format!(
+                "unexpected reply {}",
+                other.type_name()
+            )))
+        }
+    }
+    println!("{table}");
+    Ok(())
 }
 
 fn print_report(rows: &[ReportRowView], format: ReportFormat) -> Result<(), CliError> {
