@@ -869,6 +869,10 @@ async fn the_patrol_simulator_makes_connections_over_real_sockets() {
     );
     assert!(summary["connections"].as_u64().unwrap() > 0, "{summary}");
     assert!(summary["points_awarded"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        summary["messages_sent"], summary["connections"],
+        "every connection is thanked: {summary}"
+    );
     assert_eq!(summary["errors"], 0, "{summary}");
     server.terminate();
 }

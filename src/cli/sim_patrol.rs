@@ -4,8 +4,9 @@
 //! Officers go on duty and walk at random inside the box. Each citizen walks towards an
 //! officer (the simulator knows where its officers are; the server only tells citizens a
 //! coarse position), asks to connect once within a few metres, and picks another officer
-//! once connected. Officers accept every request they are pushed, retrying while the server
-//! says they are still too far apart. At the end it prints what every device heard.
+//! once connected, thanking the officer with a direct message. Officers accept every
+//! request they are pushed, retrying while the server says they are still too far apart.
+//! At the end it prints what every device heard.
 
 use super::sim::server_keys;
 use super::{output, CliError};
@@ -204,6 +205,8 @@ struct Tally {
     points: AtomicU64,
     too_far: AtomicU64,
     refused: AtomicU64,
+    messages_sent: AtomicU64,
+    messages_received: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -222,6 +225,8 @@ struct Summary {
     points_awarded: u64,
     accepts_too_far: u64,
     requests_refused: u64,
+    messages_sent: u64,
+    messages_received: u64,
     errors: u64,
 }
 
@@ -358,6 +363,8 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         points_awarded: get(&tally.points),
         accepts_too_far: get(&tally.too_far),
         requests_refused: get(&tally.refused),
+        messages_sent: get(&tally.messages_sent),
+        messages_received: get(&tally.messages_received),
         errors: get(&tally.errors),
     };
     if args.json {
@@ -366,7 +373,8 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         println!(
             "{} officers and {} citizens for {:.1} s: {} positions ({:.0}/s), {} officer-nearby and \
              {} officer-gone events, {} connect requests, {} connections, {} points awarded, \
-             {} accepts too far, {} requests refused, {} errors",
+             {} accepts too far, {} requests refused, {} thank-you messages sent and {} \
+             received, {} errors",
             summary.officers,
             summary.citizens,
             summary.seconds,
@@ -379,6 +387,8 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
             summary.points_awarded,
             summary.accepts_too_far,
             summary.requests_refused,
+            summary.messages_sent,
+            summary.messages_received,
             summary.errors
         );
     }
@@ -452,6 +462,7 @@ impl Device {
                 match push {
                     Push::ConnectRequested { request_id, .. } => to_accept.push_back(request_id),
                     Push::ConnectionEstablished(c) => count_points(&self.tally, c.points),
+                    Push::DirectMessage(_) => count(&self.tally.messages_received),
                     _ => {}
                 }
             }
@@ -506,6 +517,7 @@ impl Device {
                 count(&self.tally.errors);
                 return Err(e);
             }
+            let mut thanks = Vec::new();
             for push in Self::drain(&mut client).await {
                 match push {
                     Push::OfficerNearby(_) => count(&self.tally.nearby),
@@ -513,11 +525,27 @@ impl Device {
                     Push::ConnectionEstablished(c) => {
                         count(&self.tally.connections);
                         count_points(&self.tally, c.points);
+                        thanks.push(c);
                         target = (target + 1 + index) % officers.max(1);
                         asked = false;
                     }
                     Push::ConnectClosed { .. } => asked = false,
                     _ => {}
+                }
+            }
+            // A connected citizen thanks the officer: the direct-message path under load.
+            for c in thanks {
+                let sent = client
+                    .request(Request::MessageSend {
+                        request_id: format!("thanks-{}", c.connection_id),
+                        to: c.officer_id,
+                        text: "Thank you!".into(),
+                    })
+                    .await;
+                match sent {
+                    Ok(_) => count(&self.tally.messages_sent),
+                    Err(e) if e.code().is_some() => count(&self.tally.errors),
+                    Err(e) => return Err(e),
                 }
             }
             if !asked && here.distance_m(officer_at) <= ASK_WITHIN_M {
