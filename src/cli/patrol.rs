@@ -144,7 +144,17 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
         let mut bar = Progress::new("imported", valid);
         for batch in batches(&report.rows) {
             let rows = batch_len(&batch);
-            match client.request(Request::PatrolImport(batch)).await? {
+            let reply = client
+                .request(Request::PatrolImport(batch))
+                .await
+                .map_err(|e| {
+                    // Batches already acknowledged are stored; say so, never leave it silent.
+                    CliError::Failed(format!(
+                        "import stopped after {written} of {valid} valid rows: {e}; running it \
+                         again is safe (rows are replaced by id)"
+                    ))
+                })?;
+            match reply {
                 Reply::Imported {
                     rows: stored,
                     total: now,
