@@ -97,6 +97,16 @@ impl JournalWriter {
     }
 }
 
+/// Resolves once queued events are durable (see [`Journal::enqueue`]).
+pub struct Durable(oneshot::Receiver<Result<(), PersistError>>);
+
+impl Durable {
+    /// Waits until the events are on disk (or the write failed).
+    pub async fn wait(self) -> Result<(), PersistError> {
+        self.0.await.map_err(|_| PersistError::Closed)?
+    }
+}
+
 impl Journal {
     /// Appends already-encoded events for `actor`, numbered from `first_seq`, and waits until
     /// they are durable.
@@ -106,6 +116,22 @@ impl Journal {
         first_seq: u64,
         events: Vec<Vec<u8>>,
     ) -> Result<(), PersistError> {
+        self.enqueue_encoded(actor, first_seq, events)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Queues already-encoded events now, in the caller's order, and returns what resolves
+    /// once they are durable: an actor that must not wait for each flush in turn (one
+    /// writer for many conversations) queues in order and answers when each resolves, so
+    /// its writes share group commits.
+    pub async fn enqueue_encoded(
+        &self,
+        actor: &ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> Result<Durable, PersistError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(WriteOp::Append {
@@ -116,7 +142,7 @@ impl Journal {
             })
             .await
             .map_err(|_| PersistError::Closed)?;
-        wait.await.map_err(|_| PersistError::Closed)?
+        Ok(Durable(wait))
     }
 
     /// Encodes and appends `events` for `actor` from `first_seq`, waiting for durability.
@@ -126,6 +152,16 @@ impl Journal {
         first_seq: u64,
         events: &[E],
     ) -> Result<(), PersistError> {
+        self.enqueue(actor, first_seq, events).await?.wait().await
+    }
+
+    /// Encodes and queues `events` (see [`Journal::enqueue_encoded`]).
+    pub async fn enqueue<E: Serialize>(
+        &self,
+        actor: &ActorKey,
+        first_seq: u64,
+        events: &[E],
+    ) -> Result<Durable, PersistError> {
         let encoded = events
             .iter()
             .enumerate()
@@ -137,7 +173,7 @@ impl Journal {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.append_encoded(actor, first_seq, encoded).await
+        self.enqueue_encoded(actor, first_seq, encoded).await
     }
 
     /// [`Journal::append`] for an actor answering a client: a failure is logged with the

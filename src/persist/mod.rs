@@ -15,7 +15,7 @@ pub mod journal;
 pub mod record;
 pub mod store;
 
-pub use journal::{Compaction, Journal, JournalWriter};
+pub use journal::{Compaction, Durable, Journal, JournalWriter};
 pub use store::{ActorKey, Recovered, Restored, Store};
 
 /// A storage failure. Each variant says enough to act on without reading the code.

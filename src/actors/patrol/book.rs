@@ -248,6 +248,14 @@ impl Book {
         }
     }
 
+    /// A message whose journal write failed: its request id is forgotten, so sending it
+    /// again stores it (its number stays unused).
+    pub fn forget_send(&mut self, from: &str, request_id: &str) {
+        if let Some(sent) = self.sends.get_mut(from) {
+            sent.retain(|(id, _, _)| id != request_id);
+        }
+    }
+
     /// The last message's number in `pair` as the book knows it (0: none); recovery
     /// replays the messages the journal has beyond it.
     pub fn last_seq(&self, pair: &str) -> u64 {

@@ -4,7 +4,10 @@
 //! profile and message survives a crash.
 //!
 //! Messages are journaled under their conversation's key (`dm/<a>~<b>`); the book's own
-//! events under `patrol/book`.
+//! events under `patrol/book`. A message is numbered and queued for the journal in order,
+//! but the book does not wait for its flush before taking the next request: a task answers
+//! the sender (and pushes to the recipient) once it is durable, so many conversations share
+//! one group commit instead of one flush each.
 
 use super::book::{validate_display_name, Book, BookEvent, MessagePlan, Profile};
 use super::context::{OfficerCard, PatrolContext};
@@ -16,8 +19,9 @@ use crate::actors::mail::message::MailMessage;
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
-use crate::persist::{ActorKey, Compaction};
+use crate::persist::{ActorKey, Compaction, Durable};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Journal kind of the book (`patrol/book`).
@@ -167,6 +171,15 @@ pub enum BookMsg {
         /// The stored message.
         reply: RpcReplyPort<Result<StoredMessage, Rejection>>,
     },
+    /// A queued message's journal write finished (`stored`) or failed.
+    Settled {
+        /// The sender.
+        from: String,
+        /// The sender's request id.
+        request_id: String,
+        /// Whether it is durable.
+        stored: bool,
+    },
     /// Messages of `pair` up to `seq` reached a session of `user`.
     Delivered {
         /// The recipient.
@@ -200,6 +213,22 @@ pub struct BookState {
     snapshot_seq: u64,
     /// Changes (events and messages) since the last snapshot.
     changes: u64,
+    /// Messages queued for the journal and not yet durable, by (sender, request id): a
+    /// resend meanwhile is told to retry instead of reading a message not yet on disk.
+    storing: HashSet<(String, String)>,
+}
+
+/// What a send led to.
+enum Sent {
+    /// The same request was stored before: this is that message.
+    Replayed(StoredMessage),
+    /// Queued for the journal: reply once `durable` resolves.
+    Queued {
+        /// The message.
+        message: StoredMessage,
+        /// Resolves when it is on disk.
+        durable: Durable,
+    },
 }
 
 /// The ractor behaviour of the book.
@@ -485,7 +514,7 @@ impl BookState {
         request_id: String,
         text: String,
         at_ms: i64,
-    ) -> Result<StoredMessage, Rejection> {
+    ) -> Result<Sent, Rejection> {
         crate::ids::validate_id("request_id", &request_id)?;
         crate::ids::validate_id("to", &to)?;
         match self.book.plan_message(
@@ -495,7 +524,15 @@ impl BookState {
             &text,
             self.ctx.settings.max_message_chars,
         )? {
-            MessagePlan::Replayed { pair, seq } => self.read_message(&pair, seq),
+            MessagePlan::Replayed { pair, seq } => {
+                if self.storing.contains(&(from, request_id)) {
+                    return Err(Rejection::new(
+                        ErrorCode::Unavailable,
+                        "this message is still being stored; retry",
+                    ));
+                }
+                self.read_message(&pair, seq).map(Sent::Replayed)
+            }
             MessagePlan::Store { pair, seq } => {
                 let message = StoredMessage {
                     from: from.clone(),
@@ -509,15 +546,20 @@ impl BookState {
                     request_id: request_id.clone(),
                     message: message.clone(),
                 };
-                self.ctx
+                // Queued in order but not awaited here: concurrent senders share flushes.
+                let durable = self
+                    .ctx
                     .journal
-                    .append_or_unavailable(&key, seq, &[record], RETRY)
-                    .await?;
+                    .enqueue(&key, seq, &[record])
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(%key, seq, "journal append failed: {e}");
+                        Rejection::new(ErrorCode::Unavailable, RETRY)
+                    })?;
                 self.book.message_stored(&pair, seq, &from, &request_id);
-                // The recipient's session confirms with `Delivered` once it queued it.
-                self.ctx.notify(&to, Notice::DirectMessage(message.clone()));
+                self.storing.insert((from, request_id));
                 self.changed().await;
-                Ok(message)
+                Ok(Sent::Queued { message, durable })
             }
         }
     }
@@ -597,12 +639,13 @@ impl Actor for BookActor {
             seq: restored.last_seq,
             snapshot_seq: restored.snapshot_seq,
             changes: restored.last_seq - restored.snapshot_seq,
+            storing: HashSet::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<BookMsg>,
+        myself: ActorRef<BookMsg>,
         message: BookMsg,
         st: &mut BookState,
     ) -> Result<(), ActorProcessingErr> {
@@ -706,8 +749,50 @@ impl Actor for BookActor {
                 text,
                 at_ms,
                 reply,
+            } => match st
+                .send_message(from, to, request_id.clone(), text, at_ms)
+                .await
+            {
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(Sent::Replayed(message)) => {
+                    let _ = reply.send(Ok(message));
+                }
+                Ok(Sent::Queued { message, durable }) => {
+                    let ctx = st.ctx.clone();
+                    tokio::spawn(async move {
+                        let stored = match durable.wait().await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::error!(seq = message.seq, "message not stored: {e}");
+                                false
+                            }
+                        };
+                        let _ = myself.cast(BookMsg::Settled {
+                            from: message.from.clone(),
+                            request_id,
+                            stored,
+                        });
+                        if stored {
+                            // The recipient's session confirms with `Delivered` once queued.
+                            ctx.notify(&message.to, Notice::DirectMessage(message.clone()));
+                            let _ = reply.send(Ok(message));
+                        } else {
+                            let _ = reply.send(Err(Rejection::new(ErrorCode::Unavailable, RETRY)));
+                        }
+                    });
+                }
+            },
+            BookMsg::Settled {
+                from,
+                request_id,
+                stored,
             } => {
-                let _ = reply.send(st.send_message(from, to, request_id, text, at_ms).await);
+                if !stored {
+                    st.book.forget_send(&from, &request_id);
+                }
+                st.storing.remove(&(from, request_id));
             }
             BookMsg::Delivered { user, pair, seq } => st.book.delivered(&user, &pair, seq),
             BookMsg::Undelivered { user, reply } => {

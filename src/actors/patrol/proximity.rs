@@ -18,8 +18,10 @@
 //! (the member's own entry) while it takes `cells` shard guards one at a time, never two at
 //! once; readers take one `cells` guard at a time and never an `ids` guard while holding it.
 //! So every thread acquires in the order `ids` → `cells`, and never two `cells` shards.
-//! A move removes the member from its old bucket before adding it to the new one: a query
-//! running at that instant may miss the moving member, but never reports it twice.
+//! A move removes the member from its old bucket before adding it to the new one, and a
+//! query reads one cell at a time: a query running at that instant may miss the moving
+//! member, or meet it in both cells; results keep one entry per id, so it is never reported
+//! twice.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -551,6 +553,7 @@ impl ProximityIndex {
                 })
             })
             .collect();
+        dedupe_ids(&mut found);
         sort_neighbours(&mut found);
         found
     }
@@ -579,7 +582,8 @@ impl ProximityIndex {
                     break;
                 }
                 let d = at.distance_m(c.position);
-                if d <= radius_m {
+                // A member moving between two cells while they are read can be met in both.
+                if d <= radius_m && !found.iter().any(|f| f.id == c.id) {
                     found.push(Neighbour {
                         id: c.id,
                         position: c.position,
@@ -604,6 +608,13 @@ impl ProximityIndex {
             radius_m = (radius_m * 2.0).min(max_radius_m);
         }
     }
+}
+
+/// Keeps one entry per id (the closer): a member that moves from a cell the query already
+/// read into one it reads next is met twice.
+fn dedupe_ids(found: &mut Vec<Neighbour>) {
+    found.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.distance_m.total_cmp(&b.distance_m)));
+    found.dedup_by(|later, kept| later.id == kept.id);
 }
 
 fn sort_neighbours(found: &mut [Neighbour]) {
