@@ -6,7 +6,7 @@
 mod common;
 
 use common::patrol::{answer, ask, at, history, import_basics, officer_row};
-use common::{bin, keys_for, token, ChildServer, TestServer};
+use common::{bin, client_as, keys_for, token, ChildServer, TestServer};
 use peloton::actors::patrol::voucher;
 use peloton::actors::patrol::PatrolRole;
 use peloton::auth::Role;
@@ -639,13 +639,7 @@ async fn a_kill_9_in_a_burst_of_connections_loses_no_acknowledged_points() {
 
     let server = ChildServer::start_at(dir.path(), &addr.to_string(), &[]);
     for (connection_id, officer) in &acked {
-        let mut client = Client::connect(
-            &server.url,
-            &token(&keys, Role::Officer, officer, None, 3600),
-            Codec::Binary,
-        )
-        .await
-        .unwrap();
+        let mut client = client_as(&server.url, &keys, Role::Officer, officer).await;
         assert_eq!(
             client.request(Request::RewardsBalance).await.unwrap(),
             Reply::Balance { points: 10 },
@@ -724,23 +718,11 @@ async fn the_import_cli_reports_bad_rows_and_the_voucher_cli_verifies_offline() 
     );
 
     // The imported officer can go on duty; the refused one cannot.
-    let mut o4 = Client::connect(
-        &server.url,
-        &token(&keys, Role::Officer, "o4", None, 3600),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut o4 = client_as(&server.url, &keys, Role::Officer, "o4").await;
     o4.request(Request::DutyStart { minutes: None })
         .await
         .unwrap();
-    let mut o2 = Client::connect(
-        &server.url,
-        &token(&keys, Role::Officer, "o2", None, 3600),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut o2 = client_as(&server.url, &keys, Role::Officer, "o2").await;
     assert_eq!(
         code_of(o2.request(Request::DutyStart { minutes: None }).await),
         ErrorCode::NotFound
@@ -883,17 +865,10 @@ async fn messages_survive_kill_9_and_a_resend_after_the_crash_is_not_a_second_me
     // No book snapshot in this run: everything comes back from the journals.
     let server = ChildServer::start(dir.path(), &[]);
     let keys = keys_for(dir.path());
-    let as_user = |role, sub: &str| token(&keys, role, sub, None, 3600);
-    let mut admin = Client::connect(&server.url, &as_user(Role::Admin, "ops"), Codec::Binary)
-        .await
-        .unwrap();
+    let mut admin = client_as(&server.url, &keys, Role::Admin, "ops").await;
     import_basics(&mut admin, vec![officer_row("o1", "p1", None)]).await;
-    let mut officer = Client::connect(&server.url, &as_user(Role::Officer, "o1"), Codec::Binary)
-        .await
-        .unwrap();
-    let mut citizen = Client::connect(&server.url, &as_user(Role::Citizen, "c1"), Codec::Binary)
-        .await
-        .unwrap();
+    let mut officer = client_as(&server.url, &keys, Role::Officer, "o1").await;
+    let mut citizen = client_as(&server.url, &keys, Role::Citizen, "c1").await;
     officer
         .request(Request::DutyStart { minutes: None })
         .await
@@ -915,17 +890,13 @@ async fn messages_survive_kill_9_and_a_resend_after_the_crash_is_not_a_second_me
     server.kill9();
 
     let server = ChildServer::start_at(dir.path(), &addr.to_string(), &[]);
-    let mut citizen = Client::connect(&server.url, &as_user(Role::Citizen, "c1"), Codec::Binary)
-        .await
-        .unwrap();
+    let mut citizen = client_as(&server.url, &keys, Role::Citizen, "c1").await;
     // The phone never saw the ack and sends again: the same message, not a second one.
     assert_eq!(
         citizen.request(send).await.unwrap(),
         Reply::MessageSent(first.clone())
     );
-    let mut officer = Client::connect(&server.url, &as_user(Role::Officer, "o1"), Codec::Binary)
-        .await
-        .unwrap();
+    let mut officer = client_as(&server.url, &keys, Role::Officer, "o1").await;
     let Push::DirectMessage(waiting) =
         push_where(&mut officer, |p| matches!(p, Push::DirectMessage(_))).await
     else {

@@ -116,6 +116,13 @@ pub fn token(keys: &Keys, role: Role, sub: &str, race: Option<&str>, ttl_secs: i
     keys.issue(&claims).expect("sign")
 }
 
+/// A binary-protocol client of `url` as `role`/`sub`, with a token valid for an hour.
+pub async fn client_as(url: &str, keys: &Keys, role: Role, sub: &str) -> Client {
+    Client::connect(url, &token(keys, role, sub, None, 3600), Codec::Binary)
+        .await
+        .expect("connect")
+}
+
 /// The `peloton` binary built for these tests.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peloton"))
