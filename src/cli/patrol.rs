@@ -136,7 +136,8 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
             .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
     bar.show(estimate);
     let valid = report.rows.len() as u64;
-    let refused = report.problems.len() as u64;
+    // Rows, not problems: a row may have several, and past a cap problems are only counted.
+    let refused = report.refused();
     let send = refused == 0 || !args.all_or_nothing;
     let mut written = 0u64;
     let mut total = 0u64;
@@ -185,9 +186,16 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
             "problems": report.problems.iter().map(|p| serde_json::json!({
                 "line": p.line, "field": p.field, "reason": p.reason,
             })).collect::<Vec<_>>(),
+            "problems_not_listed": report.omitted_problems,
         }))?;
     } else {
         print_problems(&report.problems);
+        if report.omitted_problems > 0 {
+            println!(
+                "... and {} more problems not listed",
+                report.omitted_problems
+            );
+        }
         if send {
             println!(
                 "imported {written} of {} {} ({refused} refused); {total} stored now",
