@@ -169,22 +169,6 @@ impl Book {
         self.contacts.contains(&ordered(a, b))
     }
 
-    /// Everyone `user` has connected with.
-    pub fn contacts_of(&self, user: &str) -> Vec<String> {
-        self.contacts
-            .iter()
-            .filter_map(|(a, b)| {
-                if a == user {
-                    Some(b.clone())
-                } else if b == user {
-                    Some(a.clone())
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
     /// Decides where a message from `from` to `to` goes: only between connected users, with
     /// 1..=`max_chars` characters; a request id seen before returns the stored message.
     pub fn plan_message(

@@ -45,8 +45,6 @@ pub struct PatrolDomain {
 pub struct PatrolLink {
     /// Who.
     pub user: String,
-    /// Officer or citizen.
-    pub role: PatrolRole,
     /// The session actor.
     actor: ActorRef<SessionMsg>,
     /// Notices to send; `None` from `recv` means the session ended (replaced or too slow).
@@ -108,11 +106,6 @@ impl PatrolDomain {
         };
         start_domain(root, DomainSpec::Patrol(args)).await?;
         Ok(PatrolDomain { ctx, supervisor })
-    }
-
-    /// The settings in force.
-    pub fn settings(&self) -> &PatrolSettings {
-        &self.ctx.settings
     }
 
     async fn book<T: Send + 'static>(
@@ -181,7 +174,6 @@ impl PatrolDomain {
         }
         Ok(PatrolLink {
             user: user.to_owned(),
-            role,
             actor,
             notices,
         })

@@ -348,6 +348,22 @@ impl Default for Ledger {
     }
 }
 
+/// A request id seen before: the same content is a replay of `original`, anything else a
+/// reused id (redemptions and donations share one set of request ids per user).
+fn replayed_or_reused(
+    original: LedgerEvent,
+    same: bool,
+    request_id: &str,
+) -> Result<Decision, LedgerError> {
+    if same {
+        Ok(Decision::Replayed(original))
+    } else {
+        Err(LedgerError::RequestIdReused {
+            request_id: request_id.to_owned(),
+        })
+    }
+}
+
 impl Ledger {
     /// An empty ledger.
     pub fn new() -> Ledger {
@@ -478,13 +494,7 @@ impl Ledger {
                 LedgerEvent::Redeemed { offer_id: o, cost: c, precinct: p, .. }
                     if o == offer_id && *c == cost && precinct.is_none_or(|given| given == p)
             );
-            return if same {
-                Ok(Decision::Replayed(original))
-            } else {
-                Err(LedgerError::RequestIdReused {
-                    request_id: request_id.to_owned(),
-                })
-            };
+            return replayed_or_reused(original, same, request_id);
         }
         self.covers(user, cost)?;
         Ok(Decision::Apply(vec![LedgerEvent::Redeemed {
@@ -517,13 +527,7 @@ impl Ledger {
                 LedgerEvent::Donated { charity_id: c, points: p, .. }
                     if c == charity_id && *p == points
             );
-            return if same {
-                Ok(Decision::Replayed(original))
-            } else {
-                Err(LedgerError::RequestIdReused {
-                    request_id: request_id.to_owned(),
-                })
-            };
+            return replayed_or_reused(original, same, request_id);
         }
         self.covers(user, points)?;
         Ok(Decision::Apply(vec![LedgerEvent::Donated {
