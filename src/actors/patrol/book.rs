@@ -80,8 +80,9 @@ pub struct Book {
     pub ledger: Ledger,
     /// Citizens' profiles.
     profiles: BTreeMap<String, Profile>,
-    /// Pairs that have a connection (smaller id first); only they may message each other.
-    contacts: BTreeSet<(String, String)>,
+    /// Who has a connection with whom, both ways: only they may message each other, and a
+    /// user's conversations are found through it without scanning everyone's.
+    contacts: BTreeMap<String, BTreeSet<String>>,
     /// Conversations by pair key.
     conversations: BTreeMap<String, Conversation>,
     /// Per sender, recent message request ids and where they went (oldest first).
@@ -95,14 +96,6 @@ pub fn pair_key(a: &str, b: &str) -> String {
         format!("{a}~{b}")
     } else {
         format!("{b}~{a}")
-    }
-}
-
-fn ordered(a: &str, b: &str) -> (String, String) {
-    if a <= b {
-        (a.to_owned(), b.to_owned())
-    } else {
-        (b.to_owned(), a.to_owned())
     }
 }
 
@@ -138,7 +131,7 @@ impl Book {
                     officer, citizen, ..
                 } = event
                 {
-                    self.contacts.insert(ordered(officer, citizen));
+                    self.connect(officer, citizen);
                 }
                 self.ledger.apply(event);
             }
@@ -166,7 +159,7 @@ impl Book {
 
     /// Whether `a` and `b` have ever connected.
     pub fn connected(&self, a: &str, b: &str) -> bool {
-        self.contacts.contains(&ordered(a, b))
+        self.contacts.get(a).is_some_and(|with| with.contains(b))
     }
 
     /// Decides where a message from `from` to `to` goes: only between connected users, with
@@ -249,14 +242,26 @@ impl Book {
     /// Conversations of `user` with messages not yet pushed to them: (pair, last delivered
     /// seq, last seq).
     pub fn undelivered(&self, user: &str) -> Vec<(String, u64, u64)> {
-        self.conversations
-            .iter()
-            .filter(|(pair, _)| pair.split('~').any(|side| side == user))
-            .filter_map(|(pair, c)| {
+        self.contacts
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|other| {
+                let pair = pair_key(user, other);
+                let c = self.conversations.get(&pair)?;
                 let delivered = c.delivered.get(user).copied().unwrap_or(0);
-                (delivered < c.last_seq).then(|| (pair.clone(), delivered, c.last_seq))
+                (delivered < c.last_seq).then_some((pair, delivered, c.last_seq))
             })
             .collect()
+    }
+
+    fn connect(&mut self, a: &str, b: &str) {
+        for (one, other) in [(a, b), (b, a)] {
+            self.contacts
+                .entry(one.to_owned())
+                .or_default()
+                .insert(other.to_owned());
+        }
     }
 
     /// Messages of `pair` up to `seq` were pushed to a session of `user`.
@@ -279,7 +284,7 @@ mod tests {
     use super::*;
 
     fn connect(book: &mut Book, officer: &str, citizen: &str) {
-        book.contacts.insert(ordered(officer, citizen));
+        book.connect(officer, citizen);
     }
 
     #[test]
@@ -336,6 +341,7 @@ mod tests {
     #[test]
     fn undelivered_conversations_follow_each_users_cursor() {
         let mut book = Book::default();
+        connect(&mut book, "o1", "c1");
         book.message_stored("c1~o1", 1, "c1", "a");
         book.message_stored("c1~o1", 2, "c1", "b");
         assert_eq!(book.undelivered("o1"), vec![("c1~o1".into(), 0, 2)]);
