@@ -298,6 +298,7 @@ impl PatrolDomain {
             |reply| SessionMsg::IncomingRequest {
                 citizen,
                 display_name,
+                distance_m: apart,
                 reply,
             },
             self.ctx.settings.call_timeout,

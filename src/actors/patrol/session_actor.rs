@@ -62,6 +62,8 @@ pub enum SessionMsg {
         citizen: String,
         /// Their display name.
         display_name: String,
+        /// How far apart the two are, metres (measured by whoever checked the radius).
+        distance_m: f64,
         /// The request id and its expiry.
         reply: RpcReplyPort<Result<(String, i64), Rejection>>,
     },
@@ -305,6 +307,7 @@ impl SessionActorState {
         myself: &ActorRef<SessionMsg>,
         citizen: String,
         display_name: String,
+        distance_m: f64,
     ) -> Result<(String, i64), Rejection> {
         let now = self.now();
         let timeout = self.ctx.settings.connect_timeout_ms;
@@ -312,17 +315,13 @@ impl SessionActorState {
         let (request_id, expires_at_ms, new) =
             self.state.request_connect(&fresh, &citizen, timeout, now)?;
         if new {
-            let distance = match (self.position, self.ctx.citizens.get(&citizen)) {
-                (Some(me), Some(them)) => me.distance_m(them),
-                _ => self.ctx.settings.nearby_radius_m,
-            };
             self.push(
                 myself,
                 Notice::ConnectRequested {
                     request_id: request_id.clone(),
                     citizen,
                     display_name,
-                    distance_m: self.ctx.settings.coarsening.distance(distance),
+                    distance_m: self.ctx.settings.coarsening.distance(distance_m),
                     expires_at_ms,
                 },
             );
@@ -552,9 +551,10 @@ impl Actor for SessionActor {
             SessionMsg::IncomingRequest {
                 citizen,
                 display_name,
+                distance_m,
                 reply,
             } => {
-                let _ = reply.send(st.incoming_request(&myself, citizen, display_name));
+                let _ = reply.send(st.incoming_request(&myself, citizen, display_name, distance_m));
             }
             SessionMsg::Answer {
                 request_id,
