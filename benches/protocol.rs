@@ -140,6 +140,7 @@ fn standing(bib: u32) -> StandingView {
         gap_ms: Some(i64::from(bib) * 4_200),
         finished_at_ms: None,
         off_course: false,
+        cut_suspected: false,
         lat_e7: 462_309_000 + bib as i32 * 11,
         lon_e7: 152_604_000 - bib as i32 * 13,
         speed_cmps: Some(812),
@@ -152,7 +153,7 @@ fn standing(bib: u32) -> StandingView {
 /// A results row of a finisher.
 fn result_row(bib: u32) -> ResultView {
     ResultView {
-        rank: bib,
+        rank: Some(bib),
         bib,
         name: format!("Racer Number {bib}"),
         team: Some("Kolesarski klub Celje".into()),
@@ -161,6 +162,9 @@ fn result_row(bib: u32) -> ResultView {
         distance_dm: 270_000,
         status: ResultStatusView::Finished,
         splits_ms: vec![1_200_000, 2_400_000],
+        reason: None,
+        off_course: Vec::new(),
+        cuts: Vec::new(),
     }
 }
 
@@ -319,6 +323,7 @@ fn messages() -> Vec<(&'static str, Frame)> {
                     median_time_ms: Some(5_700_000),
                     fastest_avg_speed_kmh: Some(27.4),
                     total_distance_m: 27_000_000.0,
+                    dsq: 0,
                 },
             }),
         ),

@@ -23,9 +23,9 @@ use crate::geo::Position;
 use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{
-    BackupInfo, CheckpointView, CoursePoint, Push, RaceCreate, RaceSnapshot, RaceStateView,
-    RaceStatsView, RaceTick, RaceUpdate, RaceView, RacerView, Reply, Request, ResultStatusView,
-    ResultView, ServerFrame, StandingView, WireFix,
+    BackupInfo, CheckpointView, CoursePoint, CutView, OffCourseView, Push, RaceCreate,
+    RaceSnapshot, RaceStateView, RaceStatsView, RaceTick, RaceUpdate, RaceView, RacerView, Reply,
+    Request, ResultStatusView, ResultView, ServerFrame, StandingView, WireFix,
 };
 use crate::time::now_ms;
 use bytes::Bytes;
@@ -532,6 +532,7 @@ async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejec
         median_time_ms: s.median_time_ms,
         fastest_avg_speed_kmh: s.fastest_avg_speed_kmh,
         total_distance_m: s.total_distance_m,
+        dsq: s.dsq,
     };
     let rows = rows
         .into_iter()
@@ -548,8 +549,29 @@ async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejec
                 ResultStatus::Racing => ResultStatusView::Racing,
                 ResultStatus::Dnf => ResultStatusView::Dnf,
                 ResultStatus::Dns => ResultStatusView::Dns,
+                ResultStatus::Dsq => ResultStatusView::Dsq,
             },
             splits_ms: r.splits_ms,
+            reason: r.reason,
+            off_course: r
+                .off_course
+                .iter()
+                .map(|e| OffCourseView {
+                    from_ms: e.from_ms,
+                    to_ms: e.to_ms,
+                    max_offset_m: e.max_offset_m.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+                })
+                .collect(),
+            cuts: r
+                .cuts
+                .iter()
+                .map(|c| CutView {
+                    at_ms: c.at_ms,
+                    from_dm: decimetres(c.from_m),
+                    to_dm: decimetres(c.to_m),
+                    held: c.held,
+                })
+                .collect(),
         })
         .collect();
     Ok(Reply::Results { rows, stats })
@@ -573,6 +595,7 @@ fn standing_view(s: &Standing) -> StandingView {
         eta_ms: s.live.eta_ms,
         checkpoints_passed: s.checkpoints_passed,
         last_split_ms: s.last_split_ms,
+        cut_suspected: s.cut_suspected,
     }
 }
 
@@ -632,6 +655,7 @@ async fn subscribe(
                 lat_e7: c.position.lat_e7,
                 lon_e7: c.position.lon_e7,
                 distance_dm: decimetres(c.distance_m),
+                mandatory: c.mandatory,
             })
             .collect(),
         race: race_view(&sub.summary),

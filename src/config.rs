@@ -5,6 +5,7 @@
 //! name the exact key (`ws.max_frame_bytes`). The typed [`Config`] is only built once the
 //! merged table is complete, then checked by [`Config::validate`].
 
+use crate::actors::race::state::StartMode;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -181,6 +182,21 @@ pub struct RaceConfig {
     pub tick_ms: u64,
     /// Bytes of recent updates kept per watched race for reconnecting spectators.
     pub resume_buffer_bytes: usize,
+    /// Whether scheduled races go live by themselves at their start or wait for the gun;
+    /// read through `start_mode()` so a misspelling names the key.
+    #[serde(deserialize_with = "start_mode")]
+    pub start_mode: StartMode,
+}
+
+/// Reads `race.start_mode` as its typed mode; an unknown spelling is an error naming the key
+/// and the accepted values, like every other configuration error.
+fn start_mode<'de, D: serde::Deserializer<'de>>(value: D) -> Result<StartMode, D::Error> {
+    let text = String::deserialize(value)?;
+    StartMode::parse(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "race.start_mode must be \"auto\" or \"gun\", got `{text}`"
+        ))
+    })
 }
 
 /// `[tracking]`: rules for GPS fixes.
@@ -201,6 +217,13 @@ pub struct TrackingConfig {
     pub min_window_ahead_m: f64,
     /// Half the finish line's width (metres).
     pub finish_half_width_m: f64,
+    /// Fastest sustained average along the course (m/s); more is a suspected course cut.
+    pub max_course_speed_mps: f64,
+    /// Progress beyond that speed by less than this (metres) is noise, not a cut.
+    pub cut_tolerance_m: f64,
+    /// What a suspected cut does: "flag" (credit and flag) or "hold" (credit nothing past
+    /// the cut until the racer is back behind its end).
+    pub cut_rule: String,
     /// Most fixes in one batch from a device.
     pub max_fixes_per_batch: usize,
 }
@@ -448,12 +471,27 @@ impl Config {
             ("tracking.window_behind_m", t.window_behind_m),
             ("tracking.min_window_ahead_m", t.min_window_ahead_m),
             ("tracking.finish_half_width_m", t.finish_half_width_m),
+            ("tracking.max_course_speed_mps", t.max_course_speed_mps),
+            ("tracking.cut_tolerance_m", t.cut_tolerance_m),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError(format!(
                     "{key} must be a positive number, got {value}"
                 )));
             }
+        }
+        if t.max_course_speed_mps > t.max_speed_mps {
+            return Err(ConfigError(format!(
+                "tracking.max_course_speed_mps ({}) must not exceed tracking.max_speed_mps ({}): \
+                 a sustained average cannot be faster than a single jump",
+                t.max_course_speed_mps, t.max_speed_mps
+            )));
+        }
+        if !matches!(t.cut_rule.as_str(), "flag" | "hold") {
+            return Err(ConfigError(format!(
+                "tracking.cut_rule must be \"flag\" or \"hold\", got `{}`",
+                t.cut_rule
+            )));
         }
         at_least(
             "tracking.off_course_after_ms",
@@ -877,6 +915,33 @@ mod tests {
         std::fs::write(&path, "[ws]\nmax_frame_bytes = 2048\n").unwrap();
         let c = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
         assert_eq!(c.ws.max_frame_bytes, 2048);
+    }
+
+    #[test]
+    fn race_start_mode_is_typed_and_named_in_errors() {
+        assert_eq!(Config::defaults().unwrap().race.start_mode, StartMode::Auto);
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_RACE_START_MODE", "gun")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.race.start_mode, StartMode::Gun);
+        let e = Config::load_from(
+            None,
+            &env(&[("PELOTON_RACE_START_MODE", "pistol")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("race.start_mode") && e.0.contains("pistol"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[race]\nstart_mode = \"Gun\"\n").unwrap();
+        let e = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("race.start_mode"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ async fn every_acknowledged_change_survives_sigkill() {
     let admin = token(&keys_for(dir.path()), Role::Admin, "ops", None, 3600);
     let course = gpx("loop-celje-resevno-2020-09-20.gpx");
     let acked: Arc<Mutex<HashMap<String, RaceStateView>>> = Arc::default();
+    // The races start far ahead (2100), so only acknowledged commands move them, not the clock.
 
     let stream = {
         let (url, admin, acked) = (server.url.clone(), admin.clone(), acked.clone());
@@ -38,7 +39,7 @@ async fn every_acknowledged_change_survives_sigkill() {
                     Request::RaceCreate(RaceCreate {
                         name: format!("race {i}"),
                         course_gpx: course.clone(),
-                        start_at_ms: 1_796_115_600_000,
+                        start_at_ms: 4_102_477_200_000,
                         cutoff_at_ms: None,
                     })
                 } else {
@@ -108,7 +109,7 @@ async fn every_acknowledged_change_survives_sigkill() {
         .request(Request::RaceCreate(RaceCreate {
             name: "after".into(),
             course_gpx: gpx("loop-celje-resevno-2020-09-20.gpx"),
-            start_at_ms: 1_796_115_600_000,
+            start_at_ms: 4_102_477_200_000,
             cutoff_at_ms: None,
         }))
         .await

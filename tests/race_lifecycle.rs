@@ -9,7 +9,8 @@ use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{RaceCreate, RaceStateView, RaceUpdate, RaceView, Reply, Request};
 
-const START: i64 = 1_796_115_600_000;
+// Far ahead, so the clock never starts these races by itself (`race.start_mode` auto).
+const START: i64 = 4_102_477_200_000;
 
 fn create(name: &str, ride: &str) -> Request {
     Request::RaceCreate(RaceCreate {

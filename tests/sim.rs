@@ -65,6 +65,11 @@ impl Setup {
 
     /// A scheduled race on `RIDE` starting now; its id.
     fn race_starting_now(&self) -> String {
+        self.race_starting_at(now_ms())
+    }
+
+    /// A scheduled race on `RIDE` starting at `at_ms`; its id.
+    fn race_starting_at(&self, at_ms: i64) -> String {
         let course = gpx_path(RIDE);
         let created = self.admin_json(&[
             "race",
@@ -74,7 +79,7 @@ impl Setup {
             "--course",
             course.to_str().unwrap(),
             "--start",
-            &format_rfc3339(now_ms()),
+            &format_rfc3339(at_ms),
             "--json",
         ]);
         created["id"].as_str().unwrap().to_owned()
@@ -181,7 +186,8 @@ fn five_simulated_racers_replay_a_real_ride_until_all_have_finished() {
 #[test]
 fn the_simulator_refuses_what_it_cannot_run_with_one_clear_line() {
     let s = setup();
-    let race = s.race_starting_now();
+    // Starting in an hour, so the clock leaves it scheduled while the simulator refuses.
+    let race = s.race_starting_at(now_ms() + 3_600_000);
     let data = s.dir.path().to_str().unwrap().to_owned();
     let ride = gpx_path(RIDE);
     let ride = ride.to_str().unwrap();

@@ -282,12 +282,15 @@ async function showResults(raceId) {
   const reply = (await connection.request({ race_results: { race_id: raceId } })).results;
   model.results = reply;
   const s = reply.stats;
-  $('stats').textContent = `${s.entrants} entrants, ${s.finishers} finished, ${s.dnf} DNF, ${s.dns} DNS`
+  $('stats').textContent = `${s.entrants} entrants, ${s.finishers} finished, ${s.dnf} DNF, ${s.dsq ?? 0} DSQ, ${s.dns} DNS`
     + ` · winner ${clock(s.winning_time_ms)} · median ${clock(s.median_time_ms)}`;
+  // As published results: DNF, DSQ and DNS have no place, the # column says which they
+  // are, and the status column says why in words.
+  const place = (r) => r.rank ?? (['dnf', 'dsq', 'dns'].includes(r.status) ? r.status.toUpperCase() : '–');
   $('results').tBodies[0].innerHTML = reply.rows
-    .map((r) => `<tr data-bib="${r.bib}"><td>${r.rank}</td><td>${r.bib}</td><td>${esc(r.name)}</td><td>${esc(r.team ?? '')}</td>`
+    .map((r) => `<tr data-bib="${r.bib}"${r.rank == null ? ' class="unranked"' : ''}><td>${esc(place(r))}</td><td>${r.bib}</td><td>${esc(r.name)}</td><td>${esc(r.team ?? '')}</td>`
       + `<td>${clock(r.time_ms)}</td><td>${r.avg_speed_kmh == null ? '–' : r.avg_speed_kmh.toFixed(1)}</td>`
-      + `<td>${r.splits_ms.map(clock).join(' ')}</td><td>${esc(r.status)}</td></tr>`)
+      + `<td>${r.splits_ms.map(clock).join(' ')}</td><td class="why">${esc(r.reason ?? r.status)}</td></tr>`)
     .join('');
   $('results-box').hidden = false;
   $('replay-controls').hidden = false;

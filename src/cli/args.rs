@@ -276,7 +276,8 @@ pub struct RestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Replay a recorded ride as N racers of a race, each streaming fixes over its own socket;
-    /// exits 0 once every simulated racer has finished. Signs its racers' tokens with the
+    /// exits 0 once every simulated racer expected to finish has (`--abandons`, `--no-shows`
+    /// and `--cuts` are not waited for). Signs its racers' tokens with the
     /// server's secret, so run it where it can read that secret (or set PELOTON_AUTH_SECRET).
     Race(SimRaceArgs),
     /// Move officers and citizens around a city over real sockets: officers go on duty,
@@ -334,4 +335,38 @@ pub struct SimRaceArgs {
     /// Print the final summary as exactly one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Racers whose phone loses its signal once (no fixes, then a jump ahead). Every fault
+    /// below goes to its own seeded racers; each racer gets at most one.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub dropouts: u32,
+    /// How long a dropout lasts, in seconds of race time.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
+    pub dropout_secs: u32,
+    /// Racers who leave the course sideways once and come back.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub detours: u32,
+    /// How far from the course a detour goes, in metres.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=20_000), help_heading = "Bad day")]
+    pub detour_m: u32,
+    /// How long a detour lasts (out, alongside, back), in seconds of race time.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
+    pub detour_secs: u32,
+    /// Racers who take a shortcut once: a straight line across a bend.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub cuts: u32,
+    /// How much course a cut skips, in metres.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=200_000), help_heading = "Bad day")]
+    pub cut_m: u32,
+    /// Racers who give up partway (DNF); the run does not wait for them.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub abandons: u32,
+    /// Racers who stand still once, their phone still sending.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub pauses: u32,
+    /// How long a pause lasts, in seconds of race time.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
+    pub pause_secs: u32,
+    /// Racers registered who never connect (DNS); the run does not wait for them.
+    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
+    pub no_shows: u32,
 }

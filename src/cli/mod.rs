@@ -1,7 +1,8 @@
 //! The command line: `peloton serve`, `peloton admin …`, `peloton restore`, `peloton sim …`.
 //!
 //! Argument shapes live in [`args`]; admin commands in [`admin`] and the simulator in
-//! [`sim`] speak the binary protocol through [`crate::net::client`]; [`racers`] builds
+//! [`sim`] (with the faults it can rehearse in [`sim_faults`]) speak the binary protocol
+//! through [`crate::net::client`]; [`racers`] builds
 //! registrations and CSV imports; [`mail`] runs `peloton admin mail …`; [`patrol`] runs imports, voucher checks and the patrol report; [`output`] prints tables for people and exactly one JSON
 //! document for scripts (`--json`).
 
@@ -12,6 +13,7 @@ pub mod output;
 pub mod patrol;
 pub mod racers;
 pub mod sim;
+pub mod sim_faults;
 pub mod sim_patrol;
 
 /// How a command failed, which decides the exit code.

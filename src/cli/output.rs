@@ -54,8 +54,10 @@ pub fn racers(racers: &[RacerView]) {
 
 /// Results in the chosen format; JSON rows carry `time_s` (seconds, null unless finished).
 ///
-/// JSON is the array of rows (what scripts consume); the table ends with the race's
-/// statistics. Splits are seconds from the gun at each checkpoint.
+/// JSON is the array of rows (what scripts consume), `rank` null for unranked rows; the table
+/// ends with the race's statistics. As in published results, the table's rank column shows
+/// DNF, DSQ or DNS for unranked rows, and its last column says why. Splits are seconds
+/// from the gun at each checkpoint.
 pub fn results(
     rows: &[ResultView],
     stats: &RaceStatsView,
@@ -69,6 +71,48 @@ pub fn results(
         ResultStatusView::Racing => "racing",
         ResultStatusView::Dnf => "dnf",
         ResultStatusView::Dns => "dns",
+        ResultStatusView::Dsq => "dsq",
+    };
+    // What the rank column shows: the place, or what published results print instead.
+    let place = |r: &ResultView| match (r.rank, r.status) {
+        (Some(rank), _) => rank.to_string(),
+        (None, ResultStatusView::Dnf) => "DNF".into(),
+        (None, ResultStatusView::Dns) => "DNS".into(),
+        (None, ResultStatusView::Dsq) => "DSQ".into(),
+        (None, ResultStatusView::Finished | ResultStatusView::Racing) => "-".into(),
+    };
+    // What an organiser checks before the results are final: suspected cuts with the
+    // stretch skipped, and spells off the course.
+    let incidents = |r: &ResultView| -> String {
+        let km = |dm: u32| f64::from(dm) / 10_000.0;
+        let mut notes: Vec<String> = r
+            .cuts
+            .iter()
+            .map(|c| {
+                let held = if c.held { ", held" } else { "" };
+                format!("cut? {:.2}–{:.2} km{held}", km(c.from_dm), km(c.to_dm))
+            })
+            .collect();
+        if !r.off_course.is_empty() {
+            let farthest = r
+                .off_course
+                .iter()
+                .map(|e| e.max_offset_m)
+                .max()
+                .unwrap_or(0);
+            notes.push(format!(
+                "off course {}× (up to {farthest} m)",
+                r.off_course.len()
+            ));
+        }
+        notes.join("; ")
+    };
+    let note = |r: &ResultView| -> String {
+        [r.reason.clone().unwrap_or_default(), incidents(r)]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     match format {
         ReportFormat::Json => json(
@@ -85,6 +129,18 @@ pub fn results(
                         "distance_km": f64::from(r.distance_dm) / 10_000.0,
                         "splits_s": splits_s(r),
                         "status": status(r),
+                        "reason": r.reason,
+                        "off_course": r.off_course.iter().map(|e| serde_json::json!({
+                            "from_ms": e.from_ms,
+                            "to_ms": e.to_ms,
+                            "max_offset_m": e.max_offset_m,
+                        })).collect::<Vec<_>>(),
+                        "cuts": r.cuts.iter().map(|c| serde_json::json!({
+                            "at_ms": c.at_ms,
+                            "from_km": f64::from(c.from_dm) / 10_000.0,
+                            "to_km": f64::from(c.to_dm) / 10_000.0,
+                            "held": c.held,
+                        })).collect::<Vec<_>>(),
                     })
                 })
                 .collect::<Vec<_>>(),
@@ -102,11 +158,13 @@ pub fn results(
                 "avg_speed_kmh",
                 "distance_km",
                 "splits_s",
+                "reason",
+                "incidents",
             ])
             .map_err(fail)?;
             for r in rows {
                 out.write_record([
-                    r.rank.to_string(),
+                    r.rank.map(|n| n.to_string()).unwrap_or_default(),
                     r.bib.to_string(),
                     r.name.clone(),
                     r.team.clone().unwrap_or_default(),
@@ -121,6 +179,8 @@ pub fn results(
                         .map(|t| format!("{t:.1}"))
                         .collect::<Vec<_>>()
                         .join(";"),
+                    r.reason.clone().unwrap_or_default(),
+                    incidents(r),
                 ])
                 .map_err(fail)?;
             }
@@ -131,7 +191,7 @@ pub fn results(
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED);
             table.set_header([
-                "rank", "bib", "name", "team", "status", "time", "km/h", "km", "splits",
+                "rank", "bib", "name", "team", "status", "time", "km/h", "km", "splits", "note",
             ]);
             for r in rows {
                 let time = r.time_ms.map_or_else(|| "-".into(), clock);
@@ -142,7 +202,7 @@ pub fn results(
                     .collect::<Vec<_>>()
                     .join(" ");
                 table.add_row([
-                    r.rank.to_string(),
+                    place(r),
                     r.bib.to_string(),
                     r.name.clone(),
                     r.team.clone().unwrap_or_else(|| "-".into()),
@@ -152,17 +212,19 @@ pub fn results(
                         .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
                     format!("{:.2}", f64::from(r.distance_dm) / 10_000.0),
                     splits,
+                    note(r),
                 ]);
             }
             println!("{table}");
             let opt_clock = |t: Option<i64>| t.map_or_else(|| "-".into(), clock);
             println!(
-                "{} entrants, {} started, {} finished, {} DNF, {} DNS; winner {}, median {}, \
-                 fastest {} km/h, {:.1} km ridden in all",
+                "{} entrants, {} started, {} finished, {} DNF, {} DSQ, {} DNS; winner {}, \
+                 median {}, fastest {} km/h, {:.1} km ridden in all",
                 stats.entrants,
                 stats.starters,
                 stats.finishers,
                 stats.dnf,
+                stats.dsq,
                 stats.dns,
                 opt_clock(stats.winning_time_ms),
                 opt_clock(stats.median_time_ms),
@@ -192,7 +254,12 @@ pub fn standings(rows: &[StandingView]) {
             .gap_ms
             .map_or_else(|| "-".into(), |g| format!("+{:.1}s", g as f64 / 1000.0));
         let finished = r.finished_at_ms.map_or_else(|| "-".into(), format_rfc3339);
-        let flags = if r.off_course { "off course" } else { "" };
+        let flags = match (r.off_course, r.cut_suspected) {
+            (true, true) => "off course, cut?",
+            (true, false) => "off course",
+            (false, true) => "cut?",
+            (false, false) => "",
+        };
         table.add_row([
             r.rank.to_string(),
             r.bib.to_string(),

@@ -5,19 +5,23 @@
 //! How it fits: it is a client like the admin CLI ([`super::admin`]): it connects with
 //! `--server` and an admin `--token`, speaks the binary protocol through
 //! [`crate::net::client`], registers its racers with `racer_register` and starts a scheduled
-//! race with `race_start`, then watches `race_standings` until every simulated racer has
-//! finished. The one thing protocol v1 does not hand out is a racer token per bib, and it
-//! should not: those are signed here with the server's own secret, found exactly as
+//! race with `race_start`, then watches `race_standings` until every simulated racer expected
+//! to finish has finished. The one thing protocol v1 does not hand out is a racer token per
+//! bib, and it should not: those are signed here with the server's own secret, found exactly as
 //! `peloton admin token issue` finds it (`--data`, `--config`, `PELOTON_DATA`,
 //! `PELOTON_AUTH_SECRET`). So **the simulator must run where it can read the server's
 //! secret**: on the server's machine, or with the secret in `PELOTON_AUTH_SECRET`.
 //!
 //! The pure parts are plain functions tested below: reading the ride with its recorded times
 //! ([`Ride`]), the seeded start offset, pace and GPS noise of each racer ([`plan_racers`]),
-//! device timestamps ([`race_ms`]) and the run-out past the finish line. The async parts (one
-//! tokio task per racer, the monitor that prints progress) only schedule, send and count.
+//! device timestamps ([`race_ms`]) and the run-out past the finish line. What can go wrong on a
+//! ride (dropouts, detours, cuts, abandons, pauses, no-shows) is planned and applied to a
+//! racer's own copy of the ride in [`super::sim_faults`]; the run then waits only for the
+//! racers expected to finish. The async parts (one tokio task per racer, the monitor that
+//! prints progress) only schedule, send and count.
 
 use super::args::{SimCommand, SimRaceArgs};
+use super::sim_faults::{plan_faults, Fault, FaultOptions};
 use super::{output, CliError};
 use crate::auth::{claims_for, secret_path, Keys, Role, SECRET_ENV};
 use crate::config::{Config, Overrides};
@@ -39,7 +43,7 @@ use tokio::task::JoinSet;
 const FALLBACK_SPEED_MPS: f64 = 8.0;
 /// Each racer rides this much slower or faster than the recording (factor on speed), so the
 /// field spreads out and overtakes instead of riding in lockstep.
-const PACE_RANGE: (f64, f64) = (0.85, 1.15);
+pub(crate) const PACE_RANGE: (f64, f64) = (0.85, 1.15);
 /// Each racer's GPS error, in metres to each side on each axis: phones differ, and a few
 /// metres of scatter is what a live tracker must cope with.
 const NOISE_RANGE_M: (f64, f64) = (1.0, 5.0);
@@ -533,7 +537,7 @@ impl Counters {
 struct Shared {
     /// `ws://HOST:PORT`.
     server: String,
-    /// The ride every racer replays.
+    /// The ride every racer without a fault replays (a faulty one has its own copy).
     ride: Arc<Ride>,
     /// The race's start time, ms since the epoch: the base of every device timestamp.
     start_at_ms: i64,
@@ -587,6 +591,8 @@ enum Delivery {
 struct Racer {
     /// Who it is.
     plan: RacerPlan,
+    /// What it rides: the shared ride, or its own copy with its fault in it.
+    ride: Arc<Ride>,
     /// Its racer token (race and bib bound).
     token: String,
     /// The run's shared state.
@@ -603,7 +609,7 @@ impl Racer {
     async fn run(mut self) -> Result<RacerEnd, CliError> {
         let shared = Arc::clone(&self.shared);
         let mut track =
-            RacerTrack::new(Arc::clone(&shared.ride), self.plan, shared.start_at_ms).peekable();
+            RacerTrack::new(Arc::clone(&self.ride), self.plan, shared.start_at_ms).peekable();
         // Phones are on before the gun, so the start is not a connection storm.
         let client = self.connect().await?;
         self.client = Some(client);
@@ -782,6 +788,8 @@ struct Options {
     spread_ms: i64,
     /// How long the run may take.
     timeout: Duration,
+    /// What goes wrong, for how many racers.
+    faults: FaultOptions,
 }
 
 impl Options {
@@ -818,10 +826,34 @@ impl Options {
                 args.timeout
             )));
         }
+        let faults = FaultOptions {
+            dropouts: args.dropouts,
+            dropout_ms: i64::from(args.dropout_secs) * 1000,
+            detours: args.detours,
+            detour_m: f64::from(args.detour_m),
+            detour_ms: i64::from(args.detour_secs) * 1000,
+            cuts: args.cuts,
+            cut_m: f64::from(args.cut_m),
+            abandons: args.abandons,
+            pauses: args.pauses,
+            pause_ms: i64::from(args.pause_secs) * 1000,
+            no_shows: args.no_shows,
+        };
+        // Checked here too (the plan checks it again) so a miscount fails before the ride
+        // is read.
+        if faults.faulty() > u64::from(args.racers) {
+            return Err(CliError::Usage(format!(
+                "{} racers with a fault (--dropouts, --detours, --cuts, --abandons, --pauses and \
+                 --no-shows together) but only {} --racers; each racer gets at most one",
+                faults.faulty(),
+                args.racers
+            )));
+        }
         Ok(Options {
             speedup: args.speedup,
             spread_ms,
             timeout,
+            faults,
         })
     }
 }
@@ -835,6 +867,12 @@ struct Summary {
     racers: u32,
     /// Of them, finished per the server's standings.
     finished: u32,
+    /// Of them, those the run waited for: all but abandons, no-shows and cutters.
+    expected: u32,
+    /// Of those, finished.
+    expected_finished: u32,
+    /// Each racer who had a fault, and how it ended.
+    faults: Vec<FaultOutcome>,
     /// First bib; the racers are `first_bib..first_bib + racers`.
     first_bib: u32,
     /// Distinct fixes sent.
@@ -855,6 +893,36 @@ struct Summary {
     speedup: f64,
     /// The seed used (same seed, same offsets, paces and noise).
     seed: u64,
+}
+
+/// How one racer's bad day ended, for the summary.
+#[derive(Debug, Serialize)]
+struct FaultOutcome {
+    /// Bib.
+    bib: u32,
+    /// The fault's name ([`Fault::name`]).
+    fault: &'static str,
+    /// Whether the standings had it finished when the run ended.
+    finished: bool,
+}
+
+/// One line per kind of fault: how many racers had it and how many of them finished.
+fn fault_tally(outcomes: &[FaultOutcome]) -> String {
+    let mut kinds: Vec<(&str, u32, u32)> = Vec::new();
+    for o in outcomes {
+        match kinds.iter_mut().find(|k| k.0 == o.fault) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += u32::from(o.finished);
+            }
+            None => kinds.push((o.fault, 1, u32::from(o.finished))),
+        }
+    }
+    kinds
+        .iter()
+        .map(|(name, n, done)| format!("{n} {name} ({done} finished)"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `peloton sim race`.
@@ -892,12 +960,20 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
         )));
     }
     let plans = plan_racers(args.racers, args.first_bib, options.spread_ms, args.seed);
+    // Planned before anything changes on the server, so a fault the ride cannot hold is
+    // refused with nothing registered.
+    let faults = plan_faults(&ride, &plans, &options.faults, args.seed)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.gpx.display())))?;
     let race = prepare_race(&mut admin, &args, token, &ride, &plans).await?;
 
     let ttl = (options.timeout.as_secs() + TOKEN_MARGIN_SECS).min(config.auth.max_ttl_secs);
     let now_s = now_ms() / 1000;
     let mut racers = Vec::with_capacity(plans.len());
-    for plan in &plans {
+    for (plan, fault) in plans.iter().zip(&faults) {
+        if matches!(fault, Some(Fault::NoShow)) {
+            // Registered, but never connects: no token needed.
+            continue;
+        }
         let claims = claims_for(
             Role::Racer,
             &plan.bib.to_string(),
@@ -908,7 +984,7 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
         let token = keys
             .issue(&claims)
             .map_err(|e| CliError::Failed(format!("cannot sign a racer token: {e}")))?;
-        racers.push((*plan, token));
+        racers.push((*plan, fault.and_then(|f| f.apply(&ride)), token));
     }
     // The monitor watches on a token of its own, scoped to the race and read-only: the admin
     // token (an hour by default) may expire long before a real-time race ends, and the server
@@ -941,6 +1017,16 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
         },
         args.speedup,
     );
+    for (plan, fault) in plans.iter().zip(&faults) {
+        if let Some(fault) = fault {
+            eprintln!(
+                "sim: bib {} {}: {}",
+                plan.bib,
+                fault.name(),
+                fault.describe(&ride, plan.pace)
+            );
+        }
+    }
 
     let lead = GUN_LEAD + GUN_LEAD_PER_RACER * args.racers;
     let now = Instant::now();
@@ -957,9 +1043,10 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for (plan, token) in racers {
+    for (plan, own_ride, token) in racers {
         let racer = Racer {
             plan,
+            ride: own_ride.map_or_else(|| Arc::clone(&shared.ride), Arc::new),
             token,
             shared: Arc::clone(&shared),
             stop: stop_rx.clone(),
@@ -978,6 +1065,10 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
     let info = RunInfo {
         first_bib: args.first_bib,
         racers: args.racers,
+        expected: faults
+            .iter()
+            .map(|f| f.as_ref().is_none_or(Fault::expected_to_finish))
+            .collect(),
         timeout: options.timeout,
         started,
     };
@@ -990,12 +1081,26 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
     tasks.shutdown().await;
     link.close().await;
     let finished = outcome?;
+    let outcomes: Vec<FaultOutcome> = plans
+        .iter()
+        .zip(&faults)
+        .filter_map(|(plan, fault)| {
+            fault.map(|f| FaultOutcome {
+                bib: plan.bib,
+                fault: f.name(),
+                finished: finished.contains(&plan.bib),
+            })
+        })
+        .collect();
 
     let c = &shared.counters;
     let summary = Summary {
         race: race.id.clone(),
         racers: args.racers,
-        finished,
+        finished: count(finished.len()),
+        expected: info.expected_count(),
+        expected_finished: info.expected_finished(&finished),
+        faults: outcomes,
         first_bib: args.first_bib,
         fixes_sent: Counters::get(&c.fixes_sent),
         fixes_resent: Counters::get(&c.fixes_resent),
@@ -1024,6 +1129,14 @@ async fn race(args: SimRaceArgs) -> Result<(), CliError> {
             summary.messages,
             summary.reconnects
         );
+        if !summary.faults.is_empty() {
+            println!(
+                "bad day: {}/{} racers expected to finish did; {}",
+                summary.expected_finished,
+                summary.expected,
+                fault_tally(&summary.faults)
+            );
+        }
         Ok(())
     }
 }
@@ -1095,6 +1208,14 @@ async fn prepare_race(
     match admin.request(Request::RaceStart { id: id.clone() }).await {
         Ok(Reply::Race(race)) => Ok(race),
         Ok(other) => Err(unexpected(&other)),
+        // Its start time may have come since it was read: the clock started it (`race.start_mode`
+        // auto), which is as good.
+        Err(e) if e.code() == Some(ErrorCode::InvalidTransition) => {
+            match admin.request(Request::RaceGet { id: id.clone() }).await {
+                Ok(Reply::Race(race)) if race.state == RaceStateView::Live => Ok(race),
+                _ => Err(CliError::Failed(format!("cannot start race {id}: {e}"))),
+            }
+        }
         Err(e) => Err(CliError::Failed(format!("cannot start race {id}: {e}"))),
     }
 }
@@ -1141,12 +1262,14 @@ async fn check_finish(
 }
 
 /// What the monitor needs to know about the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RunInfo {
     /// First simulated bib.
     first_bib: u32,
     /// Simulated racers.
     racers: u32,
+    /// Per racer (bib minus `first_bib`), whether the run waits for it to finish.
+    expected: Vec<bool>,
     /// `--timeout`, for the message.
     timeout: Duration,
     /// When the run started.
@@ -1158,6 +1281,33 @@ impl RunInfo {
     fn ours(&self, bib: u32) -> bool {
         bib >= self.first_bib && u64::from(bib) < u64::from(self.first_bib) + u64::from(self.racers)
     }
+
+    /// Whether the run waits for `bib` to finish (a bib with no plan, as in tests, is).
+    fn expects(&self, bib: u32) -> bool {
+        self.ours(bib)
+            && bib
+                .checked_sub(self.first_bib)
+                .and_then(|i| self.expected.get(i as usize))
+                .is_none_or(|e| *e)
+    }
+
+    /// How many racers the run waits for.
+    fn expected_count(&self) -> u32 {
+        let n = (self.first_bib..self.first_bib.saturating_add(self.racers))
+            .filter(|b| self.expects(*b))
+            .count();
+        count(n)
+    }
+
+    /// How many of `finished` the run waited for.
+    fn expected_finished(&self, finished: &[u32]) -> u32 {
+        count(finished.iter().filter(|b| self.expects(**b)).count())
+    }
+}
+
+/// A count for the summary.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The socket the monitor polls standings on, connected on first use and again if it drops.
@@ -1175,9 +1325,9 @@ struct StandingsLink {
 }
 
 impl StandingsLink {
-    /// Simulated racers finished per the standings; `None` when this poll failed but the run
-    /// can go on.
-    async fn finished(&mut self, info: &RunInfo) -> Result<Option<u32>, CliError> {
+    /// Bibs of the simulated racers finished per the standings; `None` when this poll failed
+    /// but the run can go on.
+    async fn finished(&mut self, info: &RunInfo) -> Result<Option<Vec<u32>>, CliError> {
         let client = match self.client.take() {
             Some(client) => Ok(client),
             None => Client::connect(&self.server, &self.token, Codec::Binary).await,
@@ -1199,11 +1349,12 @@ impl StandingsLink {
         match result {
             Ok(Reply::Standings(rows)) => {
                 self.failures = 0;
-                let finished = rows
-                    .iter()
-                    .filter(|r| info.ours(r.bib) && r.finished_at_ms.is_some())
-                    .count();
-                Ok(Some(u32::try_from(finished).unwrap_or(u32::MAX)))
+                Ok(Some(
+                    rows.iter()
+                        .filter(|r| info.ours(r.bib) && r.finished_at_ms.is_some())
+                        .map(|r| r.bib)
+                        .collect(),
+                ))
             }
             Ok(other) => Err(unexpected(&other)),
             Err(e @ ClientError::Server(_)) => Err(CliError::Failed(format!(
@@ -1246,28 +1397,31 @@ impl StandingsLink {
     }
 }
 
-/// Waits until every simulated racer has finished (the count), printing progress; fails on a
-/// racer's fatal error, when the race closes or the rides end without everyone finished, or at
-/// the timeout.
+/// Waits until every simulated racer expected to finish has finished, printing progress, and
+/// returns the bibs finished by then; fails on a racer's fatal error, when the race closes or
+/// the rides end without those finished, or at the timeout. With no racer expected to finish
+/// (all abandon, say), it waits for every ride to end instead.
 async fn monitor(
     link: &mut StandingsLink,
     tasks: &mut JoinSet<Result<RacerEnd, CliError>>,
     shared: &Shared,
     info: &RunInfo,
-) -> Result<u32, CliError> {
+) -> Result<Vec<u32>, CliError> {
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
-    let mut finished = 0;
+    let expected = info.expected_count();
+    let mut finished: Vec<u32> = Vec::new();
     let mut race_closed = false;
     let mut rode_out_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(shared.deadline.into()) => {
                 return Err(CliError::Failed(format!(
-                    "timed out after {}: {finished} of {} simulated racers finished",
+                    "timed out after {}: {} of {expected} simulated racers expected to finish \
+                     finished",
                     humantime::format_duration(info.timeout),
-                    info.racers
+                    info.expected_finished(&finished),
                 )));
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
@@ -1279,34 +1433,35 @@ async fn monitor(
                 }
             },
             _ = poll.tick() => {
-                if let Some(count) = link.finished(info).await? {
-                    finished = count;
+                if let Some(bibs) = link.finished(info).await? {
+                    finished = bibs;
                 }
-                if finished >= info.racers {
+                let done = info.expected_finished(&finished);
+                if done >= expected && (expected > 0 || tasks.is_empty()) {
                     return Ok(finished);
                 }
                 let now = Instant::now();
                 if now >= next_progress {
                     next_progress = now + PROGRESS_EVERY;
-                    eprintln!("{}", progress(shared, info, finished));
+                    eprintln!("{}", progress(shared, info, done, expected));
                 }
                 // A racer saw the race stop taking fixes, and the standings (which were final
-                // by then) do not have everyone finished.
+                // by then) do not have everyone expected finished.
                 if race_closed {
                     let state = link.state().await.map_or("closed", state_name);
                     return Err(CliError::Failed(format!(
-                        "race {} is {state} and takes no more fixes: {finished} of {} simulated \
-                         racers finished",
-                        link.race, info.racers
+                        "race {} is {state} and takes no more fixes: {done} of {expected} \
+                         simulated racers expected to finish finished",
+                        link.race
                     )));
                 }
                 if tasks.is_empty() {
                     let since = *rode_out_at.get_or_insert(now);
                     if now.duration_since(since) >= SETTLE {
                         return Err(CliError::Failed(format!(
-                            "every simulated racer sent its whole ride, but only {finished} of \
-                             {} finished in race {}",
-                            info.racers, link.race
+                            "every simulated racer sent its whole ride, but only {done} of \
+                             {expected} expected to finish finished in race {}",
+                            link.race
                         )));
                     }
                 }
@@ -1316,7 +1471,7 @@ async fn monitor(
 }
 
 /// One progress line.
-fn progress(shared: &Shared, info: &RunInfo, finished: u32) -> String {
+fn progress(shared: &Shared, info: &RunInfo, finished: u32, expected: u32) -> String {
     let c = &shared.counters;
     let race_clock = Instant::now()
         .checked_duration_since(shared.gun)
@@ -1332,12 +1487,12 @@ fn progress(shared: &Shared, info: &RunInfo, finished: u32) -> String {
         Counters::get(&c.accepted),
         Counters::get(&c.ignored),
         finished,
-        info.racers
+        expected
     )
 }
 
 /// `h:mm:ss`.
-fn clock(secs: f64) -> String {
+pub(crate) fn clock(secs: f64) -> String {
     let total = secs.max(0.0).round() as u64;
     format!("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
 }
@@ -1584,9 +1739,13 @@ mod tests {
         let info = RunInfo {
             first_bib: 10,
             racers: 5,
+            expected: vec![true, false, true, true, false],
             timeout: Duration::from_secs(1),
             started: Instant::now(),
         };
         assert!(!info.ours(9) && info.ours(10) && info.ours(14) && !info.ours(15));
+        assert!(info.expects(10) && !info.expects(11) && !info.expects(15));
+        assert_eq!(info.expected_count(), 3);
+        assert_eq!(info.expected_finished(&[10, 11, 12, 99]), 2);
     }
 }

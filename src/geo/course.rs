@@ -78,6 +78,27 @@ pub struct Checkpoint {
     /// Distance along the course from the start, metres; strictly increasing between
     /// checkpoints and strictly between start and finish.
     pub distance_m: f64,
+    /// A finisher must have passed it by riding (not skipped it by a suspected cut); missing
+    /// it disqualifies. Marked in GPX by the waypoint's `<type>` containing "mandatory".
+    pub mandatory: bool,
+}
+
+/// A GPX waypoint offered as a checkpoint, before it is placed on the course.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaypointMark {
+    /// Its name (or "CP<n>" when unnamed).
+    pub name: String,
+    /// Where the file puts it.
+    pub position: Position,
+    /// Whether it is a mandatory checkpoint.
+    pub mandatory: bool,
+}
+
+/// Whether a GPX waypoint's `<type>` marks a mandatory checkpoint: any type that says
+/// "mandatory", whatever its case ("Mandatory", "checkpoint:mandatory"), so route planners
+/// that only offer free text can mark one.
+pub fn is_mandatory_type(type_: Option<&str>) -> bool {
+    type_.is_some_and(|t| t.to_ascii_lowercase().contains("mandatory"))
 }
 
 /// A validated course.
@@ -115,14 +136,19 @@ impl Course {
             }
         }
         let course = Course::from_degrees(&raw, max_points)?;
-        let waypoints: Vec<(String, Position)> = gpx
+        let waypoints: Vec<WaypointMark> = gpx
             .waypoints
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let name = w.name.clone().unwrap_or_else(|| format!("CP{}", i + 1));
+                let mandatory = is_mandatory_type(w.type_.as_deref());
                 Position::from_degrees(w.point().y(), w.point().x())
-                    .map(|p| (name, p))
+                    .map(|position| WaypointMark {
+                        name,
+                        position,
+                        mandatory,
+                    })
                     .map_err(|reason| CourseError::BadPoint {
                         index: raw.len() + i,
                         reason: format!("waypoint {}: {reason}", i + 1),
@@ -137,10 +163,7 @@ impl Course {
     /// on the pass the racers reach first after the previous checkpoint, not on whichever pass
     /// happens to be nearest. Waypoints at the start or the finish mark those, not a split,
     /// and are dropped; one more than [`MAX_CHECKPOINT_OFFSET_M`] from the course is refused.
-    pub fn with_checkpoints(
-        mut self,
-        waypoints: &[(String, Position)],
-    ) -> Result<Course, CourseError> {
+    pub fn with_checkpoints(mut self, waypoints: &[WaypointMark]) -> Result<Course, CourseError> {
         if waypoints.len() > MAX_CHECKPOINTS {
             return Err(CourseError::TooManyCheckpoints {
                 max: MAX_CHECKPOINTS,
@@ -151,7 +174,12 @@ impl Course {
         let length = index.length_m();
         let mut after_m = 0.0;
         let mut checkpoints = Vec::with_capacity(waypoints.len());
-        for (name, position) in waypoints {
+        for WaypointMark {
+            name,
+            position,
+            mandatory,
+        } in waypoints
+        {
             let window = ProjectionWindow {
                 behind_m: 0.0,
                 ahead_m: length,
@@ -176,6 +204,7 @@ impl Course {
                 name: name.chars().take(MAX_CHECKPOINT_NAME_CHARS).collect(),
                 position: placed.point,
                 distance_m: placed.progress_m,
+                mandatory: *mandatory,
             });
         }
         self.checkpoints = checkpoints;
@@ -302,7 +331,11 @@ mod tests {
         let course = Course::from_degrees(&[(46.0, 15.0), (46.02, 15.0)], 10).unwrap();
         let far = Position::from_degrees(46.01, 15.01).unwrap();
         assert!(matches!(
-            course.with_checkpoints(&[("Lost".into(), far)]),
+            course.with_checkpoints(&[WaypointMark {
+                name: "Lost".into(),
+                position: far,
+                mandatory: false,
+            }]),
             Err(CourseError::CheckpointOffCourse { name, .. }) if name == "Lost"
         ));
     }

@@ -6,6 +6,6 @@ pub mod finish;
 pub mod position;
 pub mod projection;
 
-pub use course::{Checkpoint, Course, CourseError};
+pub use course::{Checkpoint, Course, CourseError, WaypointMark};
 pub use position::Position;
 pub use projection::{CourseIndex, Projection, ProjectionWindow};

@@ -263,6 +263,32 @@ impl CourseIndex {
         }
     }
 
+    /// Places `fix` on the part of the course between `lo_m` and `hi_m` metres (clamped to the
+    /// course), ties going to the pass nearest `reference_m` as in [`CourseIndex::project`].
+    ///
+    /// For searches whose bounds are not a window around the last progress: re-acquiring a
+    /// racer who left the course searches everything ahead of where they were last confirmed,
+    /// and checking a candidate looks just behind it. `None` for a degenerate index or an empty
+    /// or NaN range.
+    pub fn project_between(
+        &self,
+        fix: Position,
+        lo_m: f64,
+        hi_m: f64,
+        reference_m: f64,
+    ) -> Option<Projection> {
+        let total = self.length_m();
+        if self.points.len() < 2 || !total.is_finite() || total <= 0.0 {
+            return None;
+        }
+        let lo = lo_m.max(0.0).min(total);
+        let hi = hi_m.max(0.0).min(total);
+        if lo.is_nan() || hi.is_nan() || hi < lo {
+            return None;
+        }
+        self.best(fix, lo, hi, reference_m.max(0.0).min(total))
+    }
+
     /// The point `progress_m` metres along the course, clamped to its ends (NaN counts as the
     /// start), interpolated linearly within its segment. A degenerate index answers its only
     /// point, or (0, 0) when it has none.

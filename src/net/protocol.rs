@@ -371,13 +371,16 @@ pub enum ResultStatusView {
     Dnf,
     /// Did not start.
     Dns,
+    /// Disqualified (the row's `reason` says why).
+    Dsq,
 }
 
 /// One row of the results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultView {
-    /// Position, 1-based.
-    pub rank: u32,
+    /// Position, 1-based: finishers, then (live) racers on the course. `None` for DNF, DSQ
+    /// and DNS, which results list without a position.
+    pub rank: Option<u32>,
     /// Bib number.
     pub bib: u32,
     /// Name.
@@ -394,6 +397,36 @@ pub struct ResultView {
     pub status: ResultStatusView,
     /// Time from the race's start time at each checkpoint passed, ms, in course order.
     pub splits_ms: Vec<i64>,
+    /// Why the row has no position, in words (DNF, DSQ, DNS); `None` for ranked rows.
+    pub reason: Option<String>,
+    /// Spells off the course long enough to raise the flag, oldest first.
+    pub off_course: Vec<OffCourseView>,
+    /// Suspected course cuts, oldest first.
+    pub cuts: Vec<CutView>,
+}
+
+/// A spell off the course, as the results list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffCourseView {
+    /// The first fix off the course, ms since the epoch (device time).
+    pub from_ms: i64,
+    /// The first fix back on it; `None` if the racer never came back.
+    pub to_ms: Option<i64>,
+    /// The farthest the racer was from the course, metres.
+    pub max_offset_m: u32,
+}
+
+/// A suspected course cut, as the results list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutView {
+    /// The fix that showed it, ms since the epoch (device time).
+    pub at_ms: i64,
+    /// Where the skipped stretch starts (the last confirmed progress), decimetres.
+    pub from_dm: u32,
+    /// Where the racer was found, decimetres.
+    pub to_dm: u32,
+    /// Progress was held at `from_dm` (`tracking.cut_rule = "hold"`), not credited.
+    pub held: bool,
 }
 
 /// Figures about a whole race.
@@ -417,6 +450,8 @@ pub struct RaceStatsView {
     pub fastest_avg_speed_kmh: Option<f64>,
     /// Distance covered by all racers together, metres.
     pub total_distance_m: f64,
+    /// Disqualified (appended last: the binary layout is positional).
+    pub dsq: u32,
 }
 
 /// A timing point along the course.
@@ -430,6 +465,8 @@ pub struct CheckpointView {
     pub lon_e7: i32,
     /// Distance from the start along the course, decimetres.
     pub distance_dm: u32,
+    /// A finisher must have passed it; missing it disqualifies.
+    pub mandatory: bool,
 }
 
 /// A course point, in 1e-7 degrees.
@@ -524,6 +561,8 @@ pub struct StandingView {
     pub checkpoints_passed: u16,
     /// When the last checkpoint was passed, ms since the epoch.
     pub last_split_ms: Option<i64>,
+    /// A suspected course cut is on the racer's record (section 7.14 of PROTOCOL.md).
+    pub cut_suspected: bool,
 }
 
 impl Request {

@@ -16,8 +16,9 @@ use std::fmt;
 use std::path::Path;
 
 /// The storage schema this build writes and reads.
-/// 2: courses carry checkpoints.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 2: courses carry checkpoints. 3: checkpoints may be mandatory; racers keep off-course
+/// episodes and suspected cuts.
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 pub(crate) const META_TREE: &str = "meta";
 pub(crate) const JOURNAL_TREE: &str = "journal";

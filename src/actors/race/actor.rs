@@ -4,15 +4,17 @@
 //! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
 //! rebuilds its state from the latest snapshot plus the journal after it.
 
+use super::disqualification::disqualification;
 use super::feed::{Feed, Published, RecentTicks, TickEncoder};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::RaceStatus;
+use super::state::StartMode;
 use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
 use crate::actors::events::DomainEvent;
 use crate::actors::racer::actor::RacerMsg;
-use crate::actors::racer::{CourseGeometry, TrackingRules};
+use crate::actors::racer::{CourseGeometry, Incidents, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
@@ -48,6 +50,8 @@ pub struct RaceContext {
     pub resume_buffer_bytes: usize,
     /// Where domain events (a race finished) are published.
     pub events: tokio::sync::broadcast::Sender<crate::actors::events::DomainEvent>,
+    /// Whether scheduled races go live by themselves at their start or wait for the gun.
+    pub start_mode: StartMode,
 }
 
 /// The latest published tick, shared with every subscribed session.
@@ -100,6 +104,8 @@ pub enum RaceMsg {
         progress: RacerProgress,
         /// Every checkpoint passing time so far, in course order.
         splits_ms: Vec<UnixMillis>,
+        /// The racer's off-course episodes and suspected cuts so far.
+        incidents: Incidents,
     },
     /// The current standings, leader first.
     Standings {
@@ -115,8 +121,8 @@ pub enum RaceMsg {
     },
     /// Time to publish a spectator tick.
     Tick,
-    /// The cut-off time may have passed.
-    CutoffCheck,
+    /// A moment the race's clock was waiting for (its start, its cut-off) may have come.
+    ClockCheck,
     /// The results as they stand (final once the race is over).
     Results {
         /// The rows, or why not.
@@ -167,8 +173,9 @@ pub struct RaceActorState {
     publisher: tokio::sync::watch::Sender<Option<Arc<Published>>>,
     /// The tick timer, started with the first subscriber.
     ticker: Option<tokio::task::JoinHandle<()>>,
-    /// The pending cut-off check, while the race is live and has a cut-off.
-    cutoff_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
+    /// The one pending clock check, while the clock still has something to do for the race
+    /// (start it, end it at its cut-off); re-armed whenever the race changes.
+    clock_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
 }
 
 /// The ractor behaviour of a race.
@@ -198,7 +205,7 @@ impl Actor for RaceActor {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
         let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
-        Ok(RaceActorState {
+        let mut st = RaceActorState {
             id: args.id,
             key,
             state,
@@ -213,8 +220,12 @@ impl Actor for RaceActor {
             recent: RecentTicks::new(resume_buffer_bytes),
             publisher: tokio::sync::watch::Sender::new(None),
             ticker: None,
-            cutoff_timer: None,
-        })
+            clock_timer: None,
+        };
+        // Recovery catches up with the clock before the server reports ready: a start or
+        // cut-off that passed while it was down takes effect now, journaled like any change.
+        run_clock(&mut st).await;
+        Ok(st)
     }
 
     async fn post_stop(
@@ -225,7 +236,7 @@ impl Actor for RaceActor {
         if let Some(ticker) = st.ticker.take() {
             ticker.abort();
         }
-        if let Some(timer) = st.cutoff_timer.take() {
+        if let Some(timer) = st.clock_timer.take() {
             timer.abort();
         }
         Ok(())
@@ -236,7 +247,7 @@ impl Actor for RaceActor {
         myself: ActorRef<RaceMsg>,
         st: &mut RaceActorState,
     ) -> Result<(), ActorProcessingErr> {
-        schedule_cutoff(&myself, st);
+        schedule_clock(&myself, st);
         // After a restart the standings are empty: running racers report again. (At first
         // start there are none yet; they report as they recover.)
         for racer in st.ctx.racers.matching(|(race, _)| *race == st.id) {
@@ -259,8 +270,9 @@ impl Actor for RaceActor {
                 if st.state.race.is_none() {
                     myself.stop(Some("no such race".into()));
                 }
-                // A race that just went live (or changed its cut-off) gets its check.
-                schedule_cutoff(&myself, st);
+                // A new race, an edited start or cut-off, or a start by the gun moves the
+                // clock's next moment.
+                schedule_clock(&myself, st);
             }
             RaceMsg::Track { bib, reply } => {
                 let _ = reply.send(track(st, bib));
@@ -269,32 +281,44 @@ impl Actor for RaceActor {
                 bib,
                 progress,
                 splits_ms,
+                incidents,
             } => {
                 st.standings.update(bib, progress);
                 st.standings.update_splits(bib, &splits_ms);
+                st.standings.update_incidents(bib, &incidents);
                 if everyone_finished(st) {
                     finish_by_itself(st, "every racer has finished").await;
                 }
             }
-            RaceMsg::CutoffCheck => {
-                st.cutoff_timer = None;
-                let due = st
-                    .state
-                    .race
-                    .as_ref()
-                    .and_then(|r| r.cutoff_at_ms)
-                    .is_some_and(|c| c <= now_ms());
-                if due {
-                    finish_by_itself(st, "the cut-off has passed").await;
+            RaceMsg::ClockCheck => {
+                // The pending handle is left for `arm_clock` to replace: this check may be a
+                // stale one whose timer was already replaced, and the newer must not leak.
+                if run_clock(st).await {
+                    schedule_clock(&myself, st);
                 } else {
-                    schedule_cutoff(&myself, st);
+                    // The journal refused: try again soon rather than at once, in a loop.
+                    arm_clock(&myself, st, CLOCK_RETRY_MS);
                 }
             }
             RaceMsg::Results { reply } => {
                 let outcome = match &st.state.race {
-                    Some(race) => Ok(results(race, &st.standings.ranked(), |bib| {
-                        st.standings.splits(bib)
-                    })),
+                    Some(race) => Ok(results(
+                        race,
+                        &st.standings.ranked(now_ms()),
+                        |bib| st.standings.splits(bib),
+                        |bib| st.standings.incidents(bib),
+                        |bib| {
+                            // The organiser's decision wins over what the record implies.
+                            if let Some(reason) = race.disqualified.get(&bib) {
+                                return Some(format!("disqualified: {reason}"));
+                            }
+                            disqualification(
+                                &race.course.checkpoints,
+                                st.standings.incidents(bib),
+                                st.standings.has_finished(bib),
+                            )
+                        },
+                    )),
                     None => Err(Rejection::new(
                         ErrorCode::NotFound,
                         format!("race {} does not exist", st.id),
@@ -310,7 +334,7 @@ impl Actor for RaceActor {
             }
             RaceMsg::Tick => publish(st),
             RaceMsg::Standings { reply } => {
-                let _ = reply.send(st.standings.ranked());
+                let _ = reply.send(st.standings.ranked(now_ms()));
             }
             RaceMsg::Roster { reply } => {
                 let roster = st
@@ -351,23 +375,51 @@ async fn finish_by_itself(st: &mut RaceActorState, why: &str) {
     }
 }
 
-/// Arranges a cut-off check for a live race with a cut-off, if none is pending.
-fn schedule_cutoff(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState) {
-    let Some(race) = &st.state.race else {
-        return;
+/// Longest single sleep of the clock timer: a start days away is re-checked at least hourly,
+/// so no sleep is ever long enough to overflow and a changed wall clock is noticed.
+const CLOCK_RECHECK_MS: UnixMillis = 3_600_000;
+
+/// Wait before the clock retries a step the journal could not store, so an outage of the
+/// storage is not a busy loop.
+const CLOCK_RETRY_MS: UnixMillis = 1_000;
+
+/// Carries out what the race's clock requires now (see `RaceState::due`), each step decided,
+/// journaled and applied by `execute` like an admin's command. False when a step could not be
+/// stored (nothing further is tried then; the caller retries later).
+async fn run_clock(st: &mut RaceActorState) -> bool {
+    let Some(action) = st.state.due(now_ms(), st.ctx.start_mode) else {
+        return true;
     };
-    let (RaceStatus::Live, Some(cutoff)) = (race.status, race.cutoff_at_ms) else {
-        return;
-    };
-    if st.cutoff_timer.is_some() {
-        return;
+    for command in action.commands() {
+        if let Err(e) = execute(st, command).await {
+            tracing::error!(race = %st.id, ?action, "the race's clock could not act: {e}");
+            return false;
+        }
     }
-    let wait = u64::try_from(cutoff - now_ms()).unwrap_or(0);
-    st.cutoff_timer = Some(
-        myself.send_after(std::time::Duration::from_millis(wait), || {
-            RaceMsg::CutoffCheck
-        }),
-    );
+    tracing::info!(race = %st.id, "race {}", action.describe());
+    true
+}
+
+/// (Re)arms the race's one clock timer for the clock's next moment.
+fn schedule_clock(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState) {
+    arm_clock(myself, st, 0);
+}
+
+/// Replaces the pending clock check by one at the race's next due moment, but no sooner than
+/// `min_wait_ms` and no later than [`CLOCK_RECHECK_MS`] from now; a race the clock has
+/// nothing left to do for (no cut-off, finished, cancelled) keeps no timer.
+fn arm_clock(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState, min_wait_ms: UnixMillis) {
+    if let Some(timer) = st.clock_timer.take() {
+        timer.abort();
+    }
+    let Some(due_ms) = st.state.next_due_ms(st.ctx.start_mode) else {
+        return;
+    };
+    let wait = due_ms
+        .saturating_sub(now_ms())
+        .clamp(min_wait_ms, CLOCK_RECHECK_MS);
+    let wait = std::time::Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+    st.clock_timer = Some(myself.send_after(wait, || RaceMsg::ClockCheck));
 }
 
 /// A consistent snapshot and a receiver for the ticks after it; for a reconnecting
@@ -405,7 +457,7 @@ fn subscribe(st: &mut RaceActorState, since_seq: Option<u64>) -> Result<Subscrip
         standings: if resuming {
             Vec::new()
         } else {
-            st.standings.ranked()
+            st.standings.ranked(now_ms())
         },
         missed,
         seq: current,
@@ -420,7 +472,7 @@ fn publish(st: &mut RaceActorState) {
     if spectators == 0 {
         return;
     }
-    if let Some(update) = st.feed.tick(st.standings.ranked(), spectators) {
+    if let Some(update) = st.feed.tick(st.standings.ranked(now_ms()), spectators) {
         if let Some(published) = (st.ctx.encoder)(&st.id, &update) {
             let published = Arc::new(published);
             st.recent.push(published.clone());

@@ -8,12 +8,12 @@ use super::feed::TickEncoder;
 use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
-use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry};
+use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode};
 use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
 use crate::actors::racer::actor::racer_key;
 use crate::actors::racer::actor::{FixesOutcome, RacerMsg};
 use crate::actors::racer::RacerEvent;
-use crate::actors::racer::{Fix, TrackingRules};
+use crate::actors::racer::{CutRule, Fix, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::config::Config;
@@ -46,6 +46,8 @@ pub struct RaceSettings {
     pub tick: Duration,
     /// Bytes of recent ticks a watched race keeps for reconnecting spectators.
     pub resume_buffer_bytes: usize,
+    /// Whether scheduled races go live by themselves at their start or wait for the gun.
+    pub start_mode: StartMode,
 }
 
 impl RaceSettings {
@@ -63,6 +65,7 @@ impl RaceSettings {
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
             tick: Duration::from_millis(config.race.tick_ms),
             resume_buffer_bytes: config.race.resume_buffer_bytes,
+            start_mode: config.race.start_mode,
             rules: TrackingRules {
                 max_accuracy_m: config.tracking.max_accuracy_m,
                 max_speed_mps: config.tracking.max_speed_mps,
@@ -71,6 +74,13 @@ impl RaceSettings {
                 window_behind_m: config.tracking.window_behind_m,
                 min_window_ahead_m: config.tracking.min_window_ahead_m,
                 finish_half_width_m: config.tracking.finish_half_width_m,
+                max_course_speed_mps: config.tracking.max_course_speed_mps,
+                cut_tolerance_m: config.tracking.cut_tolerance_m,
+                cut_rule: if config.tracking.cut_rule == "hold" {
+                    CutRule::Hold
+                } else {
+                    CutRule::Flag
+                },
             },
         }
     }
@@ -109,6 +119,7 @@ impl RaceDomain {
             encoder,
             tick: settings.tick,
             resume_buffer_bytes: settings.resume_buffer_bytes,
+            start_mode: settings.start_mode,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
         });
         let supervisor = Arc::new(Mutex::new(None));

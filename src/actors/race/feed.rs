@@ -14,6 +14,14 @@
 //! Sequence numbers start at a value derived from the clock when the race actor starts, so
 //! they keep increasing across restarts and a number from before a restart is never
 //! mistaken for one after it.
+//!
+//! Rows change with the clock too: the gap of a racer still on the course is time behind the
+//! leader *at the tick's instant*, so it grows while the racer's phone is silent. The
+//! standings give those gaps in whole seconds (rounded up, see `standings.rs`), so the clock
+//! alone changes a row at most once a second: with ticks of 250 ms a silent racer's row is
+//! in one delta of four, not in every one, and a delta still carries only rows that differ
+//! from what was last published. Rounding there rather than here keeps every reader (ticks,
+//! `race_standings`, replays) on the same numbers.
 
 use super::standings::Standing;
 use crate::ids::RaceId;
@@ -81,7 +89,9 @@ impl Feed {
         }
     }
 
-    /// The next tick, or `None` when nothing changed since the last one.
+    /// The next tick, or `None` when nothing changed since the last one. `full` is the
+    /// standings as of the tick's instant; a row counts as changed when any field differs
+    /// from what was last published, a gap's next whole second included.
     pub fn tick(&mut self, full: Vec<Standing>, spectators: u32) -> Option<TickUpdate> {
         let changed: Vec<Standing> = full
             .iter()
@@ -189,6 +199,7 @@ mod tests {
             gap_ms: Some(0),
             finished_at_ms: None,
             off_course: false,
+            cut_suspected: false,
             checkpoints_passed: 0,
             last_split_ms: None,
             live: Default::default(),
@@ -241,6 +252,38 @@ mod tests {
             None,
             "a break starts the buffer over"
         );
+    }
+
+    #[test]
+    fn a_silent_racers_growing_gap_goes_out_at_most_once_a_second() {
+        use crate::actors::race::standings::{RacerProgress, Standings};
+        let report = |progress_m: f64, at_ms: i64| RacerProgress {
+            progress_m,
+            at_ms,
+            finished_at_ms: None,
+            off_course: false,
+            live: Default::default(),
+        };
+        let mut standings = Standings::default();
+        standings.update(1, report(0.0, 0));
+        standings.update(1, report(1_000.0, 100_000));
+        standings.update(2, report(500.0, 60_000));
+        let mut feed = Feed::default();
+        let mut deltas = Vec::new();
+        // Ten seconds of 250 ms ticks in which nobody reports.
+        for k in 0..40 {
+            if let Some(update) = feed.tick(standings.ranked(100_000 + 250 * k), 1) {
+                deltas.push(update.changed);
+            }
+        }
+        assert_eq!(deltas[0].len(), 2, "the first tick has every row");
+        assert!(
+            deltas[1..]
+                .iter()
+                .all(|changed| changed.len() == 1 && changed[0].bib == 2),
+            "only the silent racer's gap moves: {deltas:?}"
+        );
+        assert_eq!(deltas.len(), 1 + 10, "once a second, not once a tick");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the facade the API layer calls ([`domain`]).
 
 pub mod actor;
+pub mod disqualification;
 pub mod domain;
 pub mod feed;
 pub mod replay;

@@ -106,7 +106,8 @@ impl Replayer {
         ))
     }
 
-    /// Plays every point up to `clock_ms`; the change since the last step, if any.
+    /// Plays every point up to `clock_ms`; the change since the last step, if any. Gaps are
+    /// for the replay clock, as live gaps are for the wall clock at each tick.
     pub fn advance(&mut self, clock_ms: UnixMillis) -> Option<TickUpdate> {
         while let Some(point) = self
             .points
@@ -120,7 +121,7 @@ impl Replayer {
             }
             self.next += 1;
         }
-        self.feed.tick(self.standings.ranked(), 1)
+        self.feed.tick(self.standings.ranked(clock_ms), 1)
     }
 
     /// Whether every point has been played.

@@ -37,9 +37,86 @@ impl RaceStatus {
         }
     }
 
-    /// Finished and cancelled races accept no further commands.
+    /// Finished and cancelled races accept no further commands, except that a finished
+    /// race's results may still be corrected by disqualifying or reinstating a racer.
     pub fn is_terminal(self) -> bool {
         matches!(self, RaceStatus::Finished | RaceStatus::Cancelled)
+    }
+}
+
+/// How a scheduled race goes live: the organiser's choice, from `race.start_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StartMode {
+    /// At its planned start, by itself; `race start` still starts it early.
+    #[default]
+    Auto,
+    /// Only when an admin fires the gun (`race start`); the planned start is a guide.
+    Gun,
+}
+
+impl StartMode {
+    /// The configuration spelling (`"auto"`, `"gun"`), or `None` for anything else.
+    pub fn parse(text: &str) -> Option<StartMode> {
+        match text {
+            "auto" => Some(StartMode::Auto),
+            "gun" => Some(StartMode::Gun),
+            _ => None,
+        }
+    }
+
+    /// The configuration spelling, for logs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartMode::Auto => "auto",
+            StartMode::Gun => "gun",
+        }
+    }
+}
+
+/// The reason recorded when a race waiting for its gun is overtaken by its cut-off: it never
+/// ran, so there are no results to make final.
+pub const CUTOFF_BEFORE_START: &str = "the cut-off passed before the race was started";
+
+/// What the clock requires of a race at some moment (see [`RaceState::due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockAction {
+    /// The planned start has come (automatic start): the race goes live.
+    Start,
+    /// The cut-off has passed for a live race: results become final, the unfinished DNF.
+    Finish,
+    /// The cut-off passed before an automatic start happened (the server was down across
+    /// both moments): the race was due to run and is over, so it goes live and finishes,
+    /// and its racers are judged like any race's (DNS/DNF), instead of waiting forever.
+    StartAndFinish,
+    /// Gun mode: the cut-off passed and nobody fired the gun; the race is called off with
+    /// [`CUTOFF_BEFORE_START`].
+    Cancel,
+}
+
+impl ClockAction {
+    /// The ordinary commands that carry it out, in order; each is decided, journaled and
+    /// applied like an admin's, so the clock adds no path around the rules.
+    pub fn commands(self) -> Vec<RaceCommand> {
+        match self {
+            ClockAction::Start => vec![RaceCommand::Start],
+            ClockAction::Finish => vec![RaceCommand::Finish],
+            ClockAction::StartAndFinish => vec![RaceCommand::Start, RaceCommand::Finish],
+            ClockAction::Cancel => vec![RaceCommand::Cancel {
+                reason: Some(CUTOFF_BEFORE_START.to_owned()),
+            }],
+        }
+    }
+
+    /// Why the race changed by itself, for the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ClockAction::Start => "went live at its start time",
+            ClockAction::Finish => "finished: the cut-off has passed",
+            ClockAction::StartAndFinish => {
+                "went live and finished: its start and cut-off both passed while it waited"
+            }
+            ClockAction::Cancel => "cancelled: the cut-off passed before the gun",
+        }
     }
 }
 
@@ -110,7 +187,25 @@ pub enum RaceCommand {
         /// Why, for the record.
         reason: Option<String>,
     },
+    /// The organiser's decision that a racer broke the rules (a confirmed cut, or any other
+    /// breach): listed `dsq` in the results, whatever the tracking says. Allowed while the
+    /// race is live or finished, since results are corrected after the race too.
+    Disqualify {
+        /// The racer; must be registered.
+        bib: u32,
+        /// Why, in the organiser's words: published with the results, so required.
+        reason: String,
+    },
+    /// Undo a disqualification that was a mistake; the racer's tracked status returns.
+    Reinstate {
+        /// The racer; must be registered.
+        bib: u32,
+    },
 }
+
+/// Longest disqualification reason in characters: a sentence or two for the results, not
+/// a report.
+pub const MAX_DSQ_REASON_CHARS: usize = 500;
 
 /// What happened to a race: the journal's content.
 ///
@@ -169,6 +264,22 @@ pub enum RaceEvent {
         /// When.
         at_ms: UnixMillis,
     },
+    /// The organiser disqualified a racer (or changed the reason of a disqualification).
+    RacerDisqualified {
+        /// The racer.
+        bib: u32,
+        /// Why, validated and trimmed.
+        reason: String,
+        /// When the decision was taken, for the record.
+        at_ms: UnixMillis,
+    },
+    /// The organiser withdrew a racer's disqualification.
+    RacerReinstated {
+        /// The racer.
+        bib: u32,
+        /// When, for the record.
+        at_ms: UnixMillis,
+    },
 }
 
 /// A race that exists.
@@ -198,6 +309,9 @@ pub struct Race {
     pub cancel_reason: Option<String>,
     /// Registered racers by bib.
     pub roster: std::collections::BTreeMap<u32, RacerEntry>,
+    /// The organiser's disqualifications: bib -> reason. Kept apart from tracking, which
+    /// only flags suspected cuts: the decision is a person's, and it wins in the results.
+    pub disqualified: std::collections::BTreeMap<u32, String>,
 }
 
 /// What lists and lookups need of a race, without its course points: kept in the
@@ -375,6 +489,69 @@ impl RaceState {
                     at_ms: now_ms,
                 }])
             }
+            RaceCommand::Disqualify { bib, reason } => {
+                if !corrects_results(race.status) {
+                    return refuse("disqualify a racer (only live or finished races can)");
+                }
+                registered(race, bib)?;
+                let reason = validate_text("disqualification reason", &reason, MAX_DSQ_REASON_CHARS)?;
+                // Repeating the decision (a retried request) changes nothing and costs no write.
+                if race.disqualified.get(&bib) == Some(&reason) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![RaceEvent::RacerDisqualified {
+                    bib,
+                    reason,
+                    at_ms: now_ms,
+                }])
+            }
+            RaceCommand::Reinstate { bib } => {
+                if !corrects_results(race.status) {
+                    return refuse("reinstate a racer (only live or finished races can)");
+                }
+                registered(race, bib)?;
+                if !race.disqualified.contains_key(&bib) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![RaceEvent::RacerReinstated { bib, at_ms: now_ms }])
+            }
+        }
+    }
+
+    /// What the clock requires of this race at `now_ms` under `mode`, if anything.
+    ///
+    /// Pure, so the timer in the actor only asks and executes: a scheduled race whose start
+    /// has come goes live (automatic mode); one whose cut-off has passed first is run and
+    /// finished (automatic) or cancelled (gun); a live race past its cut-off finishes.
+    /// Terminal races never need anything.
+    pub fn due(&self, now_ms: UnixMillis, mode: StartMode) -> Option<ClockAction> {
+        let race = self.race.as_ref()?;
+        let cutoff_passed = race.cutoff_at_ms.is_some_and(|c| now_ms >= c);
+        match race.status {
+            RaceStatus::Scheduled if cutoff_passed => Some(match mode {
+                StartMode::Auto => ClockAction::StartAndFinish,
+                StartMode::Gun => ClockAction::Cancel,
+            }),
+            RaceStatus::Scheduled if mode == StartMode::Auto && now_ms >= race.start_at_ms => {
+                Some(ClockAction::Start)
+            }
+            RaceStatus::Live if cutoff_passed => Some(ClockAction::Finish),
+            _ => None,
+        }
+    }
+
+    /// The earliest moment at which [`RaceState::due`] will ask for something, for the
+    /// actor's timer; `None` when the clock has nothing left to do for this race.
+    /// `due(t, mode)` is `Some` exactly when this is `Some(d)` with `d <= t`.
+    pub fn next_due_ms(&self, mode: StartMode) -> Option<UnixMillis> {
+        let race = self.race.as_ref()?;
+        match (race.status, mode) {
+            (RaceStatus::Scheduled, StartMode::Auto) => Some(
+                race.cutoff_at_ms
+                    .map_or(race.start_at_ms, |c| c.min(race.start_at_ms)),
+            ),
+            (RaceStatus::Scheduled, StartMode::Gun) | (RaceStatus::Live, _) => race.cutoff_at_ms,
+            (RaceStatus::Finished | RaceStatus::Cancelled, _) => None,
         }
     }
 
@@ -402,6 +579,7 @@ impl RaceState {
                     cancelled_at_ms: None,
                     cancel_reason: None,
                     roster: std::collections::BTreeMap::new(),
+                    disqualified: std::collections::BTreeMap::new(),
                 });
             }
             RaceEvent::Updated {
@@ -452,7 +630,36 @@ impl RaceState {
                     race.cancel_reason = reason.clone();
                 }
             }
+            RaceEvent::RacerDisqualified { bib, reason, .. } => {
+                if let Some(race) = &mut self.race {
+                    race.disqualified.insert(*bib, reason.clone());
+                }
+            }
+            RaceEvent::RacerReinstated { bib, .. } => {
+                if let Some(race) = &mut self.race {
+                    race.disqualified.remove(bib);
+                }
+            }
         }
+    }
+}
+
+/// Whether a race in `status` takes disqualifications and reinstatements: a live race's
+/// provisional results and a finished race's final ones can be corrected; a scheduled race
+/// has no results yet, and a cancelled one is kept as it was called off.
+fn corrects_results(status: RaceStatus) -> bool {
+    matches!(status, RaceStatus::Live | RaceStatus::Finished)
+}
+
+/// `not_found` unless `bib` is on the race's roster: a decision about nobody is a typo.
+fn registered(race: &Race, bib: u32) -> Result<(), Rejection> {
+    if race.roster.contains_key(&bib) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            ErrorCode::NotFound,
+            format!("bib {bib} is not registered in race {}", race.id),
+        ))
     }
 }
 
@@ -835,6 +1042,411 @@ mod tests {
                 prop_assert!(allowed, "{:?} -> {:?}", before, after);
             }
             let mut replayed = RaceState::default();
+            for e in &journal { replayed.apply(e); }
+            prop_assert_eq!(replayed, state);
+        }
+    }
+
+    /// A scheduled race starting at `START` with the given cut-off.
+    fn scheduled(cutoff_at_ms: Option<UnixMillis>) -> RaceState {
+        let mut s = RaceState::default();
+        let events = s
+            .handle(
+                &id(),
+                RaceCommand::Create {
+                    name: "Clock".into(),
+                    course: course(),
+                    start_at_ms: START,
+                    cutoff_at_ms,
+                },
+                START - 60_000,
+                LIMITS,
+            )
+            .unwrap();
+        for e in &events {
+            s.apply(e);
+        }
+        s
+    }
+
+    /// Runs what the clock asks at `now`, as the actor does: each command through `handle`.
+    fn tick(s: &mut RaceState, now: UnixMillis, mode: StartMode) -> Option<ClockAction> {
+        let action = s.due(now, mode)?;
+        for command in action.commands() {
+            for e in &s.handle(&id(), command, now, LIMITS).unwrap() {
+                s.apply(e);
+            }
+        }
+        Some(action)
+    }
+
+    fn status(s: &RaceState) -> RaceStatus {
+        s.race.as_ref().unwrap().status
+    }
+
+    #[test]
+    fn auto_mode_starts_at_the_start_time_and_not_before() {
+        let mut s = scheduled(Some(START + 3_000));
+        assert_eq!(s.next_due_ms(StartMode::Auto), Some(START));
+        assert_eq!(tick(&mut s, START - 1, StartMode::Auto), None);
+        assert_eq!(
+            tick(&mut s, START, StartMode::Auto),
+            Some(ClockAction::Start)
+        );
+        assert_eq!(status(&s), RaceStatus::Live);
+        assert_eq!(s.race.as_ref().unwrap().started_at_ms, Some(START));
+        assert_eq!(s.next_due_ms(StartMode::Auto), Some(START + 3_000));
+        assert_eq!(tick(&mut s, START + 2_999, StartMode::Auto), None);
+        assert_eq!(
+            tick(&mut s, START + 3_000, StartMode::Auto),
+            Some(ClockAction::Finish)
+        );
+        assert_eq!(status(&s), RaceStatus::Finished);
+        assert_eq!(s.next_due_ms(StartMode::Auto), None);
+        assert_eq!(s.due(START + 10_000_000, StartMode::Auto), None);
+    }
+
+    #[test]
+    fn without_a_cutoff_a_live_race_waits_for_its_finish() {
+        let mut s = scheduled(None);
+        assert_eq!(
+            tick(&mut s, START + 5, StartMode::Auto),
+            Some(ClockAction::Start)
+        );
+        assert_eq!(s.next_due_ms(StartMode::Auto), None);
+        assert_eq!(s.due(UnixMillis::MAX, StartMode::Auto), None);
+    }
+
+    #[test]
+    fn a_start_and_cutoff_both_missed_run_and_finish_the_race_in_auto_mode() {
+        let mut s = scheduled(Some(START + 3_000));
+        assert_eq!(
+            tick(&mut s, START + 60_000, StartMode::Auto),
+            Some(ClockAction::StartAndFinish)
+        );
+        let race = s.race.as_ref().unwrap();
+        assert_eq!(race.status, RaceStatus::Finished);
+        assert!(race.started_at_ms.is_some() && race.finished_at_ms.is_some());
+    }
+
+    #[test]
+    fn gun_mode_waits_for_the_gun_and_cancels_at_the_cutoff() {
+        let mut s = scheduled(Some(START + 3_000));
+        assert_eq!(s.next_due_ms(StartMode::Gun), Some(START + 3_000));
+        assert_eq!(tick(&mut s, START + 2_999, StartMode::Gun), None);
+        assert_eq!(status(&s), RaceStatus::Scheduled);
+        assert_eq!(
+            tick(&mut s, START + 3_000, StartMode::Gun),
+            Some(ClockAction::Cancel)
+        );
+        let race = s.race.as_ref().unwrap();
+        assert_eq!(race.status, RaceStatus::Cancelled);
+        assert_eq!(race.cancel_reason.as_deref(), Some(CUTOFF_BEFORE_START));
+        // Without a cut-off a gun-mode race never changes by itself.
+        let s = scheduled(None);
+        assert_eq!(s.next_due_ms(StartMode::Gun), None);
+        assert_eq!(s.due(UnixMillis::MAX, StartMode::Gun), None);
+    }
+
+    #[test]
+    fn a_fired_gun_hands_the_race_to_its_cutoff() {
+        let mut s = scheduled(Some(START + 3_000));
+        run(&mut s, RaceCommand::Start).unwrap();
+        assert_eq!(s.next_due_ms(StartMode::Gun), Some(START + 3_000));
+        assert_eq!(
+            tick(&mut s, START + 3_000, StartMode::Gun),
+            Some(ClockAction::Finish)
+        );
+        assert_eq!(status(&s), RaceStatus::Finished);
+    }
+
+    #[test]
+    fn an_edited_start_moves_the_next_due_time() {
+        let mut s = scheduled(Some(START + 3_000));
+        run(
+            &mut s,
+            RaceCommand::Update {
+                name: None,
+                course: None,
+                start_at_ms: Some(START + 1_000),
+                cutoff_at_ms: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.next_due_ms(StartMode::Auto), Some(START + 1_000));
+        assert_eq!(s.due(START + 500, StartMode::Auto), None);
+    }
+
+    #[test]
+    fn start_modes_parse_their_spelling_only() {
+        for mode in [StartMode::Auto, StartMode::Gun] {
+            assert_eq!(StartMode::parse(mode.as_str()), Some(mode));
+        }
+        assert_eq!(StartMode::parse("Auto"), None);
+        assert_eq!(StartMode::default(), StartMode::Auto);
+    }
+
+    /// A race in any lifecycle position, with any start, cut-off and mode.
+    fn any_clock_case() -> impl Strategy<Value = (RaceState, UnixMillis, StartMode)> {
+        (
+            -10_000i64..10_000,
+            proptest::option::of(1i64..10_000),
+            0u8..4,
+            -20_000i64..30_000,
+            any::<bool>(),
+        )
+            .prop_map(|(shift, cutoff_after, position, now, gun)| {
+                let start = START + shift;
+                let mut s = RaceState::default();
+                s.apply(&RaceEvent::Created {
+                    id: id(),
+                    name: "Clock".into(),
+                    course: course(),
+                    start_at_ms: start,
+                    cutoff_at_ms: cutoff_after.map(|c| start + c),
+                    at_ms: START - 100_000,
+                });
+                let at_ms = START - 50_000;
+                match position {
+                    0 => {}
+                    1 => s.apply(&RaceEvent::Started { at_ms }),
+                    2 => {
+                        s.apply(&RaceEvent::Started { at_ms });
+                        s.apply(&RaceEvent::Finished { at_ms });
+                    }
+                    _ => s.apply(&RaceEvent::Cancelled {
+                        reason: None,
+                        at_ms,
+                    }),
+                }
+                let mode = if gun { StartMode::Gun } else { StartMode::Auto };
+                (s, START + now, mode)
+            })
+    }
+
+    proptest! {
+        /// Whatever the times and mode: `due` agrees with `next_due_ms`; what it asks is
+        /// accepted by the ordinary rules and leaves nothing more due; status only moves
+        /// along lifecycle edges; terminal races are never touched.
+        #[test]
+        fn the_clock_settles_in_one_step_and_never_touches_terminal_races(
+            (state, now, mode) in any_clock_case()
+        ) {
+            let before = state.race.as_ref().unwrap().status;
+            let due = state.due(now, mode);
+            prop_assert_eq!(
+                due.is_some(),
+                state.next_due_ms(mode).is_some_and(|t| t <= now)
+            );
+            if before.is_terminal() {
+                prop_assert_eq!(due, None);
+                prop_assert_eq!(state.next_due_ms(mode), None);
+            }
+            let mut after = state.clone();
+            if let Some(action) = due {
+                for command in action.commands() {
+                    let events = after.handle(&id(), command, now, LIMITS);
+                    prop_assert!(events.is_ok(), "{:?} refused: {:?}", action, events);
+                    for e in &events.unwrap() { after.apply(e); }
+                }
+                prop_assert_ne!(after.race.as_ref().unwrap().status, before);
+            } else {
+                prop_assert_eq!(&after, &state);
+            }
+            prop_assert_eq!(after.due(now, mode), None);
+            // Later, the clock can only want the race's next lifecycle step, never a step back.
+            let status = after.race.as_ref().unwrap().status;
+            if let Some(next) = after.next_due_ms(mode) {
+                prop_assert!(next > now);
+                prop_assert!(!status.is_terminal());
+            }
+            prop_assert!(matches!(
+                (before, status),
+                (a, b) if a == b
+            ) || matches!(
+                (before, status),
+                (RaceStatus::Scheduled, RaceStatus::Live | RaceStatus::Finished | RaceStatus::Cancelled)
+                    | (RaceStatus::Live, RaceStatus::Finished)
+            ));
+        }
+    }
+
+    /// A live race with bibs 1..=3 registered.
+    fn live_with_racers() -> RaceState {
+        let mut s = RaceState::default();
+        run(&mut s, create()).unwrap();
+        run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![entry(1, "Ana"), entry(2, "Bor"), entry(3, "Cene")],
+            },
+        )
+        .unwrap();
+        run(&mut s, RaceCommand::Start).unwrap();
+        s
+    }
+
+    fn dsq(bib: u32, reason: &str) -> RaceCommand {
+        RaceCommand::Disqualify {
+            bib,
+            reason: reason.into(),
+        }
+    }
+
+    fn disqualified(s: &RaceState) -> Vec<(u32, &str)> {
+        s.race
+            .as_ref()
+            .unwrap()
+            .disqualified
+            .iter()
+            .map(|(b, r)| (*b, r.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_disqualification_is_recorded_trimmed_and_a_repeat_is_a_no_op() {
+        let mut s = live_with_racers();
+        run(&mut s, dsq(2, "  cut the loop at km 12 ")).unwrap();
+        assert_eq!(disqualified(&s), vec![(2, "cut the loop at km 12")]);
+        let repeat = s
+            .handle(&id(), dsq(2, "cut the loop at km 12"), START, LIMITS)
+            .unwrap();
+        assert!(repeat.is_empty(), "the same decision again changes nothing");
+        let events = s
+            .handle(&id(), dsq(2, "drafting a car"), START + 5, LIMITS)
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![RaceEvent::RacerDisqualified {
+                bib: 2,
+                reason: "drafting a car".into(),
+                at_ms: START + 5
+            }]
+        );
+        for e in &events {
+            s.apply(e);
+        }
+        assert_eq!(disqualified(&s), vec![(2, "drafting a car")], "replaced");
+    }
+
+    #[test]
+    fn a_reinstatement_undoes_a_disqualification_and_is_otherwise_a_no_op() {
+        let mut s = live_with_racers();
+        let nothing = s
+            .handle(&id(), RaceCommand::Reinstate { bib: 1 }, START, LIMITS)
+            .unwrap();
+        assert!(nothing.is_empty(), "bib 1 is not disqualified");
+        run(&mut s, dsq(1, "no helmet")).unwrap();
+        run(&mut s, dsq(3, "cut")).unwrap();
+        run(&mut s, RaceCommand::Reinstate { bib: 1 }).unwrap();
+        assert_eq!(disqualified(&s), vec![(3, "cut")]);
+    }
+
+    #[test]
+    fn disqualifying_needs_a_registered_bib_a_reason_and_a_race_with_results() {
+        let mut s = RaceState::default();
+        run(&mut s, create()).unwrap();
+        run(
+            &mut s,
+            RaceCommand::RegisterRacers {
+                racers: vec![entry(1, "Ana")],
+            },
+        )
+        .unwrap();
+        for command in [dsq(1, "cut"), RaceCommand::Reinstate { bib: 1 }] {
+            let err = run(&mut s, command).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidTransition, "scheduled: {err:?}");
+            assert!(err.message.contains("scheduled"), "{}", err.message);
+        }
+        run(&mut s, RaceCommand::Start).unwrap();
+        for command in [dsq(9, "cut"), RaceCommand::Reinstate { bib: 9 }] {
+            let err = run(&mut s, command).unwrap_err();
+            assert_eq!(err.code, ErrorCode::NotFound);
+            assert!(err.message.contains("bib 9"), "{}", err.message);
+        }
+        for reason in ["", "   ", "a\u{7}b", &"x".repeat(501)[..]] {
+            assert_eq!(
+                run(&mut s, dsq(1, reason)).unwrap_err().code,
+                ErrorCode::InvalidArgument,
+                "{reason:?}"
+            );
+        }
+        run(&mut s, dsq(1, &"x".repeat(500))).unwrap();
+        // Results are corrected after the race: the one change a finished race accepts.
+        run(&mut s, RaceCommand::Finish).unwrap();
+        run(&mut s, RaceCommand::Reinstate { bib: 1 }).unwrap();
+        run(&mut s, dsq(1, "confirmed cut")).unwrap();
+        assert_eq!(disqualified(&s), vec![(1, "confirmed cut")]);
+        assert_eq!(
+            run(&mut s, RaceCommand::Start).unwrap_err().code,
+            ErrorCode::InvalidTransition,
+            "otherwise still terminal"
+        );
+
+        let mut cancelled = live_with_racers();
+        run(&mut cancelled, dsq(2, "cut")).unwrap();
+        run(&mut cancelled, RaceCommand::Cancel { reason: None }).unwrap();
+        for command in [dsq(1, "cut"), RaceCommand::Reinstate { bib: 2 }] {
+            assert_eq!(
+                run(&mut cancelled, command).unwrap_err().code,
+                ErrorCode::InvalidTransition
+            );
+        }
+        assert_eq!(disqualified(&cancelled), vec![(2, "cut")], "kept as it was");
+    }
+
+    /// Disqualify, reinstate or finish, on bibs 1..=4 (4 is not registered), with reasons
+    /// that are sometimes blank.
+    fn any_decision() -> impl Strategy<Value = RaceCommand> {
+        prop_oneof![
+            4 => (1u32..=4, prop_oneof![Just(" ".to_owned()), "[a-c]{1,2}", " [a-c] "])
+                .prop_map(|(bib, reason)| RaceCommand::Disqualify { bib, reason }),
+            3 => (1u32..=4).prop_map(|bib| RaceCommand::Reinstate { bib }),
+            1 => Just(RaceCommand::Finish),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of decisions on a live (later maybe finished) race: `disqualified`
+        /// equals a plain map that inserts on disqualify and removes on reinstate; a change
+        /// emits exactly one event and a no-op none; replaying the journal rebuilds the state.
+        #[test]
+        fn disqualified_follows_a_simple_model(commands in proptest::collection::vec(any_decision(), 0..40)) {
+            let mut state = live_with_racers();
+            let mut model = std::collections::BTreeMap::<u32, String>::new();
+            let mut journal = Vec::new();
+            for command in commands {
+                let before = model.clone();
+                let outcome = state.handle(&id(), command.clone(), START, LIMITS);
+                match &command {
+                    RaceCommand::Disqualify { bib, reason } => {
+                        if *bib == 4 {
+                            prop_assert_eq!(outcome.as_ref().unwrap_err().code, ErrorCode::NotFound);
+                        } else if reason.trim().is_empty() {
+                            prop_assert_eq!(outcome.as_ref().unwrap_err().code, ErrorCode::InvalidArgument);
+                        } else {
+                            model.insert(*bib, reason.trim().to_owned());
+                        }
+                    }
+                    RaceCommand::Reinstate { bib } => {
+                        if *bib == 4 {
+                            prop_assert_eq!(outcome.as_ref().unwrap_err().code, ErrorCode::NotFound);
+                        } else {
+                            model.remove(bib);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Ok(events) = outcome {
+                    if !matches!(command, RaceCommand::Finish) {
+                        prop_assert_eq!(events.len(), usize::from(model != before));
+                    }
+                    for e in &events { state.apply(e); }
+                    journal.extend(events);
+                }
+                prop_assert_eq!(&state.race.as_ref().unwrap().disqualified, &model);
+            }
+            let mut replayed = live_with_racers();
             for e in &journal { replayed.apply(e); }
             prop_assert_eq!(replayed, state);
         }

@@ -300,6 +300,8 @@ mod tests {
             rules: RaceSettings::from_config(&crate::config::Config::defaults().unwrap()).rules,
             tick: Duration::from_millis(250),
             resume_buffer_bytes: 1 << 20,
+            // The start below is in the past: the test fires the gun itself.
+            start_mode: crate::actors::race::state::StartMode::Gun,
         };
         let domain = RaceDomain::start(&root, store, journal, settings, crate::api::tick_encoder())
             .await

@@ -237,6 +237,7 @@ fn report(st: &RacerActorState) {
             bib: st.bib,
             progress,
             splits_ms: st.state.splits_ms.clone(),
+            incidents: st.state.incidents.clone(),
         });
     }
 }

@@ -4,9 +4,14 @@
 //! racers' progress into standings.
 
 pub mod actor;
+#[cfg(test)]
+mod bad_rides;
 pub mod state;
 
-pub use state::{CourseGeometry, Fix, FixVerdict, RacerEvent, RacerState, TrackingRules};
+pub use state::{
+    CourseGeometry, CutRule, Fix, FixVerdict, Incidents, OffCourseEpisode, RacerEvent, RacerState,
+    SuspectedCut, TrackingRules,
+};
 
 /// Journal key prefix and metrics label for racer actors.
 pub const KIND: &str = "racer";

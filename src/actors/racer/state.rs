@@ -8,9 +8,26 @@
 //! out-and-back and self-crossing courses do not confuse it. Progress never goes backwards.
 //! Checkpoint splits and the finish time are interpolated between the two fixes around the
 //! crossing; finishing means crossing the finish line, not coming near it.
+//!
+//! Real rides go wrong, and each way has its rule here:
+//! - **Detours** (a closed road, a wrong turn): a racer off the course is searched again from
+//!   their last *confirmed* progress (the last fix on the course), as far ahead as they could
+//!   have ridden since that fix, not since the previous one; so a racer who comes back
+//!   anywhere within reach is found where they really are. Each spell off the course long
+//!   enough to raise the flag is kept as an [`OffCourseEpisode`].
+//! - **Course cuts**: a racer found farther ahead than [`TrackingRules::max_course_speed_mps`]
+//!   allows since their last confirmed fix (plus [`TrackingRules::cut_tolerance_m`]) skipped
+//!   course they could not have ridden: a [`SuspectedCut`]. Found beyond even the plausible
+//!   reach, they are placed there only when the fix before agrees (it lies on the course just
+//!   behind, at a speed a racer has), so a racer passing near a later leg of a loop or an
+//!   out-and-back is not snapped onto it. [`CutRule`] says whether a cut is credited and
+//!   flagged or held.
+//! - **GPS dropouts** (minutes without a fix, then a fix far ahead): not cuts, because the
+//!   distance is judged against the time since the last confirmed fix: a dropout's jump is at
+//!   a speed a racer rides, a cut's is not.
 
 use crate::geo::finish::FinishLine;
-use crate::geo::projection::{CourseIndex, ProjectionWindow};
+use crate::geo::projection::{CourseIndex, Projection, ProjectionWindow};
 use crate::geo::{Course, Position};
 use crate::time::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -20,6 +37,12 @@ use std::collections::VecDeque;
 pub const PACE_WINDOW_MS: i64 = 120_000;
 /// Shortest span of samples a pace is computed from; shorter is noise.
 const MIN_PACE_SPAN_MS: i64 = 10_000;
+/// Most off-course episodes and suspected cuts kept per racer: enough for any real ride, and a
+/// bound on what a device that zigzags on purpose can make the server store.
+pub const MAX_INCIDENTS: usize = 256;
+/// The least ground between two fixes that can tell which way a racer rides: below it, GPS
+/// noise alone could point either way.
+const MIN_AGREEING_MOVE_M: f64 = 10.0;
 
 /// One GPS fix as the device reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -34,6 +57,17 @@ pub struct Fix {
     pub speed_mps: Option<f32>,
     /// Elevation in metres, if known.
     pub elevation_m: Option<f32>,
+}
+
+/// What a suspected course cut does to the racer's progress; chosen by the organiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CutRule {
+    /// Credit the progress and flag the racer: the organiser judges after the race (a GPS
+    /// glitch must not cost an honest racer their finish).
+    Flag,
+    /// Credit nothing beyond the cut's start until the racer is found on the course behind
+    /// the cut's end again (they went back); riding on ahead earns no progress.
+    Hold,
 }
 
 /// Rules for judging fixes; from configuration.
@@ -53,6 +87,15 @@ pub struct TrackingRules {
     pub min_window_ahead_m: f64,
     /// Half the finish line's width.
     pub finish_half_width_m: f64,
+    /// The fastest average speed along the course a racer sustains between two confirmed
+    /// positions; progress that would need more skipped course. Below `max_speed_mps`, which
+    /// judges single jumps between fixes, not sustained riding.
+    pub max_course_speed_mps: f64,
+    /// Progress beyond what `max_course_speed_mps` allows by less than this is projection
+    /// noise at a hairpin or GPS error, not a cut.
+    pub cut_tolerance_m: f64,
+    /// What a suspected cut does.
+    pub cut_rule: CutRule,
 }
 
 /// The course as tracking needs it, built once per race and shared by its racers.
@@ -101,6 +144,56 @@ pub enum FixVerdict {
     AlreadyFinished,
 }
 
+/// A spell off the course long enough to raise the off-course flag.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OffCourseEpisode {
+    /// The first fix off the course.
+    pub from_ms: UnixMillis,
+    /// The first fix back on it; `None` while the racer is still off.
+    pub to_ms: Option<UnixMillis>,
+    /// The farthest the racer was from the course, metres.
+    pub max_offset_m: f64,
+}
+
+/// Progress that skipped course the racer could not have ridden in the time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SuspectedCut {
+    /// The fix that showed it.
+    pub at_ms: UnixMillis,
+    /// Where the skipped stretch starts: the racer's last confirmed progress, metres.
+    pub from_m: f64,
+    /// Where the racer was found, metres along the course.
+    pub to_m: f64,
+    /// Whether progress was held at `from_m` ([`CutRule::Hold`]) instead of credited.
+    pub held: bool,
+}
+
+impl SuspectedCut {
+    /// Whether checkpoint distance `distance_m` lies in the stretch this cut skipped and was
+    /// credited: such a checkpoint was not passed by riding.
+    pub fn skipped(&self, distance_m: f64) -> bool {
+        !self.held && distance_m > self.from_m && distance_m <= self.to_m
+    }
+}
+
+/// What a racer's ride has on its record besides progress: the race keeps it for the
+/// standings (a flag) and the results (the list), and judges disqualifications from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Incidents {
+    /// Spells off the course that raised the flag, oldest first (the open one last, with no
+    /// end), at most [`MAX_INCIDENTS`].
+    pub episodes: Vec<OffCourseEpisode>,
+    /// Suspected cuts, oldest first, at most [`MAX_INCIDENTS`].
+    pub cuts: Vec<SuspectedCut>,
+}
+
+impl Incidents {
+    /// Whether any cut is on the record (held or credited).
+    pub fn cut_suspected(&self) -> bool {
+        !self.cuts.is_empty()
+    }
+}
+
 /// What happened to a racer: the journal's content for racer actors.
 ///
 /// The variant order is the storage encoding: append only.
@@ -114,7 +207,8 @@ pub enum RacerEvent {
         progress_m: f64,
         /// Distance from the course at this fix.
         offset_m: f64,
-        /// Whether the fix was within the off-course distance.
+        /// Whether the fix confirmed the racer's progress: on the course, where they were
+        /// credited to be.
         on_course: bool,
     },
     /// A checkpoint was passed.
@@ -129,14 +223,26 @@ pub enum RacerEvent {
         /// When the flag was raised.
         at_ms: UnixMillis,
     },
-    /// The racer is back on the course.
+    /// The racer is back on the course; the episode that raised the flag is over.
     BackOnCourse {
         /// When.
         at_ms: UnixMillis,
+        /// The episode, with its end, as it is kept for the results.
+        episode: OffCourseEpisode,
     },
     /// The racer crossed the finish line.
     Finished {
         /// Interpolated crossing time.
+        at_ms: UnixMillis,
+    },
+    /// Progress skipped course the racer could not have ridden.
+    CutSuspected {
+        /// What was skipped and whether it was credited.
+        cut: SuspectedCut,
+    },
+    /// A held cut is over: the racer was found on the course behind its end again.
+    CutReleased {
+        /// When.
         at_ms: UnixMillis,
     },
 }
@@ -152,14 +258,33 @@ pub struct RacerState {
     pub offset_m: f64,
     /// First fix time of the current off-course streak.
     pub off_since_ms: Option<UnixMillis>,
+    /// The farthest from the course during the current streak, metres.
+    pub off_max_m: f64,
     /// The off-course flag.
     pub off_course: bool,
+    /// Time of the last fix that confirmed the progress (on the course where credited):
+    /// re-acquisition and cut detection measure what was possible from here.
+    pub confirmed_at_ms: Option<UnixMillis>,
     /// Split times, one per checkpoint passed, in order.
     pub splits_ms: Vec<UnixMillis>,
     /// Finish time.
     pub finished_at_ms: Option<UnixMillis>,
-    /// Recent (time, progress) samples for pace, speed and ETA.
+    /// Recent (time, progress) samples of fixes on the course, for pace, speed, ETA and
+    /// what progress is plausible.
     pub recent: VecDeque<(UnixMillis, f64)>,
+    /// Off-course episodes and suspected cuts, for the standings and the results.
+    pub incidents: Incidents,
+    /// The cut progress is held at, under [`CutRule::Hold`].
+    pub held_cut: Option<SuspectedCut>,
+}
+
+/// How a fix was placed on the course.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// Where on the course.
+    projection: Projection,
+    /// Whether it lies within the off-course distance.
+    on_course: bool,
 }
 
 impl RacerState {
@@ -193,26 +318,41 @@ impl RacerState {
         let ahead = elapsed_s.map_or(rules.min_window_ahead_m, |dt| {
             (rules.max_speed_mps * dt + f64::from(fix.accuracy_m)).max(rules.min_window_ahead_m)
         });
-        let window = ProjectionWindow {
-            behind_m: rules.window_behind_m,
-            ahead_m: ahead,
-        };
-        let Some(projection) = geo.index.project(fix.position, self.progress_m, window) else {
-            return Err(FixVerdict::Invalid);
-        };
-        let on_course = projection.offset_m <= rules.off_course_m;
+        let placement = self
+            .place(fix, geo, rules, ahead)
+            .ok_or(FixVerdict::Invalid)?;
         let before = self.progress_m.unwrap_or(0.0);
-        let progress_m = if on_course {
-            before.max(projection.progress_m)
-        } else {
-            before
-        };
+        let found = placement.projection.progress_m;
+        let advance = (found - before).max(0.0);
+        let cut = (placement.on_course && advance > self.plausible_advance_m(fix.at_ms, rules))
+            .then_some(SuspectedCut {
+                at_ms: fix.at_ms,
+                from_m: before,
+                to_m: found,
+                held: rules.cut_rule == CutRule::Hold,
+            });
+        // Under the hold rule nothing beyond a cut's start counts until the racer is behind
+        // the cut's end again: a new cut, or a position past the held cut's end, confirms
+        // nothing.
+        let held_back = cut.is_some_and(|c| c.held)
+            || self
+                .held_cut
+                .is_some_and(|h| found >= h.to_m && advance > 0.0);
+        let on_course = placement.on_course && !held_back;
+        let progress_m = if on_course { before.max(found) } else { before };
         let mut events = vec![RacerEvent::FixAccepted {
             fix,
             progress_m,
-            offset_m: projection.offset_m,
+            offset_m: placement.projection.offset_m,
             on_course,
         }];
+        let new_cut = cut.filter(|c| !(c.held && self.held_cut.is_some()));
+        if let Some(cut) = new_cut {
+            events.push(RacerEvent::CutSuspected { cut });
+        }
+        if on_course && self.held_cut.is_some() {
+            events.push(RacerEvent::CutReleased { at_ms: fix.at_ms });
+        }
 
         // Splits: interpolate the passing time between the previous fix and this one.
         let (t0, p0) = self
@@ -241,7 +381,14 @@ impl RacerState {
                     events.push(RacerEvent::WentOffCourse { at_ms: fix.at_ms });
                 }
             }
-            (true, true, _) => events.push(RacerEvent::BackOnCourse { at_ms: fix.at_ms }),
+            (true, true, since) => events.push(RacerEvent::BackOnCourse {
+                at_ms: fix.at_ms,
+                episode: OffCourseEpisode {
+                    from_ms: since.unwrap_or(fix.at_ms),
+                    to_ms: Some(fix.at_ms),
+                    max_offset_m: self.off_max_m,
+                },
+            }),
             _ => {}
         }
 
@@ -258,6 +405,86 @@ impl RacerState {
         Ok(events)
     }
 
+    /// Places `fix` on the course, searching wider the longer the racer has been unconfirmed:
+    /// first the window `ahead` of the last progress (sized from the time since the previous
+    /// fix); if that finds the racer off the course, everything they could have reached since
+    /// their last confirmed fix; if still off, anywhere ahead. Beyond the first window a
+    /// place is taken only when the previous fix agrees (see [`agrees`]): a racer crossing a
+    /// later leg, or riding the other way along it, is not snapped onto it, and one who
+    /// rejoins is placed one fix later. `None` only for a degenerate course.
+    fn place(
+        &self,
+        fix: Fix,
+        geo: &CourseGeometry,
+        rules: &TrackingRules,
+        ahead: f64,
+    ) -> Option<Placement> {
+        let placed = |projection: Projection| Placement {
+            projection,
+            on_course: projection.offset_m <= rules.off_course_m,
+        };
+        let window = ProjectionWindow {
+            behind_m: rules.window_behind_m,
+            ahead_m: ahead,
+        };
+        let near = placed(geo.index.project(fix.position, self.progress_m, window)?);
+        let (Some(before), Some(last)) = (self.progress_m, self.last_fix) else {
+            return Some(near);
+        };
+        if near.on_course {
+            return Some(near);
+        }
+        let since = self.confirmed_at_ms.unwrap_or(last.at_ms);
+        let reach =
+            rules.max_speed_mps * ((fix.at_ms - since) as f64 / 1000.0) + f64::from(fix.accuracy_m);
+        // The widest plausible search also measures how far off the course the racer is:
+        // the narrow window's end can be kilometres behind a racer on a long detour.
+        let mut off = near;
+        if reach > ahead {
+            let wide = ProjectionWindow {
+                behind_m: rules.window_behind_m,
+                ahead_m: reach,
+            };
+            off = placed(geo.index.project(fix.position, Some(before), wide)?);
+            if off.on_course && agrees(last, fix, off.projection, geo, rules) {
+                return Some(off);
+            }
+        }
+        let length = geo.index.length_m();
+        let anywhere = geo
+            .index
+            .project_between(fix.position, before, length, before)
+            .map(placed)
+            .filter(|p| p.on_course && agrees(last, fix, p.projection, geo, rules));
+        // Near the course but not where the previous fix agrees the racer rides: not yet
+        // back on it.
+        Some(anywhere.unwrap_or(Placement {
+            on_course: false,
+            ..off
+        }))
+    }
+
+    /// How far beyond the last confirmed progress the racer may plausibly be at `at_ms`:
+    /// sustained course speed over the time since each recent confirmed sample, the tightest
+    /// of them, plus the tolerance.
+    fn plausible_advance_m(&self, at_ms: UnixMillis, rules: &TrackingRules) -> f64 {
+        let Some(before) = self.progress_m else {
+            // A first fix may be anywhere near the start; there is nothing to cut from.
+            return f64::INFINITY;
+        };
+        let Some(confirmed) = self.confirmed_at_ms else {
+            return f64::INFINITY;
+        };
+        let allowance =
+            |t: UnixMillis| rules.max_course_speed_mps * ((at_ms - t).max(0) as f64 / 1000.0);
+        let mut limit = allowance(confirmed);
+        for &(t, p) in &self.recent {
+            // A sample `before - p` behind the current progress had that much more to ride.
+            limit = limit.min(allowance(t) - (before - p));
+        }
+        limit.max(0.0) + rules.cut_tolerance_m
+    }
+
     /// Folds one accepted event in.
     pub fn apply(&mut self, event: &RacerEvent) {
         match event {
@@ -272,10 +499,25 @@ impl RacerState {
                 self.offset_m = *offset_m;
                 if *on_course {
                     self.off_since_ms = None;
+                    self.off_max_m = 0.0;
+                    self.confirmed_at_ms = Some(fix.at_ms);
                 } else {
                     self.off_since_ms.get_or_insert(fix.at_ms);
+                    self.off_max_m = self.off_max_m.max(*offset_m);
+                    if let Some(open) = self
+                        .incidents
+                        .episodes
+                        .last_mut()
+                        .filter(|e| e.to_ms.is_none())
+                    {
+                        open.max_offset_m = open.max_offset_m.max(*offset_m);
+                    }
                 }
-                self.recent.push_back((fix.at_ms, *progress_m));
+                // Only confirmed positions say where the racer was when: an off-course fix
+                // carries the progress it was held at, not where the racer is.
+                if *on_course {
+                    self.recent.push_back((fix.at_ms, *progress_m));
+                }
                 while self
                     .recent
                     .front()
@@ -285,9 +527,37 @@ impl RacerState {
                 }
             }
             RacerEvent::CheckpointReached { at_ms, .. } => self.splits_ms.push(*at_ms),
-            RacerEvent::WentOffCourse { .. } => self.off_course = true,
-            RacerEvent::BackOnCourse { .. } => self.off_course = false,
+            RacerEvent::WentOffCourse { .. } => {
+                self.off_course = true;
+                if self.incidents.episodes.len() < MAX_INCIDENTS {
+                    self.incidents.episodes.push(OffCourseEpisode {
+                        from_ms: self.off_since_ms.unwrap_or_default(),
+                        to_ms: None,
+                        max_offset_m: self.off_max_m,
+                    });
+                }
+            }
+            RacerEvent::BackOnCourse { episode, .. } => {
+                self.off_course = false;
+                if let Some(open) = self
+                    .incidents
+                    .episodes
+                    .last_mut()
+                    .filter(|e| e.to_ms.is_none())
+                {
+                    *open = *episode;
+                }
+            }
             RacerEvent::Finished { at_ms } => self.finished_at_ms = Some(*at_ms),
+            RacerEvent::CutSuspected { cut } => {
+                if self.incidents.cuts.len() < MAX_INCIDENTS {
+                    self.incidents.cuts.push(*cut);
+                }
+                if cut.held {
+                    self.held_cut = Some(*cut);
+                }
+            }
+            RacerEvent::CutReleased { .. } => self.held_cut = None,
         }
     }
 
@@ -304,6 +574,34 @@ impl RacerState {
         let remaining = (course_length_m - self.progress_m?).max(0.0);
         Some((remaining / pace * 1000.0).round() as i64)
     }
+}
+
+/// Whether the previous fix `last` backs placing `fix` at `candidate`, far ahead of where the
+/// racer was confirmed: the racer moved (two fixes at one spot say nothing about direction),
+/// and `last` lies on the course behind the candidate by about the ground covered, no farther
+/// than a racer rides in the time between. A racer riding the other way past a later leg of
+/// an out-and-back, or across it at a crossing, fails this.
+fn agrees(
+    last: Fix,
+    fix: Fix,
+    candidate: Projection,
+    geo: &CourseGeometry,
+    rules: &TrackingRules,
+) -> bool {
+    let moved = last.position.distance_m(fix.position);
+    let noise = f64::from(fix.accuracy_m) + f64::from(last.accuracy_m);
+    if moved < noise.max(MIN_AGREEING_MOVE_M) {
+        return false;
+    }
+    let dt_s = (fix.at_ms - last.at_ms) as f64 / 1000.0;
+    let ridden = rules.max_speed_mps * dt_s + noise;
+    let lo = candidate.progress_m - ridden - rules.window_behind_m;
+    let hi = candidate.progress_m + rules.window_behind_m;
+    geo.index
+        .project_between(last.position, lo, hi, candidate.progress_m)
+        .is_some_and(|p| {
+            p.offset_m <= rules.off_course_m && candidate.progress_m - p.progress_m >= moved / 2.0
+        })
 }
 
 /// The time at which `distance` was passed, moving from (t0, p0) to (t1, p1).
@@ -328,6 +626,9 @@ mod tests {
         window_behind_m: 100.0,
         min_window_ahead_m: 300.0,
         finish_half_width_m: 25.0,
+        max_course_speed_mps: 20.0,
+        cut_tolerance_m: 150.0,
+        cut_rule: CutRule::Flag,
     };
 
     /// A 2 km course due north.
@@ -494,7 +795,20 @@ mod tests {
             "off-course fixes do not advance"
         );
         let events = feed(&mut s, &geo, fix(50, north(250.0), 15.0)).unwrap();
-        assert!(events.contains(&RacerEvent::BackOnCourse { at_ms: 50_000 }));
+        assert!(events.contains(&RacerEvent::BackOnCourse {
+            at_ms: 50_000,
+            episode: OffCourseEpisode {
+                from_ms: 20_000,
+                to_ms: Some(50_000),
+                max_offset_m: s.incidents.episodes[0].max_offset_m,
+            }
+        }));
+        assert_eq!(s.incidents.episodes.len(), 1);
+        assert!(
+            (s.incidents.episodes[0].max_offset_m - 150.0).abs() < 5.0,
+            "{:?}",
+            s.incidents.episodes
+        );
     }
 
     #[test]
