@@ -94,6 +94,8 @@ pub fn permitted(role: Role, request: &Request) -> bool {
         | Request::RaceStart { .. }
         | Request::RaceFinish { .. }
         | Request::RaceCancel { .. }
+        | Request::RaceDisqualify { .. }
+        | Request::RaceReinstate { .. }
         | Request::RacerRegister { .. }
         | Request::RaceShare { .. }
         | Request::Backup => role == Role::Admin,
@@ -187,6 +189,18 @@ pub async fn handle(
             .into(),
         Request::RaceCancel { id, reason } => {
             race_command(services, &id, RaceCommand::Cancel { reason })
+                .await
+                .into()
+        }
+        Request::RaceDisqualify {
+            race_id,
+            bib,
+            reason,
+        } => race_command(services, &race_id, RaceCommand::Disqualify { bib, reason })
+            .await
+            .into(),
+        Request::RaceReinstate { race_id, bib } => {
+            race_command(services, &race_id, RaceCommand::Reinstate { bib })
                 .await
                 .into()
         }
@@ -323,7 +337,9 @@ fn within_scope(claims: &Claims, request: &Request) -> Result<(), Rejection> {
         | Request::RaceSubscribe { race_id, .. }
         | Request::RaceResults { race_id }
         | Request::RaceShare { race_id, .. }
-        | Request::RaceReplay { race_id, .. } => Some(race_id),
+        | Request::RaceReplay { race_id, .. }
+        | Request::RaceDisqualify { race_id, .. }
+        | Request::RaceReinstate { race_id, .. } => Some(race_id),
         // A racer's fixes go to the token's own race.
         Request::Fixes { .. } => return Ok(()),
     };

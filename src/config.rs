@@ -221,6 +221,9 @@ pub struct TrackingConfig {
     pub max_course_speed_mps: f64,
     /// Progress beyond that speed by less than this (metres) is noise, not a cut.
     pub cut_tolerance_m: f64,
+    /// Back on the course after a spell seen off it, farther than this many times the
+    /// racer's own pace allows: a shortcut.
+    pub cut_pace_factor: f64,
     /// What a suspected cut does: "flag" (credit and flag) or "hold" (credit nothing past
     /// the cut until the racer is back behind its end).
     pub cut_rule: String,
@@ -485,6 +488,13 @@ impl Config {
                 "tracking.max_course_speed_mps ({}) must not exceed tracking.max_speed_mps ({}): \
                  a sustained average cannot be faster than a single jump",
                 t.max_course_speed_mps, t.max_speed_mps
+            )));
+        }
+        if !(t.cut_pace_factor.is_finite() && t.cut_pace_factor >= 1.2) {
+            return Err(ConfigError(format!(
+                "tracking.cut_pace_factor must be at least 1.2 (a detour is about as fast as \
+                 the course), got {}",
+                t.cut_pace_factor
             )));
         }
         if !matches!(t.cut_rule.as_str(), "flag" | "hold") {

@@ -286,3 +286,80 @@ fn invalid_configuration_names_the_key_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
+
+#[test]
+fn an_organiser_disqualifies_and_reinstates_a_racer_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = ok(bin()
+        .args([
+            "admin", "token", "issue", "--role", "admin", "--sub", "ops", "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap());
+    let token = token.trim().to_owned();
+    let server = ChildServer::start(dir.path(), &[]);
+    let admin = |args: &[&str]| {
+        let mut command = bin();
+        command
+            .arg("admin")
+            .args(args)
+            .env("PELOTON_SERVER", &server.url)
+            .env("PELOTON_TOKEN", &token);
+        command.output().unwrap()
+    };
+    let course = gpx_path("out-and-back-ljubljana.gpx");
+    let created: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race",
+        "create",
+        "--name",
+        "Judged",
+        "--course",
+        course.to_str().unwrap(),
+        "--start",
+        "2100-01-01T09:00:00Z",
+        "--json",
+    ])))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    ok(admin(&[
+        "race", "racers", "add", &id, "--bib", "7", "--name", "Ana",
+    ]));
+    // Nothing to judge before the start.
+    let early = admin(&["race", "dsq", &id, "7", "--reason", "cut"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("invalid_transition"));
+    ok(admin(&["race", "start", &id]));
+
+    let judged: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race",
+        "dsq",
+        &id,
+        "7",
+        "--reason",
+        "confirmed cut at the bridge",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (judged["id"].as_str(), judged["state"].as_str()),
+        (Some(id.as_str()), Some("live"))
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "results", &id, "--json"]))).unwrap();
+    let row = &results.as_array().unwrap()[0];
+    assert_eq!(row["status"], "dsq", "{row}");
+    assert!(ok(admin(&["race", "results", &id])).contains("confirmed cut at the bridge"));
+
+    assert!(ok(admin(&["race", "reinstate", &id, "7"])).contains("live"));
+    let results: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "results", &id, "--json"]))).unwrap();
+    assert_eq!(results.as_array().unwrap()[0]["status"], "dns");
+
+    let unknown = admin(&["race", "dsq", &id, "99", "--reason", "cut"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not_found"));
+    let no_reason = admin(&["race", "dsq", &id, "7"]);
+    assert_eq!(no_reason.status.code(), Some(2), "--reason is required");
+    server.kill9();
+}

@@ -559,3 +559,288 @@ async fn racers_register_all_or_nothing_and_spectators_see_no_emails() {
     );
     server.stop().await;
 }
+
+/// A recorded ride whose course the disqualification tests race on.
+const DSQ_RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
+
+/// The results of race `id` as `client` sees them: rows and the DSQ count.
+async fn results_of(
+    client: &mut Client,
+    id: &str,
+) -> (Vec<peloton::net::protocol::ResultView>, u32) {
+    match client
+        .request(Request::RaceResults { race_id: id.into() })
+        .await
+        .unwrap()
+    {
+        Reply::Results { rows, stats } => (rows, stats.dsq),
+        other => panic!("expected results, got {other:?}"),
+    }
+}
+
+/// Bib `bib`'s row.
+fn row_of(
+    rows: &[peloton::net::protocol::ResultView],
+    bib: u32,
+) -> &peloton::net::protocol::ResultView {
+    rows.iter()
+        .find(|r| r.bib == bib)
+        .unwrap_or_else(|| panic!("no row for bib {bib} in {rows:?}"))
+}
+
+fn disqualify(race_id: &str, bib: u32, reason: &str) -> Request {
+    Request::RaceDisqualify {
+        race_id: race_id.into(),
+        bib,
+        reason: reason.into(),
+    }
+}
+
+fn reinstate(race_id: &str, bib: u32) -> Request {
+    Request::RaceReinstate {
+        race_id: race_id.into(),
+        bib,
+    }
+}
+
+/// Racer `bib` of race `id` rides the first 200 m of the course, so it has a position.
+async fn ride_a_little(server: &TestServer, id: &str, bib: u32, start_ms: i64) {
+    use peloton::geo::{Course, CourseIndex};
+    use peloton::net::protocol::WireFix;
+    let course = Course::from_gpx(gpx(DSQ_RIDE).as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::new(&course);
+    let fixes: Vec<WireFix> = (0..10)
+        .map(|i| {
+            let p = index.position_at(20.0 * i as f64);
+            WireFix {
+                at_ms: start_ms + 4_000 * i,
+                lat_e7: p.lat_e7,
+                lon_e7: p.lon_e7,
+                accuracy_dm: 50,
+                speed_cmps: None,
+                elevation_dm: None,
+            }
+        })
+        .collect();
+    let mut phone = Client::connect(
+        &server.url,
+        &token(&server.keys, Role::Racer, &bib.to_string(), Some(id), 600),
+        Codec::Binary,
+    )
+    .await
+    .unwrap();
+    match phone.request(Request::Fixes { fixes }).await.unwrap() {
+        Reply::FixesAck { accepted, .. } => assert!(accepted > 0, "bib {bib}'s fixes accepted"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_organiser_disqualifies_a_racer_and_reinstates_them() {
+    use peloton::net::protocol::ResultStatusView;
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Json).await;
+    let start = peloton::time::now_ms() - 600_000;
+    let id = common::live_race(&mut admin, DSQ_RIDE, start, 3).await;
+    for bib in [1, 2] {
+        ride_a_little(&server, &id, bib, start + 60_000).await;
+    }
+    // Racers report their progress to the race after their fixes are stored: wait for it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (rows, _) = results_of(&mut admin, &id).await;
+        if [1, 2].iter().all(|b| row_of(&rows, *b).rank.is_some()) {
+            assert_eq!(row_of(&rows, 2).status, ResultStatusView::Racing);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let view = race(
+        admin
+            .request(disqualify(&id, 2, "  took the bridge shortcut at km 3 "))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (view.id.as_str(), view.state),
+        (id.as_str(), RaceStateView::Live)
+    );
+    let (rows, dsq) = results_of(&mut admin, &id).await;
+    let two = row_of(&rows, 2);
+    assert_eq!(
+        (two.status, two.rank, dsq),
+        (ResultStatusView::Dsq, None, 1)
+    );
+    assert_eq!(
+        two.reason.as_deref(),
+        Some("disqualified: took the bridge shortcut at km 3"),
+        "the admin's words, trimmed"
+    );
+    assert_eq!(row_of(&rows, 1).rank, Some(1), "the others move up");
+    // The same decision again is harmless; spectators see what the admin sees.
+    admin
+        .request(disqualify(&id, 2, "took the bridge shortcut at km 3"))
+        .await
+        .unwrap();
+    let mut fan = server.client(Role::Spectator, Codec::Binary).await;
+    assert_eq!(results_of(&mut fan, &id).await, (rows, 1));
+
+    race(admin.request(reinstate(&id, 2)).await.unwrap());
+    let (rows, dsq) = results_of(&mut admin, &id).await;
+    let two = row_of(&rows, 2);
+    assert_eq!(
+        (two.status, two.reason.as_deref(), dsq),
+        (ResultStatusView::Racing, None, 0)
+    );
+    assert!(two.rank.is_some(), "{two:?}");
+    // Reinstating someone who is not disqualified changes nothing.
+    race(admin.request(reinstate(&id, 2)).await.unwrap());
+
+    // Results are corrected after the race too: the one change a finished race accepts.
+    race(
+        admin
+            .request(Request::RaceFinish { id: id.clone() })
+            .await
+            .unwrap(),
+    );
+    race(
+        admin
+            .request(disqualify(&id, 1, "no helmet"))
+            .await
+            .unwrap(),
+    );
+    let (rows, dsq) = results_of(&mut admin, &id).await;
+    assert_eq!((row_of(&rows, 1).status, dsq), (ResultStatusView::Dsq, 1));
+    race(admin.request(reinstate(&id, 1)).await.unwrap());
+    let (rows, _) = results_of(&mut admin, &id).await;
+    assert_eq!(
+        row_of(&rows, 1).status,
+        ResultStatusView::Dnf,
+        "back to what it rode"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn disqualifications_are_refused_for_unknown_bibs_empty_reasons_scheduled_races_and_non_admins(
+) {
+    use peloton::net::protocol::RacerView;
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let live = common::live_race(&mut admin, DSQ_RIDE, peloton::time::now_ms() - 60_000, 2).await;
+    assert_eq!(
+        code(admin.request(disqualify(&live, 99, "cut")).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(admin.request(reinstate(&live, 99)).await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(admin.request(disqualify("nope", 1, "cut")).await),
+        ErrorCode::NotFound
+    );
+    for reason in ["", "   ", &"x".repeat(501)[..]] {
+        assert_eq!(
+            code(admin.request(disqualify(&live, 1, reason)).await),
+            ErrorCode::InvalidArgument,
+            "{reason:?}"
+        );
+    }
+    let scheduled = race(admin.request(create("Later", DSQ_RIDE)).await.unwrap());
+    admin
+        .request(Request::RacerRegister {
+            race_id: scheduled.id.clone(),
+            racers: vec![RacerView {
+                bib: 1,
+                name: "Ana".into(),
+                team: None,
+                email: None,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(admin.request(disqualify(&scheduled.id, 1, "cut")).await),
+        ErrorCode::InvalidTransition
+    );
+    assert_eq!(
+        code(admin.request(reinstate(&scheduled.id, 1)).await),
+        ErrorCode::InvalidTransition
+    );
+    for role in [Role::Spectator, Role::Racer] {
+        let mut client = server.client(role, Codec::Json).await;
+        assert_eq!(
+            code(client.request(disqualify(&live, 1, "cut")).await),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(client.request(reinstate(&live, 1)).await),
+            ErrorCode::Forbidden
+        );
+    }
+    // An admin token scoped to another race may not judge this one.
+    let scoped = token(&server.keys, Role::Admin, "judge", Some(&scheduled.id), 600);
+    let mut judge = Client::connect(&server.url, &scoped, Codec::Binary)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(judge.request(disqualify(&live, 1, "cut")).await),
+        ErrorCode::Forbidden
+    );
+    let (rows, dsq) = results_of(&mut admin, &live).await;
+    assert_eq!(dsq, 0, "nothing refused left a mark: {rows:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disqualification_survives_a_hard_restart() {
+    use peloton::net::protocol::ResultStatusView;
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshots every two events, so the decision is read back from a snapshot and a tail.
+    let env = [("PELOTON_PERSIST_SNAPSHOT_EVERY", "2")];
+    let server = common::ChildServer::start(dir.path(), &env);
+    let admin = token(
+        &common::keys_for(dir.path()),
+        Role::Admin,
+        "ops",
+        None,
+        3600,
+    );
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
+    let id = common::live_race(&mut client, DSQ_RIDE, peloton::time::now_ms() - 60_000, 3).await;
+    for request in [
+        disqualify(&id, 1, "wrong bib"),
+        disqualify(&id, 2, "confirmed cut"),
+        reinstate(&id, 1),
+        disqualify(&id, 3, "no helmet"),
+        disqualify(&id, 3, "drafting a car"),
+    ] {
+        race(client.request(request).await.unwrap());
+    }
+    let before = results_of(&mut client, &id).await;
+    server.kill9();
+
+    let server = common::ChildServer::start(dir.path(), &env);
+    let mut client = Client::connect(&server.url, &admin, Codec::Binary)
+        .await
+        .unwrap();
+    let after = results_of(&mut client, &id).await;
+    assert_eq!(after, before, "acknowledged decisions are durable");
+    let (rows, dsq) = after;
+    assert_eq!(dsq, 2);
+    assert_eq!(row_of(&rows, 1).status, ResultStatusView::Dns);
+    assert_eq!(
+        row_of(&rows, 2).reason.as_deref(),
+        Some("disqualified: confirmed cut")
+    );
+    assert_eq!(
+        row_of(&rows, 3).reason.as_deref(),
+        Some("disqualified: drafting a car")
+    );
+    server.kill9();
+}

@@ -287,3 +287,109 @@ fn bad_day_flags_that_cannot_happen_are_refused_before_anything_changes() {
     let racers = s.admin_json(&["race", "racers", "list", &race, "--json"]);
     assert_eq!(racers.as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn detours_and_pauses_ride_it_all_and_a_cutter_is_flagged_with_the_stretch_skipped() {
+    let s = setup();
+    let race = s.race_starting_now();
+    let out = run_bounded(
+        s.sim(
+            &race,
+            &[
+                "--racers",
+                "5",
+                "--speedup",
+                "2000",
+                "--seed",
+                "11",
+                "--detours",
+                "2",
+                "--detour-m",
+                "400",
+                "--detour-secs",
+                "540",
+                "--pauses",
+                "1",
+                "--pause-secs",
+                "300",
+                "--cuts",
+                "1",
+                "--cut-m",
+                "3000",
+                "--json",
+            ],
+        ),
+        Duration::from_secs(120),
+        s.dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let faults = summary["faults"].as_array().unwrap();
+    let bibs_of = |name: &str| -> Vec<u64> {
+        faults
+            .iter()
+            .filter(|f| f["fault"] == name)
+            .map(|f| f["bib"].as_u64().unwrap())
+            .collect()
+    };
+    let (detours, pauses, cutters) = (bibs_of("detour"), bibs_of("pause"), bibs_of("cut"));
+    assert_eq!(
+        (detours.len(), pauses.len(), cutters.len()),
+        (2, 1, 1),
+        "{summary}"
+    );
+
+    let course_km = s.admin_json(&["race", "show", &race, "--json"])["course_length_m"]
+        .as_f64()
+        .unwrap()
+        / 1000.0;
+    let results = s.admin_json(&["race", "results", &race, "--format", "json"]);
+    let rows = results.as_array().unwrap();
+    let row = |bib: u64| {
+        rows.iter()
+            .find(|r| r["bib"].as_u64() == Some(bib))
+            .unwrap_or_else(|| panic!("bib {bib} missing: {results}"))
+    };
+    // Everyone who rode on, around a closed road or after a rest, finished with the course
+    // and no cut; a detour of 400 m for nine minutes is one off-course episode.
+    for bib in (1..=5).filter(|b| !cutters.contains(b)) {
+        let r = row(bib);
+        assert_eq!(r["status"], "finished", "bib {bib}: {results}");
+        let km = r["distance_km"].as_f64().unwrap();
+        assert!(
+            (km - course_km).abs() < 0.02 * course_km,
+            "bib {bib} rode {km}: {results}"
+        );
+        assert_eq!(
+            r["cuts"].as_array().unwrap().len(),
+            0,
+            "bib {bib}: {results}"
+        );
+    }
+    // A detour is kept as spells off the course (more than one where the side road passes
+    // near the course), the farthest up to the detour's width (less where another part of
+    // the course is nearer than the one left), and each ended.
+    for &bib in &detours {
+        let episodes = row(bib)["off_course"].as_array().unwrap().clone();
+        assert!(!episodes.is_empty(), "bib {bib}: {results}");
+        let farthest = episodes
+            .iter()
+            .map(|e| e["max_offset_m"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert!((200..=460).contains(&farthest), "bib {bib}: {results}");
+        assert!(
+            episodes.iter().all(|e| e["to_ms"].is_i64()),
+            "back on the course: {results}"
+        );
+    }
+    // The cutter is flagged with the stretch skipped, about as long as the cut.
+    let cutter = row(cutters[0]);
+    let cuts = cutter["cuts"].as_array().unwrap();
+    assert_eq!(cuts.len(), 1, "{results}");
+    let skipped = cuts[0]["to_km"].as_f64().unwrap() - cuts[0]["from_km"].as_f64().unwrap();
+    assert!(skipped > 1.0, "skipped {skipped} km: {results}");
+    assert_eq!(cuts[0]["held"], false, "the default rule flags: {results}");
+}

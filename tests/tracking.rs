@@ -494,3 +494,174 @@ async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
     assert!(results.iter().all(|x| x.time_ms.is_none()));
     server.stop().await;
 }
+
+/// A course cut: the first place, away from the ends, where a straight line of at most
+/// 400 m that leaves the course (its middle 100 m or more from it) skips 1.5 to 5 km.
+/// (from, to) metres along the course.
+fn cut_on(course: &Course) -> (f64, f64) {
+    let index = CourseIndex::new(course);
+    let length = index.length_m();
+    let mut from = 1_000.0;
+    while from < length - 6_000.0 {
+        let mut to = from + 1_500.0;
+        while to < (from + 5_000.0).min(length - 1_000.0) {
+            let (a, b) = (index.position_at(from), index.position_at(to));
+            let middle = Position {
+                lat_e7: ((i64::from(a.lat_e7) + i64::from(b.lat_e7)) / 2) as i32,
+                lon_e7: ((i64::from(a.lon_e7) + i64::from(b.lon_e7)) / 2) as i32,
+            };
+            if a.distance_m(b) <= 400.0
+                && index
+                    .project_between(middle, 0.0, length, 0.0)
+                    .is_some_and(|off| off.offset_m >= 100.0)
+            {
+                return (from, to);
+            }
+            to += 50.0;
+        }
+        from += 50.0;
+    }
+    panic!("no place to cut on this course")
+}
+
+/// `fixes` of a racer riding at `speed` who, at `from` metres, rides straight to the point
+/// `to` metres along and carries on from there (one fix every 2 s on the shortcut).
+fn with_cut(
+    course: &Course,
+    fixes: &[WireFix],
+    speed: f64,
+    (from, to): (f64, f64),
+) -> Vec<WireFix> {
+    let index = CourseIndex::new(course);
+    let (a, b) = (index.position_at(from), index.position_at(to));
+    let leave_ms = fixes[0].at_ms + (from / speed * 1000.0) as i64;
+    let crossing_ms = (a.distance_m(b) / speed * 1000.0) as i64;
+    let saved_ms = ((to - from) / speed * 1000.0) as i64 - crossing_ms;
+    let mut out: Vec<WireFix> = fixes
+        .iter()
+        .copied()
+        .filter(|f| f.at_ms < leave_ms)
+        .collect();
+    let mut t = 0;
+    while t < crossing_ms {
+        let f = t as f64 / crossing_ms as f64;
+        let lerp = |x: i32, y: i32| x + ((y - x) as f64 * f) as i32;
+        out.push(fix(
+            leave_ms + t,
+            lerp(a.lat_e7, b.lat_e7),
+            lerp(a.lon_e7, b.lon_e7),
+        ));
+        t += 2_000;
+    }
+    let rejoin_ms = leave_ms + ((to - from) / speed * 1000.0) as i64;
+    out.extend(
+        fixes
+            .iter()
+            .filter(|f| f.at_ms >= rejoin_ms)
+            .map(|f| WireFix {
+                at_ms: f.at_ms - saved_ms,
+                ..*f
+            }),
+    );
+    out
+}
+
+#[tokio::test]
+async fn detours_dropouts_and_cuts_over_real_sockets_end_as_organisers_expect() {
+    const LOLLIPOP: &str = "loop-celje-resevno-2021-03-27.gpx";
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let course = Course::from_gpx(gpx(LOLLIPOP).as_bytes(), 200_000).unwrap();
+    let (from, to) = cut_on(&course);
+    // A mandatory checkpoint in the middle of the stretch the cutter skips, an optional one
+    // before it.
+    let index = CourseIndex::new(&course);
+    let mandatory = index.position_at((from + to) / 2.0);
+    let optional = index.position_at(from / 2.0);
+    let text = gpx(LOLLIPOP);
+    let at = text.find("<trk>").unwrap();
+    let waypoints = format!(
+        "<wpt lat=\"{}\" lon=\"{}\"><name>Spring</name></wpt>\n\
+         <wpt lat=\"{}\" lon=\"{}\"><name>Summit</name><type>Mandatory</type></wpt>\n",
+        optional.lat(),
+        optional.lon(),
+        mandatory.lat(),
+        mandatory.lon()
+    );
+    let course_gpx = format!("{}{waypoints}{}", &text[..at], &text[at..]);
+    let race = live_race_on(&mut admin, "Bad day", course_gpx, T0, 3).await;
+
+    // 1 rides it all; 2 cuts; 3 loses its signal for ten minutes mid-race.
+    let honest = ride(&course, T0, 8.0, 1);
+    let cutter = with_cut(
+        &course,
+        &ride(&course, T0 + 10_000, 8.0, 2),
+        8.0,
+        (from, to),
+    );
+    let silent_from = T0 + 20_000 + 1_200_000;
+    let dropout: Vec<WireFix> = ride(&course, T0 + 20_000, 8.0, 3)
+        .into_iter()
+        .filter(|f| f.at_ms < silent_from || f.at_ms >= silent_from + 600_000)
+        .collect();
+    for (bib, fixes) in [(1u32, honest), (2, cutter), (3, dropout)] {
+        let mut phone = device(&server.url, &server.keys, &race, bib).await;
+        for batch in fixes.chunks(300) {
+            send(&mut phone, batch).await;
+        }
+        phone.close().await;
+    }
+
+    // The admin sees the suspicion in the standings, for the cutter only.
+    let rows = standings(&mut admin, &race).await;
+    let flagged: Vec<u32> = rows
+        .iter()
+        .filter(|r| r.cut_suspected)
+        .map(|r| r.bib)
+        .collect();
+    assert_eq!(flagged, vec![2], "{rows:?}");
+
+    let Reply::Results { rows: results, .. } = admin
+        .request(Request::RaceResults {
+            race_id: race.clone(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("results")
+    };
+    let row = |bib: u32| results.iter().find(|r| r.bib == bib).unwrap();
+    // The honest racer and the one whose phone went silent rode the whole course, unflagged.
+    for bib in [1, 3] {
+        let r = row(bib);
+        assert_eq!(r.status, ResultStatusView::Finished, "{r:?}");
+        assert!(
+            (f64::from(r.distance_dm) / 10.0 - course.length_m).abs() < 50.0,
+            "{r:?}"
+        );
+        assert!(r.cuts.is_empty() && r.off_course.is_empty(), "{r:?}");
+    }
+    assert_eq!((row(1).rank, row(3).rank), (Some(1), Some(2)));
+    // The cutter skipped the mandatory checkpoint: disqualified, unranked, with the reason
+    // and the stretch skipped.
+    let r = row(2);
+    assert_eq!(r.status, ResultStatusView::Dsq, "{r:?}");
+    assert_eq!(r.rank, None);
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|why| why.contains("Summit")),
+        "{r:?}"
+    );
+    assert_eq!(r.cuts.len(), 1, "{r:?}");
+    let cut = r.cuts[0];
+    assert!(
+        (f64::from(cut.from_dm) / 10.0 - from).abs() < 300.0,
+        "{cut:?} vs {from}"
+    );
+    assert!(
+        (f64::from(cut.to_dm) / 10.0 - to).abs() < 600.0,
+        "{cut:?} vs {to}"
+    );
+    server.stop().await;
+}

@@ -221,6 +221,12 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::Start { id } => Request::RaceStart { id },
         RaceCommand::Finish { id } => Request::RaceFinish { id },
         RaceCommand::Cancel { id, reason } => Request::RaceCancel { id, reason },
+        RaceCommand::Dsq { race, bib, reason } => Request::RaceDisqualify {
+            race_id: race,
+            bib,
+            reason,
+        },
+        RaceCommand::Reinstate { race, bib } => Request::RaceReinstate { race_id: race, bib },
         RaceCommand::Share { id, expires } => Request::RaceShare {
             race_id: id,
             ttl_secs: parse_duration(&expires)

@@ -208,6 +208,24 @@ pub enum RaceCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Disqualify a racer of a live or finished race (a confirmed cut, any other breach):
+    /// the results list them `dsq` with the reason.
+    Dsq {
+        /// Race id.
+        race: String,
+        /// The racer's bib.
+        bib: u32,
+        /// Why, published with the results (1..=500 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw a racer's disqualification: their tracked status returns.
+    Reinstate {
+        /// Race id.
+        race: String,
+        /// The racer's bib.
+        bib: u32,
+    },
 }
 
 /// How tabular reports print (`race results`, `patrol report`).

@@ -354,6 +354,15 @@ mod tests {
                 from: "2026-11-01".into(),
                 to: "2026-11-30".into(),
             },
+            Request::RaceDisqualify {
+                race_id: "r".into(),
+                bib: 7,
+                reason: "confirmed cut".into(),
+            },
+            Request::RaceReinstate {
+                race_id: "r".into(),
+                bib: 7,
+            },
         ]
     }
 

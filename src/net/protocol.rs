@@ -271,6 +271,25 @@ pub enum Request {
         /// Last day (inclusive), `YYYY-MM-DD`, at most 366 days after `from`.
         to: String,
     },
+    /// The organiser disqualifies a racer (a confirmed cut, any other breach): the results
+    /// list them `dsq` with the reason. Live or finished races; answered with
+    /// [`Reply::Race`]. Admin.
+    RaceDisqualify {
+        /// Race id.
+        race_id: String,
+        /// The racer's bib (must be registered).
+        bib: u32,
+        /// Why, 1..=500 characters after trimming: published with the results.
+        reason: String,
+    },
+    /// Withdraw a disqualification that was a mistake. Live or finished races; answered with
+    /// [`Reply::Race`]. Admin.
+    RaceReinstate {
+        /// Race id.
+        race_id: String,
+        /// The racer's bib (must be registered).
+        bib: u32,
+    },
 }
 
 /// Fields of [`Request::MailSubmit`].
@@ -567,7 +586,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 41] = [
+    pub const TYPES: [&'static str; 43] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -609,6 +628,8 @@ impl Request {
         "message_history",
         "patrol_import",
         "patrol_report",
+        "race_disqualify",
+        "race_reinstate",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -655,6 +676,8 @@ impl Request {
             Request::MessageHistory { .. } => 38,
             Request::PatrolImport(_) => 39,
             Request::PatrolReport { .. } => 40,
+            Request::RaceDisqualify { .. } => 41,
+            Request::RaceReinstate { .. } => 42,
         }]
     }
 }

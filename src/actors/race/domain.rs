@@ -76,6 +76,7 @@ impl RaceSettings {
                 finish_half_width_m: config.tracking.finish_half_width_m,
                 max_course_speed_mps: config.tracking.max_course_speed_mps,
                 cut_tolerance_m: config.tracking.cut_tolerance_m,
+                cut_pace_factor: config.tracking.cut_pace_factor,
                 cut_rule: if config.tracking.cut_rule == "hold" {
                     CutRule::Hold
                 } else {

@@ -494,7 +494,8 @@ impl RaceState {
                     return refuse("disqualify a racer (only live or finished races can)");
                 }
                 registered(race, bib)?;
-                let reason = validate_text("disqualification reason", &reason, MAX_DSQ_REASON_CHARS)?;
+                let reason =
+                    validate_text("disqualification reason", &reason, MAX_DSQ_REASON_CHARS)?;
                 // Repeating the decision (a retried request) changes nothing and costs no write.
                 if race.disqualified.get(&bib) == Some(&reason) {
                     return Ok(Vec::new());

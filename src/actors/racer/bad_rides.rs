@@ -7,9 +7,11 @@
 use super::state::{
     CourseGeometry, CutRule, Fix, FixVerdict, RacerEvent, RacerState, TrackingRules,
 };
-use crate::cli::sim::Ride;
+use crate::cli::sim::{Ride, RidePoint, Sample};
+use crate::cli::sim_faults;
 use crate::geo::{Course, CourseIndex, Position};
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 /// The shipped defaults (`config.toml`), so the tests judge what users run.
 const RULES: TrackingRules = TrackingRules {
@@ -22,6 +24,7 @@ const RULES: TrackingRules = TrackingRules {
     finish_half_width_m: 30.0,
     max_course_speed_mps: 30.0,
     cut_tolerance_m: 300.0,
+    cut_pace_factor: 2.0,
     cut_rule: CutRule::Flag,
 };
 
@@ -79,21 +82,6 @@ fn fix_at(at_ms: i64, position: Position) -> Fix {
     }
 }
 
-/// `p` moved `east_m` and `north_m` metres (near enough for building tracks).
-fn shifted(p: Position, east_m: f64, north_m: f64) -> Position {
-    let lat = p.lat() + north_m / 111_132.0;
-    let lon = p.lon() + east_m / (111_320.0 * p.lat().to_radians().cos());
-    Position::from_degrees(lat, lon).unwrap()
-}
-
-/// East and north metres from `a` to `b`.
-fn delta(a: Position, b: Position) -> (f64, f64) {
-    (
-        (b.lon() - a.lon()) * 111_320.0 * a.lat().to_radians().cos(),
-        (b.lat() - a.lat()) * 111_132.0,
-    )
-}
-
 /// What feeding a track did: the final state, the events, and the worst lag of credited
 /// progress behind the truth once the racer was back on the course.
 struct Outcome {
@@ -144,78 +132,69 @@ fn step_at(steps: &[Step], at_ms: i64) -> usize {
     steps.partition_point(|s| s.fix.at_ms < at_ms)
 }
 
-/// The ride moved sideways by up to `offset_m` (ramping in and out over 60 s) from
-/// `from_ms` for `for_ms`: a detour on a parallel road. The racer is off the course meanwhile.
-fn detour(steps: &[Step], from_ms: i64, for_ms: i64, offset_m: f64) -> Vec<Step> {
-    let ramp = 60_000.0;
-    let first = step_at(steps, from_ms).min(steps.len() - 1);
-    let last = step_at(steps, from_ms + for_ms).min(steps.len() - 1);
-    steps
+/// The steps as the simulator's ride, so the simulator's own faults edit them: the tests
+/// rehearse exactly the bad day `peloton sim race` does.
+fn as_ride(steps: &[Step]) -> Ride {
+    Ride {
+        points: steps
+            .iter()
+            .map(|s| RidePoint {
+                position: s.fix.position,
+                elapsed_ms: s.fix.at_ms - T0,
+                elevation_dm: None,
+            })
+            .collect(),
+        recorded: steps.len(),
+        length_m: 0.0,
+        timed: true,
+    }
+}
+
+/// An edited ride back as steps: a point still where it was keeps its truth, a moved or
+/// new one (off the course) has none.
+fn from_ride(ride: &Ride, original: &[Step]) -> Vec<Step> {
+    let truth: HashMap<Position, Option<f64>> = original
         .iter()
-        .enumerate()
-        .map(|(k, s)| {
-            let t = (s.fix.at_ms - from_ms) as f64;
-            let weight = if t <= 0.0 || t >= for_ms as f64 {
-                0.0
-            } else {
-                (t / ramp).min((for_ms as f64 - t) / ramp).min(1.0)
-            };
-            if weight == 0.0 {
-                return *s;
-            }
-            // A parallel road: to the right of the overall heading of the detoured stretch.
-            let _ = k;
-            let (dx, dy) = delta(steps[first].fix.position, steps[last].fix.position);
-            let norm = dx.hypot(dy).max(1e-9);
-            let (ex, ey) = (dy / norm, -dx / norm);
-            let mut fix = s.fix;
-            fix.position = shifted(
-                s.fix.position,
-                ex * offset_m * weight,
-                ey * offset_m * weight,
-            );
-            Step {
-                fix,
-                truth_m: (weight < 0.05).then_some(s.truth_m).flatten(),
-            }
+        .map(|s| (s.fix.position, s.truth_m))
+        .collect();
+    ride.points
+        .iter()
+        .map(|p| Step {
+            fix: fix_at(T0 + p.elapsed_ms, p.position),
+            truth_m: truth.get(&p.position).copied().flatten(),
         })
         .collect()
 }
 
-/// The ride with no fix at all from `from_ms` for `for_ms`: a phone without signal that
-/// buffered nothing.
-fn dropout(steps: &[Step], from_ms: i64, for_ms: i64) -> Vec<Step> {
-    steps
-        .iter()
-        .filter(|s| s.fix.at_ms < from_ms || s.fix.at_ms >= from_ms + for_ms)
-        .copied()
-        .collect()
+/// A detour on a parallel road `offset_m` to the right of the stretch's overall heading,
+/// from `from_ms` for `for_ms` (easing out and back over a minute): the racer is off the
+/// course meanwhile and rides the whole course in the same time.
+fn detour(steps: &[Step], from_ms: i64, for_ms: i64, offset_m: f64) -> Vec<Step> {
+    let first = steps[step_at(steps, from_ms).min(steps.len() - 1)]
+        .fix
+        .position;
+    let last = steps[step_at(steps, from_ms + for_ms).min(steps.len() - 1)]
+        .fix
+        .position;
+    let (dx, dy) = first.offset_m(last);
+    let norm = dx.hypot(dy).max(1e-9);
+    let right = (dy / norm * offset_m, -dx / norm * offset_m);
+    let edited = sim_faults::detour(&as_ride(steps), from_ms - T0, for_ms, 60_000, right);
+    from_ride(&edited, steps)
 }
 
-/// A cut: the ride up to step `i`, then a straight line to step `j` at `speed_mps` with a fix
-/// every 2 s, then the ride from `j` on, earlier by the time saved.
-fn cut(steps: &[Step], i: usize, j: usize, speed_mps: f64) -> Vec<Step> {
-    let (a, b) = (steps[i].fix, steps[j].fix);
-    let straight = a.position.distance_m(b.position);
-    let crossing_ms = (straight / speed_mps * 1000.0).round() as i64;
-    let mut out: Vec<Step> = steps[..=i].to_vec();
-    let (dx, dy) = delta(a.position, b.position);
-    let mut t = 2_000;
-    while t < crossing_ms {
-        let f = t as f64 / crossing_ms as f64;
-        out.push(Step {
-            fix: fix_at(a.at_ms + t, shifted(a.position, dx * f, dy * f)),
-            truth_m: None,
-        });
-        t += 2_000;
-    }
-    let saved = b.at_ms - a.at_ms - crossing_ms;
-    out.extend(steps[j..].iter().map(|s| {
-        let mut s = *s;
-        s.fix.at_ms -= saved;
-        s
-    }));
-    out
+/// No fix at all from `from_ms` for `for_ms`: a phone without signal that buffered nothing.
+fn dropout(steps: &[Step], from_ms: i64, for_ms: i64) -> Vec<Step> {
+    from_ride(
+        &sim_faults::dropout(&as_ride(steps), from_ms - T0, for_ms),
+        steps,
+    )
+}
+
+/// A cut: a straight line from step `i` to step `j`, ridden at the speed of the stretch it
+/// skips, and the ride from `j` on, earlier by the time saved.
+fn cut(steps: &[Step], i: usize, j: usize) -> Vec<Step> {
+    from_ride(&sim_faults::cut(&as_ride(steps), i, j), steps)
 }
 
 /// Where a cutter cuts: the place on a ride where a straight line of at most
@@ -240,8 +219,8 @@ fn best_cut(r: &RealRide, skip_m: std::ops::Range<f64>, max_straight_m: f64) -> 
             if straight > max_straight_m || skipped / straight <= best.2 {
                 continue;
             }
-            let (dx, dy) = delta(a, b);
-            let middle = shifted(a, dx / 2.0, dy / 2.0);
+            let (dx, dy) = a.offset_m(b);
+            let middle = a.moved_m(dx / 2.0, dy / 2.0);
             let off = r.geo.index.project_between(middle, 0.0, end, 0.0).unwrap();
             if off.offset_m >= 120.0 {
                 best = (i, j, skipped / straight);
@@ -363,7 +342,7 @@ fn a_cut_across_the_course_s_own_bends_is_flagged_and_credited_under_flag() {
     let r = real_ride("mtb-pause-celje-2018-06-26.gpx");
     let (i, j) = best_cut(&r, 10_000.0..20_000.0, 500.0);
     let (from, to) = (r.steps[i].truth_m.unwrap(), r.steps[j].truth_m.unwrap());
-    let steps = cut(&r.steps, i, j, 7.0);
+    let steps = cut(&r.steps, i, j);
     let o = ride(&r.geo, &steps, &RULES);
     assert_eq!(
         o.state.incidents.cuts.len(),
@@ -391,7 +370,7 @@ fn a_short_cut_of_two_kilometres_through_250_m_is_flagged_too() {
     let r = real_ride("loop-celje-resevno-2021-03-27.gpx");
     let (i, j) = best_cut(&r, 1_500.0..5_000.0, 600.0);
     let (from, to) = (r.steps[i].truth_m.unwrap(), r.steps[j].truth_m.unwrap());
-    let o = ride(&r.geo, &cut(&r.steps, i, j, 7.0), &RULES);
+    let o = ride(&r.geo, &cut(&r.steps, i, j), &RULES);
     assert_eq!(
         o.state.incidents.cuts.len(),
         1,
@@ -409,11 +388,40 @@ fn a_short_cut_of_two_kilometres_through_250_m_is_flagged_too() {
 }
 
 #[test]
+fn a_shortcut_at_a_plausible_speed_is_caught_by_the_racer_s_own_pace() {
+    // 1.5 km of course skipped through 450 m at the racer's speed: a speed along the course
+    // a racer could ride (below max_course_speed_mps), but three times this racer's pace
+    // while they were seen off the course all along.
+    let r = real_ride("loop-celje-lokalni-hribcki.gpx");
+    let (i, j) = best_cut(&r, 1_200.0..2_000.0, 500.0);
+    let (from, to) = (r.steps[i].truth_m.unwrap(), r.steps[j].truth_m.unwrap());
+    let straight = r.steps[i].fix.position.distance_m(r.steps[j].fix.position);
+    let speed = (to - from) / ((r.steps[j].fix.at_ms - r.steps[i].fix.at_ms) as f64 / 1000.0);
+    assert!(
+        (to - from) / (straight / speed) < RULES.max_course_speed_mps,
+        "the speed rule alone would see this one"
+    );
+    let o = ride(&r.geo, &cut(&r.steps, i, j), &RULES);
+    assert_eq!(
+        o.state.incidents.cuts.len(),
+        1,
+        "{:?}",
+        o.state.incidents.cuts
+    );
+    let c = o.state.incidents.cuts[0];
+    assert!(
+        (c.from_m - from).abs() < 300.0,
+        "cut from {} vs {from}",
+        c.from_m
+    );
+}
+
+#[test]
 fn under_hold_a_cutter_is_not_credited_past_the_cut() {
     let r = real_ride("mtb-pause-celje-2018-06-26.gpx");
     let (i, j) = best_cut(&r, 10_000.0..20_000.0, 500.0);
     let from = r.steps[i].truth_m.unwrap();
-    let steps = cut(&r.steps, i, j, 7.0);
+    let steps = cut(&r.steps, i, j);
     let hold = TrackingRules {
         cut_rule: CutRule::Hold,
         ..RULES
@@ -443,7 +451,7 @@ fn a_cutter_who_goes_back_to_the_cut_under_hold_is_released() {
     // Cut, ride on a minute, then ride straight back to where the cut began and ride the
     // course from there: the racer is credited again.
     let from = r.steps[i].truth_m.unwrap();
-    let mut steps = cut(&r.steps, i, j, 7.0);
+    let mut steps = cut(&r.steps, i, j);
     let rejoined = (i + 1..steps.len())
         .find(|&k| steps[k].truth_m.is_some_and(|t| t > from + 1_000.0))
         .unwrap();
@@ -451,15 +459,12 @@ fn a_cutter_who_goes_back_to_the_cut_under_hold_is_released() {
     steps.truncate(resume);
     let here = steps[resume - 1].fix;
     let back = r.steps[i].fix.position;
-    let (dx, dy) = delta(here.position, back);
+    let (dx, dy) = here.position.offset_m(back);
     let secs = (dx.hypot(dy) / 7.0).ceil() as i64;
     for s in 1..=secs {
         let f = s as f64 / secs as f64;
         steps.push(Step {
-            fix: fix_at(
-                here.at_ms + s * 1000,
-                shifted(here.position, dx * f, dy * f),
-            ),
+            fix: fix_at(here.at_ms + s * 1000, here.position.moved_m(dx * f, dy * f)),
             truth_m: None,
         });
     }
@@ -524,17 +529,16 @@ fn northbound(km: usize, bends: &[f64]) -> Course {
     let mut raw = Vec::new();
     for k in 0..=km * 10 {
         let east = bends[k % bends.len()];
-        let p = shifted(
-            Position::from_degrees(46.0, 15.0).unwrap(),
-            east,
-            k as f64 * 100.0,
-        );
+        let p = Position::from_degrees(46.0, 15.0)
+            .unwrap()
+            .moved_m(east, k as f64 * 100.0);
         raw.push((p.lat(), p.lon()));
     }
     Course::from_degrees(&raw, 100_000).unwrap()
 }
 
-/// A racer riding `course` at `speed_mps` with a fix every `every_s` and `noise_m` of jitter.
+/// A racer riding `course` at `speed_mps` with a fix every `every_s` and `noise_m` of jitter,
+/// and on past the finish as the simulator's rides do.
 fn ridden(course: &Course, speed_mps: f64, every_s: f64, noise_m: f64, seed: u64) -> Vec<Step> {
     let index = CourseIndex::new(course);
     let mut rng = seed | 1;
@@ -545,31 +549,32 @@ fn ridden(course: &Course, speed_mps: f64, every_s: f64, noise_m: f64, seed: u64
         (rng >> 11) as f64 / (1u64 << 53) as f64
     };
     let length = index.length_m();
-    // Past the end, the racer rides on the way the last metres of the course point.
-    let (ex, ey) = delta(index.position_at(length - 10.0), index.position_at(length));
-    let (ux, uy) = (ex / ex.hypot(ey), ey / ex.hypot(ey));
-    let mut steps = Vec::new();
+    let mut samples = Vec::new();
+    let mut truth = HashMap::new();
     let mut t = 0.0;
     loop {
         let d = (t * speed_mps).min(length);
-        let over = (t * speed_mps - length).max(0.0);
         let (r, a) = (noise_m * next(), std::f64::consts::TAU * next());
-        steps.push(Step {
-            fix: fix_at(
-                T0 + (t * 1000.0) as i64,
-                shifted(
-                    index.position_at(d),
-                    ux * over + r * a.sin(),
-                    uy * over + r * a.cos(),
-                ),
-            ),
-            truth_m: Some(d),
+        let position = index.position_at(d).moved_m(r * a.sin(), r * a.cos());
+        truth.insert(position, d);
+        samples.push(Sample {
+            position,
+            at_ms: Some(T0 + (t * 1000.0) as i64),
+            elevation_dm: None,
         });
-        if over > 100.0 {
-            return steps;
+        if d >= length {
+            break;
         }
         t += every_s;
     }
+    let ride = Ride::from_samples(&samples).unwrap();
+    ride.points
+        .iter()
+        .map(|p| Step {
+            fix: fix_at(T0 + p.elapsed_ms, p.position),
+            truth_m: truth.get(&p.position).copied(),
+        })
+        .collect()
 }
 
 proptest! {
@@ -624,7 +629,7 @@ proptest! {
             let north = leg as f64 * 150.0;
             let (a, b) = if leg % 2 == 0 { (0.0, 1000.0) } else { (1000.0, 0.0) };
             for (e, n) in [(a, north), (b, north)] {
-                let p = shifted(origin, e, n);
+                let p = origin.moved_m(e, n);
                 raw.push((p.lat(), p.lon()));
             }
         }
@@ -638,7 +643,7 @@ proptest! {
         let crossing_s = legs_skipped as f64 * 150.0 / speed + 3.0 * every + 5.0;
         let must_flag =
             to_m - from_m > RULES.max_course_speed_mps * crossing_s + RULES.cut_tolerance_m;
-        let o = ride(&geo, &cut(&steps, i, j, speed), &RULES);
+        let o = ride(&geo, &cut(&steps, i, j), &RULES);
         prop_assert!(o.state.finished_at_ms.is_some(), "flag credits the cut");
         prop_assert!(o.state.incidents.cuts.len() <= 1, "{:?}", o.state.incidents.cuts);
         if must_flag {

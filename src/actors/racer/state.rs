@@ -94,6 +94,9 @@ pub struct TrackingRules {
     /// Progress beyond what `max_course_speed_mps` allows by less than this is projection
     /// noise at a hairpin or GPS error, not a cut.
     pub cut_tolerance_m: f64,
+    /// A racer seen off the course who comes back farther along than this many times their
+    /// own pace allows took a shortcut (a detour takes about as long as the course).
+    pub cut_pace_factor: f64,
     /// What a suspected cut does.
     pub cut_rule: CutRule,
 }
@@ -265,6 +268,12 @@ pub struct RacerState {
     /// Time of the last fix that confirmed the progress (on the course where credited):
     /// re-acquisition and cut detection measure what was possible from here.
     pub confirmed_at_ms: Option<UnixMillis>,
+    /// The first confirmed fix (time, progress): the racer's average pace since is the
+    /// reference a shortcut is measured against when the recent pace says nothing (a stop).
+    pub first_confirmed: Option<(UnixMillis, f64)>,
+    /// The longest wait between two fixes since the last confirmed one: a spell off the
+    /// course during which fixes kept arriving is a spell in which the racer was seen.
+    pub off_gap_ms: i64,
     /// Split times, one per checkpoint passed, in order.
     pub splits_ms: Vec<UnixMillis>,
     /// Finish time.
@@ -324,13 +333,14 @@ impl RacerState {
         let before = self.progress_m.unwrap_or(0.0);
         let found = placement.projection.progress_m;
         let advance = (found - before).max(0.0);
-        let cut = (placement.on_course && advance > self.plausible_advance_m(fix.at_ms, rules))
-            .then_some(SuspectedCut {
-                at_ms: fix.at_ms,
-                from_m: before,
-                to_m: found,
-                held: rules.cut_rule == CutRule::Hold,
-            });
+        let too_far = advance > self.plausible_advance_m(fix.at_ms, rules)
+            || self.shortcut_while_seen(fix, advance, rules);
+        let cut = (placement.on_course && too_far).then_some(SuspectedCut {
+            at_ms: fix.at_ms,
+            from_m: before,
+            to_m: found,
+            held: rules.cut_rule == CutRule::Hold,
+        });
         // Under the hold rule nothing beyond a cut's start counts until the racer is behind
         // the cut's end again: a new cut, or a position past the held cut's end, confirms
         // nothing.
@@ -485,6 +495,40 @@ impl RacerState {
         limit.max(0.0) + rules.cut_tolerance_m
     }
 
+    /// Whether the racer, seen off the course the whole time since their last confirmed fix
+    /// (no wait between fixes longer than `off_course_after_ms`), came back farther along
+    /// than `cut_pace_factor` times their own pace allows: they skipped a stretch with no
+    /// fix near it while fixes were arriving. A detour around a closed road takes about as
+    /// long as the course; a shortcut does not. A GPS dropout is not judged here: fixes
+    /// were not arriving.
+    fn shortcut_while_seen(&self, fix: Fix, advance: f64, rules: &TrackingRules) -> bool {
+        let (Some(confirmed), Some(last), Some(_)) =
+            (self.confirmed_at_ms, self.last_fix, self.off_since_ms)
+        else {
+            return false;
+        };
+        let longest_gap = self.off_gap_ms.max(fix.at_ms - last.at_ms);
+        if longest_gap > rules.off_course_after_ms {
+            return false;
+        }
+        // The recent pace, or the average since the first confirmed fix when that is more
+        // (a racer who stopped for a while before leaving the course has no recent pace).
+        let average = self.first_confirmed.and_then(|(t0, p0)| {
+            let span_s = (confirmed - t0) as f64 / 1000.0;
+            (span_s >= 60.0).then(|| (self.progress_m.unwrap_or(p0) - p0) / span_s)
+        });
+        let Some(pace) = [self.pace_mps(), average]
+            .into_iter()
+            .flatten()
+            .max_by(f64::total_cmp)
+            .filter(|p| *p > 0.0)
+        else {
+            return false;
+        };
+        let elapsed_s = (fix.at_ms - confirmed) as f64 / 1000.0;
+        advance > rules.cut_pace_factor * pace * elapsed_s + rules.cut_tolerance_m
+    }
+
     /// Folds one accepted event in.
     pub fn apply(&mut self, event: &RacerEvent) {
         match event {
@@ -494,6 +538,7 @@ impl RacerState {
                 offset_m,
                 on_course,
             } => {
+                let gap = self.last_fix.map_or(0, |last| fix.at_ms - last.at_ms);
                 self.last_fix = Some(*fix);
                 self.progress_m = Some(*progress_m);
                 self.offset_m = *offset_m;
@@ -501,7 +546,10 @@ impl RacerState {
                     self.off_since_ms = None;
                     self.off_max_m = 0.0;
                     self.confirmed_at_ms = Some(fix.at_ms);
+                    self.first_confirmed.get_or_insert((fix.at_ms, *progress_m));
+                    self.off_gap_ms = 0;
                 } else {
+                    self.off_gap_ms = self.off_gap_ms.max(gap);
                     self.off_since_ms.get_or_insert(fix.at_ms);
                     self.off_max_m = self.off_max_m.max(*offset_m);
                     if let Some(open) = self
@@ -628,6 +676,7 @@ mod tests {
         finish_half_width_m: 25.0,
         max_course_speed_mps: 20.0,
         cut_tolerance_m: 150.0,
+        cut_pace_factor: 2.0,
         cut_rule: CutRule::Flag,
     };
 
