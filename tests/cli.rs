@@ -3,30 +3,14 @@
 
 mod common;
 
+use common::cli::{admin, create_far_ahead, issue_admin_token, ok, COURSE};
 use common::{bin, gpx_path, ChildServer};
-use std::process::Output;
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     // Tokens are issued offline; the first one creates the secret the server will use.
-    let token = ok(bin()
-        .args([
-            "admin", "token", "issue", "--role", "admin", "--sub", "ops", "--data",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap());
-    let token = token.trim().to_owned();
+    let token = issue_admin_token(dir.path());
     assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
     #[cfg(unix)]
     {
@@ -38,29 +22,9 @@ fn a_new_user_runs_the_race_lifecycle_from_the_cli() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let server = ChildServer::start(dir.path(), &[]);
-    let admin = |args: &[&str]| {
-        let mut command = bin();
-        command
-            .arg("admin")
-            .args(args)
-            .env("PELOTON_SERVER", &server.url)
-            .env("PELOTON_TOKEN", &token);
-        command.output().unwrap()
-    };
-    let course = gpx_path("out-and-back-ljubljana.gpx");
-    let created: serde_json::Value = serde_json::from_str(&ok(admin(&[
-        "race",
-        "create",
-        "--name",
-        "Tour de Test",
-        "--course",
-        course.to_str().unwrap(),
-        "--start",
-        // Far ahead, so the clock does not start it by itself.
-        "2100-01-01T09:00:00Z",
-        "--json",
-    ])))
-    .unwrap();
+    let admin = |args: &[&str]| admin(&server, &token, args);
+    let course = gpx_path(COURSE);
+    let created = create_far_ahead(&server, &token, "Tour de Test");
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["state"], "scheduled");
     assert_eq!(created["start_at_ms"], 4_102_477_200_000i64);
@@ -290,37 +254,10 @@ fn invalid_configuration_names_the_key_and_exits_2() {
 #[test]
 fn an_organiser_disqualifies_and_reinstates_a_racer_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let token = ok(bin()
-        .args([
-            "admin", "token", "issue", "--role", "admin", "--sub", "ops", "--data",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap());
-    let token = token.trim().to_owned();
+    let token = issue_admin_token(dir.path());
     let server = ChildServer::start(dir.path(), &[]);
-    let admin = |args: &[&str]| {
-        let mut command = bin();
-        command
-            .arg("admin")
-            .args(args)
-            .env("PELOTON_SERVER", &server.url)
-            .env("PELOTON_TOKEN", &token);
-        command.output().unwrap()
-    };
-    let course = gpx_path("out-and-back-ljubljana.gpx");
-    let created: serde_json::Value = serde_json::from_str(&ok(admin(&[
-        "race",
-        "create",
-        "--name",
-        "Judged",
-        "--course",
-        course.to_str().unwrap(),
-        "--start",
-        "2100-01-01T09:00:00Z",
-        "--json",
-    ])))
-    .unwrap();
+    let admin = |args: &[&str]| admin(&server, &token, args);
+    let created = create_far_ahead(&server, &token, "Judged");
     let id = created["id"].as_str().unwrap().to_owned();
     ok(admin(&[
         "race", "racers", "add", &id, "--bib", "7", "--name", "Ana",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gpx, keys_for, token, ChildServer, TestServer};
+use common::{gpx, keys_for, register, results, token, ChildServer, TestServer};
 use peloton::actors::race::state::{StartMode, CUTOFF_BEFORE_START};
 use peloton::auth::Role;
 use peloton::net::client::Client;
@@ -124,13 +124,7 @@ async fn a_race_that_went_live_by_itself_finishes_at_its_cutoff() {
         team: None,
         email: None,
     }];
-    admin
-        .request(Request::RacerRegister {
-            race_id: race.id.clone(),
-            racers,
-        })
-        .await
-        .expect("register");
+    register(&mut admin, &race.id, racers).await;
     wait_for(
         &mut admin,
         &race.id,
@@ -151,15 +145,7 @@ async fn a_race_that_went_live_by_itself_finishes_at_its_cutoff() {
     .await;
     assert!(finished.finished_at_ms.is_some_and(|f| f >= cutoff));
     // The racer who never sent a fix did not start; results are final.
-    let Reply::Results { rows, .. } = admin
-        .request(Request::RaceResults {
-            race_id: race.id.clone(),
-        })
-        .await
-        .expect("results")
-    else {
-        panic!("results")
-    };
+    let (rows, _) = results(&mut admin, &race.id).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, ResultStatusView::Dns, "{rows:?}");
     server.stop().await;

@@ -568,14 +568,8 @@ async fn results_of(
     client: &mut Client,
     id: &str,
 ) -> (Vec<peloton::net::protocol::ResultView>, u32) {
-    match client
-        .request(Request::RaceResults { race_id: id.into() })
-        .await
-        .unwrap()
-    {
-        Reply::Results { rows, stats } => (rows, stats.dsq),
-        other => panic!("expected results, got {other:?}"),
-    }
+    let (rows, stats) = common::results(client, id).await;
+    (rows, stats.dsq)
 }
 
 /// Bib `bib`'s row.
@@ -622,13 +616,7 @@ async fn ride_a_little(server: &TestServer, id: &str, bib: u32, start_ms: i64) {
             }
         })
         .collect();
-    let mut phone = Client::connect(
-        &server.url,
-        &token(&server.keys, Role::Racer, &bib.to_string(), Some(id), 600),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut phone = common::racer_phone(&server.url, &server.keys, id, bib).await;
     match phone.request(Request::Fixes { fixes }).await.unwrap() {
         Reply::FixesAck { accepted, .. } => assert!(accepted > 0, "bib {bib}'s fixes accepted"),
         other => panic!("{other:?}"),
@@ -750,18 +738,17 @@ async fn disqualifications_are_refused_for_unknown_bibs_empty_reasons_scheduled_
         );
     }
     let scheduled = race(admin.request(create("Later", DSQ_RIDE)).await.unwrap());
-    admin
-        .request(Request::RacerRegister {
-            race_id: scheduled.id.clone(),
-            racers: vec![RacerView {
-                bib: 1,
-                name: "Ana".into(),
-                team: None,
-                email: None,
-            }],
-        })
-        .await
-        .unwrap();
+    common::register(
+        &mut admin,
+        &scheduled.id,
+        vec![RacerView {
+            bib: 1,
+            name: "Ana".into(),
+            team: None,
+            email: None,
+        }],
+    )
+    .await;
     assert_eq!(
         code(admin.request(disqualify(&scheduled.id, 1, "cut")).await),
         ErrorCode::InvalidTransition

@@ -5,175 +5,45 @@
 
 mod common;
 
-use common::{bin, gpx_path, keys_for, token, ChildServer};
-use peloton::auth::Role;
-use peloton::time::{format_rfc3339, now_ms};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use common::sim::{summary, SimSetup};
+use peloton::time::now_ms;
 
-const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
-
-/// A child server with a fresh data folder and an admin token signed with its secret.
-struct Setup {
-    /// The server's data folder; the simulator reads the signing secret from it.
-    dir: tempfile::TempDir,
-    /// The server, killed when the test ends.
-    server: ChildServer,
-    /// What an operator exports as PELOTON_TOKEN.
-    admin_token: String,
+/// A child server for the simulator, its races named for this file.
+fn setup() -> SimSetup {
+    SimSetup::start("Bad day")
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keys_for(dir.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let server = ChildServer::start(dir.path(), &[]);
-    Setup {
-        dir,
-        server,
-        admin_token,
-    }
-}
-
-impl Setup {
-    /// `peloton <args>` pointed at this server with the admin token, and nothing from the
-    /// developer's environment that could change where the secret is found.
-    fn peloton(&self, args: &[&str]) -> Command {
-        let mut command = bin();
-        command
-            .args(args)
-            .env("PELOTON_SERVER", &self.server.url)
-            .env("PELOTON_TOKEN", &self.admin_token)
-            .env_remove("PELOTON_AUTH_SECRET")
-            .env_remove("PELOTON_CONFIG")
-            .env_remove("PELOTON_DATA");
-        command
-    }
-
-    fn admin_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["admin"];
-        all.extend_from_slice(args);
-        let out = self.peloton(&all).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{all:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// A scheduled race on `RIDE` starting now; its id.
-    fn race_starting_now(&self) -> String {
-        self.race_starting_at(now_ms())
-    }
-
-    /// A scheduled race on `RIDE` starting at `at_ms`; its id.
-    fn race_starting_at(&self, at_ms: i64) -> String {
-        let course = gpx_path(RIDE);
-        let created = self.admin_json(&[
-            "race",
-            "create",
-            "--name",
-            "Bad day",
-            "--course",
-            course.to_str().unwrap(),
-            "--start",
-            &format_rfc3339(at_ms),
-            "--json",
-        ]);
-        created["id"].as_str().unwrap().to_owned()
-    }
-
-    /// `peloton sim race` on `race` with the ride, the data folder and `extra` flags.
-    fn sim(&self, race: &str, extra: &[&str]) -> Command {
-        let ride = gpx_path(RIDE);
-        let data = self.dir.path().to_str().unwrap();
-        let mut args = vec![
-            "sim",
-            "race",
-            "--race",
-            race,
-            "--gpx",
-            ride.to_str().unwrap(),
-            "--data",
-            data,
-        ];
-        args.extend_from_slice(extra);
-        self.peloton(&args)
-    }
-}
-
-/// Runs `command` to completion, killing it and failing the test after `limit`.
-fn run_bounded(mut command: Command, limit: Duration, scratch: &Path) -> Output {
-    let stdout_path = scratch.join("sim.stdout");
-    let stderr_path = scratch.join("sim.stderr");
-    // Files rather than pipes: nothing can block on a full pipe while we wait.
-    command
-        .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()));
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the simulator did not exit within {limit:?}; stderr:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&stdout_path).unwrap(),
-        stderr: std::fs::read(&stderr_path).unwrap(),
-    }
+/// Bib `bib`'s row in the JSON `results`.
+fn row_of(results: &serde_json::Value, bib: u64) -> &serde_json::Value {
+    results
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["bib"].as_u64() == Some(bib))
+        .unwrap_or_else(|| panic!("bib {bib} missing: {results}"))
 }
 
 #[test]
 fn a_dropout_an_abandon_and_a_no_show_end_as_they_would_on_the_day() {
     let s = setup();
     let race = s.race_starting_now();
-    let started = Instant::now();
     // 3 h 18 min of ride at 2000x is about 6 s.
-    let out = run_bounded(
-        s.sim(
-            &race,
-            &[
-                "--racers",
-                "5",
-                "--speedup",
-                "2000",
-                "--seed",
-                "7",
-                "--dropouts",
-                "1",
-                "--dropout-secs",
-                "600",
-                "--abandons",
-                "1",
-                "--no-shows",
-                "1",
-                "--json",
-            ],
-        ),
-        Duration::from_secs(120),
-        s.dir.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        started.elapsed()
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let (out, stderr) = s.run_ok_within_a_minute(s.five_racers(
+        &race,
+        &[
+            "--seed",
+            "7",
+            "--dropouts",
+            "1",
+            "--dropout-secs",
+            "600",
+            "--abandons",
+            "1",
+            "--no-shows",
+            "1",
+        ],
+    ));
+    let summary = summary(&out);
 
     // Who got which fault: one line each at the start, and in the summary.
     let faults = summary["faults"].as_array().unwrap();
@@ -209,19 +79,12 @@ fn a_dropout_an_abandon_and_a_no_show_end_as_they_would_on_the_day() {
     assert_eq!(summary["expected_finished"], 3, "{summary}");
     assert_eq!(summary["finished"], 3, "{summary}");
 
-    let course_km = s.admin_json(&["race", "show", &race, "--json"])["course_length_m"]
-        .as_f64()
-        .unwrap()
-        / 1000.0;
+    let course_km = s.course_km(&race);
     assert!((course_km - 33.6).abs() < 1.0, "{course_km}");
-    let results = s.admin_json(&["race", "results", &race, "--format", "json"]);
+    let results = s.results(&race);
     let rows = results.as_array().unwrap();
     assert_eq!(rows.len(), 5, "{results}");
-    let row = |bib: u64| {
-        rows.iter()
-            .find(|r| r["bib"].as_u64() == Some(bib))
-            .unwrap_or_else(|| panic!("bib {bib} missing: {results}"))
-    };
+    let row = |bib: u64| row_of(&results, bib);
     let km = |bib: u64| row(bib)["distance_km"].as_f64().unwrap();
 
     // The normal riders and the one whose phone went silent for ten minutes rode it all.
@@ -250,11 +113,7 @@ fn bad_day_flags_that_cannot_happen_are_refused_before_anything_changes() {
     let refused = |extra: &[&str]| {
         let mut args = vec!["--racers", "3", "--speedup", "2000"];
         args.extend_from_slice(extra);
-        let out = run_bounded(s.sim(&race, &args), Duration::from_secs(60), s.dir.path());
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        s.exit_and_stderr(s.sim(&race, &args))
     };
     let (code, err) = refused(&["--abandons", "2", "--no-shows", "2"]);
     assert_eq!(code, Some(2), "{err}");
@@ -292,40 +151,28 @@ fn bad_day_flags_that_cannot_happen_are_refused_before_anything_changes() {
 fn detours_and_pauses_ride_it_all_and_a_cutter_is_flagged_with_the_stretch_skipped() {
     let s = setup();
     let race = s.race_starting_now();
-    let out = run_bounded(
-        s.sim(
-            &race,
-            &[
-                "--racers",
-                "5",
-                "--speedup",
-                "2000",
-                "--seed",
-                "11",
-                "--detours",
-                "2",
-                "--detour-m",
-                "400",
-                "--detour-secs",
-                "540",
-                "--pauses",
-                "1",
-                "--pause-secs",
-                "300",
-                "--cuts",
-                "1",
-                "--cut-m",
-                "3000",
-                "--json",
-            ],
-        ),
-        Duration::from_secs(120),
-        s.dir.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let (out, _) = s.run_ok(s.five_racers(
+        &race,
+        &[
+            "--seed",
+            "11",
+            "--detours",
+            "2",
+            "--detour-m",
+            "400",
+            "--detour-secs",
+            "540",
+            "--pauses",
+            "1",
+            "--pause-secs",
+            "300",
+            "--cuts",
+            "1",
+            "--cut-m",
+            "3000",
+        ],
+    ));
+    let summary = summary(&out);
     let faults = summary["faults"].as_array().unwrap();
     let bibs_of = |name: &str| -> Vec<u64> {
         faults
@@ -341,17 +188,9 @@ fn detours_and_pauses_ride_it_all_and_a_cutter_is_flagged_with_the_stretch_skipp
         "{summary}"
     );
 
-    let course_km = s.admin_json(&["race", "show", &race, "--json"])["course_length_m"]
-        .as_f64()
-        .unwrap()
-        / 1000.0;
-    let results = s.admin_json(&["race", "results", &race, "--format", "json"]);
-    let rows = results.as_array().unwrap();
-    let row = |bib: u64| {
-        rows.iter()
-            .find(|r| r["bib"].as_u64() == Some(bib))
-            .unwrap_or_else(|| panic!("bib {bib} missing: {results}"))
-    };
+    let course_km = s.course_km(&race);
+    let results = s.results(&race);
+    let row = |bib: u64| row_of(&results, bib);
     // Everyone who rode on, around a closed road or after a rest, finished with the course
     // and no cut; a detour of 400 m for nine minutes is one off-course episode.
     for bib in (1..=5).filter(|b| !cutters.contains(b)) {

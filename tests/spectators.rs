@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpx, live_race, live_race_on, token, TestServer};
+use common::{gpx, live_race, live_race_on, racer_phone, token, TestServer};
 use futures_util::SinkExt;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
@@ -110,21 +110,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     let index = CourseIndex::new(&course);
     let mut phones = Vec::new();
     for bib in 1..=3u32 {
-        phones.push(
-            Client::connect(
-                &server.url,
-                &token(
-                    &server.keys,
-                    Role::Racer,
-                    &bib.to_string(),
-                    Some(&race_id),
-                    600,
-                ),
-                Codec::Binary,
-            )
-            .await
-            .unwrap(),
-        );
+        phones.push(racer_phone(&server.url, &server.keys, &race_id, bib).await);
     }
     let mut spectators_seen = 0;
     for step in 0..4 {
@@ -238,18 +224,7 @@ async fn ride_step(phones: &mut [Client], index: &CourseIndex, step: usize) {
 async fn phones(server: &TestServer, race_id: &str, n: u32) -> Vec<Client> {
     let mut out = Vec::new();
     for bib in 1..=n {
-        let t = token(
-            &server.keys,
-            Role::Racer,
-            &bib.to_string(),
-            Some(race_id),
-            600,
-        );
-        out.push(
-            Client::connect(&server.url, &t, Codec::Binary)
-                .await
-                .unwrap(),
-        );
+        out.push(racer_phone(&server.url, &server.keys, race_id, bib).await);
     }
     out
 }

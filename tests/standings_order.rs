@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{gpx, live_race_on, token, TestServer};
+use common::{gpx, live_race_on, racer_phone, token, TestServer};
 use peloton::auth::Role;
 use peloton::cli::sim::{RacerPlan, RacerTrack, Ride, Scheduled};
 use peloton::net::client::Client;
@@ -207,19 +207,7 @@ async fn rank_order_and_gap_order_agree_on_every_update_of_a_whole_race() {
     let mut last_ms = 0;
     for (i, (pace, offset_ms)) in RACERS.iter().enumerate() {
         let bib = u32::try_from(i + 1).unwrap();
-        let phone = Client::connect(
-            &server.url,
-            &token(
-                &server.keys,
-                Role::Racer,
-                &bib.to_string(),
-                Some(&race_id),
-                600,
-            ),
-            Codec::Binary,
-        )
-        .await
-        .unwrap();
+        let phone = racer_phone(&server.url, &server.keys, &race_id, bib).await;
         let fixes = track(&ride, bib, *pace, *offset_ms, start_at_ms);
         last_ms = last_ms.max(fixes.last().map_or(0, |s| s.race_ms));
         phones.push((phone, fixes.into_iter().peekable()));

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    gpx, gpx_with_checkpoints, keys_for, live_race, live_race_on, token, ChildServer, TestServer,
+    gpx, gpx_with_checkpoints, keys_for, live_race, live_race_on, register, results, token,
+    ChildServer, TestServer,
 };
 use peloton::actors::events::DomainEvent;
 use peloton::auth::{Keys, Role};
@@ -219,15 +220,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         Ok(DomainEvent::RaceFinished { race: id, .. }) => assert_eq!(id.as_str(), race),
         other => panic!("expected RaceFinished, got {other:?}"),
     }
-    let Reply::Results { rows: results, .. } = admin
-        .request(Request::RaceResults {
-            race_id: race.clone(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("results")
-    };
+    let (results, _) = results(&mut admin, &race).await;
     assert_eq!(
         results
             .iter()
@@ -451,13 +444,7 @@ async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
             email: None,
         })
         .collect();
-    admin
-        .request(Request::RacerRegister {
-            race_id: r.id.clone(),
-            racers,
-        })
-        .await
-        .unwrap();
+    register(&mut admin, &r.id, racers).await;
     // Its start has passed, so the clock may have started it already: live either way.
     let _ = admin.request(Request::RaceStart { id: r.id.clone() }).await;
     let mut phone = device(&server.url, &server.keys, &r.id, 1).await;
@@ -475,15 +462,7 @@ async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
         RaceStateView::Finished,
         "the cut-off finished the race"
     );
-    let Reply::Results { rows: results, .. } = admin
-        .request(Request::RaceResults {
-            race_id: r.id.clone(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("results")
-    };
+    let (results, _) = results(&mut admin, &r.id).await;
     assert_eq!(
         results
             .iter()
@@ -621,15 +600,7 @@ async fn detours_dropouts_and_cuts_over_real_sockets_end_as_organisers_expect() 
         .collect();
     assert_eq!(flagged, vec![2], "{rows:?}");
 
-    let Reply::Results { rows: results, .. } = admin
-        .request(Request::RaceResults {
-            race_id: race.clone(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("results")
-    };
+    let (results, _) = results(&mut admin, &race).await;
     let row = |bib: u32| results.iter().find(|r| r.bib == bib).unwrap();
     // The honest racer and the one whose phone went silent rode the whole course, unflagged.
     for bib in [1, 3] {

@@ -6,7 +6,7 @@
 mod common;
 mod webdriver;
 
-use common::{gpx_with_checkpoints, keys_for, live_race_on, token, ChildServer};
+use common::{gpx_with_checkpoints, keys_for, live_race_on, racer_phone, token, ChildServer};
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
@@ -40,8 +40,7 @@ fn batch(index: &CourseIndex, i: u32, step: usize) -> Vec<WireFix> {
 async fn phones(url: &str, keys: &Keys, race: &str) -> Vec<Client> {
     let mut out = Vec::new();
     for bib in 1..=RACERS {
-        let t = token(keys, Role::Racer, &bib.to_string(), Some(race), 600);
-        out.push(Client::connect(url, &t, Codec::Binary).await.unwrap());
+        out.push(racer_phone(url, keys, race, bib).await);
     }
     out
 }
@@ -295,12 +294,7 @@ async fn the_page_keeps_up_with_a_thousand_racers() {
     // Every racer rides two batches, spread along the first kilometres.
     let mut riders = Vec::new();
     for bib in 1..=MANY {
-        let t = token(&keys, Role::Racer, &bib.to_string(), Some(&race), 600);
-        riders.push(
-            Client::connect(&server.url, &t, Codec::Binary)
-                .await
-                .unwrap(),
-        );
+        riders.push(racer_phone(&server.url, &keys, &race, bib).await);
     }
     for step in 0..2 {
         for (i, rider) in riders.iter_mut().enumerate() {

@@ -2,13 +2,16 @@
 //! real files. Nothing here fakes the server.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod patrol;
+pub mod sim;
 
 use peloton::auth::{claims_for, Keys, Role};
 use peloton::config::{Config, Overrides};
 use peloton::engine::RunningServer;
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
+use peloton::net::protocol::{RaceCreate, RaceStatsView, RacerView, Reply, Request, ResultView};
 use peloton::time::now_ms;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -121,6 +124,38 @@ pub async fn client_as(url: &str, keys: &Keys, role: Role, sub: &str) -> Client 
     Client::connect(url, &token(keys, role, sub, None, 3600), Codec::Binary)
         .await
         .expect("connect")
+}
+
+/// A racer's phone in `race` as bib `bib`: a binary-protocol client of `url` with a race-scoped
+/// racer token valid for ten minutes.
+pub async fn racer_phone(url: &str, keys: &Keys, race: &str, bib: u32) -> Client {
+    let token = token(keys, Role::Racer, &bib.to_string(), Some(race), 600);
+    Client::connect(url, &token, Codec::Binary).await.unwrap()
+}
+
+/// Registers `racers` in race `race_id`, which must be accepted.
+pub async fn register(admin: &mut Client, race_id: &str, racers: Vec<RacerView>) {
+    admin
+        .request(Request::RacerRegister {
+            race_id: race_id.to_owned(),
+            racers,
+        })
+        .await
+        .expect("register");
+}
+
+/// The results of `race` as `client` sees them: the rows and the race's statistics.
+pub async fn results(client: &mut Client, race: &str) -> (Vec<ResultView>, RaceStatsView) {
+    match client
+        .request(Request::RaceResults {
+            race_id: race.to_owned(),
+        })
+        .await
+        .expect("results")
+    {
+        Reply::Results { rows, stats } => (rows, stats),
+        other => panic!("expected results, got {other:?}"),
+    }
 }
 
 /// The `peloton` binary built for these tests.
@@ -323,7 +358,6 @@ pub async fn live_race_on(
     start_at_ms: i64,
     n: u32,
 ) -> String {
-    use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
     let create = RaceCreate {
         name: name.to_owned(),
         course_gpx,
@@ -341,13 +375,7 @@ pub async fn live_race_on(
             email: Some(format!("r{bib}@example.si")),
         })
         .collect();
-    admin
-        .request(Request::RacerRegister {
-            race_id: race.id.clone(),
-            racers,
-        })
-        .await
-        .expect("register");
+    register(admin, &race.id, racers).await;
     // A start that has already passed makes the race live by itself (`race.start_mode` auto),
     // and then the clock was first: that refusal is fine, the race is live either way.
     match admin

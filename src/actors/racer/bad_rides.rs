@@ -251,6 +251,19 @@ fn assert_rode_it(outcome: &Outcome, geo: &CourseGeometry) {
     assert!(worst < 600.0, "progress strayed {worst} m from the truth");
 }
 
+/// Feeds `steps` under the default rules and asserts the racer rode the course (see
+/// [`assert_rode_it`]) with no cut suspected.
+fn rides_it_without_a_cut(geo: &CourseGeometry, steps: &[Step]) -> Outcome {
+    let o = ride(geo, steps, &RULES);
+    assert_rode_it(&o, geo);
+    assert!(
+        o.state.incidents.cuts.is_empty(),
+        "no cut here: {:?}",
+        o.state.incidents.cuts
+    );
+    o
+}
+
 #[test]
 fn the_rides_as_recorded_finish_with_no_incident() {
     for name in [
@@ -260,13 +273,7 @@ fn the_rides_as_recorded_finish_with_no_incident() {
         "out-and-back-ljubljana.gpx",
     ] {
         let r = real_ride(name);
-        let o = ride(&r.geo, &r.steps, &RULES);
-        assert_rode_it(&o, &r.geo);
-        assert!(
-            o.state.incidents.cuts.is_empty(),
-            "{name}: {:?}",
-            o.state.incidents.cuts
-        );
+        let o = rides_it_without_a_cut(&r.geo, &r.steps);
         assert!(
             o.state.incidents.episodes.is_empty(),
             "{name}: {:?}",
@@ -280,13 +287,7 @@ fn a_detour_of_400_m_for_nine_minutes_rejoins_and_finishes() {
     let r = real_ride("road-zwolle-amsterdam.gpx");
     let from = T0 + 40 * 60_000;
     let steps = detour(&r.steps, from, 9 * 60_000, 400.0);
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_rode_it(&o, &r.geo);
-    assert!(
-        o.state.incidents.cuts.is_empty(),
-        "a detour is not a cut: {:?}",
-        o.state.incidents.cuts
-    );
+    let o = rides_it_without_a_cut(&r.geo, &steps);
     let episodes = &o.state.incidents.episodes;
     assert_eq!(episodes.len(), 1, "{episodes:?}");
     let e = episodes[0];
@@ -310,13 +311,7 @@ fn a_detour_longer_than_the_search_window_of_two_fixes_still_rejoins() {
     let r = real_ride("loop-celje-lokalni-hribcki.gpx");
     let from = T0 + 20 * 60_000;
     let steps = detour(&r.steps, from, 12 * 60_000, 500.0);
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_rode_it(&o, &r.geo);
-    assert!(
-        o.state.incidents.cuts.is_empty(),
-        "{:?}",
-        o.state.incidents.cuts
-    );
+    rides_it_without_a_cut(&r.geo, &steps);
 }
 
 #[test]
@@ -327,13 +322,7 @@ fn a_ten_minute_dropout_then_a_jump_far_ahead_is_not_a_cut() {
     let k = step_at(&steps, from);
     let jump = steps[k].truth_m.unwrap() - steps[k - 1].truth_m.unwrap();
     assert!(jump > 3_000.0, "the dropout jumps {jump} m");
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_rode_it(&o, &r.geo);
-    assert!(
-        o.state.incidents.cuts.is_empty(),
-        "{:?}",
-        o.state.incidents.cuts
-    );
+    let o = rides_it_without_a_cut(&r.geo, &steps);
     assert!(o.state.incidents.episodes.is_empty());
 }
 
@@ -501,13 +490,7 @@ fn a_detour_near_a_self_crossing_rejoins_on_the_leg_it_left() {
     // A three-minute detour, 250 m out, that ends right at the crossing.
     let at = r.steps[crossing].fix.at_ms;
     let steps = detour(&r.steps, at - 180_000, 200_000, 250.0);
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_rode_it(&o, &r.geo);
-    assert!(
-        o.state.incidents.cuts.is_empty(),
-        "{:?}",
-        o.state.incidents.cuts
-    );
+    rides_it_without_a_cut(&r.geo, &steps);
 }
 
 #[test]
@@ -515,13 +498,7 @@ fn an_out_and_back_detour_does_not_jump_to_the_way_back() {
     let r = real_ride("out-and-back-ljubljana.gpx");
     let from = T0 + 4 * 60_000;
     let steps = detour(&r.steps, from, 4 * 60_000, 300.0);
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_rode_it(&o, &r.geo);
-    assert!(
-        o.state.incidents.cuts.is_empty(),
-        "{:?}",
-        o.state.incidents.cuts
-    );
+    rides_it_without_a_cut(&r.geo, &steps);
 }
 
 /// A synthetic course due north with gentle bends, `km` long.
