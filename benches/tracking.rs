@@ -12,7 +12,7 @@
 //! - `detour`: the same ride with a 400 m detour for nine minutes at 40 min (about 540 fixes
 //!   off the course, each searching up to the whole reach since the last confirmed fix);
 //! - `cut`: `mtb-pause-celje-2018-06-26.gpx` as recorded, and with 15 km skipped through a
-//!   400 m shortcut (the simulator's own `cut`), so the two compare on one course.
+//!   shortcut of at most 500 m (the simulator's own `cut`), so the two compare on one course.
 //!
 //! Run: `cargo bench --bench tracking` (about a minute). Report ratios against `clean` from
 //! the same run; quote medians.
@@ -82,21 +82,28 @@ fn feed(geo: &CourseGeometry, fixes: &[Fix]) -> (RacerState, usize) {
     (state, accepted)
 }
 
-/// Point indices of the ride where a straight line of at most `straight_m` skips the most.
-fn widest_cut(ride: &Ride, straight_m: f64) -> (usize, usize) {
+/// Point indices of the ride where a straight line of at most `straight_m`, leaving the
+/// course (its middle more than 120 m from any part of it), skips the most.
+fn widest_cut(geo: &CourseGeometry, ride: &Ride, straight_m: f64) -> (usize, usize) {
     let n = ride.recorded;
     let mut cum = vec![0.0; n];
     for k in 1..n {
-        cum[k] = cum[k - 1] + ride.points[k - 1].position.distance_m(ride.points[k].position);
+        cum[k] = cum[k - 1]
+            + ride.points[k - 1]
+                .position
+                .distance_m(ride.points[k].position);
     }
     let mut best = (0, 0, 0.0);
     for i in (0..n).step_by(10) {
         for j in (i..n.saturating_sub(50)).step_by(10) {
             let skipped = cum[j] - cum[i];
-            if skipped > best.2
-                && ride.points[i].position.distance_m(ride.points[j].position) <= straight_m
-            {
-                best = (i, j, skipped);
+            let (a, b) = (ride.points[i].position, ride.points[j].position);
+            if skipped > best.2 && a.distance_m(b) <= straight_m {
+                let (east, north) = a.offset_m(b);
+                let middle = a.moved_m(east / 2.0, north / 2.0);
+                if geo.index.distance_to_course(middle, 120.0).is_none() {
+                    best = (i, j, skipped);
+                }
             }
         }
     }
@@ -123,7 +130,7 @@ fn bench_tracking(c: &mut Criterion) {
         (dy / norm * 400.0, -dx / norm * 400.0),
     ));
     let (mtb, mtb_ride) = load("mtb-pause-celje-2018-06-26.gpx");
-    let (i, j) = widest_cut(&mtb_ride, 400.0);
+    let (i, j) = widest_cut(&mtb, &mtb_ride, 500.0);
     let mtb_clean = fixes(&mtb_ride);
     let cut = fixes(&sim_faults::cut(&mtb_ride, i, j));
 

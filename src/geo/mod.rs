@@ -3,6 +3,7 @@
 
 pub mod course;
 pub mod finish;
+pub mod grid;
 pub mod position;
 pub mod projection;
 

@@ -12,6 +12,7 @@
 //! cosine per projection instead of a geodesic solution per segment.
 
 use super::course::Course;
+use super::grid::SegmentGrid;
 use super::position::{Position, E7};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -95,6 +96,9 @@ pub struct CourseIndex {
     /// `cum_m[i]` is the geodesic distance along the course from the start to `points[i]`;
     /// non-decreasing, so a distance finds its segment by binary search.
     cum_m: Vec<f64>,
+    /// The segments by map cell, for distances to any part of the course; `None` for a
+    /// course the grid does not take (see [`SegmentGrid::new`]), which is walked instead.
+    grid: Option<SegmentGrid>,
 }
 
 /// Where a segment's unconstrained closest point fell relative to the part of it inside the
@@ -186,6 +190,18 @@ fn lerp(a: Position, b: Position, t: f64) -> Position {
     }
 }
 
+/// The distance from the origin (the fix) to the segment from `a` to `b`, in the fix's frame.
+fn distance_to_segment(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (-(a.0 * dx + a.1 * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (a.0 + t * dx).hypot(a.1 + t * dy)
+}
+
 /// How far a pass at `progress_m` is from the reference progress when breaking ties: forward
 /// distances as they are, backward ones penalised (see [`BACKWARD_PENALTY`]).
 fn tie_key(progress_m: f64, reference_m: f64) -> f64 {
@@ -212,7 +228,34 @@ impl CourseIndex {
             total += if d.is_finite() && d > 0.0 { d } else { 0.0 };
             cum_m.push(total);
         }
-        CourseIndex { points, cum_m }
+        let grid = SegmentGrid::new(&points);
+        CourseIndex {
+            points,
+            cum_m,
+            grid,
+        }
+    }
+
+    /// The distance from `fix` to the nearest part of the course, if some part passes within
+    /// `radius_m`: whatever the racer's progress, so it says whether the racer is near the
+    /// course at all. Costs the cells around the fix, not the course.
+    pub fn distance_to_course(&self, fix: Position, radius_m: f64) -> Option<f64> {
+        let segments: Vec<u32> = match &self.grid {
+            Some(grid) => grid.segments_near(fix, radius_m),
+            None => (0..self.points.len().saturating_sub(1))
+                .filter_map(|i| u32::try_from(i).ok())
+                .collect(),
+        };
+        let frame = Frame::at(fix);
+        segments
+            .into_iter()
+            .filter_map(|i| {
+                let i = usize::try_from(i).ok()?;
+                let (a, b) = (*self.points.get(i)?, *self.points.get(i + 1)?);
+                Some(distance_to_segment(frame.xy(a), frame.xy(b)))
+            })
+            .filter(|d| *d <= radius_m)
+            .min_by(f64::total_cmp)
     }
 
     /// Geodesic length of the course in metres.

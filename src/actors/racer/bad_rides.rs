@@ -577,7 +577,10 @@ proptest! {
         let steps = ridden(&course, speed, every, noise, seed);
         let total_ms = steps.last().unwrap().fix.at_ms - T0;
         let at = |f: f64| T0 + (total_ms as f64 * f) as i64;
-        let steps = detour(&steps, at(detour_at), detour_s * 1000, detour_m);
+        // The detour ends before the finish too: a racer 600 m beside the line does not
+        // cross it.
+        let detour_ms = (detour_s * 1000).min(at(0.62) - at(detour_at));
+        let steps = detour(&steps, at(detour_at), detour_ms, detour_m);
         // The dropout ends before the finish, so the racer is seen crossing the line.
         let dropout_ms = (dropout_s * 1000).min(at(0.95) - at(dropout_at));
         let steps = dropout(&steps, at(dropout_at), dropout_ms);

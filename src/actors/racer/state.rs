@@ -40,6 +40,9 @@ const MIN_PACE_SPAN_MS: i64 = 10_000;
 /// Most off-course episodes and suspected cuts kept per racer: enough for any real ride, and a
 /// bound on what a device that zigzags on purpose can make the server store.
 pub const MAX_INCIDENTS: usize = 256;
+/// How far around an off-course fix the course is looked for, metres: farther, the racer is
+/// simply "more than this" off the course, and no search along it is made.
+const OFF_COURSE_MEASURE_M: f64 = 1_000.0;
 /// The least ground between two fixes that can tell which way a racer rides: below it, GPS
 /// noise alone could point either way.
 const MIN_AGREEING_MOVE_M: f64 = 10.0;
@@ -444,34 +447,51 @@ impl RacerState {
         if near.on_course {
             return Some(near);
         }
+        // How far the racer is from any part of the course, from the cells around the fix:
+        // a racer far from all of it (a detour, a lost phone, a hostile device) costs no
+        // search along the course, and the distance is what the off-course episode records
+        // (the window's end can be kilometres behind a racer on a long detour).
+        let off = Placement {
+            projection: Projection {
+                offset_m: geo
+                    .index
+                    .distance_to_course(fix.position, OFF_COURSE_MEASURE_M)
+                    .unwrap_or(near.projection.offset_m),
+                ..near.projection
+            },
+            on_course: false,
+        };
+        if off.projection.offset_m > rules.off_course_m {
+            return Some(off);
+        }
         let since = self.confirmed_at_ms.unwrap_or(last.at_ms);
         let reach =
             rules.max_speed_mps * ((fix.at_ms - since) as f64 / 1000.0) + f64::from(fix.accuracy_m);
-        // The widest plausible search also measures how far off the course the racer is:
-        // the narrow window's end can be kilometres behind a racer on a long detour.
-        let mut off = near;
         if reach > ahead {
             let wide = ProjectionWindow {
                 behind_m: rules.window_behind_m,
                 ahead_m: reach,
             };
-            off = placed(geo.index.project(fix.position, Some(before), wide)?);
-            if off.on_course && agrees(last, fix, off.projection, geo, rules) {
-                return Some(off);
+            let within_reach = placed(geo.index.project(fix.position, Some(before), wide)?);
+            if within_reach.on_course && agrees(last, fix, within_reach.projection, geo, rules) {
+                return Some(within_reach);
             }
         }
+        // Anywhere ahead, where the previous fix agrees. (Only the nearest pass is tried:
+        // trying farther ones let a racer rejoining an out-and-back be taken for one on its
+        // way back often enough to be wrong.)
         let length = geo.index.length_m();
         let anywhere = geo
             .index
             .project_between(fix.position, before, length, before)
             .map(placed)
             .filter(|p| p.on_course && agrees(last, fix, p.projection, geo, rules));
+        if let Some(pass) = anywhere {
+            return Some(pass);
+        }
         // Near the course but not where the previous fix agrees the racer rides: not yet
         // back on it.
-        Some(anywhere.unwrap_or(Placement {
-            on_course: false,
-            ..off
-        }))
+        Some(off)
     }
 
     /// How far beyond the last confirmed progress the racer may plausibly be at `at_ms`:
