@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// The storage schema this build writes and reads.
 /// 2: courses carry checkpoints. 3: checkpoints may be mandatory; racers keep off-course
-/// episodes and suspected cuts.
+/// episodes and suspected cuts; races keep the organiser's disqualifications.
 pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 pub(crate) const META_TREE: &str = "meta";
