@@ -101,7 +101,11 @@ fn widest_cut(geo: &CourseGeometry, ride: &Ride, straight_m: f64) -> (usize, usi
             if skipped > best.2 && a.distance_m(b) <= straight_m {
                 let (east, north) = a.offset_m(b);
                 let middle = a.moved_m(east / 2.0, north / 2.0);
-                if geo.index.distance_to_course(middle, 120.0).is_none() {
+                if geo
+                    .index
+                    .distance_to_course(middle, 0.0, f64::INFINITY, 120.0)
+                    .is_none()
+                {
                     best = (i, j, skipped);
                 }
             }

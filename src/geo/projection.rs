@@ -236,10 +236,17 @@ impl CourseIndex {
         }
     }
 
-    /// The distance from `fix` to the nearest part of the course, if some part passes within
-    /// `radius_m`: whatever the racer's progress, so it says whether the racer is near the
-    /// course at all. Costs the cells around the fix, not the course.
-    pub fn distance_to_course(&self, fix: Position, radius_m: f64) -> Option<f64> {
+    /// The distance from `fix` to the nearest point of the course between `lo_m` and `hi_m`
+    /// metres along it (the whole course: `0.0, f64::INFINITY`), if one lies within
+    /// `radius_m`. Costs the cells around the fix, not the stretch: it says whether a racer
+    /// is near the course, or their own part of it, however long that is.
+    pub fn distance_to_course(
+        &self,
+        fix: Position,
+        lo_m: f64,
+        hi_m: f64,
+        radius_m: f64,
+    ) -> Option<f64> {
         let segments: Vec<u32> = match &self.grid {
             Some(grid) => grid.segments_near(fix, radius_m),
             None => (0..self.points.len().saturating_sub(1))
@@ -251,6 +258,10 @@ impl CourseIndex {
             .into_iter()
             .filter_map(|i| {
                 let i = usize::try_from(i).ok()?;
+                let (start, end) = (*self.cum_m.get(i)?, *self.cum_m.get(i + 1)?);
+                if end < lo_m || start > hi_m {
+                    return None;
+                }
                 let (a, b) = (*self.points.get(i)?, *self.points.get(i + 1)?);
                 Some(distance_to_segment(frame.xy(a), frame.xy(b)))
             })

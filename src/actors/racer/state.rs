@@ -447,26 +447,43 @@ impl RacerState {
         if near.on_course {
             return Some(near);
         }
-        // How far the racer is from any part of the course, from the cells around the fix:
-        // a racer far from all of it (a detour, a lost phone, a hostile device) costs no
-        // search along the course, and the distance is what the off-course episode records
-        // (the window's end can be kilometres behind a racer on a long detour).
+        let since = self.confirmed_at_ms.unwrap_or(last.at_ms);
+        let reach =
+            rules.max_speed_mps * ((fix.at_ms - since) as f64 / 1000.0) + f64::from(fix.accuracy_m);
+        // How far the racer is from their own part of the course (all they could have reached
+        // since their last confirmed fix), from the cells around the fix: what the off-course
+        // episode records (the near window's end can be kilometres behind a racer on a long
+        // detour, and another leg passing by is not where they should be).
         let off = Placement {
             projection: Projection {
                 offset_m: geo
                     .index
-                    .distance_to_course(fix.position, OFF_COURSE_MEASURE_M)
+                    .distance_to_course(
+                        fix.position,
+                        before - rules.window_behind_m,
+                        before + reach.max(ahead),
+                        OFF_COURSE_MEASURE_M,
+                    )
                     .unwrap_or(near.projection.offset_m),
                 ..near.projection
             },
             on_course: false,
         };
-        if off.projection.offset_m > rules.off_course_m {
+        // Far from every part of the course (a detour, a lost phone, a hostile device): no
+        // search along it could place the racer, so none is made.
+        let length = geo.index.length_m();
+        if geo
+            .index
+            .distance_to_course(
+                fix.position,
+                before - rules.window_behind_m,
+                length,
+                rules.off_course_m,
+            )
+            .is_none()
+        {
             return Some(off);
         }
-        let since = self.confirmed_at_ms.unwrap_or(last.at_ms);
-        let reach =
-            rules.max_speed_mps * ((fix.at_ms - since) as f64 / 1000.0) + f64::from(fix.accuracy_m);
         if reach > ahead {
             let wide = ProjectionWindow {
                 behind_m: rules.window_behind_m,
@@ -480,7 +497,6 @@ impl RacerState {
         // Anywhere ahead, where the previous fix agrees. (Only the nearest pass is tried:
         // trying farther ones let a racer rejoining an out-and-back be taken for one on its
         // way back often enough to be wrong.)
-        let length = geo.index.length_m();
         let anywhere = geo
             .index
             .project_between(fix.position, before, length, before)
