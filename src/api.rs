@@ -16,6 +16,7 @@ use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceCommand, RaceStatus, RaceSummary, RacerEntry};
 use crate::actors::racer::Fix;
 use crate::auth::{Claims, Role};
+use crate::device_time::{fix_window, DeviceTimeLimits};
 use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
@@ -139,7 +140,9 @@ pub async fn handle(
             format!("role {} may not send {}", claims.role, request.type_name()),
         )));
     }
-    let expired = claims.expires_at_ms() + engine.config.auth.leeway_secs as i64 * 1000 <= now_ms();
+    let leeway_ms =
+        i64::try_from(engine.config.auth.leeway_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let expired = claims.expired_at(now_ms(), leeway_ms);
     if expired && !matches!(request, Request::RefreshToken { .. }) {
         return Outcome::Reply(Err(Rejection::new(
             ErrorCode::TokenExpired,
@@ -214,7 +217,11 @@ pub async fn handle(
         | Request::MailList { .. }
         | Request::MailFailed { .. }
         | Request::MailRetry { .. }
-        | Request::MailRetryAllDead => mail::handle(&services.mail, request).await.into(),
+        | Request::MailRetryAllDead => {
+            mail::handle(&services.mail, &device_time_limits(engine), request)
+                .await
+                .into()
+        }
         Request::PatrolProfile { .. }
         | Request::DutyStart { .. }
         | Request::DutyEnd
@@ -476,19 +483,43 @@ async fn submit_fixes(
             fixes.len()
         )));
     }
+    // Device time is judged before anything changes: one far-future fix would make every
+    // later real fix of this racer stale, one from long ago would stretch the replay.
+    let summary = services.races.get(&race)?;
+    let window = fix_window(
+        now_ms(),
+        summary.start_at_ms,
+        summary.started_at_ms,
+        &device_time_limits(engine),
+    );
+    // The whole batch is refused for its first bad fix, whatever is wrong with it.
     let fixes = fixes
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            fix_from_wire(f).map_err(|reason| Rejection::invalid(format!("fix {i}: {reason}")))
+            let fix = fix_from_wire(f)
+                .map_err(|reason| Rejection::invalid(format!("fix {i}: {reason}")))?;
+            window.check(fix.at_ms).map_err(|bad| {
+                Rejection::new(ErrorCode::BadTime, format!("fix {i}: at_ms {bad}"))
+            })?;
+            Ok(fix)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, Rejection>>()?;
     let outcome = services.races.submit_fixes(&race, bib, fixes).await?;
     Ok(Reply::FixesAck {
         accepted: outcome.accepted,
         ignored: outcome.ignored,
         last_at_ms: outcome.last_at_ms,
     })
+}
+
+/// The configured bounds on client-supplied times.
+fn device_time_limits(engine: &Engine) -> DeviceTimeLimits {
+    let t = &engine.config.tracking;
+    DeviceTimeLimits {
+        max_future_skew_ms: t.max_future_skew_ms,
+        max_fix_age_before_start_ms: t.max_fix_age_before_start_ms,
+    }
 }
 
 /// Converts and range-checks a wire fix.

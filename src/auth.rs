@@ -92,6 +92,12 @@ impl Claims {
     pub fn expires_at_ms(&self) -> i64 {
         self.exp.saturating_mul(1000)
     }
+
+    /// Whether the token is past its expiry plus `leeway_ms` at `now_ms`; saturating, so a
+    /// huge `exp` is simply far in the future instead of wrapping into the past.
+    pub fn expired_at(&self, now_ms: i64, leeway_ms: i64) -> bool {
+        self.expires_at_ms().saturating_add(leeway_ms) <= now_ms
+    }
 }
 
 /// Why a token was refused.
@@ -106,6 +112,13 @@ pub enum TokenError {
     /// Bad signature, malformed, or claims out of range.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The token's `exp` is further ahead than any token this server issues may live: a
+    /// forged-looking or misconfigured token, refused before it can hold a socket forever.
+    #[error("invalid token: exp is more than auth.max_ttl_secs ({max_ttl_secs} s) from now")]
+    LivesTooLong {
+        /// The configured maximum lifetime.
+        max_ttl_secs: u64,
+    },
 }
 
 /// Why the secret could not be loaded or created.
@@ -122,6 +135,9 @@ pub struct Keys {
     decoding: DecodingKey,
     /// Expiry and algorithm checks.
     validation: Validation,
+    /// Longest lifetime a presented token may still have (`auth.max_ttl_secs`); `None`
+    /// (keys built from a bare secret) checks none.
+    max_ttl_secs: Option<u64>,
     /// Signs and checks voucher codes; derived from the same secret so whoever can verify
     /// tokens can verify vouchers offline, but never equal to the token key.
     voucher: VoucherKey,
@@ -150,8 +166,16 @@ impl Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            max_ttl_secs: None,
             voucher: VoucherKey::derive(secret),
         })
+    }
+
+    /// The same keys, refusing in [`Keys::verify`] any token whose `exp` is more than
+    /// `max_ttl_secs` (plus the leeway) from now.
+    pub fn with_max_ttl(mut self, max_ttl_secs: u64) -> Keys {
+        self.max_ttl_secs = Some(max_ttl_secs);
+        self
     }
 
     /// Loads the secret the way the server does: `PELOTON_AUTH_SECRET`, then
@@ -161,7 +185,8 @@ impl Keys {
             Ok(value) if !value.is_empty() => decode_secret(value.trim()),
             _ => load_or_create_file(&secret_path(config))?,
         };
-        Keys::from_secret(&secret, config.auth.leeway_secs)
+        Ok(Keys::from_secret(&secret, config.auth.leeway_secs)?
+            .with_max_ttl(config.auth.max_ttl_secs))
     }
 
     /// The key voucher codes are signed with.
@@ -183,6 +208,15 @@ impl Keys {
                 _ => TokenError::Invalid(e.to_string()),
             })?;
         let claims = data.claims;
+        if let Some(max_ttl_secs) = self.max_ttl_secs {
+            let now_secs = crate::time::now_ms() / 1000;
+            let latest = now_secs
+                .saturating_add(i64::try_from(max_ttl_secs).unwrap_or(i64::MAX))
+                .saturating_add(i64::try_from(self.validation.leeway).unwrap_or(i64::MAX));
+            if claims.exp > latest {
+                return Err(TokenError::LivesTooLong { max_ttl_secs });
+            }
+        }
         validate_id("token subject", &claims.sub).map_err(|r| TokenError::Invalid(r.message))?;
         if let Some(race) = &claims.race {
             validate_id("token race", race).map_err(|r| TokenError::Invalid(r.message))?;
@@ -304,6 +338,24 @@ mod tests {
             keys().verify(&keys().issue(&bad_sub).unwrap()),
             Err(TokenError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn tokens_living_beyond_the_maximum_are_refused_without_overflow() {
+        let keys = keys().with_max_ttl(3600);
+        let now = crate::time::now_ms() / 1000;
+        let fine = claims_for(Role::Spectator, "s", None, now, 3600);
+        assert!(keys.verify(&keys.issue(&fine).unwrap()).is_ok());
+        for exp in [now + 3600 + 60, i64::MAX, i64::MAX / 1000 + 1] {
+            let mut claims = fine.clone();
+            claims.exp = exp;
+            assert_eq!(
+                keys.verify(&keys.issue(&claims).unwrap()),
+                Err(TokenError::LivesTooLong { max_ttl_secs: 3600 })
+            );
+            assert!(!claims.expired_at(crate::time::now_ms(), i64::MAX));
+        }
+        assert!(fine.expired_at(i64::MAX, 0));
     }
 
     #[test]

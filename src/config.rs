@@ -118,14 +118,33 @@ pub struct WsConfig {
     pub rate_limit_per_sec: u32,
     /// Burst allowance above the sustained rate.
     pub rate_limit_burst: u32,
-    /// Consecutive rate-limited messages before the socket is closed with 1008.
+    /// Rate-limited messages within one `flood_window_ms` that close the socket with 1008:
+    /// a client persistently above the limit goes, one that overshoots briefly stays.
     pub flood_close_after: u32,
+    /// The window over which refusals are counted; a refused message is answered with
+    /// `rate_limited` at most once per window, the rest are dropped silently.
+    pub flood_window_ms: u64,
+    /// A socket that neither sent anything nor was sent anything for this long is closed
+    /// with 1001, so abandoned sockets do not hold descriptors forever.
+    pub idle_timeout_ms: u64,
     /// Grace after token expiry before the socket is closed.
     pub token_expiry_grace_ms: u64,
     /// A peer that does not accept our bytes for this long is disconnected.
     pub write_timeout_ms: u64,
     /// A spectator whose every update was skipped for this long is closed (4008).
     pub slow_consumer_close_ms: u64,
+    /// Sockets all non-admin clients share, so the server cannot run out of descriptors.
+    pub max_sockets: usize,
+    /// Sockets beyond `max_sockets` only admins may open, so operators always get in.
+    pub admin_reserve_sockets: usize,
+    /// Sockets one identity (role, race scope, subject) may hold, for racers, officers and
+    /// citizens: one stolen or buggy token cannot take the server.
+    pub max_sockets_per_subject: usize,
+    /// Upgrade attempts per client address per minute (admins excepted).
+    pub max_upgrades_per_addr_per_min: u32,
+    /// Whether loopback clients skip the per-address limits (a local reverse proxy or the
+    /// load generator would otherwise share one allowance).
+    pub addr_limits_exempt_loopback: bool,
 }
 
 /// `[auth]`: where the signing secret lives and how tokens are checked.
@@ -229,6 +248,13 @@ pub struct TrackingConfig {
     pub cut_rule: String,
     /// Most fixes in one batch from a device.
     pub max_fixes_per_batch: usize,
+    /// How far ahead of the server's clock a client-supplied time (a fix's `at_ms`, a mail's
+    /// `sent_at_ms`) may be, ms; later is `bad_time`, since one far-future fix would make
+    /// every later real fix of its racer stale.
+    pub max_future_skew_ms: u64,
+    /// How long before a race's start (planned or gun, the earlier) a fix may be dated, ms;
+    /// earlier is `bad_time`, since it cannot belong to the race.
+    pub max_fix_age_before_start_ms: u64,
 }
 
 /// `[web]`: the spectator web page served at `/`.
@@ -239,6 +265,9 @@ pub struct WebConfig {
     pub public_races: bool,
     /// Lifetime of a guest token, seconds.
     pub guest_token_ttl_secs: u64,
+    /// Guest tokens one client address may get per minute, so the open endpoint cannot
+    /// mint tokens without bound.
+    pub guest_tokens_per_addr_per_min: u32,
 }
 
 /// `[log]`: the default tracing filter.
@@ -416,8 +445,26 @@ impl Config {
         at_least("ws.rate_limit_per_sec", ws.rate_limit_per_sec.into(), 1)?;
         at_least("ws.rate_limit_burst", ws.rate_limit_burst.into(), 1)?;
         at_least("ws.flood_close_after", ws.flood_close_after.into(), 1)?;
+        at_least("ws.flood_window_ms", ws.flood_window_ms, 1)?;
+        at_least("ws.idle_timeout_ms", ws.idle_timeout_ms, 1)?;
         at_least("ws.write_timeout_ms", ws.write_timeout_ms, 1)?;
         at_least("ws.slow_consumer_close_ms", ws.slow_consumer_close_ms, 1)?;
+        at_least("ws.max_sockets", ws.max_sockets as u64, 1)?;
+        at_least(
+            "ws.admin_reserve_sockets",
+            ws.admin_reserve_sockets as u64,
+            1,
+        )?;
+        at_least(
+            "ws.max_sockets_per_subject",
+            ws.max_sockets_per_subject as u64,
+            1,
+        )?;
+        at_least(
+            "ws.max_upgrades_per_addr_per_min",
+            ws.max_upgrades_per_addr_per_min.into(),
+            1,
+        )?;
         if ws.admin_max_message_bytes > crate::net::codec::MAX_DECODE_BYTES {
             return Err(ConfigError(format!(
                 "ws.admin_max_message_bytes must be at most {}, got {}",
@@ -466,6 +513,11 @@ impl Config {
             self.web.guest_token_ttl_secs,
             self.auth.max_ttl_secs,
         )?;
+        at_least(
+            "web.guest_tokens_per_addr_per_min",
+            self.web.guest_tokens_per_addr_per_min.into(),
+            1,
+        )?;
         let t = &self.tracking;
         for (key, value) in [
             ("tracking.max_accuracy_m", t.max_accuracy_m),
@@ -512,6 +564,19 @@ impl Config {
             "tracking.max_fixes_per_batch",
             t.max_fixes_per_batch as u64,
             1,
+        )?;
+        // A second covers clocks that agree; a week is as far as a simulation's sped-up
+        // race time may usefully run ahead.
+        at_least("tracking.max_future_skew_ms", t.max_future_skew_ms, 1_000)?;
+        at_most(
+            "tracking.max_future_skew_ms",
+            t.max_future_skew_ms,
+            7 * 86_400_000,
+        )?;
+        at_most(
+            "tracking.max_fix_age_before_start_ms",
+            t.max_fix_age_before_start_ms,
+            7 * 86_400_000,
         )?;
         self.validate_mail()?;
         self.validate_patrol()?;
@@ -952,6 +1017,66 @@ mod tests {
         std::fs::write(&path, "[race]\nstart_mode = \"Gun\"\n").unwrap();
         let e = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
         assert!(e.0.contains("race.start_mode"), "{e}");
+    }
+
+    #[test]
+    fn device_time_keys_are_checked_by_name() {
+        let defaults = Config::defaults().unwrap().tracking;
+        assert_eq!(defaults.max_future_skew_ms, 120_000);
+        assert_eq!(defaults.max_fix_age_before_start_ms, 21_600_000);
+        let bad = |key: &str, value: &str| {
+            Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .0
+        };
+        assert!(
+            bad("PELOTON_TRACKING_MAX_FUTURE_SKEW_MS", "0").contains("tracking.max_future_skew_ms")
+        );
+        assert!(bad("PELOTON_TRACKING_MAX_FUTURE_SKEW_MS", "604800001")
+            .contains("tracking.max_future_skew_ms"));
+        assert!(
+            bad("PELOTON_TRACKING_MAX_FIX_AGE_BEFORE_START_MS", "604800001")
+                .contains("tracking.max_fix_age_before_start_ms")
+        );
+        let c = Config::load_from(
+            None,
+            &env(&[("PELOTON_TRACKING_MAX_FUTURE_SKEW_MS", "86400000")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.tracking.max_future_skew_ms, 86_400_000);
+    }
+
+    #[test]
+    fn admission_limit_keys_are_checked_by_name() {
+        let bad = |key: &str, value: &str| {
+            Config::load_from(None, &env(&[(key, value)]), &Overrides::default())
+                .unwrap_err()
+                .0
+        };
+        for (var, key) in [
+            ("PELOTON_WS_MAX_SOCKETS", "ws.max_sockets"),
+            (
+                "PELOTON_WS_ADMIN_RESERVE_SOCKETS",
+                "ws.admin_reserve_sockets",
+            ),
+            (
+                "PELOTON_WS_MAX_SOCKETS_PER_SUBJECT",
+                "ws.max_sockets_per_subject",
+            ),
+            (
+                "PELOTON_WS_MAX_UPGRADES_PER_ADDR_PER_MIN",
+                "ws.max_upgrades_per_addr_per_min",
+            ),
+            (
+                "PELOTON_WEB_GUEST_TOKENS_PER_ADDR_PER_MIN",
+                "web.guest_tokens_per_addr_per_min",
+            ),
+        ] {
+            assert!(bad(var, "0").contains(key), "{var}");
+        }
+        assert!(bad("PELOTON_WS_ADDR_LIMITS_EXEMPT_LOOPBACK", "maybe")
+            .contains("ws.addr_limits_exempt_loopback"));
     }
 
     #[test]

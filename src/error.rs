@@ -45,6 +45,10 @@ pub enum ErrorCode {
     Conflict,
     /// The two people are not close enough for what was asked (an in-person connection).
     TooFar,
+    /// A time the client supplied (a fix's `at_ms`, a mail envelope's `sent_at_ms`) is
+    /// implausible: too far ahead of the server's clock, or before the window it could belong
+    /// to. Kept apart from `invalid_argument` because the usual fix is the device's clock.
+    BadTime,
 }
 
 impl ErrorCode {
@@ -66,6 +70,7 @@ impl ErrorCode {
             ErrorCode::InsufficientPoints => "insufficient_points",
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooFar => "too_far",
+            ErrorCode::BadTime => "bad_time",
         }
     }
 }

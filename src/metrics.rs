@@ -17,8 +17,24 @@ pub const MESSAGES_OUT: &str = "peloton_ws_messages_out_total";
 pub const SKIPPED_UPDATES: &str = "peloton_ws_skipped_updates_total";
 /// Counter by `code`: error replies sent.
 pub const ERRORS: &str = "peloton_errors_total";
-/// Counter by `code`: sockets closed by the server with a close code.
+/// Counter by `code`: sockets closed, by the close code the server sent, or `client` (the
+/// client closed or went) or `dropped` (the connection failed under the writer).
 pub const CLOSES: &str = "peloton_ws_closes_total";
+/// Counter: rate-limited messages dropped without an answer (only the first refusal of a
+/// `ws.flood_window_ms` window is answered with `rate_limited`).
+pub const RATE_LIMITED_DROPPED: &str = "peloton_ws_rate_limited_dropped_total";
+/// Counter by `reason` (`server_full`, `subject_full`, `upgrade_rate`): upgrades refused by
+/// the admission limits before any socket existed.
+pub const WS_REFUSED: &str = "peloton_ws_refused_total";
+/// Gauge: sockets holding an admission slot (admitted upgrades not yet ended).
+pub const WS_ADMITTED: &str = "peloton_ws_admitted_sockets";
+/// Counter by `reason` (`guest_token_rate`, `out_of_descriptors`): HTTP requests refused by
+/// the admission limits, or answered 503 and closed because the process ran out of file
+/// descriptors.
+pub const HTTP_REFUSED: &str = "peloton_http_refused_total";
+/// Counter: `accept` failures (other than out of descriptors, which `HTTP_REFUSED` counts
+/// when a client could be answered).
+pub const ACCEPT_ERRORS: &str = "peloton_accept_errors_total";
 /// Counter: events appended to the journal.
 pub const JOURNAL_APPENDS: &str = "peloton_journal_appends_total";
 /// Counter: group-commit flushes.

@@ -27,12 +27,17 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixMillis, String> {
 
 /// Formats milliseconds as RFC 3339 (UTC, second precision) for people.
 pub fn format_rfc3339(ms: UnixMillis) -> String {
-    if ms < 0 {
+    // humantime writes years 1970..=9999 only and panics (in `Display`) beyond: any time
+    // outside is shown as the raw number, since it may have come from a client.
+    if !(0..=LAST_RFC3339_MS).contains(&ms) {
         return format!("{ms}ms");
     }
     let t = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339's four-digit year can write.
+const LAST_RFC3339_MS: UnixMillis = 253_402_300_799_999;
 
 /// Parses a human duration such as `1h`, `15m` or `90s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -100,6 +105,24 @@ pub fn parse_day(text: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn any_time_formats_without_panicking() {
+        for ms in [
+            i64::MIN,
+            -1,
+            0,
+            LAST_RFC3339_MS,
+            LAST_RFC3339_MS + 1,
+            i64::MAX,
+        ] {
+            let text = format_rfc3339(ms);
+            assert!(!text.is_empty());
+        }
+        assert_eq!(format_rfc3339(LAST_RFC3339_MS), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(LAST_RFC3339_MS + 1), "253402300800000ms");
+    }
+
     use super::*;
 
     #[test]

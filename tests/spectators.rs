@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gpx, live_race, live_race_on, racer_phone, token, TestServer};
+use common::{dense_gpx, gpx, live_race, live_race_on, racer_phone, token, TestServer};
 use futures_util::SinkExt;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
@@ -180,32 +180,6 @@ fn sorted_by_bib(rows: &[StandingView]) -> Vec<StandingView> {
         .collect();
     rows.sort_by_key(|s| s.bib);
     rows
-}
-
-/// A ride's course with `per_leg` points on every leg, as GPX.
-fn dense_gpx(ride: &str, per_leg: usize) -> String {
-    let course = Course::from_gpx(gpx(ride).as_bytes(), 200_000).unwrap();
-    let mut out = String::from(
-        "<?xml version=\"1.0\"?>\n<gpx version=\"1.1\" creator=\"test\" \
-         xmlns=\"http://www.topografix.com/GPX/1/1\"><trk><trkseg>\n",
-    );
-    for leg in course.points.windows(2) {
-        for k in 0..per_leg {
-            let t = k as f64 / per_leg as f64;
-            let lat = leg[0].lat() + (leg[1].lat() - leg[0].lat()) * t;
-            let lon = leg[0].lon() + (leg[1].lon() - leg[0].lon()) * t;
-            out.push_str(&format!("<trkpt lat=\"{lat:.7}\" lon=\"{lon:.7}\"/>\n"));
-        }
-    }
-    if let Some(last) = course.points.last() {
-        out.push_str(&format!(
-            "<trkpt lat=\"{:.7}\" lon=\"{:.7}\"/>\n",
-            last.lat(),
-            last.lon()
-        ));
-    }
-    out.push_str("</trkseg></trk></gpx>\n");
-    out
 }
 
 /// Sends one batch of fixes for each phone, racer `i` `100·i` metres ahead.

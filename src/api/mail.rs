@@ -5,15 +5,25 @@ use crate::actors::mail::domain::{FailedEntry, JobDetail, MAX_LIST};
 use crate::actors::mail::job::{JobStatus, JobSummary};
 use crate::actors::mail::message::{JobId, MailMessage};
 use crate::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
-use crate::error::Rejection;
+use crate::device_time::{sent_at_window, DeviceTimeLimits};
+use crate::error::{ErrorCode, Rejection};
 use crate::net::protocol::{
     MailEnvelope, MailFailureView, MailJobDetailView, MailJobView, Reply, Request,
 };
+use crate::time::now_ms;
 
-/// Answers one mail request.
-pub(super) async fn handle(mail: &MailDomain, request: Request) -> Result<Reply, Rejection> {
+/// Answers one mail request; `limits` bound the submitter's `sent_at_ms`.
+pub(super) async fn handle(
+    mail: &MailDomain,
+    limits: &DeviceTimeLimits,
+    request: Request,
+) -> Result<Reply, Rejection> {
     match request {
         Request::MailSubmit(envelope) => {
+            // A future sent-at would win against every later update of a contact's address.
+            sent_at_window(now_ms(), limits)
+                .check(envelope.sent_at_ms)
+                .map_err(|bad| Rejection::new(ErrorCode::BadTime, format!("sent_at_ms {bad}")))?;
             let jobs = mail.submit(to_request(envelope)).await?;
             Ok(Reply::MailJobs(jobs.iter().map(view).collect()))
         }

@@ -51,20 +51,27 @@ fn view(entry: RacerEntry) -> RacerView {
 
 /// Reads and validates a roster CSV; every problem is reported as `line N: reason`.
 pub fn read_csv(path: &Path) -> Result<Vec<RacerView>, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    parse_csv(&path.display().to_string(), &bytes)
+}
+
+/// Validates a roster CSV already in memory (the pure half of [`read_csv`], also fuzzed);
+/// `source` says where it came from in messages.
+pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<Vec<RacerView>, CliError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        .from_reader(bytes);
     let headers = reader
         .headers()
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+        .map_err(|e| CliError::Usage(format!("{source}: {e}")))?
         .clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(bib_col), Some(name_col)) = (column("bib"), column("name")) else {
         return Err(CliError::Usage(format!(
             "{}: the header row must name at least `bib` and `name` columns (optional: team, email)",
-            path.display()
+            source
         )));
     };
     let (team_col, email_col) = (column("team"), column("email"));
@@ -119,7 +126,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<RacerView>, CliError> {
     if !problems.is_empty() {
         return Err(CliError::Failed(format!(
             "{}: nothing imported; {} problem(s): {}",
-            path.display(),
+            source,
             problems.len(),
             problems.join("; ")
         )));
@@ -127,7 +134,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<RacerView>, CliError> {
     if racers.is_empty() {
         return Err(CliError::Usage(format!(
             "{}: no racers in the file",
-            path.display()
+            source
         )));
     }
     Ok(racers)

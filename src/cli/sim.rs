@@ -709,6 +709,16 @@ impl Racer {
                         self.client = Some(client);
                         tokio::time::sleep(BUSY_PAUSE).await;
                     }
+                    // The simulator dates fixes in race time, ahead of the wall clock by the
+                    // speed-up: a server that bounds device time refuses them.
+                    Some(ErrorCode::BadTime) => {
+                        return Err(CliError::Failed(format!(
+                            "bib {bib}: the server refused its fixes: {e}. A sped-up \
+                             simulation dates its fixes ahead of the clock; run the server it \
+                             targets with tracking.max_future_skew_ms raised (e.g. \
+                             PELOTON_TRACKING_MAX_FUTURE_SKEW_MS=604800000) or use --speedup 1"
+                        )))
+                    }
                     Some(_) => {
                         return Err(CliError::Failed(format!(
                             "bib {bib}: the server refused its fixes: {e}"

@@ -132,9 +132,36 @@ impl Codec {
     }
 }
 
+/// Decodes with a bincode limit tied to the payload's size. bincode allocates a string's or
+/// byte buffer's claimed length *before* checking those bytes arrived, so under the global
+/// [`MAX_DECODE_BYTES`] limit alone a 12-byte frame could make it allocate (and zero) tens
+/// of megabytes (found by the fuzzer, `peloton::fuzz`). It charges its limit at most 8
+/// bytes per byte it reads (a one-byte varint stands for a u64), so a limit of 8 × the
+/// payload never refuses a valid frame; limits are types, hence the buckets.
+fn decode_bounded<T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    const SMALL: usize = 4 * 1024;
+    const MEDIUM: usize = 256 * 1024;
+    const LARGE: usize = 16 * 1024 * 1024;
+    fn with_limit<T: DeserializeOwned, const LIMIT: usize>(
+        payload: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice::<T, _>(
+            payload,
+            bincode::config::standard().with_limit::<LIMIT>(),
+        )
+    }
+    match payload.len().saturating_mul(8) {
+        claim if claim <= SMALL => with_limit::<T, SMALL>(payload),
+        claim if claim <= MEDIUM => with_limit::<T, MEDIUM>(payload),
+        claim if claim <= LARGE => with_limit::<T, LARGE>(payload),
+        _ => bincode::serde::decode_from_slice::<T, _>(payload, bincode_config()),
+    }
+}
+
 fn decode_binary_exact<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(payload, bincode_config())
-        .map_err(|e| e.to_string())?;
+    let (value, used) = decode_bounded::<T>(payload).map_err(|e| e.to_string())?;
     if used != payload.len() {
         return Err(format!(
             "{} bytes after the end of the message",
@@ -152,10 +179,10 @@ fn decode_binary_client(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
         code: ErrorCode::BadRequest,
         message,
     };
-    let (id, used) = bincode::serde::decode_from_slice::<u64, _>(payload, bincode_config())
+    let (id, used) = decode_bounded::<u64>(payload)
         .map_err(|e| broken(None, format!("cannot read the request id: {e}")))?;
     let body = &payload[used..];
-    if let Ok((tag, _)) = bincode::serde::decode_from_slice::<u32, _>(body, bincode_config()) {
+    if let Ok((tag, _)) = decode_bounded::<u32>(body) {
         if tag as usize >= Request::TYPES.len() {
             return Err(DecodeError {
                 id: Some(id),
@@ -209,161 +236,12 @@ fn decode_json_client(payload: &[u8]) -> Result<ClientFrame, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::protocol::{RaceCreate, Reply, WireError};
+    use crate::net::protocol::{Reply, WireError};
     use proptest::prelude::*;
 
+    /// One request of every type: the same samples the fuzz targets mutate.
     fn sample_requests() -> Vec<Request> {
-        vec![
-            Request::Ping,
-            Request::RefreshToken { token: "t".into() },
-            Request::RaceCreate(RaceCreate {
-                name: "n".into(),
-                course_gpx: "<gpx/>".into(),
-                start_at_ms: 1,
-                cutoff_at_ms: Some(2),
-            }),
-            Request::RaceUpdate(crate::net::protocol::RaceUpdate {
-                id: "r".into(),
-                name: None,
-                course_gpx: None,
-                start_at_ms: Some(5),
-                cutoff_at_ms: None,
-                clear_cutoff: true,
-            }),
-            Request::RaceList,
-            Request::RaceGet { id: "r".into() },
-            Request::RaceStart { id: "r".into() },
-            Request::RaceFinish { id: "r".into() },
-            Request::RaceCancel {
-                id: "r".into(),
-                reason: None,
-            },
-            Request::Backup,
-            Request::RacerRegister {
-                race_id: "r".into(),
-                racers: vec![crate::net::protocol::RacerView {
-                    bib: 7,
-                    name: "Ana".into(),
-                    team: None,
-                    email: None,
-                }],
-            },
-            Request::RacerList {
-                race_id: "r".into(),
-            },
-            Request::Fixes {
-                fixes: vec![crate::net::protocol::WireFix {
-                    at_ms: 1_796_115_600_000,
-                    lat_e7: 460_569_000,
-                    lon_e7: 152_604_000,
-                    accuracy_dm: 50,
-                    speed_cmps: Some(830),
-                    elevation_dm: None,
-                }],
-            },
-            Request::RaceStandings {
-                race_id: "r".into(),
-            },
-            Request::RaceSubscribe {
-                race_id: "r".into(),
-                since_seq: Some(3),
-            },
-            Request::RaceResults {
-                race_id: "r".into(),
-            },
-            Request::RaceReplay {
-                race_id: "r".into(),
-                speed: 60.0,
-                from_ms: Some(1_796_115_600_000),
-            },
-            Request::RaceShare {
-                race_id: "r".into(),
-                ttl_secs: 3600,
-            },
-            Request::MailSubmit(crate::net::protocol::MailEnvelope {
-                correlation_id: "order-1".into(),
-                sequence: 2,
-                sent_at_ms: 1_796_115_600_000,
-                messages: vec![crate::net::protocol::MailMessageView {
-                    to: "ana@example.org".into(),
-                    subject: "Hi".into(),
-                    body: "Body".into(),
-                    contact: Some("ana".into()),
-                }],
-            }),
-            Request::MailStatus { id: "j".into() },
-            Request::MailList {
-                state: Some("dead".into()),
-                limit: 10,
-            },
-            Request::MailFailed { limit: 10 },
-            Request::MailRetry { id: "j".into() },
-            Request::MailRetryAllDead,
-            Request::PatrolProfile {
-                display_name: "Ana".into(),
-                email: Some("ana@example.org".into()),
-            },
-            Request::DutyStart { minutes: Some(30) },
-            Request::DutyEnd,
-            Request::PatrolPosition {
-                lat_e7: 488_566_000,
-                lon_e7: 23_522_000,
-                accuracy_m: Some(8.0),
-            },
-            Request::OfficersNearest { count: 5 },
-            Request::ConnectRequest {
-                officer_id: "o-17".into(),
-            },
-            Request::ConnectAnswer {
-                request_id: "c1".into(),
-                accept: true,
-            },
-            Request::RewardsBalance,
-            Request::RewardsHistory {
-                before: Some(10),
-                limit: 20,
-            },
-            Request::OffersList,
-            Request::CharitiesList,
-            Request::RewardsRedeem {
-                request_id: "r1".into(),
-                offer_id: "coffee".into(),
-            },
-            Request::RewardsDonate {
-                request_id: "d1".into(),
-                charity_id: "red-cross".into(),
-                points: 5,
-            },
-            Request::MessageSend {
-                request_id: "m1".into(),
-                to: "o-17".into(),
-                text: "Thanks!".into(),
-            },
-            Request::MessageHistory {
-                with: "o-17".into(),
-                before_seq: None,
-                limit: 50,
-            },
-            Request::PatrolImport(crate::net::protocol::ImportBatch::Charities(vec![
-                crate::net::protocol::CharityRow {
-                    id: "red-cross".into(),
-                    name: "Red Cross".into(),
-                },
-            ])),
-            Request::PatrolReport {
-                from: "2026-11-01".into(),
-                to: "2026-11-30".into(),
-            },
-            Request::RaceDisqualify {
-                race_id: "r".into(),
-                bib: 7,
-                reason: "confirmed cut".into(),
-            },
-            Request::RaceReinstate {
-                race_id: "r".into(),
-                bib: 7,
-            },
-        ]
+        crate::fuzz::sample_requests()
     }
 
     #[test]
@@ -453,6 +331,43 @@ mod tests {
                 let bytes = codec.encode_server_bytes(&frame).unwrap();
                 assert_eq!(codec.decode_server(&bytes).unwrap(), frame);
             }
+        }
+    }
+
+    #[test]
+    fn a_lying_length_prefix_allocates_nothing_like_its_claim() {
+        // id 7, race_start, then a string claiming 47 MB (a u32 varint) and one byte of it:
+        // refused before the claim is allocated, because the limit follows the frame's size.
+        let frame = [7, 6, 252, 0xa0, 0xd5, 0xcd, 0x02, b'A'];
+        let error = Codec::Binary.decode_client(&frame).unwrap_err();
+        assert_eq!((error.id, error.code), (Some(7), ErrorCode::BadRequest));
+        assert!(
+            error.message.to_lowercase().contains("limit"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn frames_of_one_byte_varints_fit_their_limit() {
+        // The densest claims per byte: fixes of zeros (8 bytes of limit for a 1-byte i64).
+        let fix = crate::net::protocol::WireFix {
+            at_ms: 0,
+            lat_e7: 0,
+            lon_e7: 0,
+            accuracy_dm: 0,
+            speed_cmps: None,
+            elevation_dm: None,
+        };
+        for n in [0, 1, 100, 700, 40_000] {
+            let frame = ClientFrame {
+                id: 0,
+                request: Request::Fixes {
+                    fixes: vec![fix; n],
+                },
+            };
+            let bytes = Codec::Binary.encode_client_bytes(&frame).unwrap();
+            assert_eq!(Codec::Binary.decode_client(&bytes).unwrap(), frame);
         }
     }
 

@@ -4,9 +4,15 @@
 //! to tokio-tungstenite with our own small buffers and limits, and to [`super::session`].
 //!
 //! Authentication happens here, before the upgrade: a missing, invalid or expired token gets
-//! HTTP 401 and never becomes a socket.
+//! HTTP 401 and never becomes a socket. So does admission ([`super::limits`]): a full server
+//! answers 503, a subject or address over its limit 429, before any socket exists; an
+//! admitted socket's slot travels into its session task and is given back when it ends.
+//!
+//! The accept loop keeps one spare descriptor: when the process runs out, the spare is
+//! released to accept the waiting client and answer it 503, instead of leaving it hanging.
 
 use super::codec::{Codec, BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL};
+use super::limits::{Admission, AdmissionLimits, Refusal, SocketClass, SubjectKey};
 use super::session;
 use crate::auth::{Claims, Role, TokenError};
 use crate::engine::Engine;
@@ -19,9 +25,11 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -33,32 +41,156 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 type Body = Full<Bytes>;
 
+/// Pause after an `accept` failure with no spare to answer with.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait for a client to be accepted on the freed spare descriptor.
+const SPARE_ACCEPT_LIMIT: Duration = Duration::from_millis(100);
+/// Longest time the spare descriptor is spent on one client: writing the 503 to a fresh
+/// socket is immediate; the rest drains the request the client already sent, so the close is
+/// not a reset that would discard our answer. Short, because every starved client waits in
+/// line for the one spare.
+const SPARE_ANSWER_LIMIT: Duration = Duration::from_millis(25);
+
+/// The admission limits the configuration sets.
+fn admission_limits(engine: &Engine) -> AdmissionLimits {
+    let ws = &engine.config.ws;
+    AdmissionLimits {
+        max_sockets: ws.max_sockets,
+        admin_reserve_sockets: ws.admin_reserve_sockets,
+        max_sockets_per_subject: ws.max_sockets_per_subject,
+        upgrades_per_addr_per_min: ws.max_upgrades_per_addr_per_min,
+        guest_tokens_per_addr_per_min: engine.config.web.guest_tokens_per_addr_per_min,
+        exempt_loopback: ws.addr_limits_exempt_loopback,
+    }
+}
+
+/// Whether `accept` failed because the process (EMFILE) or the system (ENFILE) has no file
+/// descriptor left. The numbers are the same on Linux, macOS and the BSDs.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
+/// The spare descriptor kept for answering clients when none are left.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
 /// Accepts connections until shutdown begins.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
     let mut shutdown = engine.shutdown_signal();
+    let admission = Admission::new(fit_to_open_file_limit(admission_limits(&engine)));
+    let mut spare = open_spare();
+    // Logged once per episode of starvation, not once per failed accept.
+    let mut starved = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    if starved {
+                        tracing::info!("file descriptors available again");
+                        starved = false;
+                    }
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, engine.clone()));
+                    tokio::spawn(serve_connection(stream, peer, engine.clone(), admission.clone()));
+                }
+                Err(e) if out_of_descriptors(&e) => {
+                    if !starved {
+                        tracing::warn!("accept failed, out of file descriptors: {e}");
+                        starved = true;
+                    }
+                    // Free the spare, spend it on the waiting client, then take it back.
+                    let answered = match spare.take() {
+                        Some(file) => {
+                            drop(file);
+                            answer_with_spare(&listener).await
+                        }
+                        None => false,
+                    };
+                    spare = open_spare();
+                    if answered {
+                        // More starved clients may be waiting: answer them next, but let
+                        // sessions run in between.
+                        tokio::task::yield_now().await;
+                    } else {
+                        // No spare to answer with: back off instead of spinning.
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
+                    // Anything else (a connection reset before accept, …): back off instead of
+                    // spinning, keep serving.
+                    metrics::counter!(crate::metrics::ACCEPT_ERRORS).increment(1);
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             },
         }
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, engine: Arc<Engine>) {
+/// The limits with `ws.max_sockets` lowered to fit the process's open-file limit (read from
+/// `/proc/self/limits` where there is one), so a full server still has descriptors for
+/// `/healthz` and admins.
+fn fit_to_open_file_limit(limits: AdmissionLimits) -> AdmissionLimits {
+    let Some(soft) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| super::limits::soft_open_file_limit(&text))
+    else {
+        return limits;
+    };
+    let fitted = super::limits::fit_to_descriptors(limits, soft);
+    if fitted.max_sockets < limits.max_sockets {
+        tracing::info!(
+            "ws.max_sockets lowered from {} to {} to fit the open-file limit ({soft}); raise \
+             `ulimit -n` for more",
+            limits.max_sockets,
+            fitted.max_sockets
+        );
+    }
+    fitted
+}
+
+/// Accepts one waiting client on the just-freed spare descriptor and answers it 503, so it
+/// gets an answer instead of a hang. Whether a client was answered.
+async fn answer_with_spare(listener: &TcpListener) -> bool {
+    let Ok(Ok((mut stream, _))) = tokio::time::timeout(SPARE_ACCEPT_LIMIT, listener.accept()).await
+    else {
+        return false;
+    };
+    metrics::counter!(crate::metrics::HTTP_REFUSED, "reason" => "out_of_descriptors").increment(1);
+    let body = r#"{"code":"unavailable","message":"the server is out of file descriptors; retry shortly"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Retry-After: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        super::limits::FULL_RETRY_AFTER_SECS,
+        body.len()
+    );
+    let _ = tokio::time::timeout(SPARE_ANSWER_LIMIT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Drain what the client sent, so closing does not reset the connection and discard
+        // the answer before the client reads it.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    true
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    engine: Arc<Engine>,
+    admission: Arc<Admission>,
+) {
     let mut shutdown = engine.shutdown_signal();
     let service = {
         let engine = engine.clone();
-        service_fn(move |req| route(req, engine.clone()))
+        let peer = peer.ip();
+        service_fn(move |req| route(req, engine.clone(), admission.clone(), peer))
     };
     let timeout = Duration::from_millis(engine.config.server.header_read_timeout_ms);
     let mut builder = http1::Builder::new();
@@ -83,7 +215,12 @@ async fn serve_connection(stream: tokio::net::TcpStream, engine: Arc<Engine>) {
     }
 }
 
-async fn route(req: Request<Incoming>, engine: Arc<Engine>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    engine: Arc<Engine>,
+    admission: Arc<Admission>,
+    peer: IpAddr,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let response = match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
@@ -102,8 +239,8 @@ async fn route(req: Request<Incoming>, engine: Arc<Engine>) -> Result<Response<B
             );
             response
         }
-        (&Method::GET, WS_PATH) => upgrade(req, &engine),
-        (&Method::GET, super::web::GUEST_TOKEN_PATH) => guest_token(&engine),
+        (&Method::GET, WS_PATH) => upgrade(req, &engine, &admission, peer),
+        (&Method::GET, super::web::GUEST_TOKEN_PATH) => guest_token(&engine, &admission, peer),
 
         (&Method::GET, path) => match super::web::asset(path) {
             Some(asset) => asset_response(asset),
@@ -133,8 +270,9 @@ fn asset_response(asset: &super::web::Asset) -> Response<Body> {
     response
 }
 
-/// A short-lived, read-only spectator token for the web page, when races are public.
-fn guest_token(engine: &Engine) -> Response<Body> {
+/// A short-lived, read-only spectator token for the web page, when races are public; at most
+/// `web.guest_tokens_per_addr_per_min` per client address.
+fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response<Body> {
     let web = &engine.config.web;
     if !web.public_races {
         return json_error(
@@ -142,6 +280,10 @@ fn guest_token(engine: &Engine) -> Response<Body> {
             "forbidden",
             "races on this server are not public; open a share link",
         );
+    }
+    if let Err(refusal) = admission.take_guest_token(peer, Instant::now()) {
+        metrics::counter!(crate::metrics::HTTP_REFUSED, "reason" => refusal.reason()).increment(1);
+        return refused(refusal);
     }
     let claims = crate::auth::claims_for(
         Role::Spectator,
@@ -199,6 +341,28 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     response
 }
 
+/// The answer to a refusal by the admission limits: 503 when the server is full, 429 when
+/// this client asked too much, both with `Retry-After`.
+fn refused(refusal: Refusal) -> Response<Body> {
+    let (status, code) = if refusal.is_server_full() {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else {
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    };
+    let mut response = json_error(status, code, refusal.message());
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs()),
+    );
+    response
+}
+
+/// Counts an upgrade refused by the admission limits and answers it.
+fn refused_upgrade(refusal: Refusal) -> Response<Body> {
+    metrics::counter!(crate::metrics::WS_REFUSED, "reason" => refusal.reason()).increment(1);
+    refused(refusal)
+}
+
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     req.headers()
         .get_all(name)
@@ -230,7 +394,12 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
     })
 }
 
-fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    engine: &Arc<Engine>,
+    admission: &Arc<Admission>,
+    peer: IpAddr,
+) -> Response<Body> {
     if !engine.is_ready() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -279,6 +448,14 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
         None => Err(TokenError::Missing),
         Some(result) => result,
     };
+    // Every attempt counts against its address, failed ones too (guessing tokens costs the
+    // same as opening sockets); only a valid admin token skips it, so operators get in.
+    let is_admin = matches!(&claims, Ok(c) if c.role == Role::Admin);
+    if !is_admin {
+        if let Err(refusal) = admission.take_upgrade(peer, Instant::now()) {
+            return refused_upgrade(refusal);
+        }
+    }
     let claims = match claims {
         Ok(claims) => claims,
         Err(e) => {
@@ -308,10 +485,22 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
             &format!("request subprotocol {BINARY_SUBPROTOCOL} or {JSON_SUBPROTOCOL} in Sec-WebSocket-Protocol"),
         );
     };
+    let subject = SubjectKey::new(claims.role, claims.race.as_deref(), &claims.sub);
+    let slot = match admission.admit_socket(SocketClass::of(claims.role), subject) {
+        Ok(slot) => slot,
+        Err(refusal) => return refused_upgrade(refusal),
+    };
+    metrics::gauge!(crate::metrics::WS_ADMITTED).set(admission.open_sockets() as f64);
     let config = socket_config(engine, &claims);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let engine = engine.clone();
+    let admission = admission.clone();
     tokio::spawn(async move {
+        // The slot lives exactly as long as this task: the session, or a failed upgrade.
+        let _slot = ReleaseOnDrop {
+            slot: Some(slot),
+            admission,
+        };
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -338,6 +527,22 @@ fn upgrade(mut req: Request<Incoming>, engine: &Arc<Engine>) -> Response<Body> {
         HeaderValue::from_static(codec.subprotocol()),
     );
     response
+}
+
+/// An admitted socket's slot, given back (and the gauge updated) when the task holding it
+/// ends, however it ends.
+struct ReleaseOnDrop {
+    /// The admission slot; taken on drop so the gauge reads the count after release.
+    slot: Option<super::limits::SocketGuard>,
+    /// Where the slot came from, to read the count for the gauge.
+    admission: Arc<Admission>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        drop(self.slot.take());
+        metrics::gauge!(crate::metrics::WS_ADMITTED).set(self.admission.open_sockets() as f64);
+    }
 }
 
 /// Per-socket buffers and limits; admins get a larger message limit for course uploads.

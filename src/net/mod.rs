@@ -5,6 +5,8 @@
 //! - [`http`]: the HTTP server on the one port: health, readiness, metrics, WebSocket upgrade.
 //! - [`session`]: one WebSocket's life: limits, decoding, dispatch to [`crate::api`], replies.
 //! - [`ratelimit`]: the per-socket token bucket.
+//! - [`limits`]: admission of connections: sockets per server and per subject, upgrades and
+//!   guest tokens per client address.
 //! - [`client`]: the Rust client the CLI and the tests use.
 //! - [`web`]: the spectator web page's embedded files (served by [`http`]).
 //! - [`mail`]: the mail transports (SMTP, HTTP mail API) the mail domain sends through.
@@ -14,6 +16,7 @@
 pub mod client;
 pub mod codec;
 pub mod http;
+pub mod limits;
 pub mod mail;
 pub mod protocol;
 pub mod ratelimit;
@@ -24,7 +27,7 @@ pub mod web;
 pub mod close_code {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
-    /// Server shutting down.
+    /// Server shutting down, or the socket was idle for `ws.idle_timeout_ms`.
     pub const GOING_AWAY: u16 = 1001;
     /// Malformed WebSocket framing.
     pub const PROTOCOL_ERROR: u16 = 1002;
@@ -32,16 +35,17 @@ pub mod close_code {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Rate limit flood or an expired token. (A peer that stops reading is dropped after
-    /// `ws.write_timeout_ms` without a close frame: it would not read one.)
+    /// Rate limit flood (`ws.flood_close_after` refusals within `ws.flood_window_ms`) or a
+    /// token expired more than `ws.token_expiry_grace_ms` ago.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message over the configured size.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server failed unexpectedly.
     pub const INTERNAL_ERROR: u16 = 1011;
-    /// A spectator read so slowly that every race update was skipped for
-    /// `ws.slow_consumer_close_ms`: it was seeing nothing live. (Private-use range; 4000 +
-    /// the nearest standard code, 1008.)
+    /// A spectator that never caught up with the race's ticks for
+    /// `ws.slow_consumer_close_ms`, or any socket that did not take our bytes for
+    /// `ws.write_timeout_ms` (attempted briefly: its buffers are full). (Private-use range;
+    /// 4000 + the nearest standard code, 1008.)
     pub const TOO_SLOW: u16 = 4008;
     /// The patrol session of this socket ended: the same user connected on another socket
     /// (one session per user), or the device stopped reading its notices.

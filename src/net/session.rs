@@ -4,12 +4,16 @@
 //! [`crate::api`] to handle each request and queues exactly one reply per request. A writer
 //! task drains a bounded queue into the socket, feeding every queued frame before one flush
 //! so a burst costs one write. Protocol violations close only this socket, with the code
-//! PROTOCOL.md lists.
+//! PROTOCOL.md lists. The token's lifetime, the idle timeout and a peer that stops reading
+//! are deadlines in the same loop, so they fire even when nothing else happens. After the
+//! server's close frame the session keeps reading and discarding input until the peer's
+//! close frame or [`CLOSE_DRAIN`] (RFC 6455 §7.1.1), so the close code reaches a client that
+//! is still sending instead of being destroyed by a reset.
 
 use super::close_code;
 use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
-use super::ratelimit::TokenBucket;
+use super::ratelimit::{FloodWindow, Refusal, TokenBucket};
 use crate::actors::patrol::notice::Notice;
 use crate::actors::patrol::PatrolLink;
 use crate::actors::race::actor::UpdatesReceiver;
@@ -24,10 +28,10 @@ use crate::time::now_ms;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -37,6 +41,16 @@ use tokio_tungstenite::WebSocketStream;
 /// Bytes per backup chunk pushed to the client: small enough that even as a JSON array of
 /// numbers (up to 4 characters a byte) a chunk stays far below `ws.max_write_buffer_bytes`.
 const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long, after the server sent its close frame, it keeps reading and discarding what
+/// the peer still sends, waiting for the peer's close frame, before it shuts the TCP stream
+/// (RFC 6455 §7.1.1). Closing with unread data queued makes the kernel answer with a reset,
+/// which destroys the close frame in flight.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// The same wait while the server shuts down: sockets are closed all at once, and a client
+/// that does not answer must not hold up the shutdown for long.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(250);
 
 /// Race updates one socket may have queued or unflushed at once: one being written, one
 /// waiting. More would only be a backlog of stale standings; instead the next update is
@@ -71,8 +85,8 @@ struct Session {
     out: mpsc::Sender<Outbound>,
     /// Rate limit.
     bucket: TokenBucket,
-    /// Consecutive rate-limited messages.
-    violations: u32,
+    /// Judges the bucket's refusals over a window: answer once, drop, or close.
+    flood: FloodWindow,
     /// Shared server state.
     engine: Arc<Engine>,
     /// The race this socket watches, if any.
@@ -86,6 +100,9 @@ struct Session {
     /// This socket's patrol session (officers and citizens), opened on its first patrol
     /// request; its notices are pushed as they come.
     patrol: Option<PatrolLink>,
+    /// The token's expiry in ms, shared with the replay task so it pauses at `exp` and
+    /// resumes after a refresh.
+    expires_at: Arc<AtomicI64>,
 }
 
 impl Drop for Session {
@@ -102,8 +119,11 @@ struct Watching {
     updates: UpdatesReceiver,
     /// Sequence number of the last tick sent to this socket.
     last_seq: u64,
-    /// Since when every tick has been skipped (none: the last one went out).
-    skipping_since: Option<Instant>,
+    /// Since when every tick has found earlier updates still unflushed (none: at the last
+    /// tick the socket had taken everything): a reader that never catches up for
+    /// `ws.slow_consumer_close_ms` is too slow, even if an update trickles through now and
+    /// then.
+    behind_since: Option<Instant>,
 }
 
 /// Runs a session until the client leaves, a violation closes it, or shutdown begins.
@@ -118,8 +138,15 @@ where
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
     let write_timeout = Duration::from_millis(ws_config.write_timeout_ms);
     let in_flight = UpdatesInFlight::default();
-    let mut writer = tokio::spawn(write_loop(sink, queue, write_timeout, in_flight.clone()));
-    let mut writer_done = false;
+    let activity = Activity::new();
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        queue,
+        write_timeout,
+        in_flight.clone(),
+        activity.clone(),
+    ));
+    let expires_at = Arc::new(AtomicI64::new(claims.expires_at_ms()));
     let mut session = Session {
         codec,
         bucket: TokenBucket::new(
@@ -127,7 +154,10 @@ where
             ws_config.rate_limit_burst,
             Instant::now(),
         ),
-        violations: 0,
+        flood: FloodWindow::new(
+            Duration::from_millis(ws_config.flood_window_ms),
+            ws_config.flood_close_after,
+        ),
         out,
         engine: engine.clone(),
         watching: None,
@@ -136,6 +166,7 @@ where
         slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
         patrol: None,
         claims,
+        expires_at: expires_at.clone(),
     };
     let welcome = Welcome {
         protocol: PROTOCOL_VERSION,
@@ -150,87 +181,295 @@ where
         .await;
     session.patrol = crate::api::patrol::open_on_connect(&engine, &session.claims).await;
     let grace = Duration::from_millis(ws_config.token_expiry_grace_ms);
+    let idle_timeout = Duration::from_millis(ws_config.idle_timeout_ms);
 
-    let close: Option<CloseReason> = loop {
+    // Absolute deadlines, armed once and reset only when a refresh changes the token: a
+    // sleep re-created from "time left" on every wake-up would restart the grace period
+    // each time anything (a ping, a tick) happened after `exp`.
+    let mut token_exp = session.claims.exp;
+    let (pushes_until, close_at) = token_deadlines(&session.claims, grace);
+    let pushes_stop = tokio::time::sleep_until(pushes_until);
+    let token_close = tokio::time::sleep_until(close_at);
+    let idle_check = tokio::time::sleep_until(
+        activity
+            .last()
+            .checked_add(idle_timeout)
+            .unwrap_or_else(far_future),
+    );
+    tokio::pin!(pushes_stop, token_close, idle_check);
+    let mut writer_end: Option<WriterOutcome<S>> = None;
+    let mut writer_done = false;
+
+    let ending: Ending = loop {
         if *shutdown.borrow() {
-            break Some((close_code::GOING_AWAY, "server shutting down".into()));
+            break Ending::Server(close_code::GOING_AWAY, "server shutting down".into());
         }
-        let expires_in = Duration::from_millis(
-            u64::try_from(session.claims.expires_at_ms() - now_ms()).unwrap_or(0),
-        ) + grace;
+        if session.claims.exp != token_exp {
+            token_exp = session.claims.exp;
+            session
+                .expires_at
+                .store(session.claims.expires_at_ms(), Ordering::Release);
+            let (pushes_until, close_at) = token_deadlines(&session.claims, grace);
+            pushes_stop.as_mut().reset(pushes_until);
+            token_close.as_mut().reset(close_at);
+        }
+        // Pushes stop at `exp`; only a refresh (or the close) follows.
+        let pushing = tokio::time::Instant::now() < pushes_stop.deadline();
         tokio::select! {
             _ = shutdown.changed() => continue,
-            // The writer gave up (peer gone or not reading): the session ends too.
-            _ = &mut writer => {
+            // The writer gave up: the peer is gone, or it stopped taking our bytes.
+            joined = &mut writer => {
                 writer_done = true;
-                break None;
+                match joined {
+                    Ok(outcome) => {
+                        let stalled = outcome.stalled;
+                        writer_end = Some(outcome);
+                        if stalled {
+                            break Ending::Stalled;
+                        }
+                    }
+                    Err(e) => tracing::error!("a socket's writer failed: {e}"),
+                }
+                break Ending::Dropped;
             }
-            _ = tokio::time::sleep(expires_in) => {
-                break Some((close_code::POLICY_VIOLATION, "token expired".into()));
+            _ = &mut token_close => {
+                break Ending::Server(close_code::POLICY_VIOLATION, "token expired".into());
             }
-            notice = next_notice(&mut session.patrol) => match notice {
+            _ = &mut pushes_stop, if pushing => continue,
+            _ = &mut idle_check => {
+                let idle_until = activity.last().checked_add(idle_timeout).unwrap_or_else(far_future);
+                if idle_until <= tokio::time::Instant::now() {
+                    break Ending::Server(close_code::GOING_AWAY, "idle: nothing sent or received for ws.idle_timeout_ms".into());
+                }
+                idle_check.as_mut().reset(idle_until);
+            }
+            notice = next_notice(&mut session.patrol), if pushing => match notice {
                 Some(notice) => {
                     let push = crate::api::patrol::notice_push(notice);
                     session.send(&ServerFrame::Push(push)).await;
                 }
                 None => {
-                    break Some((
+                    break Ending::Server(
                         close_code::SESSION_ENDED,
                         "patrol session ended: replaced by a newer socket of this user, or notices were not read".into(),
-                    ));
+                    );
                 }
             },
             changed = next_tick(&mut session.watching) => match changed {
                 Ok(()) => {
-                    if let Some(close) = session.forward_tick() {
-                        break Some(close);
+                    if let Some((code, reason)) = session.forward_tick(pushing) {
+                        break Ending::Server(code, reason);
                     }
                 }
                 // The race actor is gone (restarting); the client subscribes again.
                 Err(_) => session.watching = None,
             },
             message = stream.next() => {
+                activity.touch();
                 let payload = match message {
-                    None | Some(Ok(Message::Close(_))) => break None,
+                    None | Some(Ok(Message::Close(_))) => break Ending::Client,
                     Some(Ok(Message::Binary(bytes))) if codec == Codec::Binary => bytes,
                     Some(Ok(Message::Text(text))) if codec == Codec::Json => text.into(),
                     Some(Ok(Message::Binary(_))) => {
-                        break Some((close_code::UNSUPPORTED_DATA, "binary frames are not accepted on peloton.v1.json".into()));
+                        break Ending::Server(close_code::UNSUPPORTED_DATA, "binary frames are not accepted on peloton.v1.json".into());
                     }
                     Some(Ok(Message::Text(_))) => {
-                        break Some((close_code::UNSUPPORTED_DATA, "text frames are not accepted on peloton.v1.bin".into()));
+                        break Ending::Server(close_code::UNSUPPORTED_DATA, "text frames are not accepted on peloton.v1.bin".into());
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => break close_for(&e),
+                    Some(Err(e)) => break ending_for(&e),
                 };
-                if let Some(close) = session.on_payload(&payload).await {
-                    break Some(close);
+                if let Some((code, reason)) = session.on_payload(&payload).await {
+                    break Ending::Server(code, reason);
                 }
             }
         }
     };
-    if let Some((code, reason)) = close {
-        metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
-        let _ = session.out.send(Outbound::Close(code, reason)).await;
-    }
+    metrics::counter!(m::CLOSES, "code" => ending.label()).increment(1);
+    let drain_for = if *shutdown.borrow() {
+        SHUTDOWN_DRAIN
+    } else {
+        CLOSE_DRAIN
+    };
+    // Stop producing: the replay and patrol pushes end with the session.
+    let out = session.out.clone();
     drop(session);
-    if !writer_done {
-        let _ = writer.await;
+    let framing_broken = matches!(ending, Ending::Broken(..));
+    let close = match ending {
+        Ending::Server(code, reason) | Ending::Broken(code, reason) => Some((code, reason)),
+        Ending::Stalled => Some((
+            close_code::TOO_SLOW,
+            "too slow: the socket did not take our bytes within ws.write_timeout_ms".into(),
+        )),
+        Ending::Client | Ending::Dropped => None,
+    };
+    let outcome = if writer_done {
+        writer_end
+    } else {
+        // RFC 6455 §7.1.1: while our close frame goes out, and for a while after, keep
+        // reading (and discarding) until the peer's close frame, so the peer's unread data
+        // does not make the kernel answer with a reset that destroys the close frame.
+        let mut peer_done = close.is_none() || framing_broken;
+        let finish = async {
+            if let Some((code, reason)) = &close {
+                let _ = out.send(Outbound::Close(*code, reason.clone())).await;
+            }
+            drop(out);
+            writer.await.ok()
+        };
+        tokio::pin!(finish);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut finish => break outcome,
+                message = stream.next(), if !peer_done => {
+                    peer_done = !matches!(message, Some(Ok(_)));
+                }
+            }
+        };
+        if !peer_done {
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(drain_for, drain).await;
+        }
+        outcome
+    };
+    let Some(mut outcome) = outcome else {
+        return;
+    };
+    if outcome.stalled {
+        // The close frame must still be attempted, but only briefly: this peer is not
+        // reading, and its buffers are full.
+        if let Some((code, reason)) = close {
+            let frame = close_frame(code, reason);
+            let message = Message::Close(Some(frame));
+            let _ = tokio::time::timeout(drain_for, outcome.sink.send(message)).await;
+        }
     }
+    let Ok(mut ws) = stream.reunite(outcome.sink) else {
+        return;
+    };
+    if framing_broken || outcome.stalled {
+        // The framing can no longer be parsed (or was never read further): discard raw
+        // bytes until the peer closes or the drain time is over, then shut the stream.
+        let raw = ws.get_mut();
+        let mut scratch = vec![0u8; 4096];
+        let drain = async {
+            while let Ok(n) = raw.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(drain_for, drain).await;
+    }
+    let _ = tokio::time::timeout(drain_for, ws.get_mut().shutdown()).await;
+}
+
+/// How a session ended, for the close frame, the drain and the metric.
+enum Ending {
+    /// The server closes with this code; the framing is intact, so the peer's close frame
+    /// can be read.
+    Server(u16, String),
+    /// The server closes with this code after a framing or size error: what follows on the
+    /// socket cannot be parsed as frames, so it is drained raw.
+    Broken(u16, String),
+    /// The writer could not hand our bytes to the peer within `ws.write_timeout_ms`.
+    Stalled,
+    /// The client closed (close frame, EOF, reset): not a protocol error.
+    Client,
+    /// The connection failed under the writer.
+    Dropped,
+}
+
+impl Ending {
+    /// The `code` label of `peloton_ws_closes_total`: the close code the server sent, or
+    /// `client` / `dropped` when it sent none.
+    fn label(&self) -> String {
+        match self {
+            Ending::Server(code, _) | Ending::Broken(code, _) => code.to_string(),
+            Ending::Stalled => close_code::TOO_SLOW.to_string(),
+            Ending::Client => "client".into(),
+            Ending::Dropped => "dropped".into(),
+        }
+    }
+}
+
+/// Tokio instants for the token's `exp` (pushes stop) and `exp` + grace (the socket
+/// closes), computed without overflow: a far-future `exp` becomes a far-future deadline.
+fn token_deadlines(
+    claims: &Claims,
+    grace: Duration,
+) -> (tokio::time::Instant, tokio::time::Instant) {
+    let left_ms = u64::try_from(claims.expires_at_ms().saturating_sub(now_ms())).unwrap_or(0);
+    let now = tokio::time::Instant::now();
+    let exp = now
+        .checked_add(Duration::from_millis(left_ms))
+        .unwrap_or_else(far_future);
+    (exp, exp.checked_add(grace).unwrap_or(exp))
+}
+
+/// A deadline that never comes in practice (about 30 years ahead), for sums that would
+/// overflow an `Instant`.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// When this socket last received a frame or had one written to it: the idle timeout
+/// counts from here. Shared by the reader and the writer task.
+#[derive(Clone)]
+struct Activity {
+    /// The reference point the stored milliseconds count from.
+    origin: tokio::time::Instant,
+    /// Milliseconds since `origin` of the last activity.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    /// Activity now.
+    fn new() -> Activity {
+        Activity {
+            origin: tokio::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Records activity now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// When the last activity was.
+    fn last(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
+    }
+}
+
+/// The socket a replay plays to.
+struct ReplayTarget {
+    /// Into the socket's writer.
+    out: mpsc::Sender<Outbound>,
+    /// The socket token's expiry in ms: the replay pauses while it is past.
+    expires_at: Arc<AtomicI64>,
+    /// The socket's encoding.
+    codec: Codec,
 }
 
 /// Plays a replay: every `tick` of wall time the race clock moves `tick × speed` and the
 /// change goes out (the first step as a full table); waits for queue room, since a replay
 /// belongs to this one socket and may as well go at its reader's pace.
 async fn play(
-    out: mpsc::Sender<Outbound>,
-    codec: Codec,
+    to: ReplayTarget,
     race_id: String,
     mut replayer: Replayer,
     speed: f64,
     start_ms: Option<i64>,
     tick: Duration,
 ) {
+    let ReplayTarget {
+        out,
+        expires_at,
+        codec,
+    } = to;
     let send = |frame: ServerFrame| {
         let out = out.clone();
         async move {
@@ -245,6 +484,11 @@ async fn play(
         let mut clock = start_ms.map_or(from, |s| s.clamp(from, to));
         let mut first = true;
         loop {
+            // A replay is a push: it pauses at the token's `exp` and resumes after a refresh.
+            if expires_at.load(Ordering::Acquire) <= now_ms() {
+                tokio::time::sleep(tick).await;
+                continue;
+            }
             if let Some(update) = replayer.advance(clock) {
                 let tick_frame = crate::api::race_tick(&race_id, &update, first);
                 first = false;
@@ -310,16 +554,19 @@ async fn next_tick(
     }
 }
 
-/// The close code for a read error, or `None` when the peer is simply gone.
-fn close_for(error: &WsError) -> Option<CloseReason> {
+/// How a read error ends the session. The peer simply going (EOF without a close frame,
+/// reset, broken pipe) is the client's doing, not a protocol error.
+fn ending_for(error: &WsError) -> Ending {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     match error {
-        WsError::Capacity(e) => Some((close_code::MESSAGE_TOO_BIG, e.to_string())),
-        WsError::Utf8(_) => Some((
+        WsError::Capacity(e) => Ending::Broken(close_code::MESSAGE_TOO_BIG, e.to_string()),
+        WsError::Utf8(_) => Ending::Server(
             close_code::INVALID_PAYLOAD,
             "text frame is not valid UTF-8".into(),
-        )),
-        WsError::Protocol(e) => Some((close_code::PROTOCOL_ERROR, e.to_string())),
-        _ => None,
+        ),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Client,
+        WsError::Protocol(e) => Ending::Broken(close_code::PROTOCOL_ERROR, e.to_string()),
+        _ => Ending::Client,
     }
 }
 
@@ -327,23 +574,30 @@ impl Session {
     /// Queues the latest tick without waiting: the delta when this socket has every tick
     /// before it, else the full table. While [`MAX_UPDATES_IN_FLIGHT`] earlier updates are
     /// still unflushed the tick is skipped; the next one then goes out as a full table, so a
-    /// slow reader gets the latest state, never a backlog. A socket that has skipped every
-    /// tick for `slow_close_after` gets a close reason.
-    fn forward_tick(&mut self) -> Option<CloseReason> {
+    /// slow reader gets the latest state, never a backlog. A socket that has not caught up
+    /// at any tick for `slow_close_after` gets a close reason. Nothing goes out while
+    /// `pushing` is false (the token reached `exp`); the first tick after a refresh is then
+    /// the full table.
+    fn forward_tick(&mut self, pushing: bool) -> Option<CloseReason> {
         let watching = self.watching.as_mut()?;
         let latest = watching.updates.borrow_and_update().clone()?;
-        if latest.seq <= watching.last_seq {
+        if !pushing || latest.seq <= watching.last_seq {
             return None;
         }
-        if self.in_flight.load(Ordering::Acquire) >= MAX_UPDATES_IN_FLIGHT {
-            metrics::counter!(m::SKIPPED_UPDATES).increment(1);
-            let since = *watching.skipping_since.get_or_insert_with(Instant::now);
+        let unflushed = self.in_flight.load(Ordering::Acquire);
+        if unflushed == 0 {
+            watching.behind_since = None;
+        } else {
+            let since = *watching.behind_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.slow_close_after {
                 return Some((
                     close_code::TOO_SLOW,
                     "too slow: race updates were skipped for too long".into(),
                 ));
             }
+        }
+        if unflushed >= MAX_UPDATES_IN_FLIGHT {
+            metrics::counter!(m::SKIPPED_UPDATES).increment(1);
             return None;
         }
         let frames = if latest.seq == watching.last_seq + 1 {
@@ -356,7 +610,6 @@ impl Session {
         match self.out.try_send(Outbound::Update(message)) {
             Ok(()) => {
                 watching.last_seq = latest.seq;
-                watching.skipping_since = None;
                 metrics::counter!(m::MESSAGES_OUT, "type" => "race_update").increment(1);
             }
             Err(_) => {
@@ -369,19 +622,23 @@ impl Session {
 
     /// Handles one data frame; returns a close reason when the socket must go.
     async fn on_payload(&mut self, payload: &[u8]) -> Option<CloseReason> {
-        if !self.bucket.try_take(Instant::now()) {
-            self.violations += 1;
-            if self.violations >= self.engine.config.ws.flood_close_after {
-                return Some((close_code::POLICY_VIOLATION, "rate limit exceeded".into()));
+        let now = Instant::now();
+        if !self.bucket.try_take(now) {
+            match self.flood.refuse(now) {
+                Refusal::Close => {
+                    return Some((close_code::POLICY_VIOLATION, "rate limit exceeded".into()));
+                }
+                Refusal::Answer => {
+                    self.reject(
+                        None,
+                        Rejection::new(ErrorCode::RateLimited, "slow down: rate limit exceeded"),
+                    )
+                    .await;
+                }
+                Refusal::Drop => metrics::counter!(m::RATE_LIMITED_DROPPED).increment(1),
             }
-            self.reject(
-                None,
-                Rejection::new(ErrorCode::RateLimited, "slow down: rate limit exceeded"),
-            )
-            .await;
             return None;
         }
-        self.violations = 0;
         let frame = match self.codec.decode_client(payload) {
             Ok(frame) => frame,
             Err(e) => {
@@ -423,14 +680,13 @@ impl Session {
                     previous.abort();
                 }
                 let tick = Duration::from_millis(self.engine.config.race.tick_ms);
+                let to = ReplayTarget {
+                    out: self.out.clone(),
+                    expires_at: self.expires_at.clone(),
+                    codec: self.codec,
+                };
                 self.replay = Some(tokio::spawn(play(
-                    self.out.clone(),
-                    self.codec,
-                    race_id,
-                    replayer,
-                    speed,
-                    start_ms,
-                    tick,
+                    to, race_id, replayer, speed, start_ms, tick,
                 )));
             }
             Outcome::Subscribed {
@@ -453,7 +709,7 @@ impl Session {
                 self.watching = Some(Watching {
                     updates,
                     last_seq: seq,
-                    skipping_since: None,
+                    behind_since: None,
                 });
             }
             Outcome::StreamFile { path, reply } => {
@@ -524,15 +780,29 @@ impl Session {
     }
 }
 
+/// What the writer hands back when it stops: the sink (so the session can reunite the
+/// socket, drain it and shut it) and whether it stopped because the peer did not take our
+/// bytes in time.
+struct WriterOutcome<S> {
+    /// The write half of the socket.
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    /// The peer did not accept our bytes within the write timeout (or would have needed
+    /// more than the write buffer): it is not reading.
+    stalled: bool,
+}
+
 /// Drains the queue into the socket: every frame already queued is fed before one flush.
-/// A peer that does not take our bytes within `write_timeout` is dropped, so a client that
-/// stops reading holds at most its queue and write buffer, and only until then.
+/// A peer that does not take our bytes within `write_timeout` stalls the writer, which
+/// then stops, so a client that stops reading holds at most its queue and write buffer,
+/// and only until then.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     mut queue: mpsc::Receiver<Outbound>,
     write_timeout: Duration,
     in_flight: UpdatesInFlight,
-) where
+    activity: Activity,
+) -> WriterOutcome<S>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(first) = queue.recv().await {
@@ -545,31 +815,49 @@ async fn write_loop<S>(
             match item {
                 Outbound::Frame(message) | Outbound::Update(message) => {
                     let fed = tokio::time::timeout(write_timeout, sink.feed(message)).await;
-                    if !matches!(fed, Ok(Ok(()))) {
-                        return;
+                    if let Some(stalled) = write_failed(&fed) {
+                        return WriterOutcome { sink, stalled };
                     }
                 }
                 Outbound::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: truncate_reason(reason).into(),
-                    };
-                    let _ =
-                        tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(frame))))
-                            .await;
-                    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-                    return;
+                    let message = Message::Close(Some(close_frame(code, reason)));
+                    let sent = tokio::time::timeout(write_timeout, sink.send(message)).await;
+                    let stalled = write_failed(&sent).unwrap_or(false);
+                    return WriterOutcome { sink, stalled };
                 }
             }
             next = queue.try_recv().ok();
         }
         let flushed = tokio::time::timeout(write_timeout, sink.flush()).await;
         in_flight.fetch_sub(updates, Ordering::AcqRel);
-        if !matches!(flushed, Ok(Ok(()))) {
-            return;
+        if let Some(stalled) = write_failed(&flushed) {
+            return WriterOutcome { sink, stalled };
         }
+        activity.touch();
     }
     let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    WriterOutcome {
+        sink,
+        stalled: false,
+    }
+}
+
+/// `None` when a timed write succeeded; else whether it failed because the peer is not
+/// reading (timeout, full write buffer) rather than gone.
+fn write_failed(result: &Result<Result<(), WsError>, tokio::time::error::Elapsed>) -> Option<bool> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => Some(true),
+        Ok(Err(_)) => Some(false),
+    }
+}
+
+/// Our close frame, with the reason cut to what RFC 6455 allows.
+fn close_frame(code: u16, reason: String) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: truncate_reason(reason).into(),
+    }
 }
 
 /// RFC 6455 allows at most 123 bytes of close reason.

@@ -390,3 +390,30 @@ pub async fn live_race_on(
     }
     race.id
 }
+
+/// A ride's course with `per_leg` points on every leg, as GPX: the same course, a much
+/// bigger snapshot (for slow-reader and large-snapshot tests).
+pub fn dense_gpx(ride: &str, per_leg: usize) -> String {
+    let course = peloton::geo::Course::from_gpx(gpx(ride).as_bytes(), 200_000).unwrap();
+    let mut out = String::from(
+        "<?xml version=\"1.0\"?>\n<gpx version=\"1.1\" creator=\"test\" \
+         xmlns=\"http://www.topografix.com/GPX/1/1\"><trk><trkseg>\n",
+    );
+    for leg in course.points.windows(2) {
+        for k in 0..per_leg {
+            let t = k as f64 / per_leg as f64;
+            let lat = leg[0].lat() + (leg[1].lat() - leg[0].lat()) * t;
+            let lon = leg[0].lon() + (leg[1].lon() - leg[0].lon()) * t;
+            out.push_str(&format!("<trkpt lat=\"{lat:.7}\" lon=\"{lon:.7}\"/>\n"));
+        }
+    }
+    if let Some(last) = course.points.last() {
+        out.push_str(&format!(
+            "<trkpt lat=\"{:.7}\" lon=\"{:.7}\"/>\n",
+            last.lat(),
+            last.lon()
+        ));
+    }
+    out.push_str("</trkseg></trk></gpx>\n");
+    out
+}

@@ -451,7 +451,10 @@ impl MailDomain {
             Ok::<_, Rejection>(entries)
         })
         .await
-        .map_err(|e| Rejection::internal(format!("failed-log reader stopped: {e}")))??;
+        .map_err(|e| {
+            tracing::error!("failed-log reader stopped: {e}");
+            Rejection::internal("the failed-message log could not be read")
+        })??;
         entries.sort_by(|a, b| (b.failure.at_ms, &b.id).cmp(&(a.failure.at_ms, &a.id)));
         entries.truncate(limit.min(MAX_LIST));
         Ok(entries)
@@ -514,7 +517,10 @@ impl MailDomain {
         let store = self.ctx.store.clone();
         tokio::task::spawn_blocking(move || load_job(&store, &id))
             .await
-            .map_err(|e| Rejection::internal(format!("job reader stopped: {e}")))?
+            .map_err(|e| {
+                tracing::error!("job reader stopped: {e}");
+                Rejection::internal("the mail job could not be read")
+            })?
     }
 }
 

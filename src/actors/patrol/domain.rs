@@ -163,7 +163,14 @@ impl PatrolDomain {
         let (actor, _) =
             SessionActor::spawn_linked(None, SessionActor, args, supervisor.get_cell())
                 .await
-                .map_err(|e| Rejection::internal(format!("patrol session did not start: {e}")))?;
+                .map_err(|e| {
+                    // The actor runtime's text is for the log, not for the device.
+                    tracing::error!(user, "patrol session did not start: {e}");
+                    Rejection::new(
+                        ErrorCode::Unavailable,
+                        "the patrol session could not be started; reconnect",
+                    )
+                })?;
         self.ctx
             .session_of
             .insert(actor.get_id(), (user.to_owned(), role));

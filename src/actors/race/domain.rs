@@ -192,7 +192,10 @@ impl RaceDomain {
                     .call(spawn, Some(self.call_timeout))
                     .await
                 {
-                    Ok(CallResult::Success(outcome)) => outcome?,
+                    Ok(CallResult::Success(Ok(actor))) => actor,
+                    Ok(CallResult::Success(Err(refused))) => {
+                        return Err(self.racer_not_started(race, bib, refused).await)
+                    }
                     _ => {
                         return Err(Rejection::new(
                             ErrorCode::Unavailable,
@@ -216,6 +219,28 @@ impl RaceDomain {
                     "racer {bib} did not answer; send the fixes again (duplicates are ignored)"
                 ),
             )),
+        }
+    }
+
+    /// What a client is told when racer `bib`'s actor could not start: that the bib is not
+    /// registered when the roster says so, else that it should retry. The supervisor's reason
+    /// carries the actor runtime's error text ("Actor panicked during startup…"), which is
+    /// for the log, never for the client.
+    async fn racer_not_started(&self, race: &RaceId, bib: u32, refused: Rejection) -> Rejection {
+        // Asked only on this failure path, so a first fix of a registered racer costs no
+        // extra hop.
+        match self.roster(race).await {
+            Ok(roster) if !roster.iter().any(|r| r.bib == bib) => Rejection::new(
+                ErrorCode::NotFound,
+                format!("bib {bib} is not registered in race {race}"),
+            ),
+            Ok(_) | Err(_) => {
+                tracing::warn!(race = %race, bib, "racer actor did not start: {}", refused.message);
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    format!("racer {bib} of race {race} could not be started; retry"),
+                )
+            }
         }
     }
 
@@ -308,10 +333,13 @@ impl RaceDomain {
                 .collect::<Result<Vec<_>, crate::persist::PersistError>>()
         })
         .await
-        .map_err(|e| Rejection::internal(format!("replay loader failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!(race = %id, "replay loader failed: {e}");
+            Rejection::internal("the race's history could not be loaded")
+        })?
         .map_err(|e| {
             tracing::error!(race = %id, "replay history unreadable: {e}");
-            Rejection::internal(format!("the race's history could not be read: {e}"))
+            Rejection::internal("the race's history could not be read")
         })?;
         Ok(Replayer::new(timeline(histories, summary.course_length_m)))
     }
