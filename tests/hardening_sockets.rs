@@ -120,6 +120,8 @@ async fn idle_and_pinging_sockets_are_closed_with_1008_after_exp_and_grace() {
     let server = TestServer::start_with(|c| {
         c.ws.token_expiry_grace_ms = 500;
         c.auth.leeway_secs = 0;
+        // Shorter than the configuration allows, so the page's guest token expires here too.
+        c.web.guest_token_ttl_secs = 2;
     })
     .await;
     let exp_ms = (now_ms() / 1000 + 2) * 1000;
@@ -137,6 +139,13 @@ async fn idle_and_pinging_sockets_are_closed_with_1008_after_exp_and_grace() {
         let brief = token(&server.keys, role, &format!("brief-{role}"), race, 2);
         others.push((role, raw_with(&server, &brief).await));
     }
+    // And the token the spectator page gets from /api/guest-token.
+    let (status, body) = http_get(server.addr, "/api/guest-token HTTP/1.1").await;
+    assert_eq!(status, 200, "{body}");
+    let json_start = body.find('{').expect("a JSON body");
+    let guest: serde_json::Value = serde_json::from_str(&body[json_start..]).unwrap();
+    let guest = guest["token"].as_str().unwrap().to_owned();
+    others.push((Role::Spectator, raw_with(&server, &guest).await));
     let pinger = tokio::spawn(async move {
         let mut id = 0;
         let code = loop {
