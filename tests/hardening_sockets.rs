@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{dense_gpx, gpx, http_get, live_race, racer_phone, token, TestServer};
+use common::{counter, dense_gpx, gpx, http_get, live_race, racer_phone, token, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use peloton::auth::Role;
 use peloton::error::ErrorCode;
@@ -500,15 +500,6 @@ async fn an_idle_socket_is_closed_and_a_busy_one_is_not() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
-}
-
-/// The value of one series in the Prometheus text, 0 when absent.
-fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|rest| rest.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http_get, token, TestServer};
+use common::{counter, http_get, token, TestServer};
 use peloton::auth::Role;
 use peloton::net::client::{Client, ClientError};
 use peloton::net::codec::Codec;
@@ -148,6 +148,73 @@ async fn a_full_server_refuses_with_503_but_health_and_admins_get_in() {
         admitted.is_some(),
         "a freed slot is given to the next client"
     );
+    server.stop().await;
+}
+
+/// The issue's own figures: 2,000 authenticated sockets that never read nor send fill a
+/// server limited to 2,000; the 2,001st is refused while `/healthz` answers; once idle for
+/// `ws.idle_timeout_ms` every one of them is closed and the server takes clients again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_sockets_fill_the_server_and_are_closed_when_idle() {
+    const SOCKETS: usize = 2_000;
+    let server = TestServer::start_with(|c| {
+        c.ws.max_sockets = SOCKETS;
+        c.ws.idle_timeout_ms = 30_000;
+    })
+    .await;
+    let url = server.url.clone();
+    let mut open = Vec::with_capacity(SOCKETS);
+    let mut batch = tokio::task::JoinSet::new();
+    for i in 0..SOCKETS {
+        let (url, t) = (
+            url.clone(),
+            token(
+                &server.keys,
+                Role::Spectator,
+                &format!("idle-{i}"),
+                None,
+                3600,
+            ),
+        );
+        batch.spawn(async move { Client::connect(&url, &t, Codec::Binary).await });
+        if batch.len() == 100 || i + 1 == SOCKETS {
+            while let Some(joined) = batch.join_next().await {
+                open.push(joined.unwrap().expect("a socket below the limit connects"));
+            }
+        }
+    }
+    refused_with(
+        try_connect(&server, Role::Spectator, "one-too-many", None).await,
+        503,
+        "unavailable",
+    );
+    let (code, _) = http_get(server.addr, "/healthz HTTP/1.1").await;
+    assert_eq!(code, 200, "health still answers when the server is full");
+    // Nobody reads or sends: after the idle time every socket is closed by the server.
+    let mut closed = 0;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, metrics) = http_get(server.addr, "/metrics HTTP/1.1").await;
+        closed = counter(&metrics, "peloton_ws_closes_total{code=\"1001\"}");
+        if closed >= SOCKETS as u64 {
+            break;
+        }
+    }
+    assert!(
+        closed >= SOCKETS as u64,
+        "{closed} of {SOCKETS} idle sockets closed"
+    );
+    // Each closed session gives its place back once its close handshake is over.
+    let mut admitted = None;
+    for _ in 0..100 {
+        if let Ok(c) = try_connect(&server, Role::Spectator, "after-the-idle", None).await {
+            admitted = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted.is_some(), "the server takes clients again");
+    drop(open);
     server.stop().await;
 }
 

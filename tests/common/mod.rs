@@ -417,3 +417,12 @@ pub fn dense_gpx(ride: &str, per_leg: usize) -> String {
     out.push_str("</trkseg></trk></gpx>\n");
     out
 }
+
+/// The value of one series in the Prometheus text of `/metrics`, 0 when absent.
+pub fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
