@@ -18,27 +18,20 @@
 //! the same run; quote medians.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use peloton::actors::racer::{CourseGeometry, CutRule, Fix, RacerState, TrackingRules};
+use peloton::actors::race::domain::RaceSettings;
+use peloton::actors::racer::{CourseGeometry, Fix, RacerState, TrackingRules};
 use peloton::cli::sim::Ride;
 use peloton::cli::sim_faults;
+use peloton::config::Config;
 use peloton::geo::Course;
 use std::hint::black_box;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-/// The shipped defaults (`config.toml`).
-const RULES: TrackingRules = TrackingRules {
-    max_accuracy_m: 50.0,
-    max_speed_mps: 40.0,
-    off_course_m: 100.0,
-    off_course_after_ms: 30_000,
-    window_behind_m: 200.0,
-    min_window_ahead_m: 500.0,
-    finish_half_width_m: 30.0,
-    max_course_speed_mps: 30.0,
-    cut_tolerance_m: 300.0,
-    cut_pace_factor: 2.0,
-    cut_rule: CutRule::Flag,
-};
+/// The shipped defaults (`config.toml`, read as the server reads it).
+static RULES: LazyLock<TrackingRules> = LazyLock::new(|| {
+    RaceSettings::from_config(&Config::defaults().expect("the embedded config is valid")).rules
+});
 
 /// Device time of a ride's first fix.
 const T0: i64 = 1_790_000_000_000;

@@ -7,26 +7,20 @@
 use super::state::{
     CourseGeometry, CutRule, Fix, FixVerdict, RacerEvent, RacerState, TrackingRules,
 };
+use crate::actors::race::domain::RaceSettings;
 use crate::cli::sim::{Ride, RidePoint, Sample};
 use crate::cli::sim_faults;
+use crate::config::Config;
 use crate::geo::{Course, CourseIndex, Position};
 use proptest::prelude::*;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-/// The shipped defaults (`config.toml`), so the tests judge what users run.
-const RULES: TrackingRules = TrackingRules {
-    max_accuracy_m: 50.0,
-    max_speed_mps: 40.0,
-    off_course_m: 100.0,
-    off_course_after_ms: 30_000,
-    window_behind_m: 200.0,
-    min_window_ahead_m: 500.0,
-    finish_half_width_m: 30.0,
-    max_course_speed_mps: 30.0,
-    cut_tolerance_m: 300.0,
-    cut_pace_factor: 2.0,
-    cut_rule: CutRule::Flag,
-};
+/// The shipped defaults (`config.toml`, read as the server reads it), so the tests judge
+/// what users run.
+static RULES: LazyLock<TrackingRules> = LazyLock::new(|| {
+    RaceSettings::from_config(&Config::defaults().expect("the embedded config is valid")).rules
+});
 
 /// Device time of a ride's first point: any fixed epoch will do.
 const T0: i64 = 1_790_000_000_000;
@@ -413,7 +407,7 @@ fn under_hold_a_cutter_is_not_credited_past_the_cut() {
     let steps = cut(&r.steps, i, j);
     let hold = TrackingRules {
         cut_rule: CutRule::Hold,
-        ..RULES
+        ..*RULES
     };
     let o = ride(&r.geo, &steps, &hold);
     assert_eq!(
@@ -435,7 +429,7 @@ fn a_cutter_who_goes_back_to_the_cut_under_hold_is_released() {
     let (i, j) = best_cut(&r, 10_000.0..20_000.0, 500.0);
     let hold = TrackingRules {
         cut_rule: CutRule::Hold,
-        ..RULES
+        ..*RULES
     };
     // Cut, ride on a minute, then ride straight back to where the cut began and ride the
     // course from there: the racer is credited again.
