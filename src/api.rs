@@ -606,7 +606,7 @@ async fn race_results(services: &Services, race_id: &str) -> Result<Reply, Rejec
                 .map(|e| OffCourseView {
                     from_ms: e.from_ms,
                     to_ms: e.to_ms,
-                    max_offset_m: e.max_offset_m.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+                    max_offset_m: whole(e.max_offset_m),
                 })
                 .collect(),
             cuts: r
@@ -635,10 +635,7 @@ fn standing_view(s: &Standing) -> StandingView {
         off_course: s.off_course,
         lat_e7: s.live.position.map_or(0, |p| p.lat_e7),
         lon_e7: s.live.position.map_or(0, |p| p.lon_e7),
-        speed_cmps: s
-            .live
-            .speed_mps
-            .map(|v| (v * 100.0).round().clamp(0.0, f64::from(u32::MAX)) as u32),
+        speed_cmps: s.live.speed_mps.map(|v| whole(v * 100.0)),
         eta_ms: s.live.eta_ms,
         checkpoints_passed: s.checkpoints_passed,
         last_split_ms: s.last_split_ms,
@@ -648,7 +645,12 @@ fn standing_view(s: &Standing) -> StandingView {
 
 /// Metres as the wire's whole decimetres, saturating (distances are never negative).
 fn decimetres(metres: f64) -> u32 {
-    (metres * 10.0).round().clamp(0.0, f64::from(u32::MAX)) as u32
+    whole(metres * 10.0)
+}
+
+/// `units` rounded to a whole number for the wire, clamped into `u32` (NaN is 0).
+fn whole(units: f64) -> u32 {
+    units.round().clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 /// A public spectator token for one existing race: what a share link carries.

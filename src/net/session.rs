@@ -186,7 +186,6 @@ where
     // Absolute deadlines, armed once and reset only when a refresh changes the token: a
     // sleep re-created from "time left" on every wake-up would restart the grace period
     // each time anything (a ping, a tick) happened after `exp`.
-    let mut token_exp = session.claims.exp;
     let (pushes_until, close_at) = token_deadlines(&session.claims, grace);
     let pushes_stop = tokio::time::sleep_until(pushes_until);
     let token_close = tokio::time::sleep_until(close_at);
@@ -204,8 +203,8 @@ where
         if *shutdown.borrow() {
             break Ending::Server(close_code::GOING_AWAY, "server shutting down".into());
         }
-        if session.claims.exp != token_exp {
-            token_exp = session.claims.exp;
+        // A refresh changed the token: move both deadlines.
+        if session.claims.expires_at_ms() != session.expires_at.load(Ordering::Acquire) {
             session
                 .expires_at
                 .store(session.claims.expires_at_ms(), Ordering::Release);

@@ -472,15 +472,17 @@ impl RacerState {
         // Far from every part of the course (a detour, a lost phone, a hostile device): no
         // search along it could place the racer, so none is made.
         let length = geo.index.length_m();
-        if geo
-            .index
-            .distance_to_course(
-                fix.position,
-                before - rules.window_behind_m,
-                length,
-                rules.off_course_m,
-            )
-            .is_none()
+        // (The racer's own part lies within that range: when it is near, so is the course.)
+        if off.projection.offset_m > rules.off_course_m
+            && geo
+                .index
+                .distance_to_course(
+                    fix.position,
+                    before - rules.window_behind_m,
+                    length,
+                    rules.off_course_m,
+                )
+                .is_none()
         {
             return Some(off);
         }
