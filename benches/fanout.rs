@@ -490,7 +490,7 @@ async fn connect_spectators(
 fn course() -> (String, Arc<CourseIndex>) {
     let gpx = std::fs::read_to_string(GPX).expect("gpx");
     let course = Course::from_gpx(gpx.as_bytes(), 200_000).expect("course");
-    let index = Arc::new(CourseIndex::new(&course));
+    let index = Arc::new(CourseIndex::from(&course));
     (gpx, index)
 }
 

@@ -13,7 +13,7 @@
 //!   events per flush and mean flush time, which show whether batching actually happened.
 //! - `journal/recovery_1m/load_all_warm`: 1,000,000 journaled events (1,000 actors x 1,000
 //!   events, built once with group commit and large batches, outside the timed loop), read
-//!   back the way startup does: list the actors (`Store::actors("race")`), `Store::load`
+//!   back the way startup does: list the actors (`Journal::actors("race")`), `Journal::load`
 //!   each, fold its events into a state. The store is already open, so sled's page cache is
 //!   warm.
 //! - `journal/recovery_1m/open_and_load_all`: the same, but each iteration also opens the
@@ -76,7 +76,7 @@ fn fix(racer: usize, seq: u64) -> PositionFix {
 }
 
 /// What recovery folds the events into: enough work to touch every field once. It is also
-/// the snapshot type `Store::load` expects (none are written here).
+/// the snapshot type `Journal::load` expects (none are written here).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RacerState {
     fixes: u64,
@@ -325,9 +325,11 @@ fn build_recovery_data(rt: &tokio::runtime::Runtime) -> (TempDir, Store) {
 /// Recovery as startup does it: every actor listed, loaded and folded. Returns the number
 /// of events replayed.
 fn recover_all(store: &Store) -> u64 {
+    // Reads through the journal handle, as the actor shells do, over the sled backend.
+    let (journal, writer) = JournalWriter::start(store.clone(), MAX_BATCH).expect("start writer");
     let mut replayed = 0;
-    for key in store.actors("race").expect("list actors") {
-        let recovered = store
+    for key in journal.actors("race").expect("list actors") {
+        let recovered = journal
             .load::<RacerState, PositionFix>(&key)
             .expect("load actor");
         assert!(recovered.snapshot.is_none());
@@ -338,6 +340,8 @@ fn recover_all(store: &Store) -> u64 {
         replayed += state.fixes;
         black_box(state);
     }
+    drop(journal);
+    writer.join();
     replayed
 }
 

@@ -124,14 +124,9 @@ async fn domain(smtp_port: u16, hold_open: bool) -> Domain {
         config.mail.breaker_consecutive_failures = 1;
         config.mail.breaker_open_ms = 86_400_000;
     }
-    let mail = MailDomain::start(
-        &root,
-        store,
-        journal.clone(),
-        MailSettings::from_config(&config),
-    )
-    .await
-    .expect("mail domain");
+    let mail = MailDomain::start(&root, journal.clone(), MailSettings::from_config(&config))
+        .await
+        .expect("mail domain");
     if hold_open {
         // One refused attempt opens the breaker for a day.
         let trip = request("trip", 0, 1);

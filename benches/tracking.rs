@@ -20,8 +20,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use peloton::actors::race::domain::RaceSettings;
 use peloton::actors::racer::{CourseGeometry, Fix, RacerState, TrackingRules};
-use peloton::cli::sim::Ride;
-use peloton::cli::sim_faults;
+use peloton::cli::sim::faults;
+use peloton::cli::sim::ride::Ride;
 use peloton::config::Config;
 use peloton::geo::Course;
 use std::hint::black_box;
@@ -119,7 +119,7 @@ fn bench_tracking(c: &mut Criterion) {
     };
     let (dx, dy) = heading(from_ms).offset_m(heading(from_ms + 540_000));
     let norm = dx.hypot(dy).max(1e-9);
-    let detoured = fixes(&sim_faults::detour(
+    let detoured = fixes(&faults::detour(
         &ride,
         from_ms,
         540_000,
@@ -129,7 +129,7 @@ fn bench_tracking(c: &mut Criterion) {
     let (mtb, mtb_ride) = load("mtb-pause-celje-2018-06-26.gpx");
     let (i, j) = widest_cut(&mtb, &mtb_ride, 500.0);
     let mtb_clean = fixes(&mtb_ride);
-    let cut = fixes(&sim_faults::cut(&mtb_ride, i, j));
+    let cut = fixes(&faults::cut(&mtb_ride, i, j));
 
     // What each case does, so a figure is never read without knowing the ride worked.
     for (name, geo, fixes) in [

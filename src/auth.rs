@@ -10,6 +10,7 @@ use crate::actors::patrol::voucher::VoucherKey;
 use crate::config::Config;
 use crate::ids::validate_id;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+pub use peloton_domain::role::Role;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,58 +19,6 @@ use std::path::{Path, PathBuf};
 pub const SECRET_ENV: &str = "PELOTON_AUTH_SECRET";
 /// File name of the generated secret inside the data folder.
 pub const SECRET_FILE_NAME: &str = "secret.key";
-
-/// What a token holder is; decides which messages they may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Runs the system: races, imports, backups, mail.
-    Admin,
-    /// A racer's phone, bound to one race.
-    Racer,
-    /// Watches races; may be scoped to one race (share links).
-    Spectator,
-    /// A police officer's device.
-    Officer,
-    /// A citizen's device.
-    Citizen,
-}
-
-impl Role {
-    /// Every role, for help texts and validation messages.
-    pub const ALL: [Role; 5] = [
-        Role::Admin,
-        Role::Racer,
-        Role::Spectator,
-        Role::Officer,
-        Role::Citizen,
-    ];
-
-    /// The lowercase name used in tokens and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Racer => "racer",
-            Role::Spectator => "spectator",
-            Role::Officer => "officer",
-            Role::Citizen => "citizen",
-        }
-    }
-
-    /// Parses a role name as typed on the command line.
-    pub fn parse(text: &str) -> Result<Role, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == text)
-            .ok_or_else(|| format!("unknown role `{text}`; expected one of admin, racer, spectator, officer, citizen"))
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The claims inside a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,13 +16,12 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod device_time;
 pub mod engine;
-pub mod error;
 pub mod fuzz;
-pub mod geo;
-pub mod ids;
 pub mod metrics;
 pub mod net;
 pub mod persist;
-pub mod time;
+
+// The shared vocabulary and every rule live in the domain crate; the server names them
+// where it always did.
+pub use peloton_domain::{device_time, error, geo, ids, role, time};

@@ -225,7 +225,7 @@ fn fixes(index: &CourseIndex, from: f64, to: f64) -> Vec<WireFix> {
 fn keep_riding(mut phone: Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
-        let index = CourseIndex::new(&course);
+        let index = CourseIndex::from(&course);
         for step in 0..200 {
             let (from, to) = (step as f64 * 100.0, (step + 1) as f64 * 100.0);
             if phone

@@ -635,7 +635,7 @@ async fn backoff_and_breaker_timing_on_a_paused_clock() {
     config.mail.breaker_open_ms = 30_000;
     let mut settings = peloton::actors::mail::MailSettings::from_config(&config);
     settings.jitter = JitterSource::Fixed(1.0);
-    let mail = MailDomain::start(&root, store.clone(), journal, settings)
+    let mail = MailDomain::start(&root, journal.clone(), settings)
         .await
         .unwrap();
     let job = mail
@@ -659,7 +659,7 @@ async fn backoff_and_breaker_timing_on_a_paused_clock() {
         steps += 1;
         assert!(steps < 5_000, "not dead after 100 s of paused time");
     }
-    let events = store
+    let events = journal
         .load::<MailJobState, JobEvent>(&ActorKey::new("mail", job.id.as_str()))
         .unwrap()
         .events;

@@ -602,7 +602,7 @@ async fn ride_a_little(server: &TestServer, id: &str, bib: u32, start_ms: i64) {
     use peloton::geo::{Course, CourseIndex};
     use peloton::net::protocol::WireFix;
     let course = Course::from_gpx(gpx(DSQ_RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let fixes: Vec<WireFix> = (0..10)
         .map(|i| {
             let p = index.position_at(20.0 * i as f64);

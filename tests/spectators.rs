@@ -107,7 +107,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     let mut seq = snapshot.seq;
 
     let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let mut phones = Vec::new();
     for bib in 1..=3u32 {
         phones.push(racer_phone(&server.url, &server.keys, &race_id, bib).await);
@@ -222,7 +222,7 @@ async fn a_returning_spectator_gets_exactly_the_updates_it_missed_or_a_snapshot(
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race_id = live_race(&mut admin, RIDE, T0, 3).await;
     let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let mut riders = phones(&server, &race_id, 3).await;
     let spectator = token(&server.keys, Role::Spectator, "fan", Some(&race_id), 600);
 
@@ -397,7 +397,7 @@ async fn a_spectator_too_slow_for_too_long_is_closed_with_4008() {
     let racers = 4;
     let race_id = live_race_on(&mut admin, "Dense", dense.clone(), T0, racers).await;
     let course = Course::from_gpx(dense.as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let mut riders = phones(&server, &race_id, racers).await;
 
     // A JSON spectator on a socket with a small receive buffer that never reads its

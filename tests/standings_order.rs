@@ -13,7 +13,9 @@ mod common;
 
 use common::{gpx, live_race_on, racer_phone, token, TestServer};
 use peloton::auth::Role;
-use peloton::cli::sim::{RacerPlan, RacerTrack, Ride, Scheduled};
+use peloton::cli::sim::plan::RacerPlan;
+use peloton::cli::sim::ride::Ride;
+use peloton::cli::sim::track::{RacerTrack, Scheduled};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{Push, RaceStateView, Reply, Request, StandingView, WireFix};

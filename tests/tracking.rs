@@ -22,7 +22,7 @@ const T0: i64 = 1_796_115_600_000;
 /// A racer riding the whole course at `speed` m/s from `start_ms`, one fix every 20 m with
 /// up to 4 m of deterministic noise, carrying on 60 m past the finish.
 fn ride(course: &Course, start_ms: i64, speed: f64, seed: u64) -> Vec<WireFix> {
-    let index = CourseIndex::new(course);
+    let index = CourseIndex::from(course);
     let length = index.length_m();
     let mut fixes = Vec::new();
     let mut noise = seed;
@@ -415,7 +415,7 @@ async fn a_server_killed_mid_race_resumes_identical_standings() {
 #[test]
 fn positions_used_by_the_rides_are_on_the_globe() {
     let c = course();
-    let p: Position = CourseIndex::new(&c).position_at(100.0);
+    let p: Position = CourseIndex::from(&c).position_at(100.0);
     assert!(p.validate().is_ok());
 }
 
@@ -478,7 +478,7 @@ async fn a_race_finishes_at_its_cutoff_with_dnf_and_dns() {
 /// 400 m that leaves the course (its middle 100 m or more from it) skips 1.5 to 5 km.
 /// (from, to) metres along the course.
 fn cut_on(course: &Course) -> (f64, f64) {
-    let index = CourseIndex::new(course);
+    let index = CourseIndex::from(course);
     let length = index.length_m();
     let mut from = 1_000.0;
     while from < length - 6_000.0 {
@@ -511,7 +511,7 @@ fn with_cut(
     speed: f64,
     (from, to): (f64, f64),
 ) -> Vec<WireFix> {
-    let index = CourseIndex::new(course);
+    let index = CourseIndex::from(course);
     let (a, b) = (index.position_at(from), index.position_at(to));
     let leave_ms = fixes[0].at_ms + (from / speed * 1000.0) as i64;
     let crossing_ms = (a.distance_m(b) / speed * 1000.0) as i64;
@@ -554,7 +554,7 @@ async fn detours_dropouts_and_cuts_over_real_sockets_end_as_organisers_expect() 
     let (from, to) = cut_on(&course);
     // A mandatory checkpoint in the middle of the stretch the cutter skips, an optional one
     // before it.
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let mandatory = index.position_at((from + to) / 2.0);
     let optional = index.position_at(from / 2.0);
     let text = gpx(LOLLIPOP);

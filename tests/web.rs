@@ -126,7 +126,7 @@ async fn a_browser_watches_a_live_race_and_survives_a_server_restart() {
     )
     .await;
     let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let mut riders = phones(&server.url, &keys, &race).await;
     ride(&mut riders, &index, 0..2).await;
 
@@ -266,7 +266,7 @@ async fn the_page_keeps_up_with_a_thousand_racers() {
     .unwrap();
     let race = live_race_on(&mut admin, "Mass start", common::gpx(RIDE), T0, MANY).await;
     let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     let Reply::Shared { token: share, .. } = admin
         .request(Request::RaceShare {
             race_id: race.clone(),

@@ -4,6 +4,8 @@
 //! - [`ask`]: call an actor with a timeout; silence becomes `unavailable`.
 //! - [`clock`]: wall-clock time that advances with tokio's (pausable) clock.
 //! - [`events`]: domain events one domain publishes for others.
+//! - [`journaled`]: the one shell that journals, applies, snapshots and recovers every
+//!   aggregate (race, racer, mail job, patrol book).
 //! - [`mail`]: mission control, durable mail jobs (rules, actors, transports).
 //! - [`patrol`]: officers, citizens, proximity, rewards and direct messages.
 //! - [`race`]: the race domain (state, actor, supervisor, the facade the API calls).
@@ -17,6 +19,7 @@
 pub mod ask;
 pub mod clock;
 pub mod events;
+pub mod journaled;
 pub mod mail;
 pub mod patrol;
 pub mod race;

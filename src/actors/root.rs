@@ -3,67 +3,55 @@
 //! A domain supervisor recovers its domain in `pre_start`, so restarting a failed one is a
 //! full recovery of that domain from storage while the others keep running.
 
-use crate::actors::mail::supervisor::{MailSupervisor, MailSupervisorArgs};
-use crate::actors::patrol::supervisor::{PatrolSupervisor, PatrolSupervisorArgs};
-use crate::actors::race::supervisor::{RaceSupervisor, RaceSupervisorArgs};
 use crate::actors::restart::RestartBudget;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How to (re)start one domain's supervisor.
+/// The future that spawns a domain supervisor linked to the root, giving its actor id.
+type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorId, ActorProcessingErr>> + Send>>;
+
+/// How to (re)start one domain's supervisor. Built by the domain's facade, so the root knows
+/// no domain: adding one touches that domain's files, and no domain depends on another
+/// through the root.
 #[derive(Clone)]
-pub enum DomainSpec {
-    /// The race domain.
-    Race(RaceSupervisorArgs),
-    /// The mail domain.
-    Mail(MailSupervisorArgs),
-    /// The patrol domain.
-    Patrol(PatrolSupervisorArgs),
+pub struct DomainSpec {
+    /// The domain's name, for logs and the restart budget.
+    name: &'static str,
+    /// Spawns the supervisor with its arguments, again on every restart.
+    spawn: Arc<dyn Fn(ActorCell) -> SpawnFuture + Send + Sync>,
 }
 
 impl DomainSpec {
-    fn name(&self) -> &'static str {
-        match self {
-            DomainSpec::Race(_) => "race",
-            DomainSpec::Mail(_) => "mail",
-            DomainSpec::Patrol(_) => "patrol",
+    /// A domain whose supervisor is `behaviour` started with `args` (cloned for restarts).
+    pub fn new<A>(name: &'static str, behaviour: A, args: A::Arguments) -> DomainSpec
+    where
+        A: Actor + Clone + Sync,
+        A::Arguments: Clone + Sync,
+    {
+        DomainSpec {
+            name,
+            spawn: Arc::new(move |root: ActorCell| -> SpawnFuture {
+                let (behaviour, args) = (behaviour.clone(), args.clone());
+                Box::pin(async move {
+                    let (actor, _) = A::spawn_linked(None, behaviour, args, root).await?;
+                    Ok(actor.get_id())
+                })
+            }),
         }
     }
 
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
     async fn spawn(&self, root: &ActorRef<RootMsg>) -> Result<ActorId, ActorProcessingErr> {
-        match self {
-            DomainSpec::Race(args) => {
-                let (actor, _) = RaceSupervisor::spawn_linked(
-                    None,
-                    RaceSupervisor,
-                    args.clone(),
-                    root.get_cell(),
-                )
-                .await?;
-                Ok(actor.get_id())
-            }
-            DomainSpec::Mail(args) => {
-                let (actor, _) = MailSupervisor::spawn_linked(
-                    None,
-                    MailSupervisor,
-                    args.clone(),
-                    root.get_cell(),
-                )
-                .await?;
-                Ok(actor.get_id())
-            }
-            DomainSpec::Patrol(args) => {
-                let (actor, _) = PatrolSupervisor::spawn_linked(
-                    None,
-                    PatrolSupervisor,
-                    args.clone(),
-                    root.get_cell(),
-                )
-                .await?;
-                Ok(actor.get_id())
-            }
-        }
+        (self.spawn)(root.get_cell()).await
     }
 }
 

@@ -2,9 +2,10 @@
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, RaceCommand, ReportFormat, RestoreArgs, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
 };
-use super::{output, CliError};
+use super::output::{self, ReportFormat};
+use super::CliError;
 use crate::auth::{claims_for, Keys, Role};
 use crate::config::{Config, Overrides};
 use crate::ids::validate_id;

@@ -1,6 +1,7 @@
 //! Command-line shapes (clap derive). Kept apart from the code that runs them so `--help`
 //! is readable in one place.
 
+use super::output::ReportFormat;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Simulate racers against a running server: the demo and the load generator.
     #[command(subcommand)]
-    Sim(SimCommand),
+    Sim(super::sim::SimCommand),
 }
 
 /// `peloton serve`.
@@ -228,17 +229,6 @@ pub enum RaceCommand {
     },
 }
 
-/// How tabular reports print (`race results`, `patrol report`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReportFormat {
-    /// A table for people.
-    Table,
-    /// Comma-separated values with a header row.
-    Csv,
-    /// One JSON array.
-    Json,
-}
-
 /// `peloton admin race racers …`.
 #[derive(Debug, Subcommand)]
 pub enum RacersCommand {
@@ -288,103 +278,4 @@ pub struct RestoreArgs {
     /// Print exactly one JSON document.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `peloton sim …`.
-#[derive(Debug, Subcommand)]
-pub enum SimCommand {
-    /// Replay a recorded ride as N racers of a race, each streaming fixes over its own socket;
-    /// exits 0 once every simulated racer expected to finish has (`--abandons`, `--no-shows`
-    /// and `--cuts` are not waited for). Signs its racers' tokens with the
-    /// server's secret, so run it where it can read that secret (or set PELOTON_AUTH_SECRET).
-    Race(SimRaceArgs),
-    /// Move officers and citizens around a city over real sockets: officers go on duty,
-    /// citizens walk up to them and ask to connect, officers accept; prints what happened
-    /// and exits 0 after --duration. Imports its officers with the admin token and signs its
-    /// devices' tokens with the server's secret.
-    Patrol(super::sim_patrol::SimPatrolArgs),
-}
-
-/// `peloton sim race`.
-#[derive(Debug, Args)]
-pub struct SimRaceArgs {
-    /// Server address, ws://HOST:PORT.
-    #[arg(long, env = "PELOTON_SERVER", default_value = "ws://127.0.0.1:7400")]
-    pub server: String,
-    /// Admin token: it registers the simulated racers and starts a scheduled race.
-    #[arg(long, env = "PELOTON_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The race: a scheduled one is started, a live one joined.
-    #[arg(long)]
-    pub race: String,
-    /// The recorded ride to replay (GPX); its timestamps set the pace (8 m/s without them).
-    /// It must end at the race's finish.
-    #[arg(long)]
-    pub gpx: PathBuf,
-    /// How many racers to simulate.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub racers: u32,
-    /// Race time per wall-clock time: 1 is real time, 60 a minute per second.
-    #[arg(long, default_value_t = 1.0)]
-    pub speedup: f64,
-    /// Bib of the first simulated racer; the others follow.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=999_999))]
-    pub first_bib: u32,
-    /// Seed of the start offsets, paces and GPS noise: the same seed replays the same race.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Fixes per message (a phone streaming live sends 1). A racer behind schedule sends
-    /// everything already due at once, so one socket never exceeds the server's rate limit.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub batch: u32,
-    /// Window the start offsets are drawn from, e.g. 0s for a mass start
-    /// [default: 15s per racer].
-    #[arg(long)]
-    pub spread: Option<String>,
-    /// Give up (exit 1) after this long.
-    #[arg(long, default_value = "2h")]
-    pub timeout: String,
-    /// The server's data folder (where the signing secret lives).
-    #[arg(long, env = "PELOTON_DATA")]
-    pub data: Option<PathBuf>,
-    /// The server's config file, if it sets auth.secret_file.
-    #[arg(long, env = "PELOTON_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Print the final summary as exactly one JSON document.
-    #[arg(long)]
-    pub json: bool,
-    /// Racers whose phone loses its signal once (no fixes, then a jump ahead). Every fault
-    /// below goes to its own seeded racers; each racer gets at most one.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub dropouts: u32,
-    /// How long a dropout lasts, in seconds of race time.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
-    pub dropout_secs: u32,
-    /// Racers who leave the course sideways once and come back.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub detours: u32,
-    /// How far from the course a detour goes, in metres.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=20_000), help_heading = "Bad day")]
-    pub detour_m: u32,
-    /// How long a detour lasts (out, alongside, back), in seconds of race time.
-    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
-    pub detour_secs: u32,
-    /// Racers who take a shortcut once: a straight line across a bend.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub cuts: u32,
-    /// How much course a cut skips, in metres.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=200_000), help_heading = "Bad day")]
-    pub cut_m: u32,
-    /// Racers who give up partway (DNF); the run does not wait for them.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub abandons: u32,
-    /// Racers who stand still once, their phone still sending.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub pauses: u32,
-    /// How long a pause lasts, in seconds of race time.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=43_200), help_heading = "Bad day")]
-    pub pause_secs: u32,
-    /// Racers registered who never connect (DNS); the run does not wait for them.
-    #[arg(long, default_value_t = 0, help_heading = "Bad day")]
-    pub no_shows: u32,
 }

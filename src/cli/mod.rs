@@ -1,20 +1,25 @@
 //! The command line: `peloton serve`, `peloton admin …`, `peloton restore`, `peloton sim …`.
 //!
-//! Argument shapes live in [`args`]; admin commands in [`admin`] and the simulator in
-//! [`sim`] (with the faults it can rehearse in [`sim_faults`]) speak the binary protocol
-//! through [`crate::net::client`]; [`racers`] builds
-//! registrations and CSV imports; [`mail`] runs `peloton admin mail …`; [`patrol`] runs imports, voucher checks and the patrol report; [`output`] prints tables for people and exactly one JSON
-//! document for scripts (`--json`).
+//! The top of the command line lives in [`args`]; each command's own flags live with the code
+//! that runs them ([`mail`], [`patrol`], [`sim`]). Admin commands in [`admin`] and the
+//! simulators in [`sim`] (with the faults it can rehearse in [`sim::faults`]) speak the binary
+//! protocol through [`crate::net::client`]; [`racers`] builds registrations and CSV imports;
+//! [`mail`] runs `peloton admin mail …`; [`patrol`] runs imports, voucher checks and the patrol
+//! report; [`keys`] finds the server's signing secret for the commands that sign offline;
+//! [`output`] prints tables for people and exactly one JSON document for scripts (`--json`).
+//!
+//! Dependencies point one way: [`args`] → the commands → [`output`] and [`keys`] (leaves),
+//! and inside [`sim`] the shell (race, racer, monitor) → the pure ride model, plans and
+//! faults → the generator. Nothing imports back up.
 
 pub mod admin;
 pub mod args;
+pub mod keys;
 pub mod mail;
 pub mod output;
 pub mod patrol;
 pub mod racers;
 pub mod sim;
-pub mod sim_faults;
-pub mod sim_patrol;
 
 /// How a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,23 @@
 //! Printing results: a table or a few lines for people, exactly one JSON document with
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
-use super::args::ReportFormat;
 use crate::net::protocol::{
     RaceStatsView, RaceView, RacerView, ResultStatusView, ResultView, StandingView,
 };
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
+
+/// How tabular reports print (`race results`, `patrol report`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON array.
+    Json,
+}
 
 /// Prints `value` as one JSON document on stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<(), super::CliError> {

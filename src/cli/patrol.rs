@@ -2,8 +2,8 @@
 //! report`: bulk imports with a progress bar and a validation report, offline voucher
 //! checks, and the per-day, per-precinct report.
 
-use super::args::ReportFormat;
-use super::{output, CliError};
+use super::output::{self, ReportFormat};
+use super::CliError;
 use crate::actors::patrol::directory::{self, ImportKind, ImportRows, RowProblem};
 use crate::actors::patrol::voucher;
 use crate::config::{Config, Overrides};
@@ -282,7 +282,7 @@ pub fn voucher(command: VoucherCommand, json: bool) -> Result<(), CliError> {
         data_dir: data,
     };
     let config = Config::load(config.as_deref(), &overrides)?;
-    let keys = super::sim::server_keys(&config)?;
+    let keys = super::keys::server_keys(&config)?;
     match voucher::verify(keys.voucher_key(), &code) {
         Ok(v) => {
             let day = crate::time::format_day(v.issued_day);

@@ -11,43 +11,16 @@
 //! - [`web`]: the spectator web page's embedded files (served by [`http`]).
 //! - [`mail`]: the mail transports (SMTP, HTTP mail API) the mail domain sends through.
 //!
-//! `protocol` and `codec` depend on nothing but shared types, so a v2 can be added beside them.
+//! `protocol`, `codec`, `client` and `close_code` are the `peloton-protocol` crate: they depend on
+//! nothing but the domain's shared types, so a v2 can be added beside them.
 
-pub mod client;
-pub mod codec;
 pub mod http;
 pub mod limits;
 pub mod mail;
-pub mod protocol;
 pub mod ratelimit;
 pub mod session;
 pub mod web;
 
-/// WebSocket close codes the server uses (RFC 6455 §7.4.1).
-pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// Server shutting down, or the socket was idle for `ws.idle_timeout_ms`.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Malformed WebSocket framing.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A frame type the subprotocol does not use (binary on JSON, text on binary).
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// A text frame that is not UTF-8.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Rate limit flood (`ws.flood_close_after` refusals within `ws.flood_window_ms`) or a
-    /// token expired more than `ws.token_expiry_grace_ms` ago.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// A frame or message over the configured size.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// The server failed unexpectedly.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// A spectator that never caught up with the race's ticks for
-    /// `ws.slow_consumer_close_ms`, or any socket that did not take our bytes for
-    /// `ws.write_timeout_ms` (attempted briefly: its buffers are full). (Private-use range;
-    /// 4000 + the nearest standard code, 1008.)
-    pub const TOO_SLOW: u16 = 4008;
-    /// The patrol session of this socket ended: the same user connected on another socket
-    /// (one session per user), or the device stopped reading its notices.
-    pub const SESSION_ENDED: u16 = 4009;
-}
+// The wire itself lives in the protocol crate, shared with the CLI, the simulator, benches
+// and tests; the server names it where it always did.
+pub use peloton_protocol::{client, close_code, codec, protocol};

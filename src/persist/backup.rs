@@ -298,10 +298,14 @@ mod tests {
         let dst = tempfile::tempdir().unwrap();
         restore(&out, dst.path(), false).unwrap();
         let restored = Store::open(dst.path()).unwrap();
-        let r = restored.load::<u64, u64>(&actor).unwrap();
+        let (reader, reader_writer) = JournalWriter::start(restored, 16).unwrap();
+        let r = reader.load::<u64, u64>(&actor).unwrap();
         assert_eq!(r.snapshot, Some((2, 20)));
         assert_eq!(r.events, vec![(3, 3)]);
-        drop(restored);
+        drop(reader);
+        tokio::task::spawn_blocking(move || reader_writer.join())
+            .await
+            .unwrap();
         assert!(restore(&out, dst.path(), false)
             .unwrap_err()
             .to_string()

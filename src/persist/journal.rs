@@ -1,113 +1,32 @@
-//! The journal writer: one OS thread owns every write to sled and commits in groups.
+//! The journal every actor shell writes through: typed appends, snapshots and reads over a
+//! [`JournalBackend`].
 //!
-//! Actors send [`WriteOp`]s through a bounded channel. The writer takes everything queued
-//! (up to `group_commit_max_batch`), applies it, flushes once, and only then resolves each
-//! append's future. Under load many appends share one fsync; alone, an append costs one. A
-//! single writer also makes backups consistent: while it copies the database nothing else
-//! writes.
+//! This handle encodes events and snapshots ([`super::record`]), checks that what comes back
+//! has no gap and decodes it, and turns a failed append into the `unavailable` a client can
+//! retry. Where the bytes go is the backend's business (sled by default, see
+//! [`super::sled_backend`]); what they mean is the domains'.
 
-use super::store::{ActorKey, Store};
+use super::backend::{Compaction, Durable, JournalBackend};
+use super::store::{ActorKey, RawEvents};
 use super::{backup, record, PersistError};
-use crate::metrics as m;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
-/// Capacity of the channel into the writer; a full channel slows appenders down instead of
-/// growing memory.
-const QUEUE_CAPACITY: usize = 65_536;
-
-/// Where the outcome of an append or flush goes once its group is on disk.
-type Waiter = oneshot::Sender<Result<(), PersistError>>;
-
-/// What happens to the events a snapshot covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compaction {
-    /// Deleted: the snapshot is all that is needed.
-    Delete,
-    /// Moved to the archive tree: the history itself is data (a racer's fixes, for
-    /// replays), but recovery no longer reads it.
-    Archive,
-}
-
-/// One request to the writer.
-enum WriteOp {
-    /// Store events `first_seq..` of `actor`; `done` resolves after the flush.
-    Append {
-        actor: ActorKey,
-        first_seq: u64,
-        events: Vec<Vec<u8>>,
-        done: oneshot::Sender<Result<(), PersistError>>,
-    },
-    /// Replace `actor`'s snapshot with `state` at `seq` and drop (or archive) the events it
-    /// covers.
-    Snapshot {
-        actor: ActorKey,
-        seq: u64,
-        state: Vec<u8>,
-        compaction: Compaction,
-    },
-    /// Resolve once everything sent before is on disk.
-    Flush {
-        done: oneshot::Sender<Result<(), PersistError>>,
-    },
-    /// Write a consistent backup file.
-    Backup {
-        path: PathBuf,
-        done: oneshot::Sender<Result<backup::BackupSummary, PersistError>>,
-    },
-}
-
-/// A cheap, cloneable handle for appending to the journal.
+/// A cheap, cloneable handle on the journal.
 #[derive(Clone)]
 pub struct Journal {
-    /// Into the writer thread.
-    tx: mpsc::Sender<WriteOp>,
-}
-
-/// Owns the writer thread; dropping every [`Journal`] and calling [`JournalWriter::join`]
-/// drains and stops it.
-pub struct JournalWriter {
-    /// The thread, joined at shutdown so the last flush completes before exit.
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl JournalWriter {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Store, max_batch: usize) -> Result<(Journal, JournalWriter), PersistError> {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let thread = std::thread::Builder::new()
-            .name("peloton-journal".into())
-            .spawn(move || writer_loop(store, rx, max_batch.max(1)))?;
-        Ok((
-            Journal { tx },
-            JournalWriter {
-                thread: Some(thread),
-            },
-        ))
-    }
-
-    /// Waits for the writer to drain its queue and stop. Call after every [`Journal`] handle
-    /// is dropped, from a blocking context.
-    pub fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Resolves once queued events are durable (see [`Journal::enqueue`]).
-pub struct Durable(oneshot::Receiver<Result<(), PersistError>>);
-
-impl Durable {
-    /// Waits until the events are on disk (or the write failed).
-    pub async fn wait(self) -> Result<(), PersistError> {
-        self.0.await.map_err(|_| PersistError::Closed)?
-    }
+    /// Where events and snapshots are kept.
+    backend: Arc<dyn JournalBackend>,
 }
 
 impl Journal {
+    /// A journal over `backend` (sled: [`super::JournalWriter::start`]).
+    pub fn new(backend: Arc<dyn JournalBackend>) -> Journal {
+        Journal { backend }
+    }
+
     /// Appends already-encoded events for `actor`, numbered from `first_seq`, and waits until
     /// they are durable.
     pub async fn append_encoded(
@@ -132,17 +51,7 @@ impl Journal {
         first_seq: u64,
         events: Vec<Vec<u8>>,
     ) -> Result<Durable, PersistError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Append {
-                actor: actor.clone(),
-                first_seq,
-                events,
-                done,
-            })
-            .await
-            .map_err(|_| PersistError::Closed)?;
-        Ok(Durable(wait))
+        self.backend.enqueue(actor.clone(), first_seq, events).await
     }
 
     /// Encodes and appends `events` for `actor` from `first_seq`, waiting for durability.
@@ -208,181 +117,162 @@ impl Journal {
             reason: format!("cannot encode snapshot: {reason}"),
         })?;
         bytes.extend_from_slice(&body);
-        self.tx
-            .send(WriteOp::Snapshot {
-                actor: actor.clone(),
-                seq,
-                state: bytes,
-                compaction,
-            })
+        self.backend
+            .snapshot(actor.clone(), seq, bytes, compaction)
             .await
-            .map_err(|_| PersistError::Closed)
     }
 
     /// Waits until everything queued before is durable.
     pub async fn flush(&self) -> Result<(), PersistError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Flush { done })
-            .await
-            .map_err(|_| PersistError::Closed)?;
-        wait.await.map_err(|_| PersistError::Closed)?
+        self.backend.flush().await
     }
 
     /// Writes a consistent backup of the whole database to `path` and verifies it.
     pub async fn backup(&self, path: PathBuf) -> Result<backup::BackupSummary, PersistError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Backup { path, done })
-            .await
-            .map_err(|_| PersistError::Closed)?;
-        wait.await.map_err(|_| PersistError::Closed)?
+        self.backend.backup(path).await
     }
-}
 
-fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+    /// Reads an actor back: its latest snapshot and every later event, decoded. A record that
+    /// does not decode, or a gap in the sequence, is an error naming the actor and sequence.
+    pub fn load<S: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+    ) -> Result<Recovered<S, E>, PersistError> {
+        let corrupt = |seq: u64, reason: String| PersistError::Corrupt {
+            actor: actor.to_string(),
+            seq,
+            reason,
+        };
+        let snapshot = match self.backend.latest_snapshot(actor)? {
+            None => None,
+            Some((seq, body)) => {
+                let state = record::decode::<S>(&body)
+                    .map_err(|e| corrupt(seq, format!("snapshot: {e}")))?;
+                Some((seq, state))
             }
-        }
-        commit(&store, &mut batch);
-    }
-    if let Err(e) = store.db.flush() {
-        tracing::error!("final journal flush failed: {e}");
-    }
-}
-
-/// Applies one group, flushes once, then answers everyone in it.
-///
-/// All appends of the group go into one `sled::Batch`: sled writes (and syncs) a buffer per
-/// applied batch, so one batch per group is what makes group commit pay. A snapshot first
-/// applies the appends queued before it, so it never compacts events not yet written.
-fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
-    let mut waiting: Vec<(Waiter, Result<(), PersistError>)> = Vec::new();
-    let mut backups = Vec::new();
-    let mut pending = PendingAppends::default();
-    let mut appended = 0u64;
-    for op in batch.drain(..) {
-        match op {
-            WriteOp::Append {
-                actor,
-                first_seq,
-                events,
-                done,
-            } => {
-                pending.count += events.len() as u64;
-                for (i, event) in events.into_iter().enumerate() {
-                    pending
-                        .batch
-                        .insert(actor.journal_key(first_seq + i as u64), event);
-                }
-                pending.waiters.push(done);
+        };
+        let covered = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
+        let mut events = Vec::new();
+        let mut expected = covered + 1;
+        for (seq, value) in self.backend.events_after(actor, covered)? {
+            if seq != expected {
+                return Err(corrupt(
+                    expected,
+                    format!("journal jumps from {} to {seq}", expected - 1),
+                ));
             }
-            WriteOp::Snapshot {
-                actor,
-                seq,
-                state,
-                compaction,
-            } => {
-                appended += pending.apply(store, &mut waiting);
-                if let Err(e) = snapshot(store, &actor, seq, state, compaction) {
-                    tracing::warn!(%actor, seq, "snapshot not written: {e}");
-                }
-            }
-            WriteOp::Flush { done } => waiting.push((done, Ok(()))),
-            WriteOp::Backup { path, done } => backups.push((path, done)),
+            let event = record::decode::<E>(&value).map_err(|e| corrupt(seq, e))?;
+            events.push((seq, event));
+            expected += 1;
         }
+        Ok(Recovered {
+            snapshot,
+            events,
+            last_seq: expected - 1,
+        })
     }
-    appended += pending.apply(store, &mut waiting);
-    let started = Instant::now();
-    let flushed = store.db.flush().map(|_| ()).map_err(PersistError::from);
-    metrics::histogram!(m::JOURNAL_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(m::JOURNAL_BATCH_EVENTS).record(appended as f64);
-    metrics::counter!(m::JOURNAL_FLUSHES).increment(1);
-    metrics::counter!(m::JOURNAL_APPENDS).increment(appended);
-    if let Err(e) = &flushed {
-        tracing::error!("journal flush failed: {e}");
+
+    /// Recovery in one call: [`Journal::load`], then every later event applied to the
+    /// snapshot (or to `S::default()`) with `apply`, the aggregate's own fold.
+    pub fn restore<S: DeserializeOwned + Default, E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+        apply: impl FnMut(&mut S, &E),
+    ) -> Result<Restored<S>, PersistError> {
+        Ok(self.load::<S, E>(actor)?.fold(apply))
     }
-    for (done, result) in waiting {
-        let _ = done.send(result.and_then(|()| flushed.clone()));
+
+    /// Every event `actor` ever journaled, archived or not, in sequence order: its history
+    /// (a racer's fixes for a replay), as opposed to [`Journal::load`], which recovery uses.
+    pub fn history<E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+    ) -> Result<Vec<(u64, E)>, PersistError> {
+        decode_all(actor, self.backend.history(actor)?)
     }
-    // Everything before is flushed and nothing else writes while we copy: consistent.
-    for (path, done) in backups {
-        let _ = done.send(backup::write_verified(&store.db, &path));
+
+    /// The sequence number of `actor`'s newest journal entry (0: none), without reading the
+    /// others: for actors whose journal is their data and is never compacted (conversations).
+    pub fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError> {
+        self.backend.last_seq(actor)
+    }
+
+    /// Up to `limit` of `actor`'s journal entries with a sequence below `before` (none: from
+    /// the newest), newest first: one page of a never-compacted journal.
+    pub fn page_before<E: DeserializeOwned>(
+        &self,
+        actor: &ActorKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, E)>, PersistError> {
+        decode_all(actor, self.backend.page_before(actor, before, limit)?)
+    }
+
+    /// Every actor of `kind` that has a snapshot or journal entries, in key order.
+    pub fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
+        self.backend.actors(kind)
     }
 }
 
-/// Appends collected for one `sled::Batch`, and who waits for them.
-#[derive(Default)]
-struct PendingAppends {
-    /// The journal inserts.
-    batch: sled::Batch,
-    /// Events in the batch.
-    count: u64,
-    /// One per append request.
-    waiters: Vec<Waiter>,
-}
-
-impl PendingAppends {
-    /// Applies the collected appends; their waiters get the outcome after the flush. Returns
-    /// how many events were written.
-    fn apply(
-        &mut self,
-        store: &Store,
-        waiting: &mut Vec<(Waiter, Result<(), PersistError>)>,
-    ) -> u64 {
-        if self.waiters.is_empty() {
-            return 0;
-        }
-        let pending = std::mem::take(self);
-        let result = store
-            .journal
-            .apply_batch(pending.batch)
-            .map_err(PersistError::from);
-        let written = if result.is_ok() { pending.count } else { 0 };
-        waiting.extend(pending.waiters.into_iter().map(|w| (w, result.clone())));
-        written
-    }
-}
-
-/// Writes the snapshot first, then removes the events it covers; a crash between the two
-/// leaves extra events that recovery skips, never a gap.
-fn snapshot(
-    store: &Store,
+/// Decodes stored events, naming the actor and sequence of the first that does not decode.
+fn decode_all<E: DeserializeOwned>(
     actor: &ActorKey,
-    seq: u64,
-    state: Vec<u8>,
-    compaction: Compaction,
-) -> Result<(), PersistError> {
-    store.snapshots.insert(actor.as_str(), state)?;
-    let mut removed = sled::Batch::default();
-    let mut archived = sled::Batch::default();
-    for entry in store
-        .journal
-        .range(actor.journal_prefix()..=actor.journal_key(seq))
-    {
-        let (key, value) = entry?;
-        if compaction == Compaction::Archive {
-            archived.insert(key.clone(), value);
+    raw: RawEvents,
+) -> Result<Vec<(u64, E)>, PersistError> {
+    raw.into_iter()
+        .map(|(seq, value)| {
+            record::decode::<E>(&value)
+                .map(|event| (seq, event))
+                .map_err(|reason| PersistError::Corrupt {
+                    actor: actor.to_string(),
+                    seq,
+                    reason,
+                })
+        })
+        .collect()
+}
+
+/// What recovery found for one actor.
+#[derive(Debug)]
+pub struct Recovered<S, E> {
+    /// The latest snapshot and the sequence number it covers.
+    pub snapshot: Option<(u64, S)>,
+    /// Events after the snapshot, in order, with their sequence numbers.
+    pub events: Vec<(u64, E)>,
+    /// The highest sequence number seen (0 when the actor has no history).
+    pub last_seq: u64,
+}
+
+/// An actor's state rebuilt from what recovery found.
+#[derive(Debug)]
+pub struct Restored<S> {
+    /// The snapshot with every later event applied.
+    pub state: S,
+    /// Sequence number of the last event (the next append is `last_seq + 1`).
+    pub last_seq: u64,
+    /// Sequence number the snapshot covers (0 without one).
+    pub snapshot_seq: u64,
+}
+
+impl<S: Default, E> Recovered<S, E> {
+    /// Applies every event after the snapshot (or to `S::default()`), in order.
+    pub fn fold(self, mut apply: impl FnMut(&mut S, &E)) -> Restored<S> {
+        let (snapshot_seq, mut state) = self.snapshot.unwrap_or_default();
+        for (_, event) in &self.events {
+            apply(&mut state, event);
         }
-        removed.remove(key);
+        Restored {
+            state,
+            last_seq: self.last_seq,
+            snapshot_seq,
+        }
     }
-    // Archive before removing: a crash in between leaves an event in both trees (history
-    // reads deduplicate), never in neither.
-    store.archive.apply_batch(archived)?;
-    store.journal.apply_batch(removed)?;
-    metrics::counter!(m::SNAPSHOTS).increment(1);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::persist::{JournalWriter, Store};
 
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -409,7 +299,8 @@ mod tests {
             .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let r = store.load::<String, String>(&actor).unwrap();
+        let (journal, _writer) = JournalWriter::start(store, 16).unwrap();
+        let r = journal.load::<String, String>(&actor).unwrap();
         assert!(r.snapshot.is_none());
         assert_eq!(r.last_seq, 3);
         assert_eq!(
@@ -419,7 +310,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(1, "one"), (2, "two"), (3, "three")]
         );
-        assert_eq!(store.actors("race").unwrap(), vec![actor]);
+        assert_eq!(journal.actors("race").unwrap(), vec![actor]);
     }
 
     #[tokio::test]
@@ -437,7 +328,7 @@ mod tests {
             .await
             .unwrap();
         journal.flush().await.unwrap();
-        let r = store.load::<u64, u64>(&a).unwrap();
+        let r = journal.load::<u64, u64>(&a).unwrap();
         assert_eq!(r.snapshot, Some((3, 30)));
         assert_eq!(r.events, vec![(4, 4), (5, 5)]);
         assert_eq!(
@@ -445,8 +336,8 @@ mod tests {
             3,
             "events 1..=3 of a are compacted, b's stays"
         );
-        assert_eq!(store.actors("race").unwrap(), vec![a, b]);
-        assert!(store.actors("mail").unwrap().is_empty());
+        assert_eq!(journal.actors("race").unwrap(), vec![a, b]);
+        assert!(journal.actors("mail").unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -462,12 +353,12 @@ mod tests {
             .await
             .unwrap();
         journal.flush().await.unwrap();
-        let recovered = store.load::<u64, u64>(&racer).unwrap();
+        let recovered = journal.load::<u64, u64>(&racer).unwrap();
         assert_eq!(
             (recovered.snapshot, recovered.events),
             (Some((4, 40)), vec![(5, 50)])
         );
-        let history = store.history::<u64>(&racer).unwrap();
+        let history = journal.history::<u64>(&racer).unwrap();
         assert_eq!(history, (1..=5u64).map(|s| (s, s * 10)).collect::<Vec<_>>());
     }
 
@@ -484,14 +375,14 @@ mod tests {
                 vec![record::RECORD_VERSION, 0xff, 0xff],
             )
             .unwrap();
-        let err = store.load::<u64, u64>(&actor).unwrap_err().to_string();
+        let err = journal.load::<u64, u64>(&actor).unwrap_err().to_string();
         assert!(
             err.contains("race/x") && err.contains("sequence 2"),
             "{err}"
         );
         store.journal.remove(actor.journal_key(2)).unwrap();
         journal.append(&actor, 3, &[3u64]).await.unwrap();
-        let err = store.load::<u64, u64>(&actor).unwrap_err().to_string();
+        let err = journal.load::<u64, u64>(&actor).unwrap_err().to_string();
         assert!(
             err.contains("jumps"),
             "a gap is reported, not skipped: {err}"

@@ -1,22 +1,29 @@
 //! Durable state: a per-actor journal of events plus snapshots, in sled.
 //!
-//! - [`store`]: opens the database, checks the schema version, reads an actor back
-//!   (latest snapshot + later events) and lists actors.
-//! - [`journal`]: the single writer thread; group commit batches appends and flushes them
-//!   together, and an append's future resolves only once its flush is on disk.
+//! - [`store`]: the sled layout: opens the database, checks the schema version, raw reads.
+//! - [`journal`]: the handle every actor shell writes and reads through: typed events and
+//!   snapshots, gap checks, recovery (`restore`: snapshot + later events folded).
+//! - [`backend`]: the [`JournalBackend`] trait under it, and the contract a backend keeps
+//!   (acknowledged means durable, snapshot before compaction).
+//! - [`sled_backend`]: the embedded backend: a single writer thread whose group commit
+//!   batches appends and flushes them together; an append resolves only once on disk.
 //! - [`record`]: the versioned byte encoding of every stored value.
 //! - [`backup`]: consistent backup files, their verification, and restore.
 //!
 //! Nothing here knows what an event means: persist stores bytes for actor keys. The domains
 //! decide what to store; this module decides how.
 
+pub mod backend;
 pub mod backup;
 pub mod journal;
 pub mod record;
+pub mod sled_backend;
 pub mod store;
 
-pub use journal::{Compaction, Durable, Journal, JournalWriter};
-pub use store::{ActorKey, Recovered, Restored, Store};
+pub use backend::{Compaction, Durable, JournalBackend};
+pub use journal::{Journal, Recovered, Restored};
+pub use sled_backend::JournalWriter;
+pub use store::{ActorKey, Store};
 
 /// A storage failure. Each variant says enough to act on without reading the code.
 #[derive(Debug, Clone, thiserror::Error)]

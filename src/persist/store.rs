@@ -7,13 +7,17 @@
 //!   numbers make sled's byte order the replay order.
 //! - `snapshots`: `<actor key>` → `<seq u64 BE>` ++ record(state).
 //!
-//! Writes go through [`super::Journal`] only, so this type exposes reads and the handles the
-//! writer needs.
+//! Writes go through the writer thread ([`super::sled_backend`]) only, so this type exposes
+//! raw reads (bytes, in sequence order) and the handles the writer needs; decoding and gap
+//! checks are the [`super::Journal`]'s, the same for every backend.
 
-use super::{record, PersistError};
-use serde::de::DeserializeOwned;
+use super::PersistError;
 use std::fmt;
 use std::path::Path;
+
+/// Events in sequence order, each with its sequence number, still encoded: what every
+/// backend reads back, decoded by the journal.
+pub type RawEvents = Vec<(u64, Vec<u8>)>;
 
 /// The storage schema this build writes and reads.
 /// 2: courses carry checkpoints. 3: checkpoints may be mandatory; racers keep off-course
@@ -71,43 +75,6 @@ impl fmt::Display for ActorKey {
     }
 }
 
-/// What recovery found for one actor.
-#[derive(Debug)]
-pub struct Recovered<S, E> {
-    /// The latest snapshot and the sequence number it covers.
-    pub snapshot: Option<(u64, S)>,
-    /// Events after the snapshot, in order, with their sequence numbers.
-    pub events: Vec<(u64, E)>,
-    /// The highest sequence number seen (0 when the actor has no history).
-    pub last_seq: u64,
-}
-
-/// An actor's state rebuilt from what recovery found.
-#[derive(Debug)]
-pub struct Restored<S> {
-    /// The snapshot with every later event applied.
-    pub state: S,
-    /// Sequence number of the last event (the next append is `last_seq + 1`).
-    pub last_seq: u64,
-    /// Sequence number the snapshot covers (0 without one).
-    pub snapshot_seq: u64,
-}
-
-impl<S: Default, E> Recovered<S, E> {
-    /// Applies every event after the snapshot (or to `S::default()`), in order.
-    pub fn fold(self, mut apply: impl FnMut(&mut S, &E)) -> Restored<S> {
-        let (snapshot_seq, mut state) = self.snapshot.unwrap_or_default();
-        for (_, event) in &self.events {
-            apply(&mut state, event);
-        }
-        Restored {
-            state,
-            last_seq: self.last_seq,
-            snapshot_seq,
-        }
-    }
-}
-
 /// The open database.
 #[derive(Clone)]
 pub struct Store {
@@ -152,90 +119,55 @@ impl Store {
         })
     }
 
-    /// Reads an actor back: its latest snapshot and every later event, decoded. A record that
-    /// does not decode, or a gap in the sequence, is an error naming the actor and sequence.
-    pub fn load<S: DeserializeOwned, E: DeserializeOwned>(
+    /// `actor`'s latest snapshot: the sequence number it covers and the encoded state.
+    pub fn latest_snapshot(
         &self,
         actor: &ActorKey,
-    ) -> Result<Recovered<S, E>, PersistError> {
-        let corrupt = |seq: u64, reason: String| PersistError::Corrupt {
-            actor: actor.to_string(),
-            seq,
-            reason,
+    ) -> Result<Option<(u64, Vec<u8>)>, PersistError> {
+        let Some(bytes) = self.snapshots.get(actor.as_str())? else {
+            return Ok(None);
         };
-        let snapshot = match self.snapshots.get(actor.as_str())? {
-            None => None,
-            Some(bytes) => {
-                if bytes.len() < 8 {
-                    return Err(corrupt(0, "snapshot shorter than its header".into()));
-                }
-                let (seq_bytes, body) = bytes.split_at(8);
-                let mut seq = [0u8; 8];
-                seq.copy_from_slice(seq_bytes);
-                let seq = u64::from_be_bytes(seq);
-                let state = record::decode::<S>(body)
-                    .map_err(|e| corrupt(seq, format!("snapshot: {e}")))?;
-                Some((seq, state))
-            }
-        };
-        let covered = snapshot.as_ref().map_or(0, |(seq, _)| *seq);
-        let mut events = Vec::new();
-        let mut expected = covered + 1;
-        for entry in self
-            .journal
-            .range(actor.journal_key(covered + 1)..actor.journal_key(u64::MAX))
-        {
-            let (key, value) = entry?;
-            let seq = parse_seq(&key)
-                .ok_or_else(|| corrupt(expected, "journal key without a sequence".into()))?;
-            if seq != expected {
-                return Err(corrupt(
-                    expected,
-                    format!("journal jumps from {} to {seq}", expected - 1),
-                ));
-            }
-            let event = record::decode::<E>(&value).map_err(|e| corrupt(seq, e))?;
-            events.push((seq, event));
-            expected += 1;
+        if bytes.len() < 8 {
+            return Err(PersistError::Corrupt {
+                actor: actor.to_string(),
+                seq: 0,
+                reason: "snapshot shorter than its header".into(),
+            });
         }
-        Ok(Recovered {
-            snapshot,
-            events,
-            last_seq: expected - 1,
-        })
+        let (seq_bytes, body) = bytes.split_at(8);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(seq_bytes);
+        Ok(Some((u64::from_be_bytes(seq), body.to_vec())))
     }
 
-    /// Every event `actor` ever journaled, archived or not, in sequence order: its history
-    /// (a racer's fixes for a replay), as opposed to [`Store::load`], which recovery uses.
-    pub fn history<E: DeserializeOwned>(
-        &self,
-        actor: &ActorKey,
-    ) -> Result<Vec<(u64, E)>, PersistError> {
+    /// `actor`'s journal entries after `seq`, in key (= sequence) order.
+    pub fn events_after(&self, actor: &ActorKey, seq: u64) -> Result<RawEvents, PersistError> {
+        self.journal
+            .range(actor.journal_key(seq.saturating_add(1))..actor.journal_key(u64::MAX))
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((seq_of(actor, &key)?, value.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Every event `actor` ever journaled, archived or not, in sequence order. An event in
+    /// both trees (a crash between archiving and removing) is read once.
+    pub fn history(&self, actor: &ActorKey) -> Result<RawEvents, PersistError> {
         let mut events = std::collections::BTreeMap::new();
         for tree in [&self.archive, &self.journal] {
             for entry in tree.scan_prefix(actor.journal_prefix()) {
                 let (key, value) = entry?;
-                let seq = parse_seq(&key).ok_or_else(|| PersistError::Corrupt {
-                    actor: actor.to_string(),
-                    seq: 0,
-                    reason: "history key without a sequence".into(),
-                })?;
-                if let std::collections::btree_map::Entry::Vacant(slot) = events.entry(seq) {
-                    let event =
-                        record::decode::<E>(&value).map_err(|reason| PersistError::Corrupt {
-                            actor: actor.to_string(),
-                            seq,
-                            reason,
-                        })?;
-                    slot.insert(event);
-                }
+                events
+                    .entry(seq_of(actor, &key)?)
+                    .or_insert_with(|| value.to_vec());
             }
         }
         Ok(events.into_iter().collect())
     }
 
     /// The sequence number of `actor`'s newest journal entry (0: none), without reading the
-    /// others: for actors whose journal is their data and is never compacted (conversations).
+    /// others.
     pub fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError> {
         match self
             .journal
@@ -244,40 +176,28 @@ impl Store {
             .transpose()?
         {
             None => Ok(0),
-            Some((key, _)) => parse_seq(&key).ok_or_else(|| PersistError::Corrupt {
-                actor: actor.to_string(),
-                seq: 0,
-                reason: "journal key without a sequence".into(),
-            }),
+            Some((key, _)) => seq_of(actor, &key),
         }
     }
 
     /// Up to `limit` of `actor`'s journal entries with a sequence below `before` (none: from
-    /// the newest), newest first: one page of a never-compacted journal.
-    pub fn page_before<E: DeserializeOwned>(
+    /// the newest), newest first.
+    pub fn page_before(
         &self,
         actor: &ActorKey,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<(u64, E)>, PersistError> {
+    ) -> Result<RawEvents, PersistError> {
         let end = before.unwrap_or(u64::MAX);
-        let mut page = Vec::new();
-        for entry in self
-            .journal
+        self.journal
             .range(actor.journal_key(0)..actor.journal_key(end))
             .rev()
             .take(limit)
-        {
-            let (key, value) = entry?;
-            let seq = parse_seq(&key).unwrap_or(0);
-            let event = record::decode::<E>(&value).map_err(|reason| PersistError::Corrupt {
-                actor: actor.to_string(),
-                seq,
-                reason,
-            })?;
-            page.push((seq, event));
-        }
-        Ok(page)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((seq_of(actor, &key)?, value.to_vec()))
+            })
+            .collect()
     }
 
     /// Every actor of `kind` that has a snapshot or journal entries, in key order.
@@ -314,6 +234,15 @@ impl Store {
     pub fn journal_len(&self) -> usize {
         self.journal.len()
     }
+}
+
+/// The sequence number at the end of one of `actor`'s journal keys.
+fn seq_of(actor: &ActorKey, key: &[u8]) -> Result<u64, PersistError> {
+    parse_seq(key).ok_or_else(|| PersistError::Corrupt {
+        actor: actor.to_string(),
+        seq: 0,
+        reason: "journal key without a sequence".into(),
+    })
 }
 
 fn parse_seq(key: &[u8]) -> Option<u64> {

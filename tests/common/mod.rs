@@ -332,7 +332,7 @@ pub async fn live_race(admin: &mut Client, ride: &str, start_at_ms: i64, n: u32)
 pub fn gpx_with_checkpoints(ride: &str, fractions: &[f64]) -> String {
     let text = gpx(ride);
     let course = peloton::geo::Course::from_gpx(text.as_bytes(), 200_000).unwrap();
-    let index = peloton::geo::CourseIndex::new(&course);
+    let index = peloton::geo::CourseIndex::from(&course);
     let waypoints: String = fractions
         .iter()
         .enumerate()

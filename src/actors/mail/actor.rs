@@ -9,27 +9,25 @@ use super::backoff::{Backoff, JitterSource};
 use super::contacts::ContactBook;
 use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
-use super::job::{
-    JobCommand, JobEvent, JobStatus, JobSummary, MailJobState, Origin, TransportKind,
-};
-use super::message::{JobId, MailMessage};
-use super::supervisor::MailSupervisorMsg;
+use super::job::{JobCommand, JobEvent, JobStatus, JobSummary, MailJobState, TransportKind};
+use super::message::JobId;
+use super::msg::MailSupervisorMsg;
+// Kept at its old path for the facade and the supervisor.
+pub use super::msg::JobMsg;
 use super::KIND;
 use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
 use crate::net::mail::Outgoing;
-use crate::persist::{ActorKey, Journal, Restored, Store};
+use crate::persist::{ActorKey, Journal, Restored};
 use dashmap::DashMap;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// What every mail job actor, the supervisor and the facade share.
 pub struct MailContext {
-    /// Reads jobs back.
-    pub store: Store,
     /// Journals transitions.
     pub journal: Journal,
     /// The domain's clock (pausable in tests).
@@ -65,28 +63,6 @@ impl MailContext {
         }
         metrics::gauge!(m::MAIL_JOBS, "state" => new).increment(1.0);
     }
-}
-
-/// Messages a job actor accepts.
-pub enum JobMsg {
-    /// Store the job (idempotent) and reply with its summary.
-    Accept {
-        /// The envelope it came from.
-        origin: Origin,
-        /// What to send.
-        message: MailMessage,
-        /// How.
-        transport: TransportKind,
-        /// The job as stored, or why not.
-        reply: RpcReplyPort<Result<JobSummary, Rejection>>,
-    },
-    /// Make one attempt now (the scheduler has admitted it), then report and stop.
-    Attempt,
-    /// Bring a dead job back (admin).
-    Redrive {
-        /// The job afterwards, or why not.
-        reply: RpcReplyPort<Result<JobSummary, Rejection>>,
-    },
 }
 
 /// Spawn arguments.
@@ -133,7 +109,7 @@ impl Actor for JobActor {
             state, last_seq, ..
         } = args
             .ctx
-            .store
+            .journal
             .load::<MailJobState, JobEvent>(&key)?
             .fold(MailJobState::apply);
         Ok(JobActorState {

@@ -10,7 +10,7 @@ use super::gate::Gate;
 use super::idempotency::{EnvelopeKey, IdempotencyWindow};
 use super::job::{FailedAttempt, Job, JobEvent, JobSummary, MailJobState, Origin, TransportKind};
 use super::message::{JobId, MailMessage};
-use super::supervisor::{MailSupervisorArgs, MailSupervisorMsg};
+use super::supervisor::{MailSupervisor, MailSupervisorArgs, MailSupervisorMsg};
 use super::KIND;
 use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
@@ -21,7 +21,7 @@ use crate::ids::validate_id;
 use crate::net::mail::http::HttpSender;
 use crate::net::mail::smtp::{SmtpSender, SmtpSettings};
 use crate::net::mail::{Timeouts, Transport};
-use crate::persist::{ActorKey, Journal, Store};
+use crate::persist::{ActorKey, Journal};
 use crate::time::UnixMillis;
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -173,7 +173,6 @@ impl MailDomain {
     /// every stored job (without waking any) before this returns.
     pub async fn start(
         root: &ActorRef<RootMsg>,
-        store: Store,
         journal: Journal,
         settings: MailSettings,
     ) -> Result<MailDomain, String> {
@@ -200,7 +199,6 @@ impl MailDomain {
         );
         let retention = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
         let ctx = Arc::new(MailContext {
-            store,
             journal,
             clock: Clock::new(),
             backoff: settings.backoff,
@@ -219,7 +217,7 @@ impl MailDomain {
             slot: supervisor.clone(),
             ctx: ctx.clone(),
         };
-        start_domain(root, DomainSpec::Mail(args)).await?;
+        start_domain(root, DomainSpec::new("mail", MailSupervisor, args)).await?;
         Ok(MailDomain {
             ctx,
             supervisor,
@@ -436,11 +434,11 @@ impl MailDomain {
             .filter(|e| e.value().failures > 0)
             .map(|e| e.key().clone())
             .collect();
-        let store = self.ctx.store.clone();
+        let journal = self.ctx.journal.clone();
         let mut entries = tokio::task::spawn_blocking(move || {
             let mut entries = Vec::new();
             for id in ids {
-                if let Some(job) = load_job(&store, &id)? {
+                if let Some(job) = load_job(&journal, &id)? {
                     entries.extend(job.failures.into_iter().map(|failure| FailedEntry {
                         id: job.id.clone(),
                         to: job.message.to.clone(),
@@ -514,8 +512,8 @@ impl MailDomain {
     }
 
     async fn load(&self, id: JobId) -> Result<Option<Job>, Rejection> {
-        let store = self.ctx.store.clone();
-        tokio::task::spawn_blocking(move || load_job(&store, &id))
+        let journal = self.ctx.journal.clone();
+        tokio::task::spawn_blocking(move || load_job(&journal, &id))
             .await
             .map_err(|e| {
                 tracing::error!("job reader stopped: {e}");
@@ -525,9 +523,9 @@ impl MailDomain {
 }
 
 /// Reads one job back from storage.
-fn load_job(store: &Store, id: &JobId) -> Result<Option<Job>, Rejection> {
+fn load_job(journal: &Journal, id: &JobId) -> Result<Option<Job>, Rejection> {
     let key = ActorKey::new(KIND, id.as_str());
-    store
+    journal
         .load::<MailJobState, JobEvent>(&key)
         .map(|r| r.fold(MailJobState::apply).state.job)
         .map_err(|e| Rejection::internal(format!("mail job {id} could not be read: {e}")))

@@ -14,21 +14,19 @@
 //! - [`gate`]: a transport behind its breaker and concurrency limit.
 //! - [`actor`]: one actor per awake job; journals each transition, then passivates.
 //! - [`supervisor`]: recovery, the scheduler's single timer, supervision of job actors.
+//! - [`msg`]: the job actor's and the supervisor's messages, which both of them import.
 //! - [`domain`]: the facade (`MailDomain::submit`, status, lists, re-drive).
 //! - [`trigger`]: results mails when a race finishes.
 
 pub mod actor;
-pub mod backoff;
-pub mod breaker;
-pub mod contacts;
 pub mod domain;
 pub mod gate;
-pub mod idempotency;
-pub mod job;
-pub mod message;
-pub mod schedule;
+pub mod msg;
 pub mod supervisor;
 pub mod trigger;
+
+// Mission control's rules (the domain crate), beside the shells that run them.
+pub use peloton_domain::mail::{backoff, breaker, contacts, idempotency, job, message, schedule};
 
 pub use domain::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
 

@@ -6,50 +6,22 @@
 //! transport), instead of one timer or actor per waiting job. A job actor that fails is not
 //! respawned at once; its job is rescheduled after the backoff base, like a failed attempt.
 
-use super::actor::{JobActor, JobArgs, JobMsg, MailContext};
+use super::actor::{JobActor, JobArgs, MailContext};
 use super::breaker::Admission;
 use super::idempotency::EnvelopeKey;
 use super::job::{JobEvent, MailJobState, TransportKind};
 use super::message::JobId;
+use super::msg::JobMsg;
+// Kept at its old path for the facade.
+pub use super::msg::MailSupervisorMsg;
 use super::schedule::Schedule;
 use super::KIND;
 use crate::error::{ErrorCode, Rejection};
 use crate::time::UnixMillis;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Messages the mail supervisor accepts.
-pub enum MailSupervisorMsg {
-    /// The actor of job `id` (spawned if it is not awake).
-    Spawn {
-        /// The job.
-        id: JobId,
-        /// Its actor, or why it could not start.
-        reply: RpcReplyPort<Result<ActorRef<JobMsg>, Rejection>>,
-    },
-    /// Job `id` wants an attempt at `due_ms`.
-    Schedule {
-        /// The job.
-        id: JobId,
-        /// Its transport's lane.
-        transport: TransportKind,
-        /// When.
-        due_ms: UnixMillis,
-    },
-    /// A woken job finished its attempt; `due_ms` is its next one, if any.
-    Settled {
-        /// The job.
-        id: JobId,
-        /// Its lane.
-        transport: TransportKind,
-        /// The next attempt.
-        due_ms: Option<UnixMillis>,
-    },
-    /// The schedule's timer fired.
-    Tick,
-}
 
 /// Spawn arguments of the mail supervisor; cloned by the root to restart it.
 #[derive(Clone)]
@@ -78,6 +50,7 @@ pub struct MailSupervisorState {
 type Wakeup = tokio::task::JoinHandle<Result<(), ractor::MessagingErr<MailSupervisorMsg>>>;
 
 /// The ractor behaviour of the mail supervisor.
+#[derive(Clone)]
 pub struct MailSupervisor;
 
 impl MailSupervisorState {
@@ -197,9 +170,9 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
     let mut contacts = ctx.contacts.lock().unwrap_or_else(|e| e.into_inner());
     // Envelope → (first acceptance, messages it carried, jobs found).
     let mut envelopes: HashMap<EnvelopeKey, (UnixMillis, u32, Vec<JobId>)> = HashMap::new();
-    for key in ctx.store.actors(KIND)? {
+    for key in ctx.journal.actors(KIND)? {
         let restored = ctx
-            .store
+            .journal
             .load::<MailJobState, JobEvent>(&key)?
             .fold(MailJobState::apply);
         let Some(job) = restored.state.job else {

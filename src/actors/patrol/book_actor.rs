@@ -10,17 +10,20 @@
 //! one group commit instead of one flush each.
 
 use super::book::{validate_display_name, Book, BookEvent, MessagePlan, Profile};
-use super::context::{OfficerCard, PatrolContext};
-use super::directory::{Charity, ImportKind, ImportRows, Offer};
-use super::ledger::{Decision, Entry, LedgerCommand, LedgerError, LedgerEvent, ReportRow};
+use super::context::PatrolContext;
+use super::directory::ImportKind;
+use super::ledger::{Decision, LedgerCommand, LedgerError, LedgerEvent};
+use super::msg::OfficerCard;
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
 use super::voucher::{self, Voucher};
+// Kept at their old paths for the facade and the supervisor.
+pub use super::msg::{BookMsg, Redemption};
 use crate::actors::mail::message::MailMessage;
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
 use crate::persist::{ActorKey, Compaction, Durable};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -30,174 +33,6 @@ pub const KIND: &str = "patrol";
 pub const CONVERSATION_KIND: &str = "dm";
 /// What the client is told when the journal refused a write.
 const RETRY: &str = "the patrol book could not be saved; retry";
-
-/// A redemption as answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redemption {
-    /// The voucher code.
-    pub voucher_code: String,
-    /// Points spent.
-    pub points: u64,
-    /// Balance after.
-    pub balance: u64,
-}
-
-/// Messages the book accepts.
-pub enum BookMsg {
-    /// An officer's account, as sessions need it.
-    Officer {
-        /// The officer.
-        id: String,
-        /// The card, if imported.
-        reply: RpcReplyPort<Option<OfficerCard>>,
-    },
-    /// The name others see for a user.
-    DisplayName {
-        /// The user.
-        user: String,
-        /// The name.
-        reply: RpcReplyPort<String>,
-    },
-    /// A citizen's profile.
-    SetProfile {
-        /// The user.
-        user: String,
-        /// Name officers see.
-        display_name: String,
-        /// Mail address.
-        email: Option<String>,
-        /// Saved.
-        reply: RpcReplyPort<Result<(), Rejection>>,
-    },
-    /// Imported rows (already validated).
-    Import {
-        /// The rows.
-        rows: ImportRows,
-        /// Rows written and rows of that kind now stored.
-        reply: RpcReplyPort<Result<(u64, u64), Rejection>>,
-    },
-    /// Record a connection and its awards.
-    Connect {
-        /// The request id.
-        connection_id: String,
-        /// The officer.
-        officer: String,
-        /// The citizen.
-        citizen: String,
-        /// The officer's precinct.
-        precinct: String,
-        /// When.
-        at_ms: i64,
-        /// The connection as the officer and as the citizen see it.
-        reply: RpcReplyPort<Result<(Connection, Connection), Rejection>>,
-    },
-    /// A user's balance.
-    Balance {
-        /// The user.
-        user: String,
-        /// Points.
-        reply: RpcReplyPort<u64>,
-    },
-    /// A page of a user's history.
-    History {
-        /// The user.
-        user: String,
-        /// Entries below this index.
-        before: Option<u64>,
-        /// Most entries.
-        limit: usize,
-        /// Newest first.
-        reply: RpcReplyPort<Vec<Entry>>,
-    },
-    /// Every offer.
-    Offers {
-        /// By id.
-        reply: RpcReplyPort<Vec<Offer>>,
-    },
-    /// Every charity.
-    Charities {
-        /// By id.
-        reply: RpcReplyPort<Vec<Charity>>,
-    },
-    /// Spend points on an offer.
-    Redeem {
-        /// Idempotency key.
-        request_id: String,
-        /// The user.
-        user: String,
-        /// The offer.
-        offer_id: String,
-        /// When.
-        at_ms: i64,
-        /// The voucher.
-        reply: RpcReplyPort<Result<Redemption, Rejection>>,
-    },
-    /// Give points to a charity.
-    Donate {
-        /// Idempotency key.
-        request_id: String,
-        /// The user.
-        user: String,
-        /// The charity.
-        charity_id: String,
-        /// Points.
-        points: u64,
-        /// When.
-        at_ms: i64,
-        /// Points given and balance after.
-        reply: RpcReplyPort<Result<(u64, u64), Rejection>>,
-    },
-    /// Figures per day and precinct.
-    Report {
-        /// First day (days since the epoch).
-        from_day: u32,
-        /// Last day.
-        to_day: u32,
-        /// Rows.
-        reply: RpcReplyPort<Vec<ReportRow>>,
-    },
-    /// Store and deliver a direct message.
-    SendMessage {
-        /// Sender.
-        from: String,
-        /// Recipient.
-        to: String,
-        /// Idempotency key.
-        request_id: String,
-        /// Text.
-        text: String,
-        /// When.
-        at_ms: i64,
-        /// The stored message.
-        reply: RpcReplyPort<Result<StoredMessage, Rejection>>,
-    },
-    /// A queued message's journal write finished (`stored`) or failed.
-    Settled {
-        /// The sender.
-        from: String,
-        /// The sender's request id.
-        request_id: String,
-        /// Whether it is durable.
-        stored: bool,
-    },
-    /// Messages of `pair` up to `seq` reached a session of `user`.
-    Delivered {
-        /// The recipient.
-        user: String,
-        /// The conversation.
-        pair: String,
-        /// The message.
-        seq: u64,
-    },
-    /// Messages `user` has not had yet; each counts as delivered once its session confirms
-    /// it queued it for the socket.
-    Undelivered {
-        /// The user.
-        user: String,
-        /// Oldest first per conversation.
-        reply: RpcReplyPort<Result<Vec<StoredMessage>, Rejection>>,
-    },
-}
 
 /// The actor's state.
 pub struct BookState {
@@ -567,7 +402,7 @@ impl BookState {
     fn read_message(&self, pair: &str, seq: u64) -> Result<StoredMessage, Rejection> {
         let key = ActorKey::new(CONVERSATION_KIND, pair);
         self.ctx
-            .store
+            .journal
             .page_before::<MessageRecord>(&key, Some(seq + 1), 1)
             .map_err(|e| Rejection::internal(format!("conversation {pair}: {e}")))?
             .into_iter()
@@ -583,7 +418,7 @@ impl BookState {
             let wanted = usize::try_from(last - delivered).unwrap_or(usize::MAX);
             let mut page = self
                 .ctx
-                .store
+                .journal
                 .page_before::<MessageRecord>(&key, Some(last + 1), wanted)
                 .map_err(|e| Rejection::internal(format!("conversation {pair}: {e}")))?;
             page.reverse();
@@ -610,22 +445,22 @@ impl Actor for BookActor {
     ) -> Result<BookState, ActorProcessingErr> {
         let key = ActorKey::new(KIND, "book");
         let restored = ctx
-            .store
+            .journal
             .load::<Book, BookEvent>(&key)?
             .fold(|book, event| book.apply(event));
         let mut book = restored.state;
         // Messages are not book events: those stored after the book's snapshot are replayed
         // from their conversations, which also rebuilds the senders' idempotency windows.
-        for conversation in ctx.store.actors(CONVERSATION_KIND)? {
+        for conversation in ctx.journal.actors(CONVERSATION_KIND)? {
             let pair = conversation.id();
             let known = book.last_seq(pair);
-            let last = ctx.store.last_seq(&conversation)?;
+            let last = ctx.journal.last_seq(&conversation)?;
             if last <= known {
                 continue;
             }
             let missing = usize::try_from(last - known).unwrap_or(usize::MAX);
             let mut newer =
-                ctx.store
+                ctx.journal
                     .page_before::<MessageRecord>(&conversation, Some(last + 1), missing)?;
             newer.reverse();
             for (seq, record) in newer {

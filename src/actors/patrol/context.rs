@@ -4,13 +4,14 @@
 //! The indexes are read directly by whoever needs them (a citizen's session, the facade
 //! answering an N-nearest query), never through an actor, so a lookup costs no message.
 
-use super::book_actor::BookMsg;
+use super::msg::{BookMsg, SessionMsg};
+// Kept at its old path for the actors and the facade.
 use super::ledger::AwardRules;
+pub use super::msg::OfficerCard;
 use super::notice::Notice;
 use super::privacy::Coarsening;
 use super::proximity::ProximityIndex;
 use super::session::DutyRules;
-use super::session_actor::SessionMsg;
 use super::voucher::VoucherKey;
 use crate::actors::clock::Clock;
 use crate::actors::mail::MailDomain;
@@ -18,7 +19,7 @@ use crate::actors::registry::Registry;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Position;
-use crate::persist::{Journal, Store};
+use crate::persist::Journal;
 use dashmap::DashMap;
 use ractor::ActorRef;
 use std::collections::BTreeSet;
@@ -91,15 +92,6 @@ impl PatrolSettings {
     }
 }
 
-/// An on-duty officer as citizens' sessions need it, without asking the book.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfficerCard {
-    /// The imported display name.
-    pub display_name: String,
-    /// The imported precinct (connections are reported under it).
-    pub precinct: String,
-}
-
 /// Shared by the facade, the supervisor, the book and every session actor.
 pub struct PatrolContext {
     /// The rules.
@@ -121,8 +113,6 @@ pub struct PatrolContext {
     pub duty_windows: DashMap<String, i64>,
     /// The book actor's current incarnation (replaced when the supervisor restarts it).
     pub book: Mutex<Option<ActorRef<BookMsg>>>,
-    /// Reads conversations back.
-    pub store: Store,
     /// Journals book events and messages.
     pub journal: Journal,
     /// Thank-you and voucher mails.

@@ -11,7 +11,7 @@ use super::privacy::Coarse;
 use super::proximity::ProximityIndex;
 use super::session::PatrolRole;
 use super::session_actor::{SessionActor, SessionArgs, SessionMsg, NOTICE_QUEUE};
-use super::supervisor::PatrolSupervisorArgs;
+use super::supervisor::{PatrolSupervisor, PatrolSupervisorArgs};
 use super::voucher::VoucherKey;
 use crate::actors::ask::ask;
 use crate::actors::clock::Clock;
@@ -21,7 +21,7 @@ use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Position;
 use crate::ids::validate_id;
-use crate::persist::{ActorKey, Journal, Store};
+use crate::persist::{ActorKey, Journal};
 use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
 use std::sync::{Arc, Mutex};
@@ -74,7 +74,6 @@ impl PatrolDomain {
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         root: &ActorRef<RootMsg>,
-        store: Store,
         journal: Journal,
         mail: MailDomain,
         settings: PatrolSettings,
@@ -92,7 +91,6 @@ impl PatrolDomain {
             session_of: DashMap::new(),
             duty_windows: DashMap::new(),
             book: Mutex::new(None),
-            store,
             journal,
             mail,
             voucher_key,
@@ -104,7 +102,7 @@ impl PatrolDomain {
             restart_budget,
             restart_window,
         };
-        start_domain(root, DomainSpec::Patrol(args)).await?;
+        start_domain(root, DomainSpec::new("patrol", PatrolSupervisor, args)).await?;
         Ok(PatrolDomain { ctx, supervisor })
     }
 
@@ -468,7 +466,7 @@ impl PatrolDomain {
         check_page(limit)?;
         let key = ActorKey::new(CONVERSATION_KIND, &pair_key(user, with));
         self.ctx
-            .store
+            .journal
             .page_before::<MessageRecord>(&key, before_seq, limit as usize)
             .map(|page| page.into_iter().map(|(_, r)| r.message).collect())
             .map_err(|e| Rejection::internal(format!("conversation not readable: {e}")))

@@ -13,24 +13,23 @@
 //!
 //! Shell (tokio, ractor, the journal):
 //! - [`context`]: settings, indexes and live sessions every patrol actor shares.
+//! - [`msg`]: the book's and the sessions' messages, which the context and both actors import.
 //! - [`session_actor`]: one actor per connected officer or citizen.
 //! - [`book_actor`]: the one writer of the book; journals before it answers.
 //! - [`supervisor`]: recovers the book, restarts it, cleans up after failed sessions.
 //! - [`domain`]: the facade the API calls.
 
-pub mod book;
 pub mod book_actor;
 pub mod context;
-pub mod directory;
 pub mod domain;
-pub mod ledger;
-pub mod notice;
-pub mod privacy;
-pub mod proximity;
-pub mod session;
+pub mod msg;
 pub mod session_actor;
 pub mod supervisor;
-pub mod voucher;
+
+// Patrol's rules (the domain crate), beside the shells that run them.
+pub use peloton_domain::patrol::{
+    book, directory, ledger, notice, privacy, proximity, session, voucher,
+};
 
 pub use domain::{PatrolDomain, PatrolLink};
 pub use session::PatrolRole;

@@ -6,15 +6,17 @@
 //! [`super::session`]. Durable changes (connections) go through the book actor, which
 //! journals them before this actor answers.
 
-use super::book_actor::BookMsg;
+use super::msg::BookMsg;
+// Kept at its old path for the facade.
 use super::context::{OfficerCard, PatrolContext};
+pub use super::msg::SessionMsg;
 use super::notice::{Connection, Notice};
 use super::session::{AnswerOutcome, NearbyChange, PatrolRole, SessionState};
 use crate::actors::ask::ask;
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Position;
 use crate::metrics as m;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,67 +24,6 @@ use tokio::sync::mpsc;
 /// Notices one session may have queued for its socket; a device that falls this far behind
 /// is disconnected (it reconnects and gets a fresh view) rather than holding memory.
 pub const NOTICE_QUEUE: usize = 1024;
-
-/// Messages a session actor accepts.
-pub enum SessionMsg {
-    /// The device's position (already validated).
-    Position {
-        /// Where.
-        at: Position,
-        /// Whether it changed H3 cell, and the duty window's end while on duty.
-        reply: RpcReplyPort<Result<(bool, Option<i64>), Rejection>>,
-    },
-    /// Go on duty.
-    DutyStart {
-        /// Window length; none: the default.
-        minutes: Option<u32>,
-        /// The window's end.
-        reply: RpcReplyPort<Result<i64, Rejection>>,
-    },
-    /// Go off duty.
-    DutyEnd {
-        /// Done.
-        reply: RpcReplyPort<Result<(), Rejection>>,
-    },
-    /// The duty window armed as `generation` may have ended.
-    DutyTimer {
-        /// Which window armed it.
-        generation: u64,
-    },
-    /// An officer moved (`Some`) or left (`None`); sent to citizens around it.
-    OfficerMoved {
-        /// The officer.
-        officer: String,
-        /// Where it is now, if still on duty.
-        at: Option<Position>,
-    },
-    /// A citizen asks this officer to connect.
-    IncomingRequest {
-        /// The citizen.
-        citizen: String,
-        /// Their display name.
-        display_name: String,
-        /// How far apart the two are, metres (measured by whoever checked the radius).
-        distance_m: f64,
-        /// The request id and its expiry.
-        reply: RpcReplyPort<Result<(String, i64), Rejection>>,
-    },
-    /// The officer answers a request.
-    Answer {
-        /// The request.
-        request_id: String,
-        /// Accept or decline.
-        accept: bool,
-        /// The connection, when accepted.
-        reply: RpcReplyPort<Result<Option<Connection>, Rejection>>,
-    },
-    /// A connect request may have expired.
-    RequestTimer,
-    /// Pass a notice to the device.
-    Notify(Notice),
-    /// A newer socket of the same user took over: stop without touching shared state.
-    Replaced,
-}
 
 /// Spawn arguments.
 pub struct SessionArgs {

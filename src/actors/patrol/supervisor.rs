@@ -33,6 +33,7 @@ pub struct PatrolSupervisorState {
 }
 
 /// The ractor behaviour of the patrol supervisor.
+#[derive(Clone)]
 pub struct PatrolSupervisor;
 
 async fn spawn_book(

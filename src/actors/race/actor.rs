@@ -13,12 +13,12 @@ use super::state::StartMode;
 use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
 use super::KIND;
 use crate::actors::events::DomainEvent;
-use crate::actors::racer::actor::RacerMsg;
+use crate::actors::racer::msg::RacerMsg;
 use crate::actors::racer::{CourseGeometry, Incidents, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::{ActorKey, Compaction, Journal, Restored, Store};
+use crate::persist::{ActorKey, Compaction, Journal, Restored};
 use crate::time::{now_ms, UnixMillis};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -26,8 +26,6 @@ use std::sync::Arc;
 
 /// What every race actor shares: storage, the directory it publishes to, and limits.
 pub struct RaceContext {
-    /// Reads persisted state on start.
-    pub store: Store,
     /// Appends events and snapshots.
     pub journal: Journal,
     /// Summaries of every race, read by list/show without asking actors.
@@ -198,7 +196,7 @@ impl Actor for RaceActor {
             snapshot_seq,
         } = args
             .ctx
-            .store
+            .journal
             .load::<RaceState, RaceEvent>(&key)?
             .fold(RaceState::apply);
         if let Some(race) = &state.race {

@@ -9,9 +9,9 @@ use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
 use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode};
-use super::supervisor::{RaceSupervisorArgs, RaceSupervisorMsg};
+use super::supervisor::{RaceSupervisor, RaceSupervisorArgs, RaceSupervisorMsg};
 use crate::actors::racer::actor::racer_key;
-use crate::actors::racer::actor::{FixesOutcome, RacerMsg};
+use crate::actors::racer::msg::{FixesOutcome, RacerMsg};
 use crate::actors::racer::RacerEvent;
 use crate::actors::racer::{CutRule, Fix, TrackingRules};
 use crate::actors::registry::Registry;
@@ -19,7 +19,7 @@ use crate::actors::root::{start_domain, DomainSpec, RootMsg};
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::persist::{Journal, Store};
+use crate::persist::Journal;
 use crate::time::now_ms;
 use dashmap::DashMap;
 use ractor::rpc::CallResult;
@@ -103,13 +103,11 @@ impl RaceDomain {
     /// returns.
     pub async fn start(
         root: &ActorRef<RootMsg>,
-        store: Store,
         journal: Journal,
         settings: RaceSettings,
         encoder: TickEncoder,
     ) -> Result<RaceDomain, String> {
         let ctx = Arc::new(RaceContext {
-            store,
             journal,
             directory: DashMap::new(),
             limits: settings.limits,
@@ -130,7 +128,7 @@ impl RaceDomain {
             restart_budget: settings.restart_budget,
             restart_window: settings.restart_window,
         };
-        start_domain(root, DomainSpec::Race(args)).await?;
+        start_domain(root, DomainSpec::new("race", RaceSupervisor, args)).await?;
         Ok(RaceDomain {
             ctx,
             supervisor,
@@ -323,11 +321,11 @@ impl RaceDomain {
             ));
         }
         let bibs: Vec<u32> = self.roster(id).await?.iter().map(|r| r.bib).collect();
-        let (store, race) = (self.ctx.store.clone(), id.clone());
+        let (journal, race) = (self.ctx.journal.clone(), id.clone());
         let histories = tokio::task::spawn_blocking(move || {
             bibs.into_iter()
                 .map(|bib| {
-                    let events = store.history::<RacerEvent>(&racer_key(&race, bib))?;
+                    let events = journal.history::<RacerEvent>(&racer_key(&race, bib))?;
                     Ok((bib, events.into_iter().map(|(_, e)| e).collect()))
                 })
                 .collect::<Result<Vec<_>, crate::persist::PersistError>>()

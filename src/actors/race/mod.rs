@@ -3,14 +3,11 @@
 //! the facade the API layer calls ([`domain`]).
 
 pub mod actor;
-pub mod disqualification;
 pub mod domain;
-pub mod feed;
-pub mod replay;
-pub mod results;
-pub mod standings;
-pub mod state;
 pub mod supervisor;
+
+// The race's rules (the domain crate), beside the shell that runs them.
+pub use peloton_domain::race::{disqualification, feed, replay, results, standings, state};
 
 pub use domain::RaceDomain;
 pub use state::{

@@ -8,7 +8,8 @@
 
 use super::actor::{RaceActor, RaceArgs, RaceContext, RaceMsg};
 use super::KIND;
-use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs, RacerMsg};
+use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs};
+use crate::actors::racer::msg::RacerMsg;
 use crate::actors::racer::KIND as RACER_KIND;
 use crate::actors::restart::RestartBudget;
 use crate::error::{ErrorCode, Rejection};
@@ -83,6 +84,7 @@ pub struct RaceSupervisorState {
 }
 
 /// The ractor behaviour of the race supervisor.
+#[derive(Clone)]
 pub struct RaceSupervisor;
 
 impl RaceSupervisorState {
@@ -159,7 +161,7 @@ impl Actor for RaceSupervisor {
             children: HashMap::new(),
             budget: RestartBudget::new(args.restart_budget, args.restart_window),
         };
-        for key in state.ctx.store.actors(KIND)? {
+        for key in state.ctx.journal.actors(KIND)? {
             let id = RaceId::parse(key.id())
                 .map_err(|r| format!("stored race key {key}: {}", r.message))?;
             state
@@ -168,7 +170,7 @@ impl Actor for RaceSupervisor {
                 .map_err(|e| format!("recovering {key}: {e}"))?;
         }
         let races = state.children.len();
-        for key in state.ctx.store.actors(RACER_KIND)? {
+        for key in state.ctx.journal.actors(RACER_KIND)? {
             let (race, bib) = parse_racer_id(key.id())
                 .ok_or_else(|| format!("stored racer key {key} is not <race>.<bib>"))?;
             state
@@ -303,7 +305,7 @@ mod tests {
             // The start below is in the past: the test fires the gun itself.
             start_mode: crate::actors::race::state::StartMode::Gun,
         };
-        let domain = RaceDomain::start(&root, store, journal, settings, crate::api::tick_encoder())
+        let domain = RaceDomain::start(&root, journal, settings, crate::api::tick_encoder())
             .await
             .unwrap();
         let course = Course::from_degrees(&[(46.0, 15.0), (46.01, 15.0)], 10).unwrap();

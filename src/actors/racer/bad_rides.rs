@@ -8,8 +8,8 @@ use super::state::{
     CourseGeometry, CutRule, Fix, FixVerdict, RacerEvent, RacerState, TrackingRules,
 };
 use crate::actors::race::domain::RaceSettings;
-use crate::cli::sim::{Ride, RidePoint, Sample};
-use crate::cli::sim_faults;
+use crate::cli::sim::faults;
+use crate::cli::sim::ride::{Ride, RidePoint, Sample};
 use crate::config::Config;
 use crate::geo::{Course, CourseIndex, Position};
 use proptest::prelude::*;
@@ -46,7 +46,7 @@ fn real_ride(name: &str) -> RealRide {
     };
     let course = Course::from_gpx(&bytes, 200_000).unwrap();
     let ride = Ride::from_gpx(&bytes, 200_000).unwrap();
-    let index = CourseIndex::new(&course);
+    let index = CourseIndex::from(&course);
     // Truth: the ride's own cumulative distance (the course is the ride); the run-out past
     // the finish is at the course's end.
     let mut cum = 0.0;
@@ -173,14 +173,14 @@ fn detour(steps: &[Step], from_ms: i64, for_ms: i64, offset_m: f64) -> Vec<Step>
     let (dx, dy) = first.offset_m(last);
     let norm = dx.hypot(dy).max(1e-9);
     let right = (dy / norm * offset_m, -dx / norm * offset_m);
-    let edited = sim_faults::detour(&as_ride(steps), from_ms - T0, for_ms, 60_000, right);
+    let edited = faults::detour(&as_ride(steps), from_ms - T0, for_ms, 60_000, right);
     from_ride(&edited, steps)
 }
 
 /// No fix at all from `from_ms` for `for_ms`: a phone without signal that buffered nothing.
 fn dropout(steps: &[Step], from_ms: i64, for_ms: i64) -> Vec<Step> {
     from_ride(
-        &sim_faults::dropout(&as_ride(steps), from_ms - T0, for_ms),
+        &faults::dropout(&as_ride(steps), from_ms - T0, for_ms),
         steps,
     )
 }
@@ -188,7 +188,7 @@ fn dropout(steps: &[Step], from_ms: i64, for_ms: i64) -> Vec<Step> {
 /// A cut: a straight line from step `i` to step `j`, ridden at the speed of the stretch it
 /// skips, and the ride from `j` on, earlier by the time saved.
 fn cut(steps: &[Step], i: usize, j: usize) -> Vec<Step> {
-    from_ride(&sim_faults::cut(&as_ride(steps), i, j), steps)
+    from_ride(&faults::cut(&as_ride(steps), i, j), steps)
 }
 
 /// Where a cutter cuts: the place on a ride where a straight line of at most
@@ -511,7 +511,7 @@ fn northbound(km: usize, bends: &[f64]) -> Course {
 /// A racer riding `course` at `speed_mps` with a fix every `every_s` and `noise_m` of jitter,
 /// and on past the finish as the simulator's rides do.
 fn ridden(course: &Course, speed_mps: f64, every_s: f64, noise_m: f64, seed: u64) -> Vec<Step> {
-    let index = CourseIndex::new(course);
+    let index = CourseIndex::from(course);
     let mut rng = seed | 1;
     let mut next = move || {
         rng ^= rng << 13;

@@ -6,7 +6,12 @@
 pub mod actor;
 #[cfg(test)]
 mod bad_rides;
-pub mod state;
+pub mod msg;
+#[cfg(test)]
+mod size_tests;
+
+// The racer's rules (the domain crate), beside the shell that runs them.
+pub use peloton_domain::racer::state;
 
 pub use state::{
     CourseGeometry, CutRule, Fix, FixVerdict, Incidents, OffCourseEpisode, RacerEvent, RacerState,

@@ -1,0 +1,12 @@
+//! Mission control's rules: a mail and its identity ([`message`]), a job's lifecycle
+//! ([`job`]), retry timing ([`backoff`]), the per-transport circuit breaker ([`breaker`]),
+//! envelopes accepted once ([`idempotency`]), the newest contact per address ([`contacts`])
+//! and waiting jobs by due time ([`schedule`]).
+
+pub mod backoff;
+pub mod breaker;
+pub mod contacts;
+pub mod idempotency;
+pub mod job;
+pub mod message;
+pub mod schedule;

@@ -1,0 +1,103 @@
+//! The seam between the journal's users and where events are kept.
+//!
+//! Actors hold a [`super::Journal`], which encodes, decodes and checks sequence numbers; the
+//! journal hands bytes to a [`JournalBackend`]. The embedded backend is sled with a single
+//! group-committing writer thread ([`super::sled_backend`]); a replicated one plugs in here
+//! without any actor changing, as long as it keeps the contract below.
+//!
+//! The contract every backend keeps:
+//! - An append's [`Durable`] resolves only once its events survive a crash of this process
+//!   (the acknowledgement rule); appends queued in order are stored in that order.
+//! - A snapshot is stored before the events it covers are removed or archived, so a crash
+//!   between the two never leaves a gap; losing a queued snapshot only lengthens a replay.
+//! - Reads see every append whose `Durable` resolved.
+
+use super::backup::BackupSummary;
+use super::store::{ActorKey, RawEvents};
+use super::PersistError;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio::sync::oneshot;
+
+/// A boxed future, so the trait stays object safe and a backend is chosen at run time.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What happens to the events a snapshot covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    /// Deleted: the snapshot is all that is needed.
+    Delete,
+    /// Moved to the archive: the history itself is data (a racer's fixes, for replays), but
+    /// recovery no longer reads it.
+    Archive,
+}
+
+/// Resolves once queued events are durable (see [`super::Journal::enqueue`]).
+pub struct Durable(oneshot::Receiver<Result<(), PersistError>>);
+
+impl Durable {
+    /// A pending acknowledgement and the sender the backend resolves once the events are on
+    /// disk (or failed).
+    pub fn pending() -> (oneshot::Sender<Result<(), PersistError>>, Durable) {
+        let (done, wait) = oneshot::channel();
+        (done, Durable(wait))
+    }
+
+    /// Waits until the events are on disk (or the write failed).
+    pub async fn wait(self) -> Result<(), PersistError> {
+        self.0.await.map_err(|_| PersistError::Closed)?
+    }
+}
+
+/// Where events and snapshots are kept: bytes for actor keys, nothing about what they mean.
+pub trait JournalBackend: Send + Sync + 'static {
+    /// Queues events `first_seq..` of `actor`, in the caller's order; the returned
+    /// [`Durable`] resolves after they are durable.
+    fn enqueue(
+        &self,
+        actor: ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<Durable, PersistError>>;
+
+    /// Queues `actor`'s snapshot (`state`, already encoded) covering events up to `seq`, and
+    /// what becomes of those events.
+    fn snapshot(
+        &self,
+        actor: ActorKey,
+        seq: u64,
+        state: Vec<u8>,
+        compaction: Compaction,
+    ) -> BoxFuture<'_, Result<(), PersistError>>;
+
+    /// Resolves once everything queued before is durable.
+    fn flush(&self) -> BoxFuture<'_, Result<(), PersistError>>;
+
+    /// Writes a consistent, verified backup file of everything stored.
+    fn backup(&self, path: PathBuf) -> BoxFuture<'_, Result<BackupSummary, PersistError>>;
+
+    /// `actor`'s latest snapshot: the sequence number it covers and the encoded state.
+    fn latest_snapshot(&self, actor: &ActorKey) -> Result<Option<(u64, Vec<u8>)>, PersistError>;
+
+    /// `actor`'s journal entries after `seq`, in order (compacted ones are not included).
+    fn events_after(&self, actor: &ActorKey, seq: u64) -> Result<RawEvents, PersistError>;
+
+    /// Every event `actor` ever journaled, archived or not, in order.
+    fn history(&self, actor: &ActorKey) -> Result<RawEvents, PersistError>;
+
+    /// The sequence number of `actor`'s newest journal entry (0: none).
+    fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError>;
+
+    /// Up to `limit` of `actor`'s journal entries below `before` (none: from the newest),
+    /// newest first.
+    fn page_before(
+        &self,
+        actor: &ActorKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<RawEvents, PersistError>;
+
+    /// Every actor of `kind` with a snapshot or journal entries, in key order.
+    fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError>;
+}

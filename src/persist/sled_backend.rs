@@ -1,0 +1,322 @@
+//! The embedded backend: sled, with one OS thread that owns every write and commits in groups.
+//!
+//! Actors' appends arrive as [`WriteOp`]s through a bounded channel. The writer takes
+//! everything queued (up to `group_commit_max_batch`), applies it, flushes once, and only
+//! then resolves each append's [`Durable`]. Under load many appends share one fsync; alone,
+//! an append costs one. A single writer also makes backups consistent: while it copies the
+//! database nothing else writes. Reads go straight to the [`Store`].
+
+use super::backend::{BoxFuture, Compaction, Durable, JournalBackend};
+use super::store::{ActorKey, RawEvents, Store};
+use super::{backup, Journal, PersistError};
+use crate::metrics as m;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of the channel into the writer; a full channel slows appenders down instead of
+/// growing memory.
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// Where the outcome of an append or flush goes once its group is on disk.
+type Waiter = oneshot::Sender<Result<(), PersistError>>;
+
+/// One request to the writer.
+enum WriteOp {
+    /// Store events `first_seq..` of `actor`; `done` resolves after the flush.
+    Append {
+        actor: ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+        done: oneshot::Sender<Result<(), PersistError>>,
+    },
+    /// Replace `actor`'s snapshot with `state` at `seq` and drop (or archive) the events it
+    /// covers.
+    Snapshot {
+        actor: ActorKey,
+        seq: u64,
+        state: Vec<u8>,
+        compaction: Compaction,
+    },
+    /// Resolve once everything sent before is on disk.
+    Flush {
+        done: oneshot::Sender<Result<(), PersistError>>,
+    },
+    /// Write a consistent backup file.
+    Backup {
+        path: PathBuf,
+        done: oneshot::Sender<Result<backup::BackupSummary, PersistError>>,
+    },
+}
+
+/// The sled backend: appends to the writer thread, reads from the database.
+pub struct SledJournal {
+    /// Into the writer thread.
+    tx: mpsc::Sender<WriteOp>,
+    /// The database, read directly: sled's reads see every applied batch.
+    store: Store,
+}
+
+impl SledJournal {
+    /// Sends one operation to the writer; a stopped writer is [`PersistError::Closed`].
+    async fn send(&self, op: WriteOp) -> Result<(), PersistError> {
+        self.tx.send(op).await.map_err(|_| PersistError::Closed)
+    }
+}
+
+impl JournalBackend for SledJournal {
+    fn enqueue(
+        &self,
+        actor: ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<Durable, PersistError>> {
+        Box::pin(async move {
+            let (done, durable) = Durable::pending();
+            self.send(WriteOp::Append {
+                actor,
+                first_seq,
+                events,
+                done,
+            })
+            .await?;
+            Ok(durable)
+        })
+    }
+
+    fn snapshot(
+        &self,
+        actor: ActorKey,
+        seq: u64,
+        state: Vec<u8>,
+        compaction: Compaction,
+    ) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(self.send(WriteOp::Snapshot {
+            actor,
+            seq,
+            state,
+            compaction,
+        }))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(async move {
+            let (done, wait) = oneshot::channel();
+            self.send(WriteOp::Flush { done }).await?;
+            wait.await.map_err(|_| PersistError::Closed)?
+        })
+    }
+
+    fn backup(&self, path: PathBuf) -> BoxFuture<'_, Result<backup::BackupSummary, PersistError>> {
+        Box::pin(async move {
+            let (done, wait) = oneshot::channel();
+            self.send(WriteOp::Backup { path, done }).await?;
+            wait.await.map_err(|_| PersistError::Closed)?
+        })
+    }
+
+    fn latest_snapshot(&self, actor: &ActorKey) -> Result<Option<(u64, Vec<u8>)>, PersistError> {
+        self.store.latest_snapshot(actor)
+    }
+
+    fn events_after(&self, actor: &ActorKey, seq: u64) -> Result<RawEvents, PersistError> {
+        self.store.events_after(actor, seq)
+    }
+
+    fn history(&self, actor: &ActorKey) -> Result<RawEvents, PersistError> {
+        self.store.history(actor)
+    }
+
+    fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError> {
+        self.store.last_seq(actor)
+    }
+
+    fn page_before(
+        &self,
+        actor: &ActorKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<RawEvents, PersistError> {
+        self.store.page_before(actor, before, limit)
+    }
+
+    fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
+        self.store.actors(kind)
+    }
+}
+
+/// Owns the writer thread; dropping every [`Journal`] and calling [`JournalWriter::join`]
+/// drains and stops it.
+pub struct JournalWriter {
+    /// The thread, joined at shutdown so the last flush completes before exit.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JournalWriter {
+    /// Starts the writer thread over `store` and returns the journal that writes through it.
+    pub fn start(store: Store, max_batch: usize) -> Result<(Journal, JournalWriter), PersistError> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let store_for_reads = store.clone();
+        let thread = std::thread::Builder::new()
+            .name("peloton-journal".into())
+            .spawn(move || writer_loop(store, rx, max_batch.max(1)))?;
+        Ok((
+            Journal::new(Arc::new(SledJournal {
+                tx,
+                store: store_for_reads,
+            })),
+            JournalWriter {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Waits for the writer to drain its queue and stop. Call after every [`Journal`] handle
+    /// is dropped, from a blocking context.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit(&store, &mut batch);
+    }
+    if let Err(e) = store.db.flush() {
+        tracing::error!("final journal flush failed: {e}");
+    }
+}
+
+/// Applies one group, flushes once, then answers everyone in it.
+///
+/// All appends of the group go into one `sled::Batch`: sled writes (and syncs) a buffer per
+/// applied batch, so one batch per group is what makes group commit pay. A snapshot first
+/// applies the appends queued before it, so it never compacts events not yet written.
+fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
+    let mut waiting: Vec<(Waiter, Result<(), PersistError>)> = Vec::new();
+    let mut backups = Vec::new();
+    let mut pending = PendingAppends::default();
+    let mut appended = 0u64;
+    for op in batch.drain(..) {
+        match op {
+            WriteOp::Append {
+                actor,
+                first_seq,
+                events,
+                done,
+            } => {
+                pending.count += events.len() as u64;
+                for (i, event) in events.into_iter().enumerate() {
+                    pending
+                        .batch
+                        .insert(actor.journal_key(first_seq + i as u64), event);
+                }
+                pending.waiters.push(done);
+            }
+            WriteOp::Snapshot {
+                actor,
+                seq,
+                state,
+                compaction,
+            } => {
+                appended += pending.apply(store, &mut waiting);
+                if let Err(e) = snapshot(store, &actor, seq, state, compaction) {
+                    tracing::warn!(%actor, seq, "snapshot not written: {e}");
+                }
+            }
+            WriteOp::Flush { done } => waiting.push((done, Ok(()))),
+            WriteOp::Backup { path, done } => backups.push((path, done)),
+        }
+    }
+    appended += pending.apply(store, &mut waiting);
+    let started = Instant::now();
+    let flushed = store.db.flush().map(|_| ()).map_err(PersistError::from);
+    metrics::histogram!(m::JOURNAL_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::JOURNAL_BATCH_EVENTS).record(appended as f64);
+    metrics::counter!(m::JOURNAL_FLUSHES).increment(1);
+    metrics::counter!(m::JOURNAL_APPENDS).increment(appended);
+    if let Err(e) = &flushed {
+        tracing::error!("journal flush failed: {e}");
+    }
+    for (done, result) in waiting {
+        let _ = done.send(result.and_then(|()| flushed.clone()));
+    }
+    // Everything before is flushed and nothing else writes while we copy: consistent.
+    for (path, done) in backups {
+        let _ = done.send(backup::write_verified(&store.db, &path));
+    }
+}
+
+/// Appends collected for one `sled::Batch`, and who waits for them.
+#[derive(Default)]
+struct PendingAppends {
+    /// The journal inserts.
+    batch: sled::Batch,
+    /// Events in the batch.
+    count: u64,
+    /// One per append request.
+    waiters: Vec<Waiter>,
+}
+
+impl PendingAppends {
+    /// Applies the collected appends; their waiters get the outcome after the flush. Returns
+    /// how many events were written.
+    fn apply(
+        &mut self,
+        store: &Store,
+        waiting: &mut Vec<(Waiter, Result<(), PersistError>)>,
+    ) -> u64 {
+        if self.waiters.is_empty() {
+            return 0;
+        }
+        let pending = std::mem::take(self);
+        let result = store
+            .journal
+            .apply_batch(pending.batch)
+            .map_err(PersistError::from);
+        let written = if result.is_ok() { pending.count } else { 0 };
+        waiting.extend(pending.waiters.into_iter().map(|w| (w, result.clone())));
+        written
+    }
+}
+
+/// Writes the snapshot first, then removes the events it covers; a crash between the two
+/// leaves extra events that recovery skips, never a gap.
+fn snapshot(
+    store: &Store,
+    actor: &ActorKey,
+    seq: u64,
+    state: Vec<u8>,
+    compaction: Compaction,
+) -> Result<(), PersistError> {
+    store.snapshots.insert(actor.as_str(), state)?;
+    let mut removed = sled::Batch::default();
+    let mut archived = sled::Batch::default();
+    for entry in store
+        .journal
+        .range(actor.journal_prefix()..=actor.journal_key(seq))
+    {
+        let (key, value) = entry?;
+        if compaction == Compaction::Archive {
+            archived.insert(key.clone(), value);
+        }
+        removed.remove(key);
+    }
+    // Archive before removing: a crash in between leaves an event in both trees (history
+    // reads deduplicate), never in neither.
+    store.archive.apply_batch(archived)?;
+    store.journal.apply_batch(removed)?;
+    metrics::counter!(m::SNAPSHOTS).increment(1);
+    Ok(())
+}
