@@ -24,6 +24,7 @@ use peloton::actors::mail::message::MailMessage;
 use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
 use peloton::actors::root::{RootArgs, RootMsg, RootSupervisor};
 use peloton::config::Config;
+use peloton::net::mail::{transports, TransportSettings};
 use peloton::persist::{ActorKey, Journal, JournalWriter, Store};
 use ractor::{Actor, ActorRef};
 use std::io::{BufRead, BufReader};
@@ -121,12 +122,18 @@ async fn domain(smtp_port: u16, hold_open: bool) -> Domain {
     config.mail.smtp_concurrency = 8;
     config.mail.smtp_pool_max = 8;
     if hold_open {
-        config.mail.breaker_consecutive_failures = 1;
-        config.mail.breaker_open_ms = 86_400_000;
+        config.mail.breaker.consecutive_failures = 1;
+        config.mail.breaker.open_ms = 86_400_000;
     }
-    let mail = MailDomain::start(&root, journal.clone(), MailSettings::from_config(&config))
-        .await
-        .expect("mail domain");
+    let transports = transports(&TransportSettings::from_config(&config)).expect("mail transports");
+    let mail = MailDomain::start(
+        &root,
+        journal.clone(),
+        MailSettings::from_config(&config),
+        transports,
+    )
+    .await
+    .expect("mail domain");
     if hold_open {
         // One refused attempt opens the breaker for a day.
         let trip = request("trip", 0, 1);

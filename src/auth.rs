@@ -191,6 +191,29 @@ pub fn claims_for(
     }
 }
 
+/// The subject of every guest token: guests are anonymous, and one subject keeps them
+/// recognisable in logs and under the per-subject socket limits.
+pub const GUEST_SUBJECT: &str = "guest";
+
+/// What a guest token is, the one the spectator page fetches from `/api/guest-token` when
+/// races are public: a spectator of every race (no race scope), anonymous, living
+/// `ttl_secs` (`web.guest_token_ttl_secs`) from `now_secs`.
+pub fn guest_claims(now_secs: i64, ttl_secs: u64) -> Claims {
+    claims_for(Role::Spectator, GUEST_SUBJECT, None, now_secs, ttl_secs)
+}
+
+/// What a share link's token is: a spectator of race `race` only, whose subject names the
+/// race it was shared for, living `ttl_secs` from `now_secs`.
+pub fn share_claims(race: &str, now_secs: i64, ttl_secs: u64) -> Claims {
+    claims_for(
+        Role::Spectator,
+        &format!("share-{race}"),
+        Some(race),
+        now_secs,
+        ttl_secs,
+    )
+}
+
 /// Where the secret file is for this configuration.
 pub fn secret_path(config: &Config) -> PathBuf {
     if config.auth.secret_file.is_empty() {
@@ -305,6 +328,36 @@ mod tests {
             assert!(!claims.expired_at(crate::time::now_ms(), i64::MAX));
         }
         assert!(fine.expired_at(i64::MAX, 0));
+    }
+
+    #[test]
+    fn guest_and_share_tokens_are_spectators_scoped_as_their_use() {
+        let guest = guest_claims(100, 60);
+        assert_eq!(
+            (
+                guest.role,
+                guest.sub.as_str(),
+                guest.race,
+                guest.iat,
+                guest.exp
+            ),
+            (Role::Spectator, "guest", None, 100, 160)
+        );
+        let share = share_claims("r1", 100, 60);
+        assert_eq!(
+            (
+                share.role,
+                share.sub.as_str(),
+                share.race.as_deref(),
+                share.exp
+            ),
+            (Role::Spectator, "share-r1", Some("r1"), 160)
+        );
+        // Both verify like any issued token.
+        let keys = keys();
+        let now = crate::time::now_ms() / 1000;
+        let issued = keys.issue(&guest_claims(now, 60)).unwrap();
+        assert_eq!(keys.verify(&issued).unwrap().sub, GUEST_SUBJECT);
     }
 
     #[test]

@@ -17,9 +17,8 @@
 //! [`CountingAllocator`] measures the bytes one input makes live on its thread, so drivers
 //! can check memory per input against [`Target::memory_budget`].
 
-use crate::actors::patrol::directory::{
-    parse_import, Directory, ImportKind, MAX_REPORTED_PROBLEMS,
-};
+use crate::actors::patrol::directory::Directory;
+use crate::actors::patrol::import::{parse_import, ImportKind, MAX_REPORTED_PROBLEMS};
 use crate::actors::race::state::validate_entry;
 use crate::actors::race::RacerEntry;
 use crate::auth::{claims_for, Keys, Role};

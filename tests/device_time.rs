@@ -141,7 +141,8 @@ async fn fixes_far_from_the_clock_or_long_before_the_start_are_refused() {
 
 #[tokio::test]
 async fn a_longer_configured_skew_admits_a_sped_up_simulation() {
-    let server = TestServer::start_with(|c| c.tracking.max_future_skew_ms = 6 * 3_600_000).await;
+    let server =
+        TestServer::start_with(|c| c.tracking.device_time.max_future_skew_ms = 6 * 3_600_000).await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race = live_race(&mut admin, RIDE, now_ms() - 60_000, 1).await;
     let mut phone = racer_phone(&server.url, &server.keys, &race, 1).await;

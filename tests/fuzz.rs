@@ -91,7 +91,7 @@ fn fuzz(target: Target, default: u64) {
 
 #[test]
 fn every_seed_is_accepted_so_mutations_start_from_valid_inputs() {
-    use peloton::actors::patrol::directory::{parse_import, ImportKind};
+    use peloton::actors::patrol::import::{parse_import, ImportKind};
     use peloton::cli::racers::parse_csv;
     use peloton::geo::Course;
     use peloton::net::codec::Codec;

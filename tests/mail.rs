@@ -98,10 +98,10 @@ fn header(raw: &str, name: &str) -> Option<String> {
 /// Fast retries for tests: 20 ms base, 200 ms cap.
 fn fast(config: &mut Config, smtp_port: u16) {
     config.mail.smtp_port = smtp_port;
-    config.mail.backoff_base_ms = 20;
-    config.mail.backoff_cap_ms = 200;
-    config.mail.max_attempts = 20;
-    config.mail.breaker_open_ms = 100;
+    config.mail.backoff.base_ms = 20;
+    config.mail.backoff.cap_ms = 200;
+    config.mail.backoff.max_attempts = 20;
+    config.mail.breaker.open_ms = 100;
     config.mail.smtp_connect_timeout_ms = 500;
     config.mail.smtp_total_timeout_ms = 1_000;
     config.mail.http_connect_timeout_ms = 500;
@@ -303,9 +303,9 @@ async fn refused_connections_dead_letter_after_max_attempts_and_are_logged() {
     let port = free_port();
     let server = TestServer::start_with(|c| {
         fast(c, port);
-        c.mail.max_attempts = 3;
-        c.mail.breaker_consecutive_failures = 1_000;
-        c.mail.breaker_min_calls = 1_000;
+        c.mail.backoff.max_attempts = 3;
+        c.mail.breaker.consecutive_failures = 1_000;
+        c.mail.breaker.min_calls = 1_000;
     })
     .await;
     let mail = mail_of(&server);
@@ -609,6 +609,7 @@ async fn backoff_and_breaker_timing_on_a_paused_clock() {
     use peloton::actors::mail::backoff::JitterSource;
     use peloton::actors::mail::job::{JobEvent, MailJobState};
     use peloton::actors::root::{RootArgs, RootSupervisor};
+    use peloton::net::mail::{transports, TransportSettings};
     use peloton::persist::{ActorKey, JournalWriter, Store};
     use ractor::Actor;
 
@@ -628,14 +629,15 @@ async fn backoff_and_breaker_timing_on_a_paused_clock() {
     let mut config = Config::defaults().unwrap();
     config.mail.transport = "http".into();
     config.mail.http_url = format!("http://127.0.0.1:{}/send", free_port());
-    config.mail.backoff_base_ms = 1_000;
-    config.mail.backoff_factor = 2.0;
-    config.mail.max_attempts = 4;
-    config.mail.breaker_consecutive_failures = 3;
-    config.mail.breaker_open_ms = 30_000;
+    config.mail.backoff.base_ms = 1_000;
+    config.mail.backoff.factor = 2.0;
+    config.mail.backoff.max_attempts = 4;
+    config.mail.breaker.consecutive_failures = 3;
+    config.mail.breaker.open_ms = 30_000;
     let mut settings = peloton::actors::mail::MailSettings::from_config(&config);
     settings.jitter = JitterSource::Fixed(1.0);
-    let mail = MailDomain::start(&root, journal.clone(), settings)
+    let transports = transports(&TransportSettings::from_config(&config)).unwrap();
+    let mail = MailDomain::start(&root, journal.clone(), settings, transports)
         .await
         .unwrap();
     let job = mail

@@ -184,7 +184,7 @@ async fn rank_order_and_gap_order_agree_on_every_update_of_a_whole_race() {
     let server = TestServer::start_with(|c| {
         c.race.tick_ms = 20;
         // Race time runs hours ahead of the wall clock here, as a sped-up simulation's does.
-        c.tracking.max_future_skew_ms = 86_400_000;
+        c.tracking.device_time.max_future_skew_ms = 86_400_000;
     })
     .await;
     let mut admin = server.client(Role::Admin, Codec::Binary).await;

@@ -34,6 +34,9 @@ pub struct Journaled<A: Aggregate> {
     seq: u64,
     /// Sequence number the latest snapshot covers.
     snapshot_seq: u64,
+    /// Changes since the latest snapshot: events, and amendments of what the state keeps
+    /// beside its events.
+    changes: u64,
     /// The journal every actor writes through.
     journal: Journal,
     /// When to snapshot.
@@ -59,6 +62,7 @@ impl<A: Aggregate> Journaled<A> {
             state,
             seq: last_seq,
             snapshot_seq,
+            changes: last_seq - snapshot_seq,
             journal,
             policy,
         })
@@ -96,14 +100,29 @@ impl<A: Aggregate> Journaled<A> {
             self.state.apply(event);
         }
         self.seq += decision.events.len() as u64;
+        self.changes += decision.events.len() as u64;
         self.snapshot_if_due().await;
         Ok(decision)
     }
 
-    /// Queues a snapshot once `policy.every` events passed since the last one. A snapshot
-    /// that cannot be queued only lengthens the next recovery, so it is logged, not returned.
-    async fn snapshot_if_due(&mut self) {
-        if self.policy.every == 0 || self.seq - self.snapshot_seq < self.policy.every {
+    /// Changes what the state keeps beside its events: bookkeeping that recovery rebuilds
+    /// from other journals (a conversation's numbering, from its messages) and snapshots
+    /// save, so a restart replays less. Counts towards the snapshot cadence; the caller
+    /// awaits [`Journaled::snapshot_if_due`] when it is done amending.
+    pub fn amend<R>(&mut self, change: impl FnOnce(&mut A) -> R) -> R {
+        self.changes += 1;
+        change(&mut self.state)
+    }
+
+    /// Queues a snapshot once enough changes passed since the last one: `policy.every`, or
+    /// an eighth of the state's size if larger. A snapshot that cannot be queued only
+    /// lengthens the next recovery, so it is logged, not returned.
+    pub async fn snapshot_if_due(&mut self) {
+        let due = self
+            .policy
+            .every
+            .max(u64::try_from(self.state.size_hint() / 8).unwrap_or(u64::MAX));
+        if self.policy.every == 0 || self.changes < due {
             return;
         }
         match self
@@ -111,7 +130,10 @@ impl<A: Aggregate> Journaled<A> {
             .snapshot(&self.key, self.seq, &self.state, self.policy.compaction)
             .await
         {
-            Ok(()) => self.snapshot_seq = self.seq,
+            Ok(()) => {
+                self.snapshot_seq = self.seq;
+                self.changes = 0;
+            }
             Err(e) => tracing::warn!(key = %self.key, seq = self.seq, "snapshot not queued: {e}"),
         }
     }

@@ -12,6 +12,7 @@
 //! - [`racer`]: one racer's tracking rules (fixes, progress, splits, finish).
 //! - [`registry`]: id → actor handle, read without asking any actor.
 //! - [`restart`]: the restart budget every supervisor applies.
+//! - [`slot`]: where a domain's current supervisor publishes itself for its facade.
 //!
 //! Rules live in `state.rs` files and never touch tokio, sockets or sled; actor shells only
 //! load, persist, apply and reply.
@@ -27,3 +28,4 @@ pub mod racer;
 pub mod registry;
 pub mod restart;
 pub mod root;
+pub mod slot;

@@ -1,27 +1,45 @@
 //! The mail part of the API: protocol mail requests → [`MailDomain`] calls, and jobs back
-//! into protocol views. The role check happened in [`super::permitted`].
+//! into protocol views. [`rule`] says who may send them (organisers, never through a
+//! race-scoped token: mail is not about one race); the dispatch checks it before
+//! [`handle`].
 
+use super::rules::{device_time_limits, Rule, Scope, ADMIN, NOBODY};
 use crate::actors::mail::domain::{FailedEntry, JobDetail, MAX_LIST};
 use crate::actors::mail::job::{JobStatus, JobSummary};
 use crate::actors::mail::message::{JobId, MailMessage};
 use crate::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
-use crate::device_time::{sent_at_window, DeviceTimeLimits};
+use crate::config::Config;
+use crate::device_time::sent_at_window;
 use crate::error::{ErrorCode, Rejection};
 use crate::net::protocol::{
     MailEnvelope, MailFailureView, MailJobDetailView, MailJobView, Reply, Request,
 };
 use crate::time::now_ms;
 
-/// Answers one mail request; `limits` bound the submitter's `sent_at_ms`.
+/// Who may send which mail request.
+pub(super) fn rule(request: &Request) -> Rule<'_> {
+    match request {
+        Request::MailSubmit(_)
+        | Request::MailStatus { .. }
+        | Request::MailList { .. }
+        | Request::MailFailed { .. }
+        | Request::MailRetry { .. }
+        | Request::MailRetryAllDead => Rule::new(ADMIN, Scope::Global),
+        _ => Rule::new(NOBODY, Scope::Global),
+    }
+}
+
+/// Answers one mail request; the configured device-time bounds limit the submitter's
+/// `sent_at_ms`.
 pub(super) async fn handle(
     mail: &MailDomain,
-    limits: &DeviceTimeLimits,
+    config: &Config,
     request: Request,
 ) -> Result<Reply, Rejection> {
     match request {
         Request::MailSubmit(envelope) => {
             // A future sent-at would win against every later update of a contact's address.
-            sent_at_window(now_ms(), limits)
+            sent_at_window(now_ms(), &device_time_limits(config))
                 .check(envelope.sent_at_ms)
                 .map_err(|bad| Rejection::new(ErrorCode::BadTime, format!("sent_at_ms {bad}")))?;
             let jobs = mail.submit(to_request(envelope)).await?;
@@ -137,5 +155,21 @@ fn failure_view(entry: FailedEntry) -> MailFailureView {
         attempt: entry.failure.attempt,
         at_ms: entry.failure.at_ms,
         error: entry.failure.error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    #[test]
+    fn only_unscoped_admins_send_mail_requests() {
+        let retry = Request::MailRetry { id: "j".into() };
+        for role in Role::ALL {
+            assert_eq!(rule(&retry).permits(role), role == Role::Admin);
+        }
+        assert_eq!(rule(&Request::MailRetryAllDead).scope, Scope::Global);
+        assert!(!rule(&Request::Ping).permits(Role::Admin), "not ours");
     }
 }

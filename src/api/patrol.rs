@@ -1,9 +1,11 @@
 //! The patrol part of the API: protocol patrol requests → [`PatrolDomain`] calls, and
-//! domain answers and notices back into protocol views. The role check happened in
-//! [`super::permitted`]; the user is always the token's subject, never a field.
+//! domain answers and notices back into protocol views. [`rule`] says which role may send
+//! each (none through a race-scoped token: patrol is not about races); the dispatch checks
+//! it before [`handle`]. The user is always the token's subject, never a field.
 
-use crate::actors::patrol::directory::{Charity, ImportRows, Offer, Officer};
+use super::rules::{Rule, Scope, ADMIN, NOBODY};
 use crate::actors::patrol::domain::NearbyOfficer;
+use crate::actors::patrol::import::{Charity, ImportRows, Offer, Officer};
 use crate::actors::patrol::ledger::{Cause, Entry, ReportRow};
 use crate::actors::patrol::notice::{Connection, Notice, StoredMessage};
 use crate::actors::patrol::{PatrolDomain, PatrolLink, PatrolRole};
@@ -19,6 +21,36 @@ use crate::time::{format_day, parse_day};
 /// Most days one report spans.
 const MAX_REPORT_DAYS: u32 = 366;
 
+/// Citizens only: their profile, finding officers, asking one to connect.
+const CITIZEN: &[Role] = &[Role::Citizen];
+/// Officers only: duty windows and answering connect requests.
+const OFFICER: &[Role] = &[Role::Officer];
+/// Both sides of patrol: positions, rewards, messages.
+const MEMBERS: &[Role] = &[Role::Officer, Role::Citizen];
+/// What members spend points on, which organisers also read.
+const MEMBERS_AND_ADMIN: &[Role] = &[Role::Officer, Role::Citizen, Role::Admin];
+
+/// Who may send which patrol request.
+pub(super) fn rule(request: &Request) -> Rule<'_> {
+    let roles = match request {
+        Request::PatrolImport(_) | Request::PatrolReport { .. } => ADMIN,
+        Request::PatrolProfile { .. }
+        | Request::OfficersNearest { .. }
+        | Request::ConnectRequest { .. } => CITIZEN,
+        Request::DutyStart { .. } | Request::DutyEnd | Request::ConnectAnswer { .. } => OFFICER,
+        Request::PatrolPosition { .. }
+        | Request::RewardsBalance
+        | Request::RewardsHistory { .. }
+        | Request::RewardsRedeem { .. }
+        | Request::RewardsDonate { .. }
+        | Request::MessageSend { .. }
+        | Request::MessageHistory { .. } => MEMBERS,
+        Request::OffersList | Request::CharitiesList => MEMBERS_AND_ADMIN,
+        _ => NOBODY,
+    };
+    Rule::new(roles, Scope::Global)
+}
+
 /// The patrol role of a token, if it has one.
 fn patrol_role(role: Role) -> Option<PatrolRole> {
     match role {
@@ -31,7 +63,7 @@ fn patrol_role(role: Role) -> Option<PatrolRole> {
 /// Opens the patrol session of an officer's or citizen's socket as it connects, so pushes
 /// (messages that waited, a duty window that continues) start without a request; `None`
 /// for other roles, or while recovering (the first patrol request opens it then).
-pub async fn open_on_connect(engine: &Engine, claims: &Claims) -> Option<PatrolLink> {
+pub(super) async fn open_on_connect(engine: &Engine, claims: &Claims) -> Option<PatrolLink> {
     let role = patrol_role(claims.role)?;
     let services = engine.services()?;
     match services.patrol.open(&claims.sub, role).await {
@@ -349,6 +381,15 @@ fn report_view(r: ReportRow) -> ReportRowView {
     }
 }
 
+/// The next push of this socket's patrol session (`None`: the session ended); never
+/// resolves when the socket has no patrol session.
+pub(super) async fn next_push(session: &mut Option<PatrolLink>) -> Option<Push> {
+    match session {
+        Some(link) => link.notices.recv().await.map(notice_push),
+        None => std::future::pending().await,
+    }
+}
+
 /// A notice as the push its device receives.
 pub fn notice_push(notice: Notice) -> Push {
     match notice {
@@ -390,5 +431,35 @@ pub fn notice_push(notice: Notice) -> Push {
         },
         Notice::ConnectionEstablished(c) => Push::ConnectionEstablished(connection_view(c)),
         Notice::DirectMessage(m) => Push::DirectMessage(message_view(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patrol_roles_are_kept_apart_and_no_race_scope_reaches_patrol() {
+        let who = |request: &Request| {
+            Role::ALL
+                .into_iter()
+                .filter(|&role| rule(request).permits(role))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(who(&Request::DutyEnd), vec![Role::Officer]);
+        assert_eq!(
+            who(&Request::OfficersNearest { count: 1 }),
+            vec![Role::Citizen]
+        );
+        assert_eq!(
+            who(&Request::RewardsBalance),
+            vec![Role::Officer, Role::Citizen]
+        );
+        assert_eq!(
+            who(&Request::OffersList),
+            vec![Role::Admin, Role::Officer, Role::Citizen]
+        );
+        assert_eq!(who(&Request::Ping), Vec::<Role>::new(), "not ours");
+        assert_eq!(rule(&Request::CharitiesList).scope, Scope::Global);
     }
 }

@@ -7,11 +7,10 @@ use super::args::{
 use super::output::{self, ReportFormat};
 use super::CliError;
 use crate::auth::{claims_for, Keys, Role};
-use crate::config::{Config, Overrides};
 use crate::ids::validate_id;
 use crate::net::client::Client;
 use crate::net::codec::Codec;
-use crate::net::protocol::{RaceCreate, RaceUpdate, RaceView, Reply, Request};
+use crate::net::protocol::{RaceCreate, RaceUpdate, Reply, Request};
 use crate::persist::backup;
 use crate::time::{now_ms, parse_duration, parse_rfc3339};
 use std::path::Path;
@@ -21,14 +20,13 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
     match args.command {
         AdminCommand::Token(TokenCommand::Issue(issue)) => issue_token(issue, args.json),
         AdminCommand::Race(RaceCommand::Results { id, format }) => {
-            let mut client = connect(&args.server, args.token.as_deref()).await?;
-            let reply = client.request(Request::RaceResults { race_id: id }).await?;
-            client.close().await;
+            let request = Request::RaceResults { race_id: id };
+            let reply = connected(&args.server, args.token.as_deref(), async |client| {
+                Ok(client.request(request).await?)
+            })
+            .await?;
             let Reply::Results { rows, stats } = reply else {
-                return Err(CliError::Failed(format!(
-                    "unexpected reply {}",
-                    reply.type_name()
-                )));
+                return Err(CliError::unexpected(&reply));
             };
             let format = if args.json {
                 ReportFormat::Json
@@ -39,9 +37,10 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
         }
         AdminCommand::Race(race) => {
             let request = race_request(race)?;
-            let mut client = connect(&args.server, args.token.as_deref()).await?;
-            let reply = client.request(request).await?;
-            client.close().await;
+            let reply = connected(&args.server, args.token.as_deref(), async |client| {
+                Ok(client.request(request).await?)
+            })
+            .await?;
             match reply {
                 Reply::Shared {
                     race_id,
@@ -52,23 +51,23 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
             }
         }
         AdminCommand::Import(import) => {
-            let mut client = connect(&args.server, args.token.as_deref()).await?;
-            let outcome = super::patrol::import(&mut client, import, args.json).await;
-            client.close().await;
-            outcome
+            connected(&args.server, args.token.as_deref(), async |c| {
+                super::patrol::import(c, import, args.json).await
+            })
+            .await
         }
         AdminCommand::Voucher(command) => super::patrol::voucher(command, args.json),
         AdminCommand::Patrol(command) => {
-            let mut client = connect(&args.server, args.token.as_deref()).await?;
-            let outcome = super::patrol::report(&mut client, command, args.json).await;
-            client.close().await;
-            outcome
+            connected(&args.server, args.token.as_deref(), async |c| {
+                super::patrol::report(c, command, args.json).await
+            })
+            .await
         }
         AdminCommand::Mail(command) => {
-            let mut client = connect(&args.server, args.token.as_deref()).await?;
-            let outcome = super::mail::run(&mut client, command, args.json).await;
-            client.close().await;
-            outcome
+            connected(&args.server, args.token.as_deref(), async |c| {
+                super::mail::run(c, command, args.json).await
+            })
+            .await
         }
         AdminCommand::Backup { out } => {
             let mut client = connect(&args.server, args.token.as_deref()).await?;
@@ -125,6 +124,18 @@ pub fn restore(args: RestoreArgs) -> Result<(), CliError> {
     }
 }
 
+/// Runs `command` on a fresh connection, then closes it whatever the outcome.
+async fn connected<T>(
+    server: &str,
+    token: Option<&str>,
+    command: impl AsyncFnOnce(&mut Client) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let mut client = connect(server, token).await?;
+    let outcome = command(&mut client).await;
+    client.close().await;
+    outcome
+}
+
 async fn connect(server: &str, token: Option<&str>) -> Result<Client, CliError> {
     let token = token.ok_or_else(|| {
         CliError::Usage(
@@ -141,11 +152,7 @@ fn issue_token(args: TokenIssueArgs, json: bool) -> Result<(), CliError> {
         validate_id("--race", race).map_err(|r| CliError::Usage(r.message))?;
     }
     let ttl = parse_duration(&args.ttl).map_err(|e| CliError::Usage(format!("--ttl: {e}")))?;
-    let overrides = Overrides {
-        listen: None,
-        data_dir: args.data.clone(),
-    };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let config = args.files.config()?;
     if ttl.as_secs() == 0 || ttl.as_secs() > config.auth.max_ttl_secs {
         return Err(CliError::Usage(format!(
             "--ttl must be between 1s and {}s (auth.max_ttl_secs)",
@@ -239,12 +246,8 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
 
 fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
     match reply {
-        Reply::Race(race) => print_race(&race, json),
-        Reply::Racers(racers) if json => output::json(&racers),
-        Reply::Racers(racers) => {
-            output::racers(&racers);
-            Ok(())
-        }
+        Reply::Race(race) => output::json_or(json, &race, output::race),
+        Reply::Racers(racers) => output::json_or(json, racers.as_slice(), output::racers),
         Reply::Registered { racers } if json => {
             output::json(&serde_json::json!({ "racers": racers }))
         }
@@ -252,20 +255,9 @@ fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
             println!("registered; the race has {racers} racers");
             Ok(())
         }
-        Reply::Standings(rows) if json => output::json(&rows),
-        Reply::Standings(rows) => {
-            output::standings(&rows);
-            Ok(())
-        }
-        Reply::Races(races) if json => output::json(&races),
-        Reply::Races(races) => {
-            output::races(&races);
-            Ok(())
-        }
-        other => Err(CliError::Failed(format!(
-            "unexpected reply {}",
-            other.type_name()
-        ))),
+        Reply::Standings(rows) => output::json_or(json, rows.as_slice(), output::standings),
+        Reply::Races(races) => output::json_or(json, races.as_slice(), output::races),
+        other => Err(CliError::unexpected(&other)),
     }
 }
 
@@ -304,13 +296,4 @@ fn web_origin(server: &str) -> String {
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     format!("{scheme}://{authority}")
-}
-
-fn print_race(race: &RaceView, json: bool) -> Result<(), CliError> {
-    if json {
-        output::json(race)
-    } else {
-        output::race(race);
-        Ok(())
-    }
 }

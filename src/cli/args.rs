@@ -114,12 +114,9 @@ pub struct TokenIssueArgs {
     /// Lifetime, e.g. 1h, 15m, 7d.
     #[arg(long, default_value = "1h")]
     pub ttl: String,
-    /// The server's data folder (where the secret lives).
-    #[arg(long, env = "PELOTON_DATA")]
-    pub data: Option<PathBuf>,
-    /// The server's config file, if it sets auth.secret_file.
-    #[arg(long, env = "PELOTON_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Where the server's secret is.
+    #[command(flatten)]
+    pub files: super::keys::ServerFiles,
 }
 
 /// `peloton admin race …`.

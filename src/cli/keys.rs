@@ -7,7 +7,31 @@
 
 use super::CliError;
 use crate::auth::{secret_path, Keys, SECRET_ENV};
-use crate::config::Config;
+use crate::config::{Config, Overrides};
+use clap::Args;
+use std::path::PathBuf;
+
+/// The flags every offline signer shares to find the server's secret where the server does.
+#[derive(Debug, Args)]
+pub struct ServerFiles {
+    /// The server's data folder (where the signing secret lives).
+    #[arg(long, env = "PELOTON_DATA")]
+    pub data: Option<PathBuf>,
+    /// The server's config file, if it sets auth.secret_file.
+    #[arg(long, env = "PELOTON_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServerFiles {
+    /// The configuration the server reads from these files (the secret's path among it).
+    pub(crate) fn config(&self) -> Result<Config, CliError> {
+        let overrides = Overrides {
+            listen: None,
+            data_dir: self.data.clone(),
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
 
 /// The server's signing keys, refusing to create a secret the server would not know.
 pub(crate) fn server_keys(config: &Config) -> Result<Keys, CliError> {

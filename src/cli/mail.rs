@@ -106,24 +106,9 @@ pub fn request(command: MailCommand) -> Result<Request, CliError> {
 pub async fn run(client: &mut Client, command: MailCommand, json: bool) -> Result<(), CliError> {
     let reply = client.request(request(command)?).await?;
     match reply {
-        Reply::MailJobs(jobs) if json => output::json(&jobs),
-        Reply::MailJobs(jobs) => {
-            output::mail_jobs(&jobs);
-            Ok(())
-        }
-        Reply::MailJob(detail) if json => output::json(&detail),
-        Reply::MailJob(detail) => {
-            output::mail_job(&detail);
-            Ok(())
-        }
-        Reply::MailFailures(rows) if json => output::json(&rows),
-        Reply::MailFailures(rows) => {
-            output::mail_failures(&rows);
-            Ok(())
-        }
-        other => Err(CliError::Failed(format!(
-            "unexpected reply {}",
-            other.type_name()
-        ))),
+        Reply::MailJobs(jobs) => output::json_or(json, jobs.as_slice(), output::mail_jobs),
+        Reply::MailJob(detail) => output::json_or(json, &*detail, output::mail_job),
+        Reply::MailFailures(rows) => output::json_or(json, rows.as_slice(), output::mail_failures),
+        other => Err(CliError::unexpected(&other)),
     }
 }

@@ -40,6 +40,11 @@ impl CliError {
             CliError::Failed(_) => 1,
         }
     }
+
+    /// A reply of the wrong type: a server bug or a version mismatch.
+    pub fn unexpected(reply: &crate::net::protocol::Reply) -> CliError {
+        CliError::Failed(format!("unexpected reply {}", reply.type_name()))
+    }
 }
 
 impl From<crate::net::client::ClientError> for CliError {

@@ -20,10 +20,23 @@ pub enum ReportFormat {
 }
 
 /// Prints `value` as one JSON document on stdout.
-pub fn json<T: Serialize>(value: &T) -> Result<(), super::CliError> {
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<(), super::CliError> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| super::CliError::Failed(e.to_string()))?;
     println!("{text}");
+    Ok(())
+}
+
+/// Prints `value` as one JSON document with `--json`, else as `table` draws it for people.
+pub fn json_or<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(&T),
+) -> Result<(), super::CliError> {
+    if json {
+        return self::json(value);
+    }
+    table(value);
     Ok(())
 }
 

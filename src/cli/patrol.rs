@@ -4,9 +4,8 @@
 
 use super::output::{self, ReportFormat};
 use super::CliError;
-use crate::actors::patrol::directory::{self, ImportKind, ImportRows, RowProblem};
+use crate::actors::patrol::import::{self, ImportKind, ImportRows, RowProblem};
 use crate::actors::patrol::voucher;
-use crate::config::{Config, Overrides};
 use crate::net::client::Client;
 use crate::net::protocol::{ImportBatch, Reply, ReportRowView, Request};
 use clap::{Args, Subcommand};
@@ -40,12 +39,9 @@ pub enum VoucherCommand {
     Verify {
         /// The code, as printed (case, dashes and spaces do not matter).
         code: String,
-        /// The server's data folder (where the secret lives).
-        #[arg(long, env = "PELOTON_DATA")]
-        data: Option<PathBuf>,
-        /// The server's config file, if it sets auth.secret_file.
-        #[arg(long, env = "PELOTON_CONFIG")]
-        config: Option<PathBuf>,
+        /// Where the server's secret is.
+        #[command(flatten)]
+        files: super::keys::ServerFiles,
     },
 }
 
@@ -131,9 +127,8 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
     // Rough row count for the validation bar: one per line (CSV) or object (JSON).
     let estimate = bytes.iter().filter(|b| **b == b'\n').count().max(1) as u64;
     let mut bar = Progress::new("validated", estimate);
-    let report =
-        directory::parse_import(kind, &bytes, args.format.as_deref(), |done| bar.show(done))
-            .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
+    let report = import::parse_import(kind, &bytes, args.format.as_deref(), |done| bar.show(done))
+        .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
     bar.show(estimate);
     let valid = report.rows.len() as u64;
     // Rows, not problems: a row may have several, and past a cap problems are only counted.
@@ -164,12 +159,7 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
                     written += stored;
                     total = now;
                 }
-                other => {
-                    return Err(CliError::Failed(format!(
-                        "unexpected reply {}",
-                        other.type_name()
-                    )))
-                }
+                other => return Err(CliError::unexpected(&other)),
             }
             bar.show(written.max(rows as u64));
         }
@@ -276,13 +266,8 @@ fn batch_len(batch: &ImportBatch) -> usize {
 
 /// Runs `peloton admin voucher verify`: offline, with the secret the server signs with.
 pub fn voucher(command: VoucherCommand, json: bool) -> Result<(), CliError> {
-    let VoucherCommand::Verify { code, data, config } = command;
-    let overrides = Overrides {
-        listen: None,
-        data_dir: data,
-    };
-    let config = Config::load(config.as_deref(), &overrides)?;
-    let keys = super::keys::server_keys(&config)?;
+    let VoucherCommand::Verify { code, files } = command;
+    let keys = super::keys::server_keys(&files.config()?)?;
     match voucher::verify(keys.voucher_key(), &code) {
         Ok(v) => {
             let day = crate::time::format_day(v.issued_day);
@@ -328,12 +313,7 @@ pub async fn report(
     }
     let rows = match client.request(Request::PatrolReport { from, to }).await? {
         Reply::PatrolReport(rows) => rows,
-        other => {
-            return Err(CliError::Failed(format!(
-                "unexpected reply {}",
-                other.type_name()
-            )))
-        }
+        other => return Err(CliError::unexpected(&other)),
     };
     let format = if json { ReportFormat::Json } else { format };
     print_report(&rows, format)
@@ -358,12 +338,7 @@ async fn list(client: &mut Client, request: Request, json: bool) -> Result<(), C
                 table.add_row([c.id, c.name]);
             }
         }
-        other => {
-            return Err(CliError::Failed(format!(
-                "unexpected reply {}",
-                other.type_name()
-            )))
-        }
+        other => return Err(CliError::unexpected(&other)),
     }
     println!("{table}");
     Ok(())

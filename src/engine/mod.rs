@@ -15,6 +15,7 @@ use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::net::http;
+use crate::net::mail::{transports, TransportSettings};
 use crate::persist::{backup, Journal, JournalWriter, Store};
 use crate::time::now_ms;
 use ractor::{Actor, ActorRef};
@@ -94,15 +95,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             return Err(StartError(format!("recovery failed: {e}")));
         }
     };
-    let mail =
-        match MailDomain::start(&root, journal.clone(), MailSettings::from_config(&config)).await {
-            Ok(mail) => mail,
-            Err(e) => {
-                root.stop(None);
-                listener.abort();
-                return Err(StartError(format!("mail recovery failed: {e}")));
-            }
-        };
+    let mail_started = match transports(&TransportSettings::from_config(&config)) {
+        Ok(transports) => {
+            let settings = MailSettings::from_config(&config);
+            MailDomain::start(&root, journal.clone(), settings, transports).await
+        }
+        Err(e) => Err(e),
+    };
+    let mail = match mail_started {
+        Ok(mail) => mail,
+        Err(e) => {
+            root.stop(None);
+            listener.abort();
+            return Err(StartError(format!("mail recovery failed: {e}")));
+        }
+    };
     let patrol_settings = PatrolSettings::from_config(&config).map_err(StartError)?;
     let patrol = match PatrolDomain::start(
         &root,

@@ -270,33 +270,26 @@ fn asset_response(asset: &super::web::Asset) -> Response<Body> {
     response
 }
 
-/// A short-lived, read-only spectator token for the web page, when races are public; at most
+/// A short-lived, read-only spectator token for the web page, when races are public (what
+/// it is and when there is one is [`crate::api::guest_token`]'s rule); at most
 /// `web.guest_tokens_per_addr_per_min` per client address.
 fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response<Body> {
-    let web = &engine.config.web;
-    if !web.public_races {
+    if let Err(refusal) = crate::api::guests_welcome(engine) {
         return json_error(
             StatusCode::FORBIDDEN,
-            "forbidden",
-            "races on this server are not public; open a share link",
+            refusal.code.as_str(),
+            &refusal.message,
         );
     }
     if let Err(refusal) = admission.take_guest_token(peer, Instant::now()) {
         metrics::counter!(crate::metrics::HTTP_REFUSED, "reason" => refusal.reason()).increment(1);
         return refused(refusal);
     }
-    let claims = crate::auth::claims_for(
-        Role::Spectator,
-        "guest",
-        None,
-        crate::time::now_ms() / 1000,
-        web.guest_token_ttl_secs,
-    );
-    match engine.keys.issue(&claims) {
-        Ok(token) => {
+    match crate::api::guest_token(engine) {
+        Ok(minted) => {
             let body = serde_json::json!({
-                "token": token,
-                "expires_at_ms": claims.expires_at_ms(),
+                "token": minted.token,
+                "expires_at_ms": minted.expires_at_ms,
             })
             .to_string();
             let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -309,7 +302,7 @@ fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response
             response
         }
         Err(e) => {
-            tracing::error!("cannot sign a guest token: {e}");
+            tracing::error!("{}", e.message);
             json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -14,12 +14,7 @@ use super::close_code;
 use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::{FloodWindow, Refusal, TokenBucket};
-use crate::actors::patrol::notice::Notice;
-use crate::actors::patrol::PatrolLink;
-use crate::actors::race::actor::UpdatesReceiver;
-use crate::actors::race::feed::Frames;
-use crate::actors::race::replay::Replayer;
-use crate::api::{self, Outcome};
+use crate::api::{self, Caller, Frames, Outcome, ReplayPacer, TickFeed};
 use crate::auth::Claims;
 use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
@@ -79,8 +74,9 @@ type UpdatesInFlight = Arc<AtomicUsize>;
 struct Session {
     /// The socket's encoding.
     codec: Codec,
-    /// Who is on the other end; replaced by a token refresh.
-    claims: Claims,
+    /// Who is on the other end (a refresh replaces their token) and the domain sessions
+    /// their socket holds open, whose pushes this socket carries.
+    caller: Caller,
     /// Into the writer task.
     out: mpsc::Sender<Outbound>,
     /// Rate limit.
@@ -97,9 +93,6 @@ struct Session {
     in_flight: UpdatesInFlight,
     /// How long updates may all be skipped before the socket is closed as too slow.
     slow_close_after: Duration,
-    /// This socket's patrol session (officers and citizens), opened on its first patrol
-    /// request; its notices are pushed as they come.
-    patrol: Option<PatrolLink>,
     /// The token's expiry in ms, shared with the replay task so it pauses at `exp` and
     /// resumes after a refresh.
     expires_at: Arc<AtomicI64>,
@@ -116,7 +109,7 @@ impl Drop for Session {
 /// A race subscription: the race's published ticks and how far this socket has got.
 struct Watching {
     /// The race's latest tick.
-    updates: UpdatesReceiver,
+    updates: TickFeed,
     /// Sequence number of the last tick sent to this socket.
     last_seq: u64,
     /// Since when every tick has found earlier updates still unflushed (none: at the last
@@ -164,29 +157,29 @@ where
         replay: None,
         in_flight,
         slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
-        patrol: None,
-        claims,
+        caller: Caller::new(claims),
         expires_at: expires_at.clone(),
     };
+    let claims = session.caller.claims();
     let welcome = Welcome {
         protocol: PROTOCOL_VERSION,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
-        role: session.claims.role,
-        sub: session.claims.sub.clone(),
-        race: session.claims.race.clone(),
-        expires_at_ms: session.claims.expires_at_ms(),
+        role: claims.role,
+        sub: claims.sub.clone(),
+        race: claims.race.clone(),
+        expires_at_ms: claims.expires_at_ms(),
     };
     session
         .send(&ServerFrame::Push(Push::Welcome(welcome)))
         .await;
-    session.patrol = crate::api::patrol::open_on_connect(&engine, &session.claims).await;
+    session.caller.connect(&engine).await;
     let grace = Duration::from_millis(ws_config.token_expiry_grace_ms);
     let idle_timeout = Duration::from_millis(ws_config.idle_timeout_ms);
 
     // Absolute deadlines, armed once and reset only when a refresh changes the token: a
     // sleep re-created from "time left" on every wake-up would restart the grace period
     // each time anything (a ping, a tick) happened after `exp`.
-    let (pushes_until, close_at) = token_deadlines(&session.claims, grace);
+    let (pushes_until, close_at) = token_deadlines(session.caller.claims(), grace);
     let pushes_stop = tokio::time::sleep_until(pushes_until);
     let token_close = tokio::time::sleep_until(close_at);
     let idle_check = tokio::time::sleep_until(
@@ -204,11 +197,10 @@ where
             break Ending::Server(close_code::GOING_AWAY, "server shutting down".into());
         }
         // A refresh changed the token: move both deadlines.
-        if session.claims.expires_at_ms() != session.expires_at.load(Ordering::Acquire) {
-            session
-                .expires_at
-                .store(session.claims.expires_at_ms(), Ordering::Release);
-            let (pushes_until, close_at) = token_deadlines(&session.claims, grace);
+        let expires_at_ms = session.caller.claims().expires_at_ms();
+        if expires_at_ms != session.expires_at.load(Ordering::Acquire) {
+            session.expires_at.store(expires_at_ms, Ordering::Release);
+            let (pushes_until, close_at) = token_deadlines(session.caller.claims(), grace);
             pushes_stop.as_mut().reset(pushes_until);
             token_close.as_mut().reset(close_at);
         }
@@ -242,11 +234,8 @@ where
                 }
                 idle_check.as_mut().reset(idle_until);
             }
-            notice = next_notice(&mut session.patrol), if pushing => match notice {
-                Some(notice) => {
-                    let push = crate::api::patrol::notice_push(notice);
-                    session.send(&ServerFrame::Push(push)).await;
-                }
+            push = session.caller.next_push(), if pushing => match push {
+                Some(push) => session.send(&ServerFrame::Push(push)).await,
                 None => {
                     break Ending::Server(
                         close_code::SESSION_ENDED,
@@ -254,15 +243,16 @@ where
                     );
                 }
             },
-            changed = next_tick(&mut session.watching) => match changed {
-                Ok(()) => {
+            changed = next_tick(&mut session.watching) => {
+                if changed {
                     if let Some((code, reason)) = session.forward_tick(pushing) {
                         break Ending::Server(code, reason);
                     }
+                } else {
+                    // The race actor is gone (restarting); the client subscribes again.
+                    session.watching = None;
                 }
-                // The race actor is gone (restarting); the client subscribes again.
-                Err(_) => session.watching = None,
-            },
+            }
             message = stream.next() => {
                 activity.touch();
                 let payload = match message {
@@ -453,56 +443,30 @@ struct ReplayTarget {
     codec: Codec,
 }
 
-/// Plays a replay: every `tick` of wall time the race clock moves `tick × speed` and the
-/// change goes out (the first step as a full table); waits for queue room, since a replay
-/// belongs to this one socket and may as well go at its reader's pace.
-async fn play(
-    to: ReplayTarget,
-    race_id: String,
-    mut replayer: Replayer,
-    speed: f64,
-    start_ms: Option<i64>,
-    tick: Duration,
-) {
-    let ReplayTarget {
-        out,
-        expires_at,
-        codec,
-    } = to;
-    let send = |frame: ServerFrame| {
-        let out = out.clone();
-        async move {
-            match encoded(codec, &frame) {
-                Some(message) => out.send(message).await.is_ok(),
-                None => true,
-            }
+/// Plays a replay as `pacer` paces it: each step's push, then its wait. Pushes stop at the
+/// token's `exp`, so while it is past the replay pauses, asking for no further step, and it
+/// resumes where it was after a refresh. Waits for queue room, since a replay belongs to
+/// this one socket and may as well go at its reader's pace.
+async fn play(to: ReplayTarget, mut pacer: ReplayPacer) {
+    loop {
+        if to.expires_at.load(Ordering::Acquire) <= now_ms() {
+            tokio::time::sleep(pacer.tick()).await;
+            continue;
         }
-    };
-    if let Some((from, to)) = replayer.span() {
-        let step = (tick.as_millis() as f64 * speed).round().max(1.0) as i64;
-        let mut clock = start_ms.map_or(from, |s| s.clamp(from, to));
-        let mut first = true;
-        loop {
-            // A replay is a push: it pauses at the token's `exp` and resumes after a refresh.
-            if expires_at.load(Ordering::Acquire) <= now_ms() {
-                tokio::time::sleep(tick).await;
-                continue;
-            }
-            if let Some(update) = replayer.advance(clock) {
-                let tick_frame = crate::api::race_tick(&race_id, &update, first);
-                first = false;
-                if !send(ServerFrame::Push(Push::ReplayTick(tick_frame))).await {
+        let Some(step) = pacer.next() else {
+            return;
+        };
+        if let Some(push) = step.push {
+            if let Some(message) = encoded(to.codec, &ServerFrame::Push(push)) {
+                if to.out.send(message).await.is_err() {
                     return;
                 }
             }
-            if replayer.done() {
-                break;
-            }
-            clock += step;
-            tokio::time::sleep(tick).await;
+        }
+        if !step.then_wait.is_zero() {
+            tokio::time::sleep(step.then_wait).await;
         }
     }
-    send(ServerFrame::Push(Push::ReplayDone { race_id })).await;
 }
 
 /// Encodes a frame for the writer and counts it; `None` (logged) if it cannot be encoded.
@@ -534,19 +498,9 @@ fn update_message(codec: Codec, frames: &Frames) -> Option<Message> {
     }
 }
 
-/// The next notice of this socket's patrol session (`None`: the session ended); never,
-/// when the socket has no patrol session.
-async fn next_notice(patrol: &mut Option<PatrolLink>) -> Option<Notice> {
-    match patrol {
-        Some(link) => link.notices.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when the watched race publishes a new tick; never, when nothing is watched.
-async fn next_tick(
-    watching: &mut Option<Watching>,
-) -> Result<(), tokio::sync::watch::error::RecvError> {
+/// Resolves when the watched race publishes a new tick (`false`: the race is gone);
+/// never, when nothing is watched.
+async fn next_tick(watching: &mut Option<Watching>) -> bool {
     match watching {
         Some(w) => w.updates.changed().await,
         None => std::future::pending().await,
@@ -579,7 +533,7 @@ impl Session {
     /// the full table.
     fn forward_tick(&mut self, pushing: bool) -> Option<CloseReason> {
         let watching = self.watching.as_mut()?;
-        let latest = watching.updates.borrow_and_update().clone()?;
+        let latest = watching.updates.latest()?;
         if !pushing || latest.seq <= watching.last_seq {
             return None;
         }
@@ -647,14 +601,7 @@ impl Session {
             }
         };
         metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
-        match api::handle(
-            &self.engine,
-            &mut self.claims,
-            &mut self.patrol,
-            frame.request,
-        )
-        .await
-        {
+        match api::handle(&self.engine, &mut self.caller, frame.request).await {
             Outcome::Reply(Ok(reply)) => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,
@@ -663,13 +610,7 @@ impl Session {
                 .await
             }
             Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
-            Outcome::Replay {
-                reply,
-                race_id,
-                replayer,
-                speed,
-                start_ms,
-            } => {
+            Outcome::Replay { reply, pacer } => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,
                     reply,
@@ -678,15 +619,12 @@ impl Session {
                 if let Some(previous) = self.replay.take() {
                     previous.abort();
                 }
-                let tick = Duration::from_millis(self.engine.config.race.tick_ms);
                 let to = ReplayTarget {
                     out: self.out.clone(),
                     expires_at: self.expires_at.clone(),
                     codec: self.codec,
                 };
-                self.replay = Some(tokio::spawn(play(
-                    to, race_id, replayer, speed, start_ms, tick,
-                )));
+                self.replay = Some(tokio::spawn(play(to, pacer)));
             }
             Outcome::Subscribed {
                 reply,

@@ -34,6 +34,13 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + 'static {
 
     /// Folds one event in. Never fails and never reads the clock: recovery depends on it.
     fn apply(&mut self, event: &Self::Event);
+
+    /// Roughly how many entries the state holds. A snapshot costs time in proportion, so a
+    /// large state is snapshotted less often: every `max(policy, size_hint / 8)` changes.
+    /// States that stay small keep the default, 0.
+    fn size_hint(&self) -> usize {
+        0
+    }
 }
 
 /// A decision: the events to journal and apply, and what follows from them.

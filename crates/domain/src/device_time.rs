@@ -22,10 +22,17 @@
 //!   not a recorded time; patrol positions carry no device time (the server stamps them).
 
 use crate::time::{format_rfc3339, UnixMillis};
+use serde::Deserialize;
 use std::fmt;
 
-/// The configured bounds on device time (`[tracking]` in config.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest either bound may be, ms: a week is as far as a simulation's sped-up race time
+/// may usefully run ahead, and as long as a phone may usefully record before a start.
+pub const MAX_LIMIT_MS: u64 = 7 * 86_400_000;
+
+/// The configured bounds on device time (`[tracking]` in config.toml, read directly into
+/// this type and checked by [`DeviceTimeLimits::validate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceTimeLimits {
     /// How far ahead of the server's clock a device's clock may run, ms: phones keep good
     /// time, but not perfect time.
@@ -33,6 +40,33 @@ pub struct DeviceTimeLimits {
     /// How long before the race's start a fix may be dated, ms: a phone may start recording
     /// (and buffering) before the gun, but not days before.
     pub max_fix_age_before_start_ms: u64,
+}
+
+impl DeviceTimeLimits {
+    /// The ranges serde cannot express; each error names its `tracking.*` key.
+    pub fn validate(&self) -> Result<(), String> {
+        // A second covers clocks that agree.
+        if self.max_future_skew_ms < 1_000 {
+            return Err(format!(
+                "tracking.max_future_skew_ms must be at least 1000, got {}",
+                self.max_future_skew_ms
+            ));
+        }
+        for (key, value) in [
+            ("max_future_skew_ms", self.max_future_skew_ms),
+            (
+                "max_fix_age_before_start_ms",
+                self.max_fix_age_before_start_ms,
+            ),
+        ] {
+            if value > MAX_LIMIT_MS {
+                return Err(format!(
+                    "tracking.{key} must be at most {MAX_LIMIT_MS}, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The plausible times for one client-supplied field, both ends inclusive.

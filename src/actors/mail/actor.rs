@@ -9,18 +9,19 @@ use super::backoff::{Backoff, JitterSource};
 use super::contacts::ContactBook;
 use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
-use super::job::{JobCommand, JobEvent, JobStatus, JobSummary, MailJobState, TransportKind};
+use super::job::{JobCommand, JobInputs, JobStatus, JobSummary, MailJobState, TransportKind};
 use super::message::JobId;
 use super::msg::MailSupervisorMsg;
 // Kept at its old path for the facade and the supervisor.
 pub use super::msg::JobMsg;
+use super::transport::Outgoing;
 use super::KIND;
 use crate::actors::clock::Clock;
+use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::registry::Registry;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
-use crate::net::mail::Outgoing;
-use crate::persist::{ActorKey, Journal, Restored};
+use crate::persist::{ActorKey, Compaction, Journal};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -79,12 +80,8 @@ pub struct JobArgs {
 pub struct JobActorState {
     /// The job.
     id: JobId,
-    /// Its journal key.
-    key: ActorKey,
-    /// The rules' state.
-    state: MailJobState,
-    /// Last journaled sequence number.
-    seq: u64,
+    /// The rules' state, journaled (never snapshotted: a job's life is a few events).
+    job: Journaled<MailJobState>,
     /// Shared context.
     ctx: Arc<MailContext>,
     /// The supervisor.
@@ -104,19 +101,17 @@ impl Actor for JobActor {
         _myself: ActorRef<JobMsg>,
         args: JobArgs,
     ) -> Result<JobActorState, ActorProcessingErr> {
-        let key = ActorKey::new(KIND, args.id.as_str());
-        let Restored {
-            state, last_seq, ..
-        } = args
-            .ctx
-            .journal
-            .load::<MailJobState, JobEvent>(&key)?
-            .fold(MailJobState::apply);
+        let job = Journaled::recover(
+            args.ctx.journal.clone(),
+            ActorKey::new(KIND, args.id.as_str()),
+            SnapshotPolicy {
+                every: 0,
+                compaction: Compaction::Delete,
+            },
+        )?;
         Ok(JobActorState {
             id: args.id,
-            key,
-            state,
-            seq: last_seq,
+            job,
             ctx: args.ctx,
             supervisor: args.supervisor,
         })
@@ -164,7 +159,7 @@ impl Actor for JobActor {
 
 /// Hands the job's next due time to the scheduler.
 fn schedule(st: &JobActorState) {
-    if let Some(job) = &st.state.job {
+    if let Some(job) = &st.job.state().job {
         if let Some(due) = job.status.due_at(st.ctx.clock.now_ms()) {
             let _ = st.supervisor.cast(MailSupervisorMsg::Schedule {
                 id: st.id.clone(),
@@ -177,7 +172,7 @@ fn schedule(st: &JobActorState) {
 
 /// One attempt: journal its start, send through the gate, journal the outcome, report.
 async fn attempt(st: &mut JobActorState) {
-    let Some(transport) = st.state.job.as_ref().map(|j| j.transport) else {
+    let Some(transport) = st.job.state().job.as_ref().map(|j| j.transport) else {
         return;
     };
     let settled = |st: &JobActorState, due_ms: Option<i64>| {
@@ -199,7 +194,7 @@ async fn attempt(st: &mut JobActorState) {
         settled(st, due);
         return;
     }
-    let Some(job) = st.state.job.clone() else {
+    let Some(job) = st.job.state().job.clone() else {
         return;
     };
     let Some(gate) = st.ctx.gates.get(&transport).cloned() else {
@@ -237,40 +232,32 @@ async fn attempt(st: &mut JobActorState) {
                 .saturating_add(st.ctx.backoff.base_ms as i64),
         ),
     };
-    if let Some(JobStatus::Dead { .. }) = st.state.job.as_ref().map(|j| j.status) {
+    if let Some(JobStatus::Dead { .. }) = st.job.state().job.as_ref().map(|j| j.status) {
         tracing::error!(job = %st.id, "mail job dead-lettered after {} attempts", job.attempts);
     }
     settled(st, due);
 }
 
-/// Decide, persist, apply, publish: the only order in which a job changes.
+/// Decide, persist, apply (the journaled shell), then publish the job's new summary.
 async fn execute(st: &mut JobActorState, command: JobCommand) -> Result<JobSummary, Rejection> {
     let mut jitter = st.ctx.jitter;
-    let events = st
-        .state
-        .handle(command, st.ctx.clock.now_ms(), &st.ctx.backoff, &mut jitter)?;
-    if !events.is_empty() {
-        st.ctx
-            .journal
-            .append_or_unavailable(
-                &st.key,
-                st.seq + 1,
-                &events,
-                "the mail job could not be stored; retry",
-            )
-            .await?;
-    }
-    for event in &events {
-        st.state.apply(event);
-    }
-    st.seq += events.len() as u64;
+    let inputs = JobInputs {
+        now_ms: st.ctx.clock.now_ms(),
+        backoff: &st.ctx.backoff,
+        jitter: &mut jitter,
+    };
+    let decision = st
+        .job
+        .execute(command, inputs, "the mail job could not be stored; retry")
+        .await?;
     let job = st
-        .state
+        .job
+        .state()
         .job
         .as_ref()
         .ok_or_else(|| Rejection::internal("mail job vanished after an accepted command"))?;
     let summary = job.summary();
-    if !events.is_empty() {
+    if !decision.events.is_empty() {
         st.ctx.publish(summary.clone());
     }
     Ok(summary)

@@ -11,20 +11,19 @@ use super::idempotency::{EnvelopeKey, IdempotencyWindow};
 use super::job::{FailedAttempt, Job, JobEvent, JobSummary, MailJobState, Origin, TransportKind};
 use super::message::{JobId, MailMessage};
 use super::supervisor::{MailSupervisor, MailSupervisorArgs, MailSupervisorMsg};
+use super::transport::MailTransport;
 use super::KIND;
+use crate::actors::ask::{ask, ask_or, unanswered};
 use crate::actors::clock::Clock;
 use crate::actors::registry::Registry;
 use crate::actors::root::{start_domain, DomainSpec, RootMsg};
+use crate::actors::slot::SupervisorSlot;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::validate_id;
-use crate::net::mail::http::HttpSender;
-use crate::net::mail::smtp::{SmtpSender, SmtpSettings};
-use crate::net::mail::{Timeouts, Transport};
 use crate::persist::{ActorKey, Journal};
 use crate::time::UnixMillis;
 use dashmap::DashMap;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,14 +95,8 @@ pub struct MailSettings {
     pub default_transport: TransportKind,
     /// Envelope retention.
     pub retention: Duration,
-    /// SMTP.
-    pub smtp: SmtpSettings,
     /// SMTP concurrency.
     pub smtp_concurrency: u32,
-    /// HTTP mail API URL.
-    pub http_url: String,
-    /// HTTP timeouts.
-    pub http_timeouts: Timeouts,
     /// HTTP concurrency.
     pub http_concurrency: u32,
     /// How long to wait for an actor.
@@ -116,41 +109,14 @@ impl MailSettings {
         let m = &config.mail;
         let ms = Duration::from_millis;
         MailSettings {
-            backoff: Backoff {
-                base_ms: m.backoff_base_ms,
-                factor: m.backoff_factor,
-                cap_ms: m.backoff_cap_ms,
-                max_attempts: m.max_attempts,
-            },
+            backoff: m.backoff,
             jitter: JitterSource::Os,
-            breaker: BreakerPolicy {
-                consecutive_failures: m.breaker_consecutive_failures,
-                failure_rate: m.breaker_failure_rate,
-                min_calls: m.breaker_min_calls,
-                window_ms: m.breaker_window_ms,
-                open_ms: m.breaker_open_ms,
-                half_open_probes: m.breaker_half_open_probes,
-            },
+            breaker: m.breaker,
             from: m.from.clone(),
             message_id_domain: m.message_id_domain.clone(),
             default_transport: TransportKind::parse(&m.transport).unwrap_or(TransportKind::Smtp),
             retention: Duration::from_secs(m.idempotency_retention_secs),
-            smtp: SmtpSettings {
-                host: m.smtp_host.clone(),
-                port: m.smtp_port,
-                tls: m.smtp_tls.clone(),
-                pool_max: m.smtp_pool_max,
-                timeouts: Timeouts {
-                    connect: ms(m.smtp_connect_timeout_ms),
-                    total: ms(m.smtp_total_timeout_ms),
-                },
-            },
             smtp_concurrency: m.smtp_concurrency,
-            http_url: m.http_url.clone(),
-            http_timeouts: Timeouts {
-                connect: ms(m.http_connect_timeout_ms),
-                total: ms(m.http_total_timeout_ms),
-            },
             http_concurrency: m.http_concurrency,
             call_timeout: ms(config.supervision.call_timeout_ms),
         }
@@ -163,40 +129,31 @@ pub struct MailDomain {
     /// Shared with the supervisor and every job actor.
     ctx: Arc<MailContext>,
     /// The current supervisor incarnation.
-    supervisor: Arc<Mutex<Option<ActorRef<MailSupervisorMsg>>>>,
+    supervisor: SupervisorSlot<MailSupervisorMsg>,
     /// How long to wait for an actor.
     call_timeout: Duration,
 }
 
 impl MailDomain {
-    /// Builds the transports and starts the mail supervisor under `root`, which recovers
-    /// every stored job (without waking any) before this returns.
+    /// Puts each of `transports` behind its breaker and starts the mail supervisor under
+    /// `root`, which recovers every stored job (without waking any) before this returns.
     pub async fn start(
         root: &ActorRef<RootMsg>,
         journal: Journal,
         settings: MailSettings,
+        transports: HashMap<TransportKind, Arc<dyn MailTransport>>,
     ) -> Result<MailDomain, String> {
-        let smtp = SmtpSender::new(&settings.smtp)?;
-        let http = HttpSender::new(&settings.http_url, settings.http_timeouts)?;
-        let mut gates = HashMap::new();
-        gates.insert(
-            TransportKind::Smtp,
-            Arc::new(Gate::new(
-                TransportKind::Smtp,
-                Transport::Smtp(smtp),
-                settings.breaker,
-                settings.smtp_concurrency,
-            )),
-        );
-        gates.insert(
-            TransportKind::Http,
-            Arc::new(Gate::new(
-                TransportKind::Http,
-                Transport::Http(http),
-                settings.breaker,
-                settings.http_concurrency,
-            )),
-        );
+        let gates = transports
+            .into_iter()
+            .map(|(kind, transport)| {
+                let concurrency = match kind {
+                    TransportKind::Smtp => settings.smtp_concurrency,
+                    TransportKind::Http => settings.http_concurrency,
+                };
+                let gate = Gate::new(kind, transport, settings.breaker, concurrency);
+                (kind, Arc::new(gate))
+            })
+            .collect();
         let retention = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
         let ctx = Arc::new(MailContext {
             journal,
@@ -212,7 +169,7 @@ impl MailDomain {
             window: Mutex::new(IdempotencyWindow::new(retention)),
             contacts: Mutex::new(ContactBook::default()),
         });
-        let supervisor = Arc::new(Mutex::new(None));
+        let supervisor = SupervisorSlot::new("mail");
         let args = MailSupervisorArgs {
             slot: supervisor.clone(),
             ctx: ctx.clone(),
@@ -318,24 +275,17 @@ impl MailDomain {
     ) -> Result<JobSummary, Rejection> {
         let transport = self.ctx.default_transport;
         let actor = self.actor(&id).await?;
-        match actor
-            .call(
-                |reply| JobMsg::Accept {
-                    origin,
-                    message,
-                    transport,
-                    reply,
-                },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("mail job {id} did not answer; submit again (duplicates are ignored)"),
-            )),
-        }
+        let question = |reply| JobMsg::Accept {
+            origin,
+            message,
+            transport,
+            reply,
+        };
+        ask_or(&actor, question, self.call_timeout, |_| {
+            let advice = "submit again (duplicates are ignored)";
+            unanswered(&format!("mail job {id}"), advice)
+        })
+        .await?
     }
 
     /// The live actor of job `id`, woken by the supervisor if needed.
@@ -343,33 +293,11 @@ impl MailDomain {
         if let Some(actor) = self.ctx.jobs.get(id) {
             return Ok(actor);
         }
-        let supervisor = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the mail domain is restarting; retry",
-                )
-            })?;
-        match supervisor
-            .call(
-                |reply| MailSupervisorMsg::Spawn {
-                    id: id.clone(),
-                    reply,
-                },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                "the mail supervisor did not answer; retry",
-            )),
-        }
+        let spawn = |reply| MailSupervisorMsg::Spawn {
+            id: id.clone(),
+            reply,
+        };
+        self.supervisor.ask(spawn, self.call_timeout).await?
     }
 
     fn summaries(&self, ids: &[JobId]) -> Vec<JobSummary> {
@@ -462,16 +390,14 @@ impl MailDomain {
     pub async fn retry(&self, id: &JobId) -> Result<JobSummary, Rejection> {
         self.summary(id)?;
         let actor = self.actor(id).await?;
-        match actor
-            .call(|reply| JobMsg::Redrive { reply }, Some(self.call_timeout))
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("mail job {id} did not answer; retry"),
-            )),
-        }
+        let question = |reply| JobMsg::Redrive { reply };
+        ask(
+            &actor,
+            question,
+            self.call_timeout,
+            &format!("mail job {id}"),
+        )
+        .await?
     }
 
     /// Re-drives every dead job; returns those re-driven.

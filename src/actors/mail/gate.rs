@@ -6,8 +6,8 @@
 
 use super::breaker::{Admission, Breaker, BreakerPolicy, BreakerState};
 use super::job::TransportKind;
+use super::transport::{MailTransport, Outgoing, SendError};
 use crate::metrics as m;
-use crate::net::mail::{Outgoing, SendError, Transport};
 use crate::time::UnixMillis;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 pub struct Gate {
     /// Which transport, for metrics and logs.
     pub kind: TransportKind,
-    /// The sender.
-    transport: Transport,
+    /// The sender (SMTP or an HTTP mail API, built by the assembly).
+    transport: Arc<dyn MailTransport>,
     /// Shared by the scheduler (admission) and the job actors (outcomes).
     breaker: Mutex<Breaker>,
     /// Sends in flight at once.
@@ -31,7 +31,7 @@ impl Gate {
     /// A closed gate in front of `transport`.
     pub fn new(
         kind: TransportKind,
-        transport: Transport,
+        transport: Arc<dyn MailTransport>,
         policy: BreakerPolicy,
         concurrency: u32,
     ) -> Gate {

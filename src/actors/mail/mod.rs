@@ -26,7 +26,9 @@ pub mod supervisor;
 pub mod trigger;
 
 // Mission control's rules (the domain crate), beside the shells that run them.
-pub use peloton_domain::mail::{backoff, breaker, contacts, idempotency, job, message, schedule};
+pub use peloton_domain::mail::{
+    backoff, breaker, contacts, idempotency, job, message, schedule, transport,
+};
 
 pub use domain::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
 

@@ -16,6 +16,7 @@ use super::msg::JobMsg;
 pub use super::msg::MailSupervisorMsg;
 use super::schedule::Schedule;
 use super::KIND;
+use crate::actors::slot::SupervisorSlot;
 use crate::error::{ErrorCode, Rejection};
 use crate::time::UnixMillis;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -27,7 +28,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct MailSupervisorArgs {
     /// Where the running supervisor publishes itself for the facade.
-    pub slot: Arc<std::sync::Mutex<Option<ActorRef<MailSupervisorMsg>>>>,
+    pub slot: SupervisorSlot<MailSupervisorMsg>,
     /// Shared with every job actor.
     pub ctx: Arc<MailContext>,
 }
@@ -222,7 +223,7 @@ impl Actor for MailSupervisor {
         let mut schedule = Schedule::default();
         let jobs = recover(&args.ctx, &mut schedule)?;
         tracing::info!(jobs, waiting = schedule.len(), "mail jobs recovered");
-        *args.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(myself);
+        args.slot.publish(myself);
         Ok(MailSupervisorState {
             ctx: args.ctx,
             children: HashMap::new(),

@@ -1,24 +1,25 @@
-//! The book actor: the one writer of the patrol book. It decides with the pure rules
-//! ([`super::book`], [`super::ledger`]), journals what changed and waits for the flush,
-//! applies it, and only then answers; so every acknowledged point, voucher, donation,
-//! profile and message survives a crash.
+//! The book actor: the one writer of the patrol book. It turns messages into commands of
+//! the book's rules ([`super::book_rules`]) and runs them through the journaled shell
+//! ([`Journaled`]: decide, journal and wait for the flush, apply, snapshot now and then), and
+//! only then answers and submits the mails the rules decided; so every acknowledged point,
+//! voucher, donation, profile and message survives a crash.
 //!
 //! Messages are journaled under their conversation's key (`dm/<a>~<b>`); the book's own
 //! events under `patrol/book`. A message is numbered and queued for the journal in order,
 //! but the book does not wait for its flush before taking the next request: a task answers
 //! the sender (and pushes to the recipient) once it is durable, so many conversations share
-//! one group commit instead of one flush each.
+//! one group commit instead of one flush each. Messages are not book events, so their
+//! numbering is recovered from the conversations' journals, not from the book's.
 
-use super::book::{validate_display_name, Book, BookEvent, MessagePlan, Profile};
+use super::book::{Book, MessagePlan};
+use super::book_rules::{BookCommand, BookContext, BookMail, BookOutcome};
 use super::context::PatrolContext;
-use super::directory::ImportKind;
-use super::ledger::{Decision, LedgerCommand, LedgerError, LedgerEvent};
+use super::import::ImportKind;
 use super::msg::OfficerCard;
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
-use super::voucher::{self, Voucher};
 // Kept at their old paths for the facade and the supervisor.
 pub use super::msg::{BookMsg, Redemption};
-use crate::actors::mail::message::MailMessage;
+use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
@@ -36,18 +37,11 @@ const RETRY: &str = "the patrol book could not be saved; retry";
 
 /// The actor's state.
 pub struct BookState {
-    /// The book.
-    book: Book,
+    /// The book, journaled under `patrol/book`: its events go through the one journaled
+    /// shell; its conversation bookkeeping changes beside them (`Journaled::amend`).
+    book: Journaled<Book>,
     /// Shared patrol state.
     ctx: Arc<PatrolContext>,
-    /// Journal key.
-    key: ActorKey,
-    /// Last journaled event.
-    seq: u64,
-    /// Event the last snapshot covers.
-    snapshot_seq: u64,
-    /// Changes (events and messages) since the last snapshot.
-    changes: u64,
     /// Messages queued for the journal and not yet durable, by (sender, request id): a
     /// resend meanwhile is told to retry instead of reading a message not yet on disk.
     storing: HashSet<(String, String)>,
@@ -69,75 +63,39 @@ enum Sent {
 /// The ractor behaviour of the book.
 pub struct BookActor;
 
-fn ledger_rejection(e: LedgerError) -> Rejection {
-    let code = match e.code() {
-        "insufficient_points" => ErrorCode::InsufficientPoints,
-        "conflict" | "already_exists" => ErrorCode::Conflict,
-        _ => ErrorCode::InvalidArgument,
-    };
-    Rejection::new(code, e.to_string())
-}
-
 impl BookState {
-    /// Journals `event`, then applies it.
-    async fn record(&mut self, event: BookEvent) -> Result<(), Rejection> {
-        let seq = self.seq + 1;
-        self.ctx
-            .journal
-            .append_or_unavailable(&self.key, seq, std::slice::from_ref(&event), RETRY)
-            .await?;
-        self.book.apply(&event);
-        self.seq = seq;
-        self.changed().await;
-        Ok(())
+    /// Decides `command` with the book's rules, journals and applies its events (the
+    /// journaled shell), then submits the mails it decided: only once they are durable, so
+    /// no mail tells of something a crash could undo.
+    async fn execute(&mut self, command: BookCommand) -> Result<BookOutcome, Rejection> {
+        let context = BookContext {
+            award: &self.ctx.settings.award,
+            voucher_key: &self.ctx.voucher_key,
+        };
+        let decision = self.book.execute(command, context, RETRY).await?;
+        self.submit_mails(decision.outcome.mails());
+        Ok(decision.outcome)
     }
 
-    /// Counts a change and snapshots when enough have piled up: at least
-    /// `persist.snapshot_every`, and more as the book grows, so snapshot writes stay a
-    /// bounded fraction of the work.
-    async fn changed(&mut self) {
-        self.changes += 1;
-        let due = self
-            .ctx
-            .settings
-            .snapshot_every
-            .max(self.book.size_hint() as u64 / 8);
-        if self.changes < due {
-            return;
-        }
-        match self
-            .ctx
-            .journal
-            .snapshot(&self.key, self.seq, &self.book, Compaction::Delete)
-            .await
-        {
-            Ok(()) => {
-                self.snapshot_seq = self.seq;
-                self.changes = 0;
-                metrics::counter!(m::SNAPSHOTS, "kind" => KIND).increment(1);
-            }
-            Err(e) => tracing::warn!("patrol book snapshot not written: {e}"),
-        }
-    }
-
-    /// Decides a ledger command, journals its events and applies them. A replayed request
-    /// returns its first event without writing anything.
-    async fn ledger(&mut self, command: LedgerCommand) -> Result<LedgerEvent, Rejection> {
-        match self
-            .book
-            .ledger
-            .handle(&command, &self.ctx.settings.award)
-            .map_err(ledger_rejection)?
-        {
-            Decision::Replayed(event) => Ok(event),
-            Decision::Apply(events) => {
-                let mut last = None;
-                for event in events {
-                    self.record(BookEvent::Ledger(event.clone())).await?;
-                    last = Some(event);
+    /// Hands mails to mission control without waiting: the mail domain makes them durable
+    /// jobs, and the same correlation and sequence never send twice.
+    fn submit_mails(&self, mails: &[BookMail]) {
+        for mail in mails {
+            let domain = self.ctx.mail.clone();
+            let request = MailRequest {
+                correlation: mail.correlation.clone(),
+                sequence: mail.sequence,
+                sent_at_ms: mail.sent_at_ms,
+                messages: vec![EnvelopeMessage {
+                    message: mail.message.clone(),
+                    contact: Some(mail.contact.clone()),
+                }],
+            };
+            tokio::spawn(async move {
+                if let Err(e) = domain.submit(request).await {
+                    tracing::warn!("patrol mail not submitted: {e}");
                 }
-                last.ok_or_else(|| Rejection::internal("the ledger decided nothing"))
-            }
+            });
         }
     }
 
@@ -149,93 +107,23 @@ impl BookState {
         precinct: String,
         at_ms: i64,
     ) -> Result<(Connection, Connection), Rejection> {
-        let event = self
-            .ledger(LedgerCommand::Connect {
-                connection_id,
-                officer,
-                citizen,
-                precinct,
-                at_ms,
-            })
-            .await?;
-        let LedgerEvent::Connected {
+        let command = BookCommand::Connect {
             connection_id,
             officer,
             citizen,
+            precinct,
             at_ms,
-            officer_points,
-            citizen_points,
+        };
+        let BookOutcome::Connected {
+            for_officer,
+            for_citizen,
             ..
-        } = event
+        } = self.execute(command).await?
         else {
             return Err(Rejection::internal("a connection recorded something else"));
         };
         metrics::counter!(m::PATROL_CONNECTIONS).increment(1);
-        let officer_name = self.book.display_name(&officer);
-        let citizen_name = self.book.display_name(&citizen);
-        let for_officer = Connection {
-            connection_id: connection_id.clone(),
-            officer: officer.clone(),
-            citizen: citizen.clone(),
-            with_name: citizen_name.clone(),
-            points: officer_points,
-            at_ms,
-        };
-        let for_citizen = Connection {
-            with_name: officer_name.clone(),
-            points: citizen_points,
-            ..for_officer.clone()
-        };
-        let mut mails = Vec::new();
-        for (sequence, user, name, other, points) in [
-            (1, &citizen, &citizen_name, &officer_name, citizen_points),
-            (2, &officer, &officer_name, &citizen_name, officer_points),
-        ] {
-            if let Some(to) = self.book.email(user) {
-                mails.push((
-                    sequence,
-                    user.to_string(),
-                    MailMessage {
-                        to,
-                        subject: format!("Thank you for connecting with {other}"),
-                        body: format!(
-                            "Hello {name},\n\nthank you for connecting with {other}. \
-                             This connection earned you {points} points.\n\n\
-                             Connection {connection_id}.\n"
-                        ),
-                    },
-                ));
-            }
-        }
-        self.submit_mails(format!("patrol-thanks.{connection_id}"), at_ms, mails);
         Ok((for_officer, for_citizen))
-    }
-
-    /// Hands mails to mission control without waiting: the mail domain makes them durable
-    /// jobs, and the same correlation and sequence never send twice.
-    fn submit_mails(
-        &self,
-        correlation: String,
-        at_ms: i64,
-        mails: Vec<(u64, String, MailMessage)>,
-    ) {
-        for (sequence, contact, message) in mails {
-            let mail = self.ctx.mail.clone();
-            let request = MailRequest {
-                correlation: correlation.clone(),
-                sequence,
-                sent_at_ms: at_ms,
-                messages: vec![EnvelopeMessage {
-                    message,
-                    contact: Some(contact),
-                }],
-            };
-            tokio::spawn(async move {
-                if let Err(e) = mail.submit(request).await {
-                    tracing::warn!("patrol mail not submitted: {e}");
-                }
-            });
-        }
     }
 
     async fn redeem(
@@ -245,69 +133,16 @@ impl BookState {
         offer_id: String,
         at_ms: i64,
     ) -> Result<Redemption, Rejection> {
-        let Some(offer) = self.book.directory.offer(&offer_id).cloned() else {
-            return Err(Rejection::new(
-                ErrorCode::NotFound,
-                format!("no offer {offer_id}"),
-            ));
-        };
-        let event = self
-            .ledger(LedgerCommand::Redeem {
-                request_id,
-                user: user.clone(),
-                offer_id,
-                cost: offer.points,
-                at_ms,
-                precinct: None,
-            })
-            .await?;
-        let LedgerEvent::Redeemed {
+        let command = BookCommand::Redeem {
             request_id,
+            user,
             offer_id,
-            cost,
-            voucher_serial,
             at_ms,
-            ..
-        } = event
-        else {
-            return Err(Rejection::new(
-                ErrorCode::Conflict,
-                "that request id was used for something else",
-            ));
         };
-        let code = voucher::issue(
-            &self.ctx.voucher_key,
-            &Voucher {
-                serial: voucher_serial,
-                offer_id: offer_id.clone(),
-                points: cost,
-                issued_day: super::ledger::utc_day(at_ms),
-                holder: user.clone(),
-            },
-        );
-        if let Some(to) = self.book.email(&user) {
-            let message = MailMessage {
-                to,
-                subject: format!("Your voucher: {}", offer.title),
-                body: format!(
-                    "Hello {},\n\nhere is your voucher for {} at {}:\n\n    {code}\n\n\
-                     It cost {cost} points (request {request_id}).\n",
-                    self.book.display_name(&user),
-                    offer.title,
-                    offer.retailer
-                ),
-            };
-            self.submit_mails(
-                format!("patrol-voucher.{voucher_serial}"),
-                at_ms,
-                vec![(1, user.clone(), message)],
-            );
+        match self.execute(command).await? {
+            BookOutcome::Redeemed { redemption, .. } => Ok(redemption),
+            _ => Err(Rejection::internal("a redemption recorded something else")),
         }
-        Ok(Redemption {
-            voucher_code: code,
-            points: cost,
-            balance: self.book.ledger.balance(&user),
-        })
     }
 
     async fn donate(
@@ -318,28 +153,32 @@ impl BookState {
         points: u64,
         at_ms: i64,
     ) -> Result<(u64, u64), Rejection> {
-        if self.book.directory.charity(&charity_id).is_none() {
-            return Err(Rejection::new(
-                ErrorCode::NotFound,
-                format!("no charity {charity_id}"),
-            ));
-        }
-        let event = self
-            .ledger(LedgerCommand::Donate {
-                request_id,
-                user: user.clone(),
-                charity_id,
-                points,
-                at_ms,
-            })
-            .await?;
-        let LedgerEvent::Donated { points, .. } = event else {
-            return Err(Rejection::new(
-                ErrorCode::Conflict,
-                "that request id was used for something else",
-            ));
+        let command = BookCommand::Donate {
+            request_id,
+            user,
+            charity_id,
+            points,
+            at_ms,
         };
-        Ok((points, self.book.ledger.balance(&user)))
+        match self.execute(command).await? {
+            BookOutcome::Donated { points, balance } => Ok((points, balance)),
+            _ => Err(Rejection::internal("a donation recorded something else")),
+        }
+    }
+
+    async fn import(&mut self, rows: super::import::ImportRows) -> Result<(u64, u64), Rejection> {
+        let BookOutcome::Imported { written, kind } =
+            self.execute(BookCommand::Import(rows)).await?
+        else {
+            return Err(Rejection::internal("an import recorded something else"));
+        };
+        let counts = self.book.state().directory.counts();
+        let total = match kind {
+            ImportKind::Officers => counts.officers,
+            ImportKind::Offers => counts.offers,
+            ImportKind::Charities => counts.charities,
+        };
+        Ok((written, total))
     }
 
     async fn send_message(
@@ -352,7 +191,7 @@ impl BookState {
     ) -> Result<Sent, Rejection> {
         crate::ids::validate_id("request_id", &request_id)?;
         crate::ids::validate_id("to", &to)?;
-        match self.book.plan_message(
+        match self.book.state().plan_message(
             &from,
             &to,
             &request_id,
@@ -391,9 +230,12 @@ impl BookState {
                         tracing::error!(%key, seq, "journal append failed: {e}");
                         Rejection::new(ErrorCode::Unavailable, RETRY)
                     })?;
-                self.book.message_stored(&pair, seq, &from, &request_id);
+                self.book
+                    .amend(|book| book.message_stored(&pair, seq, &from, &request_id));
                 self.storing.insert((from, request_id));
-                self.changed().await;
+                // Messages count towards the book's snapshots, so recovery replays a bounded
+                // tail of the conversations and delivery cursors stay recent.
+                self.book.snapshot_if_due().await;
                 Ok(Sent::Queued { message, durable })
             }
         }
@@ -413,7 +255,7 @@ impl BookState {
 
     fn undelivered(&self, user: &str) -> Result<Vec<StoredMessage>, Rejection> {
         let mut messages = Vec::new();
-        for (pair, delivered, last) in self.book.undelivered(user) {
+        for (pair, delivered, last) in self.book.state().undelivered(user) {
             let key = ActorKey::new(CONVERSATION_KIND, &pair);
             let wanted = usize::try_from(last - delivered).unwrap_or(usize::MAX);
             let mut page = self
@@ -443,17 +285,19 @@ impl Actor for BookActor {
         _myself: ActorRef<BookMsg>,
         ctx: Arc<PatrolContext>,
     ) -> Result<BookState, ActorProcessingErr> {
-        let key = ActorKey::new(KIND, "book");
-        let restored = ctx
-            .journal
-            .load::<Book, BookEvent>(&key)?
-            .fold(|book, event| book.apply(event));
-        let mut book = restored.state;
+        let mut book = Journaled::<Book>::recover(
+            ctx.journal.clone(),
+            ActorKey::new(KIND, "book"),
+            SnapshotPolicy {
+                every: ctx.settings.snapshot_every,
+                compaction: Compaction::Delete,
+            },
+        )?;
         // Messages are not book events: those stored after the book's snapshot are replayed
         // from their conversations, which also rebuilds the senders' idempotency windows.
         for conversation in ctx.journal.actors(CONVERSATION_KIND)? {
             let pair = conversation.id();
-            let known = book.last_seq(pair);
+            let known = book.state().last_seq(pair);
             let last = ctx.journal.last_seq(&conversation)?;
             if last <= known {
                 continue;
@@ -464,16 +308,14 @@ impl Actor for BookActor {
                     .page_before::<MessageRecord>(&conversation, Some(last + 1), missing)?;
             newer.reverse();
             for (seq, record) in newer {
-                book.message_stored(pair, seq, &record.message.from, &record.request_id);
+                book.amend(|b| {
+                    b.message_stored(pair, seq, &record.message.from, &record.request_id)
+                });
             }
         }
         Ok(BookState {
             book,
             ctx,
-            key,
-            seq: restored.last_seq,
-            snapshot_seq: restored.snapshot_seq,
-            changes: restored.last_seq - restored.snapshot_seq,
             storing: HashSet::new(),
         })
     }
@@ -486,14 +328,14 @@ impl Actor for BookActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             BookMsg::Officer { id, reply } => {
-                let card = st.book.directory.officer(&id).map(|o| OfficerCard {
+                let card = st.book.state().directory.officer(&id).map(|o| OfficerCard {
                     display_name: o.display_name.clone(),
                     precinct: o.precinct.clone(),
                 });
                 let _ = reply.send(card);
             }
             BookMsg::DisplayName { user, reply } => {
-                let _ = reply.send(st.book.display_name(&user));
+                let _ = reply.send(st.book.state().display_name(&user));
             }
             BookMsg::SetProfile {
                 user,
@@ -501,25 +343,15 @@ impl Actor for BookActor {
                 email,
                 reply,
             } => {
-                let outcome = match profile(display_name, email) {
-                    Ok(profile) => st.record(BookEvent::ProfileSet { user, profile }).await,
-                    Err(e) => Err(e),
+                let command = BookCommand::SetProfile {
+                    user,
+                    display_name,
+                    email,
                 };
-                let _ = reply.send(outcome);
+                let _ = reply.send(st.execute(command).await.map(|_| ()));
             }
             BookMsg::Import { rows, reply } => {
-                let written = rows.len() as u64;
-                let kind = rows.kind();
-                let outcome = st.record(BookEvent::Imported(rows)).await.map(|()| {
-                    let counts = st.book.directory.counts();
-                    let total = match kind {
-                        ImportKind::Officers => counts.officers,
-                        ImportKind::Offers => counts.offers,
-                        ImportKind::Charities => counts.charities,
-                    };
-                    (written, total)
-                });
-                let _ = reply.send(outcome);
+                let _ = reply.send(st.import(rows).await);
             }
             BookMsg::Connect {
                 connection_id,
@@ -535,7 +367,7 @@ impl Actor for BookActor {
                 let _ = reply.send(outcome);
             }
             BookMsg::Balance { user, reply } => {
-                let _ = reply.send(st.book.ledger.balance(&user));
+                let _ = reply.send(st.book.state().ledger.balance(&user));
             }
             BookMsg::History {
                 user,
@@ -543,13 +375,13 @@ impl Actor for BookActor {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(st.book.ledger.history(&user, before, limit));
+                let _ = reply.send(st.book.state().ledger.history(&user, before, limit));
             }
             BookMsg::Offers { reply } => {
-                let _ = reply.send(st.book.directory.offers().cloned().collect());
+                let _ = reply.send(st.book.state().directory.offers().cloned().collect());
             }
             BookMsg::Charities { reply } => {
-                let _ = reply.send(st.book.directory.charities().cloned().collect());
+                let _ = reply.send(st.book.state().directory.charities().cloned().collect());
             }
             BookMsg::Redeem {
                 request_id,
@@ -575,7 +407,7 @@ impl Actor for BookActor {
                 to_day,
                 reply,
             } => {
-                let _ = reply.send(st.book.ledger.report(from_day, to_day));
+                let _ = reply.send(st.book.state().ledger.report(from_day, to_day));
             }
             BookMsg::SendMessage {
                 from,
@@ -625,32 +457,17 @@ impl Actor for BookActor {
                 stored,
             } => {
                 if !stored {
-                    st.book.forget_send(&from, &request_id);
+                    st.book.amend(|book| book.forget_send(&from, &request_id));
                 }
                 st.storing.remove(&(from, request_id));
             }
-            BookMsg::Delivered { user, pair, seq } => st.book.delivered(&user, &pair, seq),
+            BookMsg::Delivered { user, pair, seq } => {
+                st.book.amend(|book| book.delivered(&user, &pair, seq));
+            }
             BookMsg::Undelivered { user, reply } => {
                 let _ = reply.send(st.undelivered(&user));
             }
         }
         Ok(())
     }
-}
-
-/// Validates a profile from a client.
-fn profile(display_name: String, email: Option<String>) -> Result<Profile, Rejection> {
-    let display_name = validate_display_name(&display_name)?;
-    let email = match email {
-        None => None,
-        Some(address) => {
-            let address = address.trim().to_owned();
-            crate::ids::validate_email("email", &address)?;
-            Some(address)
-        }
-    };
-    Ok(Profile {
-        display_name,
-        email,
-    })
 }

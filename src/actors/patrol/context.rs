@@ -72,19 +72,12 @@ impl PatrolSettings {
                 resolution: privacy,
                 distance_step_m: p.distance_step_m,
             },
-            duty: DutyRules {
-                default_minutes: p.duty_default_minutes,
-                max_minutes: p.duty_max_minutes,
-            },
+            duty: p.duty,
             connect_timeout_ms: i64::try_from(p.connect_timeout_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             in_person_m: p.in_person_m,
             max_accuracy_m: p.max_accuracy_m,
-            award: AwardRules {
-                officer_points: p.officer_points,
-                citizen_points: p.citizen_points,
-                daily_cap: p.daily_points_cap,
-            },
+            award: p.award,
             max_message_chars: p.max_message_chars,
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
             snapshot_every: config.persist.snapshot_every,

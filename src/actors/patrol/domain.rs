@@ -4,11 +4,12 @@
 use super::book::pair_key;
 use super::book_actor::{BookMsg, Redemption, CONVERSATION_KIND};
 use super::context::{PatrolContext, PatrolSettings};
-use super::directory::{Charity, ImportRows, Offer};
+use super::import::{Charity, ImportRows, Offer};
 use super::ledger::{Entry, ReportRow};
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
 use super::privacy::Coarse;
 use super::proximity::ProximityIndex;
+use super::reach::may_ask;
 use super::session::PatrolRole;
 use super::session_actor::{SessionActor, SessionArgs, SessionMsg, NOTICE_QUEUE};
 use super::supervisor::{PatrolSupervisor, PatrolSupervisorArgs};
@@ -285,14 +286,12 @@ impl PatrolDomain {
             .sessions
             .get(&officer_id.to_owned())
             .ok_or_else(not_on_duty)?;
-        let apart = at.distance_m(officer_at);
-        let radius = self.ctx.settings.nearby_radius_m;
-        if apart > radius {
-            return Err(Rejection::new(
-                ErrorCode::TooFar,
-                format!("officer {officer_id} is {apart:.0} m away; only officers within {radius:.0} m can be asked"),
-            ));
-        }
+        let apart = may_ask(
+            at,
+            officer_id,
+            officer_at,
+            self.ctx.settings.nearby_radius_m,
+        )?;
         let user = link.user.clone();
         let display_name = self
             .book(|reply| BookMsg::DisplayName { user, reply })

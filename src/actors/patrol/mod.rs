@@ -8,6 +8,8 @@
 //! - [`directory`]: officer accounts, retailer offers and charities; bulk-import validation.
 //! - [`ledger`]: the event-sourced rewards ledger (awards, redemptions, donations).
 //! - [`book`]: everything durable but messages, as one event-sourced state.
+//! - [`book_rules`]: the book's decisions, with the vouchers and mails they issue.
+//! - [`reach`]: how close people must be to ask to connect, and to connect in person.
 //! - [`voucher`]: voucher codes anyone holding the key can verify offline.
 //! - [`notice`]: what a session's device is told unasked.
 //!
@@ -28,7 +30,8 @@ pub mod supervisor;
 
 // Patrol's rules (the domain crate), beside the shells that run them.
 pub use peloton_domain::patrol::{
-    book, directory, ledger, notice, privacy, proximity, session, voucher,
+    book, book_rules, directory, import, ledger, notice, privacy, proximity, reach, session,
+    voucher,
 };
 
 pub use domain::{PatrolDomain, PatrolLink};

@@ -7,7 +7,7 @@
 //! `book_actor.rs` and `session_actor.rs` all depend on this file one way instead of on
 //! each other (tests/module_cycles.rs checks that).
 
-use super::directory::{Charity, ImportRows, Offer};
+use super::import::{Charity, ImportRows, Offer};
 use super::ledger::{Entry, ReportRow};
 use super::notice::{Connection, Notice, StoredMessage};
 use crate::error::Rejection;
@@ -23,16 +23,8 @@ pub struct OfficerCard {
     pub precinct: String,
 }
 
-/// A redemption as answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redemption {
-    /// The voucher code.
-    pub voucher_code: String,
-    /// Points spent.
-    pub points: u64,
-    /// Balance after.
-    pub balance: u64,
-}
+// A redemption as answered: decided (voucher and all) by the book's rules.
+pub use super::book_rules::Redemption;
 
 /// Messages the book accepts.
 pub enum BookMsg {

@@ -292,26 +292,11 @@ impl SessionActorState {
             }
             AnswerOutcome::Connect { citizen } => citizen,
         };
-        let in_person = self.ctx.settings.in_person_m;
-        match (self.position, self.ctx.citizens.get(&citizen)) {
-            (Some(me), Some(them)) => {
-                let apart = me.distance_m(them);
-                if apart > in_person {
-                    return Err(Rejection::new(
-                        ErrorCode::TooFar,
-                        format!(
-                            "you are {apart:.0} m apart; a connection needs at most {in_person:.0} m (the request stays open)"
-                        ),
-                    ));
-                }
-            }
-            _ => {
-                return Err(Rejection::new(
-                    ErrorCode::TooFar,
-                    "both positions must be known to connect in person (the request stays open)",
-                ))
-            }
-        }
+        super::reach::in_person(
+            self.position,
+            self.ctx.citizens.get(&citizen),
+            self.ctx.settings.in_person_m,
+        )?;
         let precinct = self
             .card
             .as_ref()

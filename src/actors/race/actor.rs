@@ -1,24 +1,30 @@
 //! The race actor: owns one race's [`RaceState`], journals the events its rules produce,
 //! applies them, publishes the race's summary to the directory and replies.
 //!
-//! It holds no rule of its own. On start (first spawn, restart after a panic, recovery) it
-//! rebuilds its state from the latest snapshot plus the journal after it.
+//! It holds no rule of its own: what a command means, when the race's clock acts, when
+//! everyone has finished, who is registered and who is disqualified are the race's rules
+//! (`RaceState`, `disqualification`), journaled through the one shell
+//! ([`crate::actors::journaled`]), which also rebuilds the state on start (first spawn,
+//! restart after a panic, recovery) from the latest snapshot plus the journal after it.
 
-use super::disqualification::disqualification;
+use super::disqualification::verdict;
 use super::feed::{Feed, Published, RecentTicks, TickEncoder};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::RaceStatus;
 use super::state::StartMode;
-use super::state::{RaceCommand, RaceEvent, RaceLimits, RaceState, RaceSummary, RacerEntry};
+use super::state::{
+    RaceCommand, RaceEvent, RaceInputs, RaceLimits, RaceState, RaceSummary, RacerEntry,
+};
 use super::KIND;
 use crate::actors::events::DomainEvent;
+use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::racer::msg::RacerMsg;
 use crate::actors::racer::{CourseGeometry, Incidents, TrackingRules};
 use crate::actors::registry::Registry;
-use crate::error::{ErrorCode, Rejection};
+use crate::error::Rejection;
 use crate::ids::RaceId;
-use crate::persist::{ActorKey, Compaction, Journal, Restored};
+use crate::persist::{ActorKey, Compaction, Journal};
 use crate::time::{now_ms, UnixMillis};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -149,14 +155,8 @@ pub struct RaceArgs {
 pub struct RaceActorState {
     /// The race this actor serves.
     id: RaceId,
-    /// Its journal key.
-    key: ActorKey,
-    /// The rules' state.
-    state: RaceState,
-    /// Sequence number of the last journaled event.
-    seq: u64,
-    /// Sequence number the latest snapshot covers.
-    snapshot_seq: u64,
+    /// The rules' state, journaled.
+    race: Journaled<RaceState>,
     /// Shared storage and directory.
     ctx: Arc<RaceContext>,
     /// The course prepared for projection, built on first use and shared with racers.
@@ -189,26 +189,21 @@ impl Actor for RaceActor {
         _myself: ActorRef<RaceMsg>,
         args: RaceArgs,
     ) -> Result<RaceActorState, ActorProcessingErr> {
-        let key = ActorKey::new(KIND, args.id.as_str());
-        let Restored {
-            state,
-            last_seq,
-            snapshot_seq,
-        } = args
-            .ctx
-            .journal
-            .load::<RaceState, RaceEvent>(&key)?
-            .fold(RaceState::apply);
-        if let Some(race) = &state.race {
+        let race = Journaled::<RaceState>::recover(
+            args.ctx.journal.clone(),
+            ActorKey::new(KIND, args.id.as_str()),
+            SnapshotPolicy {
+                every: args.ctx.snapshot_every,
+                compaction: Compaction::Delete,
+            },
+        )?;
+        if let Some(race) = &race.state().race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
         let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
         let mut st = RaceActorState {
             id: args.id,
-            key,
-            state,
-            seq: last_seq,
-            snapshot_seq,
+            race,
             ctx: args.ctx,
             geometry: None,
             standings: Standings::default(),
@@ -265,7 +260,7 @@ impl Actor for RaceActor {
                 let outcome = execute(st, command).await;
                 let _ = reply.send(outcome);
                 // A rejected create leaves nothing behind: no actor for a race that does not exist.
-                if st.state.race.is_none() {
+                if st.race.state().race.is_none() {
                     myself.stop(Some("no such race".into()));
                 }
                 // A new race, an edited start or cut-off, or a start by the gun moves the
@@ -284,7 +279,11 @@ impl Actor for RaceActor {
                 st.standings.update(bib, progress);
                 st.standings.update_splits(bib, &splits_ms);
                 st.standings.update_incidents(bib, &incidents);
-                if everyone_finished(st) {
+                if st
+                    .race
+                    .state()
+                    .everyone_finished(|bib| st.standings.has_finished(bib))
+                {
                     finish_by_itself(st, "every racer has finished").await;
                 }
             }
@@ -299,29 +298,22 @@ impl Actor for RaceActor {
                 }
             }
             RaceMsg::Results { reply } => {
-                let outcome = match &st.state.race {
-                    Some(race) => Ok(results(
+                let outcome = st.race.state().existing(&st.id).map(|race| {
+                    results(
                         race,
                         &st.standings.ranked(now_ms()),
                         |bib| st.standings.splits(bib),
                         |bib| st.standings.incidents(bib),
                         |bib| {
-                            // The organiser's decision wins over what the record implies.
-                            if let Some(reason) = race.disqualified.get(&bib) {
-                                return Some(format!("disqualified: {reason}"));
-                            }
-                            disqualification(
-                                &race.course.checkpoints,
+                            verdict(
+                                race,
+                                bib,
                                 st.standings.incidents(bib),
                                 st.standings.has_finished(bib),
                             )
                         },
-                    )),
-                    None => Err(Rejection::new(
-                        ErrorCode::NotFound,
-                        format!("race {} does not exist", st.id),
-                    )),
-                };
+                    )
+                });
                 let _ = reply.send(outcome);
             }
             RaceMsg::Subscribe { since_seq, reply } => {
@@ -336,7 +328,8 @@ impl Actor for RaceActor {
             }
             RaceMsg::Roster { reply } => {
                 let roster = st
-                    .state
+                    .race
+                    .state()
                     .race
                     .as_ref()
                     .map(|r| r.roster.values().cloned().collect())
@@ -350,21 +343,9 @@ impl Actor for RaceActor {
     }
 }
 
-/// True when the race is live, has racers, and all of them have finished.
-fn everyone_finished(st: &RaceActorState) -> bool {
-    st.state.race.as_ref().is_some_and(|race| {
-        race.status == RaceStatus::Live
-            && !race.roster.is_empty()
-            && race
-                .roster
-                .keys()
-                .all(|bib| st.standings.has_finished(*bib))
-    })
-}
-
 /// Finishes a live race without an admin asking.
 async fn finish_by_itself(st: &mut RaceActorState, why: &str) {
-    if st.state.race.as_ref().map(|r| r.status) != Some(RaceStatus::Live) {
+    if st.race.state().race.as_ref().map(|r| r.status) != Some(RaceStatus::Live) {
         return;
     }
     match execute(st, RaceCommand::Finish).await {
@@ -385,7 +366,7 @@ const CLOCK_RETRY_MS: UnixMillis = 1_000;
 /// journaled and applied by `execute` like an admin's command. False when a step could not be
 /// stored (nothing further is tried then; the caller retries later).
 async fn run_clock(st: &mut RaceActorState) -> bool {
-    let Some(action) = st.state.due(now_ms(), st.ctx.start_mode) else {
+    let Some(action) = st.race.state().due(now_ms(), st.ctx.start_mode) else {
         return true;
     };
     for command in action.commands() {
@@ -410,7 +391,7 @@ fn arm_clock(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState, min_wait_ms: U
     if let Some(timer) = st.clock_timer.take() {
         timer.abort();
     }
-    let Some(due_ms) = st.state.next_due_ms(st.ctx.start_mode) else {
+    let Some(due_ms) = st.race.state().next_due_ms(st.ctx.start_mode) else {
         return;
     };
     let wait = due_ms
@@ -423,17 +404,12 @@ fn arm_clock(myself: &ActorRef<RaceMsg>, st: &mut RaceActorState, min_wait_ms: U
 /// A consistent snapshot and a receiver for the ticks after it; for a reconnecting
 /// spectator whose missed ticks are still held, those ticks instead of the snapshot.
 fn subscribe(st: &mut RaceActorState, since_seq: Option<u64>) -> Result<Subscription, Rejection> {
-    if st.state.race.is_none() {
-        return Err(Rejection::new(
-            ErrorCode::NotFound,
-            format!("race {} does not exist", st.id),
-        ));
-    }
+    st.race.state().existing(&st.id)?;
     let updates = st.publisher.subscribe();
     // Changes made while nobody watched were never published; publish them now (there is a
     // subscriber at last), so a resuming spectator's missed ticks include them.
     publish(st);
-    let Some(race) = st.state.race.as_ref() else {
+    let Some(race) = st.race.state().race.as_ref() else {
         return Err(Rejection::internal("the race vanished while subscribing"));
     };
     let current = st.feed.seq();
@@ -481,18 +457,7 @@ fn publish(st: &mut RaceActorState) {
 
 /// The geometry for a registered bib, built once per course.
 fn track(st: &mut RaceActorState, bib: u32) -> Result<Arc<CourseGeometry>, Rejection> {
-    let race = st.state.race.as_ref().ok_or_else(|| {
-        Rejection::new(
-            ErrorCode::NotFound,
-            format!("race {} does not exist", st.id),
-        )
-    })?;
-    if !race.roster.contains_key(&bib) {
-        return Err(Rejection::new(
-            ErrorCode::NotFound,
-            format!("bib {bib} is not registered in race {}", st.id),
-        ));
-    }
+    let race = st.race.state().registered(&st.id, bib)?;
     if let Some(geometry) = &st.geometry {
         return Ok(geometry.clone());
     }
@@ -511,23 +476,23 @@ fn track(st: &mut RaceActorState, bib: u32) -> Result<Arc<CourseGeometry>, Rejec
     Ok(geometry)
 }
 
-/// Decide, persist, apply: the only order in which state may change.
+/// Decide, persist, apply (the journaled shell), then tell what changed: the directory,
+/// the prepared geometry, and other domains when the race finished.
 async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSummary, Rejection> {
-    let events = st.state.handle(&st.id, command, now_ms(), st.ctx.limits)?;
-    // A command that changes nothing (a retried registration) costs no write.
-    if !events.is_empty() {
-        st.ctx
-            .journal
-            .append_or_unavailable(
-                &st.key,
-                st.seq + 1,
-                &events,
-                "the change could not be stored and was not applied; retry",
-            )
-            .await?;
-    }
-    for event in &events {
-        st.state.apply(event);
+    let inputs = RaceInputs {
+        id: &st.id,
+        now_ms: now_ms(),
+        limits: st.ctx.limits,
+    };
+    let decision = st
+        .race
+        .execute(
+            command,
+            inputs,
+            "the change could not be stored and was not applied; retry",
+        )
+        .await?;
+    for event in &decision.events {
         // A new course invalidates the prepared geometry (only scheduled races change course).
         if matches!(
             event,
@@ -546,24 +511,12 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
             });
         }
     }
-    st.seq += events.len() as u64;
-    let Some(race) = &st.state.race else {
+    let Some(race) = &st.race.state().race else {
         return Err(Rejection::internal(
             "race vanished after an accepted command",
         ));
     };
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
-    if st.seq - st.snapshot_seq >= st.ctx.snapshot_every {
-        match st
-            .ctx
-            .journal
-            .snapshot(&st.key, st.seq, &st.state, Compaction::Delete)
-            .await
-        {
-            Ok(()) => st.snapshot_seq = st.seq,
-            Err(e) => tracing::warn!(race = %st.id, "snapshot not queued: {e}"),
-        }
-    }
     Ok(summary)
 }

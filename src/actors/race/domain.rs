@@ -10,21 +10,22 @@ use super::results::ResultRow;
 use super::standings::Standing;
 use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode};
 use super::supervisor::{RaceSupervisor, RaceSupervisorArgs, RaceSupervisorMsg};
+use crate::actors::ask::{ask, ask_or, unanswered, Silence};
 use crate::actors::racer::actor::racer_key;
 use crate::actors::racer::msg::{FixesOutcome, RacerMsg};
 use crate::actors::racer::RacerEvent;
-use crate::actors::racer::{CutRule, Fix, TrackingRules};
+use crate::actors::racer::{Fix, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::actors::root::{start_domain, DomainSpec, RootMsg};
+use crate::actors::slot::SupervisorSlot;
 use crate::config::Config;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::persist::Journal;
 use crate::time::now_ms;
 use dashmap::DashMap;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Race-domain settings taken from configuration.
@@ -54,11 +55,7 @@ impl RaceSettings {
     /// Reads the race settings out of the configuration.
     pub fn from_config(config: &Config) -> RaceSettings {
         RaceSettings {
-            limits: RaceLimits {
-                max_name_chars: config.race.max_name_chars,
-                max_course_points: config.race.max_course_points,
-                max_racers: config.race.max_racers,
-            },
+            limits: config.race.limits,
             snapshot_every: config.persist.snapshot_every,
             restart_budget: config.supervision.restart_budget,
             restart_window: Duration::from_secs(config.supervision.restart_window_secs),
@@ -66,23 +63,7 @@ impl RaceSettings {
             tick: Duration::from_millis(config.race.tick_ms),
             resume_buffer_bytes: config.race.resume_buffer_bytes,
             start_mode: config.race.start_mode,
-            rules: TrackingRules {
-                max_accuracy_m: config.tracking.max_accuracy_m,
-                max_speed_mps: config.tracking.max_speed_mps,
-                off_course_m: config.tracking.off_course_m,
-                off_course_after_ms: config.tracking.off_course_after_ms,
-                window_behind_m: config.tracking.window_behind_m,
-                min_window_ahead_m: config.tracking.min_window_ahead_m,
-                finish_half_width_m: config.tracking.finish_half_width_m,
-                max_course_speed_mps: config.tracking.max_course_speed_mps,
-                cut_tolerance_m: config.tracking.cut_tolerance_m,
-                cut_pace_factor: config.tracking.cut_pace_factor,
-                cut_rule: if config.tracking.cut_rule == "hold" {
-                    CutRule::Hold
-                } else {
-                    CutRule::Flag
-                },
-            },
+            rules: config.tracking.rules,
         }
     }
 }
@@ -93,7 +74,7 @@ pub struct RaceDomain {
     /// Shared with every race actor.
     ctx: Arc<RaceContext>,
     /// The current race supervisor (replaced when the root restarts it).
-    supervisor: Arc<Mutex<Option<ActorRef<RaceSupervisorMsg>>>>,
+    supervisor: SupervisorSlot<RaceSupervisorMsg>,
     /// How long to wait for an actor.
     call_timeout: Duration,
 }
@@ -121,7 +102,7 @@ impl RaceDomain {
             start_mode: settings.start_mode,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
         });
-        let supervisor = Arc::new(Mutex::new(None));
+        let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
             slot: supervisor.clone(),
             ctx: ctx.clone(),
@@ -146,20 +127,6 @@ impl RaceDomain {
         &self.ctx.races
     }
 
-    /// The current supervisor incarnation.
-    fn supervisor(&self) -> Result<ActorRef<RaceSupervisorMsg>, Rejection> {
-        self.supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the race domain is restarting; retry",
-                )
-            })
-    }
-
     /// Judges and stores a batch of fixes from racer `bib` of a live race.
     pub async fn submit_fixes(
         &self,
@@ -167,16 +134,7 @@ impl RaceDomain {
         bib: u32,
         fixes: Vec<Fix>,
     ) -> Result<FixesOutcome, Rejection> {
-        let summary = self.get(race)?;
-        if summary.status != RaceStatus::Live {
-            return Err(Rejection::new(
-                ErrorCode::InvalidTransition,
-                format!(
-                    "race {race} is {}; fixes are taken while it is live",
-                    summary.status.as_str()
-                ),
-            ));
-        }
+        self.get(race)?.takes_fixes()?;
         let actor = match self.ctx.racers.get(&(race.clone(), bib)) {
             Some(actor) => actor,
             None => {
@@ -185,39 +143,18 @@ impl RaceDomain {
                     bib,
                     reply,
                 };
-                match self
-                    .supervisor()?
-                    .call(spawn, Some(self.call_timeout))
-                    .await
-                {
-                    Ok(CallResult::Success(Ok(actor))) => actor,
-                    Ok(CallResult::Success(Err(refused))) => {
-                        return Err(self.racer_not_started(race, bib, refused).await)
-                    }
-                    _ => {
-                        return Err(Rejection::new(
-                            ErrorCode::Unavailable,
-                            "the race supervisor did not answer; retry",
-                        ))
-                    }
+                match self.supervisor.ask(spawn, self.call_timeout).await? {
+                    Ok(actor) => actor,
+                    Err(refused) => return Err(self.racer_not_started(race, bib, refused).await),
                 }
             }
         };
-        match actor
-            .call(
-                |reply| RacerMsg::Fixes { fixes, reply },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            _ => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "racer {bib} did not answer; send the fixes again (duplicates are ignored)"
-                ),
-            )),
-        }
+        let question = |reply| RacerMsg::Fixes { fixes, reply };
+        ask_or(&actor, question, self.call_timeout, |_| {
+            let advice = "send the fixes again (duplicates are ignored)";
+            unanswered(&format!("racer {bib}"), advice)
+        })
+        .await?
     }
 
     /// What a client is told when racer `bib`'s actor could not start: that the bib is not
@@ -274,25 +211,11 @@ impl RaceDomain {
     /// Creates a race with a fresh id.
     pub async fn create(&self, command: RaceCommand) -> Result<RaceSummary, Rejection> {
         let id = RaceId::generate(now_ms());
-        let supervisor = self.supervisor()?;
-        let actor = match supervisor
-            .call(
-                |reply| RaceSupervisorMsg::Spawn {
-                    id: id.clone(),
-                    reply,
-                },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome?,
-            _ => {
-                return Err(Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the race supervisor did not answer; retry",
-                ))
-            }
+        let spawn = |reply| RaceSupervisorMsg::Spawn {
+            id: id.clone(),
+            reply,
         };
+        let actor = self.supervisor.ask(spawn, self.call_timeout).await??;
         self.call(&id, &actor, command).await
     }
 
@@ -349,7 +272,7 @@ impl RaceDomain {
         question: impl FnOnce(ractor::RpcReplyPort<T>) -> RaceMsg,
     ) -> Result<T, Rejection> {
         let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
-        crate::actors::ask::ask(&actor, question, self.call_timeout, &format!("race {id}")).await
+        ask(&actor, question, self.call_timeout, &format!("race {id}")).await
     }
 
     /// One race's summary, read from the directory.
@@ -373,29 +296,25 @@ impl RaceDomain {
         races
     }
 
+    /// Runs `command` on race `id`'s actor. A command that timed out may still take effect
+    /// (PROTOCOL.md tells clients to check before retrying); one the actor never got did not.
     async fn call(
         &self,
         id: &RaceId,
         actor: &ActorRef<RaceMsg>,
         command: RaceCommand,
     ) -> Result<RaceSummary, Rejection> {
-        match actor
-            .call(
-                |reply| RaceMsg::Command { command, reply },
-                Some(self.call_timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(outcome)) => outcome,
-            Ok(CallResult::Timeout) => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} did not answer in time; the command may still take effect"),
-            )),
-            Ok(CallResult::SenderError) | Err(_) => Err(Rejection::new(
-                ErrorCode::Unavailable,
-                format!("race {id} is restarting; retry"),
-            )),
-        }
+        let question = |reply| RaceMsg::Command { command, reply };
+        ask_or(actor, question, self.call_timeout, |silence| {
+            let message = match silence {
+                Silence::TimedOut => {
+                    format!("race {id} did not answer in time; the command may still take effect")
+                }
+                Silence::Gone => format!("race {id} is restarting; retry"),
+            };
+            Rejection::new(ErrorCode::Unavailable, message)
+        })
+        .await?
     }
 }
 

@@ -12,6 +12,7 @@ use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs};
 use crate::actors::racer::msg::RacerMsg;
 use crate::actors::racer::KIND as RACER_KIND;
 use crate::actors::restart::RestartBudget;
+use crate::actors::slot::SupervisorSlot;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::metrics as m;
@@ -46,7 +47,7 @@ pub enum RaceSupervisorMsg {
 pub struct RaceSupervisorArgs {
     /// Where the running supervisor publishes itself, so the facade can reach the current
     /// incarnation after a restart.
-    pub slot: Arc<std::sync::Mutex<Option<ActorRef<RaceSupervisorMsg>>>>,
+    pub slot: SupervisorSlot<RaceSupervisorMsg>,
     /// Shared by every race and racer actor, registries included.
     pub ctx: Arc<RaceContext>,
     /// Restarts allowed per child per window.
@@ -183,7 +184,7 @@ impl Actor for RaceSupervisor {
             racers = state.children.len() - races,
             "races recovered"
         );
-        *args.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(myself);
+        args.slot.publish(myself);
         Ok(state)
     }
 

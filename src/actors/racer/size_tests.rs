@@ -3,8 +3,8 @@
 
 use super::state::{Fix, RacerEvent};
 use crate::geo::Position;
-use crate::net::codec::Codec;
-use crate::net::protocol::{ClientFrame, Request, WireFix};
+use peloton_protocol::codec::Codec;
+use peloton_protocol::protocol::{ClientFrame, Request, WireFix};
 
 /// Bytes per fix on the wire and in the journal stay small: a regression guard for the
 /// figures quoted in BENCHMARKS.md.

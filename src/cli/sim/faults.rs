@@ -10,7 +10,7 @@
 //! other, which is also what makes a pausing phone's fixes jitter around the spot it stands on.
 
 use super::plan::{RacerPlan, PACE_RANGE};
-use super::ride::{Ride, RidePoint};
+use super::ride::{path_length_m, Ride, RidePoint};
 use super::rng::SplitMix64;
 use super::text::clock;
 use crate::geo::Position;
@@ -249,21 +249,13 @@ impl Fault {
 /// Kilometres ridden from the start to point `index` (the recording's own path).
 fn along_km(ride: &Ride, index: usize) -> f64 {
     let end = (index + 1).min(ride.points.len());
-    path_m(ride.points.get(..end).unwrap_or_default()) / 1000.0
-}
-
-/// Sum of the geodesic legs between consecutive points.
-fn path_m(points: &[RidePoint]) -> f64 {
-    points
-        .windows(2)
-        .map(|w| w[0].position.distance_m(w[1].position))
-        .sum()
+    path_length_m(ride.points.get(..end).unwrap_or_default()) / 1000.0
 }
 
 /// A ride with new points, `recorded` of them the recording, its length measured again.
 fn rebuilt(points: Vec<RidePoint>, recorded: usize, timed: bool) -> Ride {
     let recorded = recorded.min(points.len());
-    let length_m = path_m(points.get(..recorded).unwrap_or_default());
+    let length_m = path_length_m(points.get(..recorded).unwrap_or_default());
     Ride {
         points,
         recorded,
@@ -331,7 +323,7 @@ pub fn cut(ride: &Ride, from: usize, to: usize) -> Ride {
         return ride.clone();
     }
     let stretch_ms = b.elapsed_ms - a.elapsed_ms;
-    let stretch_m = path_m(&ride.points[from..=to]);
+    let stretch_m = path_length_m(&ride.points[from..=to]);
     let chord_m = a.position.distance_m(b.position);
     let chord_ms = if stretch_m > 0.0 {
         ((chord_m * stretch_ms as f64 / stretch_m).round() as i64).clamp(1, stretch_ms)
@@ -699,32 +691,15 @@ fn pick_cut(places: &[CutPlace], rng: &mut SplitMix64) -> Fault {
 #[cfg(test)]
 mod tests {
     use super::super::plan::plan_racers;
-    use super::super::ride::Sample;
+    use super::super::ride::fixtures::{self, shared_ride};
     use super::*;
     use proptest::prelude::*;
 
-    const T0: i64 = 1_796_115_600_000;
     const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
-
-    fn shared_ride(path: &str) -> Ride {
-        let path = format!("{}/../shared/data/gpx/{path}", env!("CARGO_MANIFEST_DIR"));
-        let Ok(bytes) = std::fs::read(&path) else {
-            panic!("shared data missing at {path}");
-        };
-        Ride::from_gpx(&bytes, 200_000).unwrap()
-    }
 
     /// Due north from (46, 15), a point every 10 m and every second.
     fn straight(n: usize) -> Ride {
-        let start = Position::from_degrees(46.0, 15.0).unwrap();
-        let samples: Vec<Sample> = (0..n)
-            .map(|i| Sample {
-                position: start.moved_m(0.0, 10.0 * i as f64),
-                at_ms: Some(T0 + 1_000 * i as i64),
-                elevation_dm: None,
-            })
-            .collect();
-        Ride::from_samples(&samples).unwrap()
+        Ride::from_samples(&fixtures::straight(n, 10.0, Some(1_000))).unwrap()
     }
 
     fn strictly_increasing(ride: &Ride) -> bool {
@@ -861,7 +836,7 @@ mod tests {
         };
         let (a, b) = (ride.points[from], ride.points[to]);
         let chord = a.position.distance_m(b.position);
-        let skipped = path_m(&ride.points[from..=to]);
+        let skipped = path_length_m(&ride.points[from..=to]);
         assert!(skipped >= 1_000.0, "{skipped}");
         assert!(
             chord * CUT_MIN_RATIO <= skipped + 25.0,

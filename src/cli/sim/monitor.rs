@@ -9,7 +9,7 @@
 
 use super::racer::RacerEnd;
 use super::shared::{Counters, Shared};
-use super::text::{clock, state_name, unexpected};
+use super::text::{clock, state_name};
 use crate::cli::CliError;
 use crate::net::client::{Client, ClientError};
 use crate::net::codec::Codec;
@@ -122,7 +122,7 @@ impl StandingsLink {
                         .collect(),
                 ))
             }
-            Ok(other) => Err(unexpected(&other)),
+            Ok(other) => Err(CliError::unexpected(&other)),
             Err(e @ ClientError::Server(_)) => Err(CliError::Failed(format!(
                 "race {}: standings refused: {e}",
                 self.race

@@ -6,6 +6,7 @@
 //! (`race`) turns them into `Options` before anything touches the server.
 
 use super::faults::FaultOptions;
+use crate::cli::keys::ServerFiles;
 use crate::cli::CliError;
 use crate::ids::validate_id;
 use crate::time::parse_duration;
@@ -55,12 +56,9 @@ pub struct SimRaceArgs {
     /// Give up (exit 1) after this long.
     #[arg(long, default_value = "2h")]
     pub timeout: String,
-    /// The server's data folder (where the signing secret lives).
-    #[arg(long, env = "PELOTON_DATA")]
-    pub data: Option<PathBuf>,
-    /// The server's config file, if it sets auth.secret_file.
-    #[arg(long, env = "PELOTON_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Where the server's secret is, to sign the racers' tokens.
+    #[command(flatten)]
+    pub files: ServerFiles,
     /// Print the final summary as exactly one JSON document.
     #[arg(long)]
     pub json: bool,

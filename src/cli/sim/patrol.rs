@@ -8,10 +8,10 @@
 //! request they are pushed, retrying while the server says they are still too far apart.
 //! At the end it prints what every device heard.
 
+use super::rng::SplitMix64;
 use crate::auth::{claims_for, Role};
-use crate::cli::keys::server_keys;
+use crate::cli::keys::{server_keys, ServerFiles};
 use crate::cli::{output, CliError};
-use crate::config::{Config, Overrides};
 use crate::error::ErrorCode;
 use crate::geo::Position;
 use crate::net::client::{Client, ClientError};
@@ -21,7 +21,6 @@ use crate::time::{now_ms, parse_duration};
 use clap::Args;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,12 +62,9 @@ pub struct SimPatrolArgs {
     /// Seed of the starting positions and walks.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The server's data folder (where the signing secret lives).
-    #[arg(long, env = "PELOTON_DATA")]
-    pub data: Option<PathBuf>,
-    /// The server's config file, if it sets auth.secret_file.
-    #[arg(long, env = "PELOTON_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Where the server's secret is, to sign the devices' tokens.
+    #[command(flatten)]
+    pub files: ServerFiles,
     /// Print the summary as exactly one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -122,7 +118,7 @@ impl Bbox {
         })
     }
 
-    fn random_point(&self, rng: &mut Rng) -> Position {
+    fn random_point(&self, rng: &mut SplitMix64) -> Position {
         let lat = self.min_lat + rng.unit() * (self.max_lat - self.min_lat);
         let lon = self.min_lon + rng.unit() * (self.max_lon - self.min_lon);
         Position::from_degrees(lat, lon).unwrap_or(Position {
@@ -137,30 +133,6 @@ impl Bbox {
             p.lon().clamp(self.min_lon, self.max_lon),
         )
         .unwrap_or(p)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so a seed replays the same walk.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -254,13 +226,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
         .ok_or_else(|| {
             CliError::Usage("no token: pass --token or set PELOTON_TOKEN to an admin token".into())
         })?;
-    let config = Config::load(
-        args.config.as_deref(),
-        &Overrides {
-            listen: None,
-            data_dir: args.data.clone(),
-        },
-    )?;
+    let config = args.files.config()?;
     let keys = server_keys(&config)?;
     let mut admin = Client::connect(&args.server, token, Codec::Binary).await?;
     if admin.welcome().role != Role::Admin {
@@ -286,7 +252,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
     }
     admin.close().await;
 
-    let mut rng = Rng::new(args.seed);
+    let mut rng = SplitMix64::new(args.seed);
     let positions = Arc::new(Positions(
         (0..args.officers)
             .map(|_| {
@@ -302,7 +268,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
     let ttl = (duration.as_secs() + 3600).min(config.auth.max_ttl_secs);
     let duty_minutes = u32::try_from(duration.as_secs() / 60 + 2)
         .unwrap_or(u32::MAX)
-        .min(config.patrol.duty_max_minutes);
+        .min(config.patrol.duty.max_minutes);
     let interval = Duration::from_secs_f64(args.interval);
     let started = Instant::now();
     let deadline = started + duration;
@@ -320,7 +286,7 @@ pub async fn run(args: SimPatrolArgs) -> Result<(), CliError> {
             bbox,
             interval,
             deadline,
-            rng: Rng::new(args.seed ^ seed.wrapping_mul(0x9E37_79B9)),
+            rng: SplitMix64::new(args.seed ^ seed.wrapping_mul(0x9E37_79B9)),
         })
     };
     let mut devices = JoinSet::new();
@@ -409,7 +375,7 @@ struct Device {
     bbox: Bbox,
     interval: Duration,
     deadline: Instant,
-    rng: Rng,
+    rng: SplitMix64,
 }
 
 impl Device {
@@ -605,8 +571,8 @@ mod tests {
 
     #[test]
     fn the_walk_is_reproducible_from_the_seed() {
-        let mut a = Rng::new(7);
-        let mut b = Rng::new(7);
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
         for _ in 0..10 {
             let x = a.unit();
             assert_eq!(x, b.unit());

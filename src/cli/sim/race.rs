@@ -14,11 +14,10 @@ use super::plan::{plan_racers, RacerPlan};
 use super::racer::Racer;
 use super::ride::Ride;
 use super::shared::{Counters, Shared, CONNECT_CONCURRENCY};
-use super::text::{clock, state_name, unexpected};
+use super::text::{clock, state_name};
 use crate::auth::{claims_for, Role};
 use crate::cli::keys::server_keys;
 use crate::cli::{output, CliError};
-use crate::config::{Config, Overrides};
 use crate::error::ErrorCode;
 use crate::geo::Position;
 use crate::net::client::Client;
@@ -126,15 +125,11 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
                 .into(),
         )
         })?;
-    let overrides = Overrides {
-        listen: None,
-        data_dir: args.data.clone(),
-    };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let config = args.files.config()?;
     let keys = server_keys(&config)?;
     let bytes = std::fs::read(&args.gpx)
         .map_err(|e| CliError::Usage(format!("cannot read ride {}: {e}", args.gpx.display())))?;
-    let ride = Ride::from_gpx(&bytes, config.race.max_course_points)
+    let ride = Ride::from_gpx(&bytes, config.race.limits.max_course_points)
         .map_err(|e| CliError::Usage(format!("{}: {e}", args.gpx.display())))?;
 
     let mut admin = Client::connect(&args.server, token, Codec::Binary).await?;
@@ -339,7 +334,7 @@ async fn prepare_race(
     let id = args.race.clone();
     let race = match admin.request(Request::RaceGet { id: id.clone() }).await {
         Ok(Reply::Race(race)) => race,
-        Ok(other) => return Err(unexpected(&other)),
+        Ok(other) => return Err(CliError::unexpected(&other)),
         Err(e) => return Err(CliError::Failed(format!("race {id}: {e}"))),
     };
     if !matches!(race.state, RaceStateView::Scheduled | RaceStateView::Live) {
@@ -366,7 +361,7 @@ async fn prepare_race(
         .await
     {
         Ok(Reply::Registered { .. }) => {}
-        Ok(other) => return Err(unexpected(&other)),
+        Ok(other) => return Err(CliError::unexpected(&other)),
         Err(e) => {
             return Err(CliError::Failed(format!(
                 "cannot register the simulated racers in race {id}: {e}"
@@ -378,7 +373,7 @@ async fn prepare_race(
     }
     match admin.request(Request::RaceStart { id: id.clone() }).await {
         Ok(Reply::Race(race)) => Ok(race),
-        Ok(other) => Err(unexpected(&other)),
+        Ok(other) => Err(CliError::unexpected(&other)),
         // Its start time may have come since it was read: the clock started it (`race.start_mode`
         // auto), which is as good.
         Err(e) if e.code() == Some(ErrorCode::InvalidTransition) => {
@@ -411,7 +406,7 @@ async fn check_finish(
     watcher.close().await;
     let snapshot = match reply {
         Ok(Reply::Subscribed(snapshot)) => snapshot,
-        Ok(other) => return Err(unexpected(&other)),
+        Ok(other) => return Err(CliError::unexpected(&other)),
         Err(e) => return Err(CliError::Failed(format!("race {id}: {e}"))),
     };
     let finish = snapshot.course.last().map(|p| Position {

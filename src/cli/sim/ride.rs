@@ -170,14 +170,7 @@ fn timed_points(samples: &[Sample]) -> Vec<RidePoint> {
     let mut points: Vec<RidePoint> = Vec::with_capacity(samples.len());
     for s in samples {
         let Some(at_ms) = s.at_ms else { continue };
-        let elapsed_ms = at_ms - first;
-        if points.last().is_none_or(|p| elapsed_ms > p.elapsed_ms) {
-            points.push(RidePoint {
-                position: s.position,
-                elapsed_ms,
-                elevation_dm: s.elevation_dm,
-            });
-        }
+        push_if_later(&mut points, s, at_ms - first);
     }
     points
 }
@@ -191,19 +184,25 @@ fn paced_points(samples: &[Sample], speed_mps: f64) -> Vec<RidePoint> {
             distance_m += last.position.distance_m(s.position);
         }
         let elapsed_ms = (distance_m / speed_mps * 1000.0).round() as i64;
-        if points.last().is_none_or(|p| elapsed_ms > p.elapsed_ms) {
-            points.push(RidePoint {
-                position: s.position,
-                elapsed_ms,
-                elevation_dm: s.elevation_dm,
-            });
-        }
+        push_if_later(&mut points, s, elapsed_ms);
     }
     points
 }
 
+/// Appends `s` at `elapsed_ms` unless that is not after the last point: two points at the
+/// same time would be an infinite speed.
+fn push_if_later(points: &mut Vec<RidePoint>, s: &Sample, elapsed_ms: i64) {
+    if points.last().is_none_or(|p| elapsed_ms > p.elapsed_ms) {
+        points.push(RidePoint {
+            position: s.position,
+            elapsed_ms,
+            elevation_dm: s.elevation_dm,
+        });
+    }
+}
+
 /// Sum of the geodesic legs between consecutive points.
-fn path_length_m(points: &[RidePoint]) -> f64 {
+pub(super) fn path_length_m(points: &[RidePoint]) -> f64 {
     points
         .windows(2)
         .map(|w| w[0].position.distance_m(w[1].position))
@@ -265,17 +264,19 @@ fn finish_speed_mps(points: &[RidePoint]) -> f64 {
     (path_length_m(tail) / (span_ms as f64 / 1000.0)).clamp(low, high)
 }
 
+/// The rides the simulator's tests share: made-up straight ones and the recorded ones in
+/// `shared/data/gpx`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::geo::finish::FinishLine;
-    use crate::geo::Course;
+pub(super) mod fixtures {
+    use super::{Ride, Sample};
+    use crate::geo::Position;
 
-    const T0: i64 = 1_796_115_600_000;
+    /// When made-up rides were recorded, ms since the epoch.
+    pub const T0: i64 = 1_796_115_600_000;
 
     /// A straight ride due north from (46, 15), one point every `step_m` for `n` points, one
     /// per `dt_ms` when timed.
-    fn straight(n: usize, step_m: f64, dt_ms: Option<i64>) -> Vec<Sample> {
+    pub fn straight(n: usize, step_m: f64, dt_ms: Option<i64>) -> Vec<Sample> {
         let start = Position::from_degrees(46.0, 15.0).unwrap();
         (0..n)
             .map(|i| Sample {
@@ -286,13 +287,22 @@ mod tests {
             .collect()
     }
 
-    fn shared_ride(path: &str) -> Ride {
-        let path = format!("{}/../shared/data/gpx/{path}", env!("CARGO_MANIFEST_DIR"));
+    /// The recorded ride `name` from `shared/data/gpx`.
+    pub fn shared_ride(name: &str) -> Ride {
+        let path = format!("{}/../shared/data/gpx/{name}", env!("CARGO_MANIFEST_DIR"));
         let Ok(bytes) = std::fs::read(&path) else {
             panic!("shared data missing at {path}");
         };
         Ride::from_gpx(&bytes, 200_000).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{shared_ride, straight, T0};
+    use super::*;
+    use crate::geo::finish::FinishLine;
+    use crate::geo::Course;
 
     #[test]
     fn the_run_out_crosses_the_finish_line_of_the_course_it_rode() {

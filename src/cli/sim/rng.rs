@@ -2,7 +2,8 @@
 //! replays the same race (start offsets, paces, GPS noise, who gets which fault and where).
 //!
 //! How it fits: [`super::plan`] draws each racer's plan from it, [`super::track`] each fix's
-//! noise, and [`super::faults`] the bad day; nothing here knows about rides or racers.
+//! noise, [`super::faults`] the bad day, and [`super::patrol`] the devices' walks; nothing
+//! here knows about rides, racers or cities.
 
 /// SplitMix64: a tiny, well-mixed generator, so a seed reproduces a run exactly without a
 /// dependency.

@@ -1,11 +1,9 @@
-//! How the simulator words what it prints: race-time clocks, race states, and a reply it did
-//! not expect.
+//! How the simulator words what it prints: race-time clocks and race states.
 //!
 //! How it fits: shared by the fault descriptions ([`super::faults`]), the start-up line of
 //! `sim race` ([`super::race`]) and the monitor's progress and failures ([`super::monitor`]).
 
-use crate::cli::CliError;
-use crate::net::protocol::{RaceStateView, Reply};
+use crate::net::protocol::RaceStateView;
 
 /// `h:mm:ss`.
 pub(crate) fn clock(secs: f64) -> String {
@@ -21,11 +19,6 @@ pub(super) fn state_name(state: RaceStateView) -> &'static str {
         RaceStateView::Finished => "finished",
         RaceStateView::Cancelled => "cancelled",
     }
-}
-
-/// A reply of the wrong type: a server bug or a version mismatch.
-pub(super) fn unexpected(reply: &Reply) -> CliError {
-    CliError::Failed(format!("unexpected reply {}", reply.type_name()))
 }
 
 #[cfg(test)]

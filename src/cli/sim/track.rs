@@ -92,24 +92,9 @@ impl Iterator for RacerTrack {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ride::fixtures::{straight, T0};
     use super::*;
-    use crate::cli::sim::ride::Sample;
     use crate::geo::Position;
-
-    const T0: i64 = 1_796_115_600_000;
-
-    /// A straight ride due north from (46, 15), one point every `step_m` for `n` points, one
-    /// per `dt_ms` when timed.
-    fn straight(n: usize, step_m: f64, dt_ms: Option<i64>) -> Vec<Sample> {
-        let start = Position::from_degrees(46.0, 15.0).unwrap();
-        (0..n)
-            .map(|i| Sample {
-                position: start.moved_m(0.0, step_m * i as f64),
-                at_ms: dt_ms.map(|dt| T0 + dt * i as i64),
-                elevation_dm: Some(2370),
-            })
-            .collect()
-    }
 
     #[test]
     fn device_time_is_the_gun_plus_offset_plus_recorded_time_over_pace() {

@@ -9,53 +9,15 @@
 pub mod http;
 pub mod smtp;
 
+use crate::config::Config;
+use peloton_domain::mail::job::TransportKind;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// One mail ready for the wire.
-#[derive(Debug, Clone, Copy)]
-pub struct Outgoing<'a> {
-    /// The From mailbox (`Name <a@b>`).
-    pub from: &'a str,
-    /// The recipient's address.
-    pub to: &'a str,
-    /// Subject line.
-    pub subject: &'a str,
-    /// Plain-text body.
-    pub body: &'a str,
-    /// The stable `Message-ID` (`<id@domain>`), the same on every attempt.
-    pub message_id: &'a str,
-    /// The key a receiver deduplicates resends by (the job id).
-    pub idempotency_key: &'a str,
-}
-
-/// Why a send failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// What the transport or server said.
-    pub message: String,
-    /// True when the server refused the mail itself (a retry would get the same answer);
-    /// false for outages, timeouts and "try later" answers.
-    pub permanent: bool,
-}
-
-impl SendError {
-    /// A failure worth retrying.
-    pub fn transient(message: impl Into<String>) -> SendError {
-        SendError {
-            message: message.into(),
-            permanent: false,
-        }
-    }
-
-    /// A refusal no retry will change.
-    pub fn permanent(message: impl Into<String>) -> SendError {
-        SendError {
-            message: message.into(),
-            permanent: true,
-        }
-    }
-}
+pub use peloton_domain::mail::transport::{MailTransport, Outgoing, SendError};
 
 /// A configured transport.
 #[derive(Clone)]
@@ -66,9 +28,18 @@ pub enum Transport {
     Http(http::HttpSender),
 }
 
+impl MailTransport for Transport {
+    fn send<'a>(
+        &'a self,
+        mail: Outgoing<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(self.send_within_timeout(mail))
+    }
+}
+
 impl Transport {
     /// Sends one mail within the transport's total timeout.
-    pub async fn send(&self, mail: Outgoing<'_>) -> Result<(), SendError> {
+    async fn send_within_timeout(&self, mail: Outgoing<'_>) -> Result<(), SendError> {
         let (total, sending) = match self {
             Transport::Smtp(s) => (
                 s.total_timeout(),
@@ -96,4 +67,52 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Longest wait for one whole send.
     pub total: Duration,
+}
+
+/// Where each transport connects and how long it waits, from `[mail]`.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// SMTP.
+    pub smtp: smtp::SmtpSettings,
+    /// HTTP mail API URL.
+    pub http_url: String,
+    /// HTTP timeouts.
+    pub http_timeouts: Timeouts,
+}
+
+impl TransportSettings {
+    /// Reads the transport keys of `[mail]` (validated already).
+    pub fn from_config(config: &Config) -> TransportSettings {
+        let m = &config.mail;
+        let ms = Duration::from_millis;
+        TransportSettings {
+            smtp: smtp::SmtpSettings {
+                host: m.smtp_host.clone(),
+                port: m.smtp_port,
+                tls: m.smtp_tls.clone(),
+                pool_max: m.smtp_pool_max,
+                timeouts: Timeouts {
+                    connect: ms(m.smtp_connect_timeout_ms),
+                    total: ms(m.smtp_total_timeout_ms),
+                },
+            },
+            http_url: m.http_url.clone(),
+            http_timeouts: Timeouts {
+                connect: ms(m.http_connect_timeout_ms),
+                total: ms(m.http_total_timeout_ms),
+            },
+        }
+    }
+}
+
+/// Every transport the mail domain can send through, by kind, built from `settings`.
+pub fn transports(
+    settings: &TransportSettings,
+) -> Result<HashMap<TransportKind, Arc<dyn MailTransport>>, String> {
+    let smtp = smtp::SmtpSender::new(&settings.smtp)?;
+    let http = http::HttpSender::new(&settings.http_url, settings.http_timeouts)?;
+    let mut all: HashMap<TransportKind, Arc<dyn MailTransport>> = HashMap::new();
+    all.insert(TransportKind::Smtp, Arc::new(Transport::Smtp(smtp)));
+    all.insert(TransportKind::Http, Arc::new(Transport::Http(http)));
+    Ok(all)
 }

@@ -7,14 +7,19 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The retry policy, from `[mail]` in the configuration.
+/// The retry policy: `max_attempts` and the `backoff_*` keys of `[mail]`, read directly
+/// into this type (the names are the configuration's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Upper bound of the first retry's delay, in milliseconds.
+    #[serde(rename = "backoff_base_ms")]
     pub base_ms: u64,
     /// Growth of the upper bound per further failure (≥ 1).
+    #[serde(rename = "backoff_factor")]
     pub factor: f64,
     /// No delay is ever longer than this, so a job is never forgotten for days.
+    #[serde(rename = "backoff_cap_ms")]
     pub cap_ms: u64,
     /// Attempts (the first send included) before a job is dead-lettered.
     pub max_attempts: u32,

@@ -10,21 +10,29 @@
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// When a breaker opens and how long it stays open, from `[mail]`.
+/// When a breaker opens and how long it stays open: the `breaker_*` keys of `[mail]`, read
+/// directly into this type (the names are the configuration's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerPolicy {
     /// Failures in a row that open the breaker.
+    #[serde(rename = "breaker_consecutive_failures")]
     pub consecutive_failures: u32,
     /// Failure share within the window (0..=1) that opens the breaker.
+    #[serde(rename = "breaker_failure_rate")]
     pub failure_rate: f64,
     /// Outcomes needed in the window before the rate counts, so one early failure does not
     /// read as 100 %.
+    #[serde(rename = "breaker_min_calls")]
     pub min_calls: u32,
     /// Length of the sliding window of outcomes, in milliseconds.
+    #[serde(rename = "breaker_window_ms")]
     pub window_ms: u64,
     /// How long the breaker stays open before probing, in milliseconds.
+    #[serde(rename = "breaker_open_ms")]
     pub open_ms: u64,
     /// Attempts let through while half-open.
+    #[serde(rename = "breaker_half_open_probes")]
     pub half_open_probes: u32,
 }
 
@@ -206,6 +214,17 @@ mod tests {
         }
     }
 
+    /// A breaker opened by three failures at 0..3 ms, whose first probe was admitted at
+    /// `at_ms` (after `open_ms`).
+    fn half_open_at(at_ms: u64) -> Breaker {
+        let mut b = Breaker::new(policy());
+        for t in 0..3 {
+            b.record(t, false);
+        }
+        assert_eq!(b.admit(at_ms), Admission::Probe);
+        b
+    }
+
     #[test]
     fn consecutive_failures_open_then_a_probe_success_closes() {
         let mut b = Breaker::new(policy());
@@ -227,11 +246,7 @@ mod tests {
 
     #[test]
     fn a_probe_that_never_reports_is_given_up_after_open_ms() {
-        let mut b = Breaker::new(policy());
-        for t in 0..3 {
-            b.record(t, false);
-        }
-        assert_eq!(b.admit(6_000), Admission::Probe);
+        let mut b = half_open_at(6_000);
         assert!(matches!(b.admit(10_999), Admission::Rejected { .. }));
         assert_eq!(
             b.admit(11_000),
@@ -242,11 +257,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_again() {
-        let mut b = Breaker::new(policy());
-        for t in 0..3 {
-            b.record(t, false);
-        }
-        assert_eq!(b.admit(6_000), Admission::Probe);
+        let mut b = half_open_at(6_000);
         b.record(6_001, false);
         assert_eq!(b.state(), BreakerState::Open { until_ms: 11_001 });
     }

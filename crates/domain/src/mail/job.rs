@@ -423,7 +423,7 @@ pub struct JobInputs<'a> {
     /// Retry timing.
     pub backoff: &'a Backoff,
     /// Where retry jitter comes from (fixed in tests).
-    pub jitter: &'a mut dyn Jitter,
+    pub jitter: &'a mut (dyn Jitter + Send),
 }
 
 impl Aggregate for MailJobState {

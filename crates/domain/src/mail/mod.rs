@@ -1,7 +1,8 @@
 //! Mission control's rules: a mail and its identity ([`message`]), a job's lifecycle
 //! ([`job`]), retry timing ([`backoff`]), the per-transport circuit breaker ([`breaker`]),
 //! envelopes accepted once ([`idempotency`]), the newest contact per address ([`contacts`])
-//! and waiting jobs by due time ([`schedule`]).
+//! waiting jobs by due time ([`schedule`]) and the port a transport implements
+//! ([`transport`]).
 
 pub mod backoff;
 pub mod breaker;
@@ -10,3 +11,4 @@ pub mod idempotency;
 pub mod job;
 pub mod message;
 pub mod schedule;
+pub mod transport;

@@ -2,12 +2,14 @@
 //! event-sourced state (the directory, the rewards ledger, citizens' profiles, who is
 //! connected to whom, and where each conversation stands).
 //!
-//! One actor (the shell's `book_actor`) owns the book, so a connection's two awards, a
+//! One actor (the shell's `book_actor`, through the journaled shell; the decisions are in
+//! [`super::book_rules`]) owns the book, so a connection's two awards, a
 //! redemption's balance check and a voucher's serial are decided in one place, in order.
 //! Messages are journaled per conversation (`dm/<a>~<b>`), not here, so a page of history
 //! is one range read; the book only numbers them and remembers what each user has had.
 
-use super::directory::{Directory, ImportRows};
+use super::directory::Directory;
+use super::import::ImportRows;
 use super::ledger::{Ledger, LedgerEvent};
 use crate::error::{ErrorCode, Rejection};
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,16 @@ pub struct Book {
     /// Who has a connection with whom, both ways: only they may message each other, and a
     /// user's conversations are found through it without scanning everyone's.
     contacts: BTreeMap<String, BTreeSet<String>>,
+    /// Where each conversation stands. Last, and encoded as its two maps, so a snapshot
+    /// reads the same as when they were fields of the book.
+    talk: Conversations,
+}
+
+/// Conversation bookkeeping: numbering, delivery cursors and recent request ids. It is not
+/// a fold of book events (messages are journaled per conversation, and recovery replays them
+/// into it), so the shell changes it with `Journaled::amend`; snapshots keep it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Conversations {
     /// Conversations by pair key.
     conversations: BTreeMap<String, Conversation>,
     /// Per sender, recent message request ids and where they went (oldest first).
@@ -117,8 +129,9 @@ pub fn validate_display_name(name: &str) -> Result<String, Rejection> {
 }
 
 impl Book {
-    /// Applies one event. Never fails: events were validated before they were journaled.
-    pub fn apply(&mut self, event: &BookEvent) {
+    /// Folds one event in (the aggregate's `apply`). Never fails: events were validated
+    /// before they were journaled.
+    pub(super) fn fold(&mut self, event: &BookEvent) {
         match event {
             BookEvent::Imported(rows) => {
                 self.directory.upsert(rows);
@@ -173,18 +186,19 @@ impl Book {
         max_chars: usize,
     ) -> Result<MessagePlan, Rejection> {
         let pair = pair_key(from, to);
-        if let Some((_, stored_pair, seq)) = self
-            .sends
-            .get(from)
-            .and_then(|sent| sent.iter().find(|(id, _, _)| id == request_id))
-        {
-            if *stored_pair != pair {
+        let stored = self.talk.sends.get(from).and_then(|sent| {
+            sent.iter()
+                .find(|(id, _, _)| id == request_id)
+                .map(|(_, pair, seq)| (pair.clone(), *seq))
+        });
+        if let Some((stored_pair, seq)) = stored {
+            if stored_pair != pair {
                 return Err(Rejection::new(
                     ErrorCode::Conflict,
                     format!("request id {request_id} was used for a message to someone else"),
                 ));
             }
-            return Ok(MessagePlan::Replayed { pair, seq: *seq });
+            return Ok(MessagePlan::Replayed { pair, seq });
         }
         if from == to {
             return Err(Rejection::invalid("to: cannot message yourself"));
@@ -201,24 +215,22 @@ impl Book {
                 "text must be 1 to {max_chars} characters, got {chars}"
             )));
         }
-        let seq = self
-            .conversations
-            .get(&pair)
-            .map_or(0, |c| c.last_seq)
-            .saturating_add(1);
+        let seq = self.last_seq(&pair).saturating_add(1);
         Ok(MessagePlan::Store { pair, seq })
     }
 
-    /// A message was journaled as `seq` of `pair`. The sender has its own message, so its
-    /// cursor moves past it when it had everything before.
+    /// A message was queued for the journal (or found there on recovery) as `seq` of
+    /// `pair`. The sender has its own message, so its cursor moves past it when it had
+    /// everything before.
     pub fn message_stored(&mut self, pair: &str, seq: u64, from: &str, request_id: &str) {
-        let conversation = self.conversations.entry(pair.to_owned()).or_default();
+        let talk = &mut self.talk;
+        let conversation = talk.conversations.entry(pair.to_owned()).or_default();
         conversation.last_seq = conversation.last_seq.max(seq);
         let cursor = conversation.delivered.entry(from.to_owned()).or_insert(0);
         if *cursor + 1 == seq {
             *cursor = seq;
         }
-        let sent = self.sends.entry(from.to_owned()).or_default();
+        let sent = talk.sends.entry(from.to_owned()).or_default();
         sent.push_back((request_id.to_owned(), pair.to_owned(), seq));
         while sent.len() > REMEMBERED_SENDS {
             sent.pop_front();
@@ -228,7 +240,7 @@ impl Book {
     /// A message whose journal write failed: its request id is forgotten, so sending it
     /// again stores it (its number stays unused).
     pub fn forget_send(&mut self, from: &str, request_id: &str) {
-        if let Some(sent) = self.sends.get_mut(from) {
+        if let Some(sent) = self.talk.sends.get_mut(from) {
             sent.retain(|(id, _, _)| id != request_id);
         }
     }
@@ -236,19 +248,20 @@ impl Book {
     /// The last message's number in `pair` as the book knows it (0: none); recovery
     /// replays the messages the journal has beyond it.
     pub fn last_seq(&self, pair: &str) -> u64 {
-        self.conversations.get(pair).map_or(0, |c| c.last_seq)
+        self.talk.conversations.get(pair).map_or(0, |c| c.last_seq)
     }
 
     /// Conversations of `user` with messages not yet pushed to them: (pair, last delivered
     /// seq, last seq).
     pub fn undelivered(&self, user: &str) -> Vec<(String, u64, u64)> {
+        let talk = &self.talk;
         self.contacts
             .get(user)
             .into_iter()
             .flatten()
             .filter_map(|other| {
                 let pair = pair_key(user, other);
-                let c = self.conversations.get(&pair)?;
+                let c = talk.conversations.get(&pair)?;
                 let delivered = c.delivered.get(user).copied().unwrap_or(0);
                 (delivered < c.last_seq).then_some((pair, delivered, c.last_seq))
             })
@@ -266,7 +279,7 @@ impl Book {
 
     /// Messages of `pair` up to `seq` were pushed to a session of `user`.
     pub fn delivered(&mut self, user: &str, pair: &str, seq: u64) {
-        if let Some(c) = self.conversations.get_mut(pair) {
+        if let Some(c) = self.talk.conversations.get_mut(pair) {
             let cursor = c.delivered.entry(user.to_owned()).or_insert(0);
             *cursor = (*cursor).max(seq);
         }
@@ -275,13 +288,14 @@ impl Book {
     /// Roughly how many items the snapshot holds, so snapshots are taken less often as it
     /// grows (each costs time proportional to its size).
     pub fn size_hint(&self) -> usize {
-        self.ledger.entry_count() + self.profiles.len() + self.conversations.len()
+        self.ledger.entry_count() + self.profiles.len() + self.talk.conversations.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Aggregate;
 
     fn connect(book: &mut Book, officer: &str, citizen: &str) {
         book.connect(officer, citizen);
@@ -357,6 +371,48 @@ mod tests {
             book.undelivered("o").is_empty(),
             "a prefix is not a participant"
         );
+    }
+
+    /// The book as it was stored when its conversation bookkeeping was two fields of its own:
+    /// snapshots written then must still decode, and new ones read the same.
+    #[derive(Serialize, Deserialize)]
+    struct StoredBefore {
+        directory: Directory,
+        ledger: Ledger,
+        profiles: BTreeMap<String, Profile>,
+        contacts: BTreeMap<String, BTreeSet<String>>,
+        conversations: BTreeMap<String, Conversation>,
+        sends: BTreeMap<String, VecDeque<(String, String, u64)>>,
+    }
+
+    #[test]
+    fn a_snapshot_encodes_as_before_the_bookkeeping_moved() {
+        let mut book = Book::default();
+        connect(&mut book, "o1", "c1");
+        book.apply(&BookEvent::ProfileSet {
+            user: "c1".into(),
+            profile: Profile {
+                display_name: "Ana".into(),
+                email: None,
+            },
+        });
+        book.message_stored("c1~o1", 1, "c1", "m1");
+        book.delivered("o1", "c1~o1", 1);
+        let talk = book.talk.clone();
+        let before = StoredBefore {
+            directory: book.directory.clone(),
+            ledger: book.ledger.clone(),
+            profiles: book.profiles.clone(),
+            contacts: book.contacts.clone(),
+            conversations: talk.conversations,
+            sends: talk.sends,
+        };
+        let config = bincode::config::standard();
+        let old = bincode::serde::encode_to_vec(&before, config).unwrap();
+        assert_eq!(bincode::serde::encode_to_vec(&book, config).unwrap(), old);
+        let (back, _): (Book, usize) = bincode::serde::decode_from_slice(&old, config).unwrap();
+        assert_eq!(back, book);
+        assert_eq!(back.last_seq("c1~o1"), 1);
     }
 
     #[test]

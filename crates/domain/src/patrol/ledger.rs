@@ -41,15 +41,18 @@ pub fn utc_day(at_ms: UnixMillis) -> u32 {
     u32::try_from(day).unwrap_or(u32::MAX)
 }
 
-/// How many points a connection is worth; from configuration, passed to every decision so a
-/// changed configuration applies from the next connection without touching history.
+/// How many points a connection is worth; from configuration (`[patrol]`, read directly
+/// into this type under the configuration's names), passed to every decision so a changed
+/// configuration applies from the next connection without touching history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AwardRules {
     /// Points the officer earns for one connection.
     pub officer_points: u64,
     /// Points the citizen earns for one connection.
     pub citizen_points: u64,
     /// Most points one user may be awarded per UTC day, so farming connections does not pay.
+    #[serde(rename = "daily_points_cap")]
     pub daily_cap: u64,
 }
 
@@ -700,24 +703,16 @@ impl Ledger {
                 at_ms,
                 precinct,
             } => {
-                let precinct_id = self.intern(precinct);
-                self.debit(
-                    user,
-                    request_id,
-                    *at_ms,
-                    *cost,
-                    precinct_id,
-                    Cause::Redemption {
-                        request_id: request_id.clone(),
-                        offer_id: offer_id.clone(),
-                        voucher_serial: *voucher_serial,
-                    },
-                );
+                let cause = Cause::Redemption {
+                    request_id: request_id.clone(),
+                    offer_id: offer_id.clone(),
+                    voucher_serial: *voucher_serial,
+                };
+                let totals = self.debit(user, request_id, *at_ms, *cost, precinct, cause);
+                totals.redeemed = totals.redeemed.saturating_add(*cost);
                 self.next_voucher_serial = self
                     .next_voucher_serial
                     .max(voucher_serial.saturating_add(1));
-                let totals = self.totals(day, precinct);
-                totals.redeemed = totals.redeemed.saturating_add(*cost);
             }
             LedgerEvent::Donated {
                 request_id,
@@ -727,19 +722,11 @@ impl Ledger {
                 at_ms,
                 precinct,
             } => {
-                let precinct_id = self.intern(precinct);
-                self.debit(
-                    user,
-                    request_id,
-                    *at_ms,
-                    *points,
-                    precinct_id,
-                    Cause::Donation {
-                        request_id: request_id.clone(),
-                        charity_id: charity_id.clone(),
-                    },
-                );
-                let totals = self.totals(day, precinct);
+                let cause = Cause::Donation {
+                    request_id: request_id.clone(),
+                    charity_id: charity_id.clone(),
+                };
+                let totals = self.debit(user, request_id, *at_ms, *points, precinct, cause);
                 totals.donated = totals.donated.saturating_add(*points);
             }
         }
@@ -810,24 +797,28 @@ impl Ledger {
         index
     }
 
+    /// Takes `points` from `user` for `request_id` (remembered, so a retry answers from this
+    /// entry), and returns the totals of the day and precinct the debit counts in, for the
+    /// caller to say as what (a redemption or a donation).
     fn debit(
         &mut self,
         user: &str,
         request_id: &str,
         at_ms: i64,
         points: u64,
-        precinct: usize,
+        precinct: &str,
         cause: Cause,
-    ) {
+    ) -> &mut Totals {
         let entry = StoredEntry {
             at_ms,
             delta: i64::try_from(points).map_or(i64::MIN, |p| -p),
-            precinct,
+            precinct: self.intern(precinct),
             cause,
         };
         let (account, index) = self.push_entry(user, entry);
         account.balance = account.balance.saturating_sub(points);
         account.requests.insert(request_id.to_owned(), index);
+        self.totals(utc_day(at_ms), precinct)
     }
 
     /// A user's points now (0 for a user never seen).

@@ -18,12 +18,16 @@ pub enum PatrolRole {
     Citizen,
 }
 
-/// Duty window lengths from `[patrol]`.
-#[derive(Debug, Clone, Copy)]
+/// Duty window lengths from `[patrol]` (read directly into this type under the
+/// configuration's names).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DutyRules {
     /// When the officer does not say, minutes.
+    #[serde(rename = "duty_default_minutes")]
     pub default_minutes: u32,
     /// Longest, minutes.
+    #[serde(rename = "duty_max_minutes")]
     pub max_minutes: u32,
 }
 

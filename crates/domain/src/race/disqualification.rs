@@ -8,6 +8,7 @@
 //! flagged for the organiser, whose decision is theirs.
 
 use crate::geo::Checkpoint;
+use crate::race::state::Race;
 use crate::racer::Incidents;
 
 /// Why racer with `incidents` is disqualified on a course with `checkpoints`, if they are:
@@ -44,6 +45,15 @@ pub fn disqualification(
             missed.join(", ")
         )),
     }
+}
+
+/// Why `bib` is disqualified from `race`, if they are: the organiser's decision wins over
+/// what the record implies; otherwise a finisher who skipped a mandatory checkpoint is.
+pub fn verdict(race: &Race, bib: u32, incidents: &Incidents, finished: bool) -> Option<String> {
+    if let Some(reason) = race.disqualified.get(&bib) {
+        return Some(format!("disqualified: {reason}"));
+    }
+    disqualification(&race.course.checkpoints, incidents, finished)
 }
 
 #[cfg(test)]

@@ -284,6 +284,20 @@ mod tests {
         s.race.unwrap()
     }
 
+    /// Results with no splits and a clean record for everyone.
+    fn plain(
+        race: &Race,
+        standings: &[Standing],
+        disqualified_of: impl Fn(u32) -> Option<String>,
+    ) -> Vec<ResultRow> {
+        results(race, standings, |_| &[], |_| &NO_INCIDENTS, disqualified_of)
+    }
+
+    /// Each row's place, bib and status: what the tests are about.
+    fn summary(rows: &[ResultRow]) -> Vec<(Option<u32>, u32, ResultStatus)> {
+        rows.iter().map(|r| (r.rank, r.bib, r.status)).collect()
+    }
+
     fn standing(bib: u32, rank: u32, progress_m: f64, finished_after_ms: Option<i64>) -> Standing {
         Standing {
             bib,
@@ -312,9 +326,8 @@ mod tests {
             |_| &NO_INCIDENTS,
             |_| None,
         );
-        let summary: Vec<_> = rows.iter().map(|r| (r.rank, r.bib, r.status)).collect();
         assert_eq!(
-            summary,
+            summary(&rows),
             vec![
                 (Some(1), 2, ResultStatus::Finished),
                 (None, 1, ResultStatus::Dnf),
@@ -362,19 +375,16 @@ mod tests {
     #[test]
     fn while_live_unfinished_racers_are_racing() {
         let race = race(None);
-        let rows = results(
+        let rows = plain(
             &race,
             &[
                 standing(2, 1, 900.0, Some(60_000)),
                 standing(1, 2, 100.0, None),
             ],
-            |_| &[],
-            |_| &NO_INCIDENTS,
             |_| None,
         );
-        let summary: Vec<_> = rows.iter().map(|r| (r.rank, r.bib, r.status)).collect();
         assert_eq!(
-            summary,
+            summary(&rows),
             vec![
                 (Some(1), 2, ResultStatus::Finished),
                 (Some(2), 1, ResultStatus::Racing),
@@ -389,7 +399,7 @@ mod tests {
     fn before_the_start_nobody_is_placed() {
         let mut race = race(None);
         race.status = RaceStatus::Scheduled;
-        let rows = results(&race, &[], |_| &[], |_| &NO_INCIDENTS, |_| None);
+        let rows = plain(&race, &[], |_| None);
         assert!(rows
             .iter()
             .all(|r| r.rank.is_none() && r.status == ResultStatus::Racing && r.reason.is_none()));
@@ -398,20 +408,17 @@ mod tests {
     #[test]
     fn once_over_dnf_by_distance_then_dsq_then_dns_all_unranked() {
         let race = race(Some(RaceCommand::Finish));
-        let rows = results(
+        let rows = plain(
             &race,
             &[
                 standing(3, 1, 10_000.0, Some(1_700_000)),
                 standing(1, 2, 10_000.0, Some(1_800_000)),
                 standing(2, 3, 6_500.0, None),
             ],
-            |_| &[],
-            |_| &NO_INCIDENTS,
             |bib| (bib == 3).then(|| "disqualified: missed checkpoint CP2".to_owned()),
         );
-        let summary: Vec<_> = rows.iter().map(|r| (r.rank, r.bib, r.status)).collect();
         assert_eq!(
-            summary,
+            summary(&rows),
             vec![
                 (Some(1), 1, ResultStatus::Finished),
                 (None, 2, ResultStatus::Dnf),
@@ -436,16 +443,13 @@ mod tests {
     #[test]
     fn dnf_rows_go_by_distance_and_a_racer_without_a_position_can_be_disqualified() {
         let race = race(Some(RaceCommand::Finish));
-        let rows = results(
+        let rows = plain(
             &race,
             &[standing(2, 1, 700.0, None), standing(1, 2, 2_500.0, None)],
-            |_| &[],
-            |_| &NO_INCIDENTS,
             |bib| (bib == 3).then(|| "disqualified: no tracker carried".to_owned()),
         );
-        let summary: Vec<_> = rows.iter().map(|r| (r.rank, r.bib, r.status)).collect();
         assert_eq!(
-            summary,
+            summary(&rows),
             vec![
                 (None, 1, ResultStatus::Dnf),
                 (None, 2, ResultStatus::Dnf),

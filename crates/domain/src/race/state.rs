@@ -121,8 +121,10 @@ impl ClockAction {
     }
 }
 
-/// Limits that come from configuration, passed in so the rules stay pure.
-#[derive(Debug, Clone, Copy)]
+/// Limits that come from configuration (`[race]`, read directly into this type), passed
+/// in so the rules stay pure.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RaceLimits {
     /// Longest name in characters.
     pub max_name_chars: usize,
@@ -365,6 +367,24 @@ impl Race {
             course_length_m: self.course.length_m,
             racers: u32::try_from(self.roster.len()).unwrap_or(u32::MAX),
         }
+    }
+}
+
+impl RaceSummary {
+    /// Whether racers' fixes are taken now: only while the race is live. Read from the
+    /// summary the directory keeps, so a device of a race not live costs no actor.
+    pub fn takes_fixes(&self) -> Result<(), Rejection> {
+        if self.status == RaceStatus::Live {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            ErrorCode::InvalidTransition,
+            format!(
+                "race {} is {}; fixes are taken while it is live",
+                self.id,
+                self.status.as_str()
+            ),
+        ))
     }
 }
 
@@ -792,6 +812,37 @@ fn validate_times(
         }
     }
     Ok(())
+}
+
+impl RaceState {
+    /// Whether the race should finish by itself now: it is live, has racers, and every one
+    /// of them has finished (`has_finished` reads the live standings the shell keeps).
+    pub fn everyone_finished(&self, has_finished: impl Fn(u32) -> bool) -> bool {
+        self.race.as_ref().is_some_and(|race| {
+            race.status == RaceStatus::Live
+                && !race.roster.is_empty()
+                && race.roster.keys().all(|bib| has_finished(*bib))
+        })
+    }
+
+    /// The race, when `bib` is registered in it: who may be tracked.
+    pub fn registered(&self, id: &RaceId, bib: u32) -> Result<&Race, Rejection> {
+        let race = self.existing(id)?;
+        if !race.roster.contains_key(&bib) {
+            return Err(Rejection::new(
+                ErrorCode::NotFound,
+                format!("bib {bib} is not registered in race {id}"),
+            ));
+        }
+        Ok(race)
+    }
+
+    /// The race, or `not_found` naming `id` for a race that was never created.
+    pub fn existing(&self, id: &RaceId) -> Result<&Race, Rejection> {
+        self.race
+            .as_ref()
+            .ok_or_else(|| Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist")))
+    }
 }
 
 /// What deciding on a race command reads besides the race.

@@ -64,8 +64,9 @@ pub struct Fix {
     pub elevation_m: Option<f32>,
 }
 
-/// What a suspected course cut does to the racer's progress; chosen by the organiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a suspected course cut does to the racer's progress; chosen by the organiser
+/// (`tracking.cut_rule`, written `flag` or `hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutRule {
     /// Credit the progress and flag the racer: the organiser judges after the race (a GPS
     /// glitch must not cost an honest racer their finish).
@@ -75,8 +76,46 @@ pub enum CutRule {
     Hold,
 }
 
-/// Rules for judging fixes; from configuration.
+impl CutRule {
+    /// The rule as written in `tracking.cut_rule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutRule::Flag => "flag",
+            CutRule::Hold => "hold",
+        }
+    }
+
+    /// Reads the rule as written in `tracking.cut_rule` (exactly: the file is the docs).
+    pub fn parse(text: &str) -> Option<CutRule> {
+        [CutRule::Flag, CutRule::Hold]
+            .into_iter()
+            .find(|rule| rule.as_str() == text)
+    }
+}
+
+impl Serialize for CutRule {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Read from text, so a misspelt `tracking.cut_rule` is refused naming the key and the
+/// values it takes, like every other configuration error.
+impl<'de> Deserialize<'de> for CutRule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        CutRule::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "tracking.cut_rule must be \"flag\" or \"hold\", got `{text}`"
+            ))
+        })
+    }
+}
+
+/// Rules for judging fixes: the `[tracking]` section of the configuration, read directly
+/// into this type (with [`TrackingRules::validate`]) so there is one definition of each key.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrackingRules {
     /// Fixes less accurate than this do not move the racer.
     pub max_accuracy_m: f64,
@@ -104,6 +143,50 @@ pub struct TrackingRules {
     pub cut_pace_factor: f64,
     /// What a suspected cut does.
     pub cut_rule: CutRule,
+}
+
+impl TrackingRules {
+    /// The ranges serde cannot express; each error names its `tracking.*` key, since these
+    /// values come from the configuration.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("max_accuracy_m", self.max_accuracy_m),
+            ("max_speed_mps", self.max_speed_mps),
+            ("off_course_m", self.off_course_m),
+            ("window_behind_m", self.window_behind_m),
+            ("min_window_ahead_m", self.min_window_ahead_m),
+            ("finish_half_width_m", self.finish_half_width_m),
+            ("max_course_speed_mps", self.max_course_speed_mps),
+            ("cut_tolerance_m", self.cut_tolerance_m),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!(
+                    "tracking.{key} must be a positive number, got {value}"
+                ));
+            }
+        }
+        if self.max_course_speed_mps > self.max_speed_mps {
+            return Err(format!(
+                "tracking.max_course_speed_mps ({}) must not exceed tracking.max_speed_mps ({}): \
+                 a sustained average cannot be faster than a single jump",
+                self.max_course_speed_mps, self.max_speed_mps
+            ));
+        }
+        if !(self.cut_pace_factor.is_finite() && self.cut_pace_factor >= 1.2) {
+            return Err(format!(
+                "tracking.cut_pace_factor must be at least 1.2 (a detour is about as fast as \
+                 the course), got {}",
+                self.cut_pace_factor
+            ));
+        }
+        if self.off_course_after_ms < 1 {
+            return Err(format!(
+                "tracking.off_course_after_ms must be at least 1, got {}",
+                self.off_course_after_ms.max(0)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The course as tracking needs it, built once per race and shared by its racers.

@@ -1,0 +1,47 @@
+//! What a handled request asks of its socket: one reply, or a reply followed by a stream
+//! (a race's live ticks, a paced replay, a backup file). Every domain module returns it
+//! and the session carries it out without knowing which domain asked.
+
+use super::race_stream::{ReplayPacer, TickFeed};
+use crate::actors::race::feed::Published;
+use crate::error::Rejection;
+use crate::net::protocol::Reply;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the session should send back.
+pub enum Outcome {
+    /// One reply or error.
+    Reply(Result<Reply, Rejection>),
+    /// Send `reply`, then forward the race's ticks after `seq` from `updates`.
+    Subscribed {
+        /// The snapshot reply.
+        reply: Reply,
+        /// The feed the snapshot continues from.
+        seq: u64,
+        /// Ticks a resuming spectator missed, oldest first, to send right after `reply`.
+        missed: Vec<Arc<Published>>,
+        /// The race's published ticks.
+        updates: TickFeed,
+    },
+    /// Send `reply`, then play the replay's steps to the socket as `pacer` paces them.
+    Replay {
+        /// The reply announcing the replay.
+        reply: Reply,
+        /// The replay's pushes and the waits between them.
+        pacer: ReplayPacer,
+    },
+    /// Stream this file as backup chunks, then send `reply`, then delete the file.
+    StreamFile {
+        /// The file to stream.
+        path: PathBuf,
+        /// The reply that ends the stream.
+        reply: Reply,
+    },
+}
+
+impl From<Result<Reply, Rejection>> for Outcome {
+    fn from(result: Result<Reply, Rejection>) -> Self {
+        Outcome::Reply(result)
+    }
+}
