@@ -11,9 +11,8 @@ use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
 use super::job::{JobCommand, JobInputs, JobStatus, JobSummary, MailJobState, TransportKind};
 use super::message::JobId;
+use super::msg::JobMsg;
 use super::msg::MailSupervisorMsg;
-// Kept at its old path for the facade and the supervisor.
-pub use super::msg::JobMsg;
 use super::transport::Outgoing;
 use super::KIND;
 use crate::actors::clock::Clock;

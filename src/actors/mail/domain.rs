@@ -2,7 +2,7 @@
 //! checked against the idempotency window, contacts against the stale-update rule, and each
 //! message becomes a job with a derived id, accepted (durably) by its own actor.
 
-use super::actor::{JobMsg, MailContext};
+use super::actor::MailContext;
 use super::backoff::{Backoff, JitterSource};
 use super::breaker::{BreakerPolicy, BreakerState};
 use super::contacts::{ContactBook, Update};
@@ -10,7 +10,9 @@ use super::gate::Gate;
 use super::idempotency::{EnvelopeKey, IdempotencyWindow};
 use super::job::{FailedAttempt, Job, JobEvent, JobSummary, MailJobState, Origin, TransportKind};
 use super::message::{JobId, MailMessage};
-use super::supervisor::{MailSupervisor, MailSupervisorArgs, MailSupervisorMsg};
+use super::msg::JobMsg;
+use super::msg::MailSupervisorMsg;
+use super::supervisor::{MailSupervisor, MailSupervisorArgs};
 use super::transport::MailTransport;
 use super::KIND;
 use crate::actors::ask::{ask, ask_or, unanswered};

@@ -12,8 +12,7 @@ use super::idempotency::EnvelopeKey;
 use super::job::{JobEvent, MailJobState, TransportKind};
 use super::message::JobId;
 use super::msg::JobMsg;
-// Kept at its old path for the facade.
-pub use super::msg::MailSupervisorMsg;
+use super::msg::MailSupervisorMsg;
 use super::schedule::Schedule;
 use super::KIND;
 use crate::actors::slot::SupervisorSlot;

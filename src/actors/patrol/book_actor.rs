@@ -16,9 +16,8 @@ use super::book_rules::{BookCommand, BookContext, BookMail, BookOutcome};
 use super::context::PatrolContext;
 use super::import::ImportKind;
 use super::msg::OfficerCard;
+use super::msg::{BookMsg, Redemption};
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
-// Kept at their old paths for the facade and the supervisor.
-pub use super::msg::{BookMsg, Redemption};
 use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
 use crate::error::{ErrorCode, Rejection};

@@ -4,10 +4,8 @@
 //! The indexes are read directly by whoever needs them (a citizen's session, the facade
 //! answering an N-nearest query), never through an actor, so a lookup costs no message.
 
-use super::msg::{BookMsg, SessionMsg};
-// Kept at its old path for the actors and the facade.
 use super::ledger::AwardRules;
-pub use super::msg::OfficerCard;
+use super::msg::{BookMsg, OfficerCard, SessionMsg};
 use super::notice::Notice;
 use super::privacy::Coarsening;
 use super::proximity::ProximityIndex;

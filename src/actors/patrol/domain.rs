@@ -2,16 +2,18 @@
 //! queries straight from the index, and routes everything durable to the book.
 
 use super::book::pair_key;
-use super::book_actor::{BookMsg, Redemption, CONVERSATION_KIND};
+use super::book_actor::CONVERSATION_KIND;
 use super::context::{PatrolContext, PatrolSettings};
 use super::import::{Charity, ImportRows, Offer};
 use super::ledger::{Entry, ReportRow};
+use super::msg::SessionMsg;
+use super::msg::{BookMsg, Redemption};
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
 use super::privacy::Coarse;
 use super::proximity::ProximityIndex;
 use super::reach::may_ask;
 use super::session::PatrolRole;
-use super::session_actor::{SessionActor, SessionArgs, SessionMsg, NOTICE_QUEUE};
+use super::session_actor::{SessionActor, SessionArgs, NOTICE_QUEUE};
 use super::supervisor::{PatrolSupervisor, PatrolSupervisorArgs};
 use super::voucher::VoucherKey;
 use crate::actors::ask::ask;

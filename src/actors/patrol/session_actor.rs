@@ -6,10 +6,8 @@
 //! [`super::session`]. Durable changes (connections) go through the book actor, which
 //! journals them before this actor answers.
 
-use super::msg::BookMsg;
-// Kept at its old path for the facade.
-use super::context::{OfficerCard, PatrolContext};
-pub use super::msg::SessionMsg;
+use super::context::PatrolContext;
+use super::msg::{BookMsg, OfficerCard, SessionMsg};
 use super::notice::{Connection, Notice};
 use super::session::{AnswerOutcome, NearbyChange, PatrolRole, SessionState};
 use crate::actors::ask::ask;

@@ -2,8 +2,9 @@
 //! full recovery from storage), restarts the book within the restart budget, and cleans up
 //! after a session actor that failed, which cannot clean up after itself.
 
-use super::book_actor::{BookActor, BookMsg};
+use super::book_actor::BookActor;
 use super::context::PatrolContext;
+use super::msg::BookMsg;
 use crate::actors::restart::RestartBudget;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::{Arc, Mutex};
