@@ -118,11 +118,14 @@ impl<A: Aggregate> Journaled<A> {
     /// an eighth of the state's size if larger. A snapshot that cannot be queued only
     /// lengthens the next recovery, so it is logged, not returned.
     pub async fn snapshot_if_due(&mut self) {
+        if self.policy.every == 0 {
+            return;
+        }
         let due = self
             .policy
             .every
             .max(u64::try_from(self.state.size_hint() / 8).unwrap_or(u64::MAX));
-        if self.policy.every == 0 || self.changes < due {
+        if self.changes < due {
             return;
         }
         match self

@@ -454,7 +454,7 @@ impl MailDomain {
 fn load_job(journal: &Journal, id: &JobId) -> Result<Option<Job>, Rejection> {
     let key = ActorKey::new(KIND, id.as_str());
     journal
-        .load::<MailJobState, JobEvent>(&key)
-        .map(|r| r.fold(MailJobState::apply).state.job)
+        .restore::<MailJobState, JobEvent>(&key, MailJobState::apply)
+        .map(|r| r.state.job)
         .map_err(|e| Rejection::internal(format!("mail job {id} could not be read: {e}")))
 }

@@ -173,8 +173,7 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
     for key in ctx.journal.actors(KIND)? {
         let restored = ctx
             .journal
-            .load::<MailJobState, JobEvent>(&key)?
-            .fold(MailJobState::apply);
+            .restore::<MailJobState, JobEvent>(&key, MailJobState::apply)?;
         let Some(job) = restored.state.job else {
             continue;
         };

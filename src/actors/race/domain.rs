@@ -8,7 +8,9 @@ use super::feed::TickEncoder;
 use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
-use super::state::{RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode};
+use super::state::{
+    not_found, RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode,
+};
 use super::supervisor::{RaceSupervisor, RaceSupervisorArgs, RaceSupervisorMsg};
 use crate::actors::ask::{ask, ask_or, unanswered, Silence};
 use crate::actors::racer::actor::racer_key;
@@ -316,8 +318,4 @@ impl RaceDomain {
         })
         .await?
     }
-}
-
-fn not_found(id: &RaceId) -> Rejection {
-    Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist"))
 }

@@ -428,10 +428,7 @@ impl RaceState {
                         at_ms: now_ms,
                     }])
                 }
-                _ => Err(Rejection::new(
-                    ErrorCode::NotFound,
-                    format!("race {id} does not exist"),
-                )),
+                _ => Err(not_found(id)),
             };
         };
         let refuse = |what: &str| {
@@ -839,10 +836,13 @@ impl RaceState {
 
     /// The race, or `not_found` naming `id` for a race that was never created.
     pub fn existing(&self, id: &RaceId) -> Result<&Race, Rejection> {
-        self.race
-            .as_ref()
-            .ok_or_else(|| Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist")))
+        self.race.as_ref().ok_or_else(|| not_found(id))
     }
+}
+
+/// The answer for a race that was never created, the same wherever it is asked.
+pub fn not_found(id: &RaceId) -> Rejection {
+    Rejection::new(ErrorCode::NotFound, format!("race {id} does not exist"))
 }
 
 /// What deciding on a race command reads besides the race.
