@@ -237,15 +237,32 @@ async fn a_browser_watches_a_live_race_and_survives_a_server_restart() {
     else {
         panic!("shared")
     };
-    browser
-        .goto(&format!("http://{listen}/?race={race}#token={share}"))
-        .await;
+    let link = format!("http://{listen}/?race={race}#token={share}");
+    // Pasted into the tab that watches the race, only the fragment changes: the page stays,
+    // switches to the link's token and keeps a board that matches the server's, even when a
+    // live update lands while it re-subscribes.
+    browser.eval("window.samePage = true; return true;").await;
+    browser.goto(&link).await;
+    board_matches(&browser, &mut admin, &race).await;
+    assert_eq!(
+        browser.eval("return window.samePage === true;").await,
+        true,
+        "a new fragment does not reload the page"
+    );
+    // Opened in a fresh tab, the link loads the page straight into the race.
+    browser.goto("about:blank").await;
+    browser.goto(&link).await;
     browser
         .wait_for(
             "return document.querySelector('#race-name').textContent === 'Celje evening loop';",
             Duration::from_secs(10),
         )
         .await;
+    assert_eq!(
+        browser.eval("return window.samePage === undefined;").await,
+        true,
+        "the link loaded a fresh page"
+    );
     board_matches(&browser, &mut admin, &race).await;
     drop(browser);
     server.terminate();

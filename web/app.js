@@ -21,6 +21,10 @@ const model = {
   checkpoints: [],
   names: new Map(),
   rows: new Map(),
+  // The race whose snapshot `rows` were built from, and the last update applied on top of
+  // it: updates for any other race, or arriving before the snapshot, are not applied, and
+  // only a page that holds a snapshot may resume from `seq`.
+  base: null,
   seq: null,
   spectators: 0,
   follow: null,
@@ -99,6 +103,14 @@ class Connection {
       this.pending.clear();
       this.retry();
     };
+  }
+
+  /** Switches to another token (a share link pasted into this tab): reconnects with it. */
+  adopt(token) {
+    this.token = token;
+    this.shared = true;
+    if (this.ws) this.ws.close();
+    else this.open();
   }
 
   retry() {
@@ -190,10 +202,19 @@ $('home').addEventListener('click', (event) => {
   navigate(null);
 });
 
+// Back, forward, or a new fragment: only a different race starts over; the same race keeps
+// its rows and live updates.
 window.addEventListener('popstate', () => {
-  model.raceId = new URLSearchParams(location.search).get('race');
+  const raceId = new URLSearchParams(location.search).get('race');
+  if (raceId === model.raceId) return;
+  model.raceId = raceId;
   resetRace();
   onConnected();
+});
+
+window.addEventListener('hashchange', () => {
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (token && token !== connection.token) connection.adopt(token);
 });
 
 function navigate(raceId) {
@@ -205,7 +226,7 @@ function navigate(raceId) {
 }
 
 function resetRace() {
-  Object.assign(model, { race: null, course: [], checkpoints: [], seq: null, results: null, follow: null });
+  Object.assign(model, { race: null, course: [], checkpoints: [], base: null, seq: null, results: null, follow: null });
   model.rows.clear();
   model.names.clear();
   model.replay.active = false;
@@ -219,18 +240,23 @@ function resetRace() {
 /** Opens a race: its snapshot (or, on a reconnection, what was missed), then its state. */
 async function enterRace(raceId, resume) {
   show('race');
+  // Decided before any await: an update applied meanwhile must not make a page that holds
+  // no snapshot of this race look like one that can resume.
+  const since = resume && model.base === raceId ? model.seq : null;
   const race = (await connection.request({ race_get: { id: raceId } })).race;
   model.race = race;
   $('race-name').textContent = race.name;
   $('title').textContent = race.name;
   $('race-state').textContent = race.state;
-  const since = resume && model.seq != null ? model.seq : null;
   const snapshot = (await connection.request({ race_subscribe: { race_id: raceId, since_seq: since } })).subscribed;
-  applySnapshot(snapshot);
+  if (raceId !== model.raceId) return; // the spectator went elsewhere meanwhile
+  applySnapshot(raceId, snapshot, since);
   if (race.state === 'finished') await showResults(raceId);
 }
 
-function applySnapshot(snapshot) {
+/** A full snapshot replaces the rows; a resumed one keeps them, and the missed updates that
+ * follow it advance `seq` from where the page was (`since`) to the snapshot's. */
+function applySnapshot(raceId, snapshot, since) {
   for (const r of snapshot.racers) model.names.set(r.bib, r.name);
   model.spectators = snapshot.spectators;
   if (!snapshot.resumed) {
@@ -243,7 +269,8 @@ function applySnapshot(snapshot) {
   } else {
     buildMarkers();
   }
-  model.seq = snapshot.seq;
+  model.base = raceId;
+  model.seq = snapshot.resumed ? since : snapshot.seq;
   model.mapDirty = model.boardDirty = true;
   fillFollow();
 }
@@ -251,7 +278,15 @@ function applySnapshot(snapshot) {
 function onPush(push) {
   if (push.race_update) {
     const tick = push.race_update;
-    if (tick.race_id !== model.raceId || model.replay.active) return;
+    if (tick.race_id !== model.base || model.replay.active) return;
+    if (tick.seq <= model.seq) return;
+    if (!tick.full && tick.seq !== model.seq + 1) {
+      // A delta after a gap (the page ignored updates during a replay, say) would leave
+      // stale rows: start again from a snapshot.
+      model.base = null;
+      enterRace(model.raceId, false).catch((e) => showMessage(e.message));
+      return;
+    }
     applyTick(tick);
     model.seq = tick.seq;
     model.spectators = tick.spectators;
