@@ -218,137 +218,53 @@ mod tests {
         }
     }
 
-    /// The role table and the race scopes as they were in one function each before the
-    /// domains owned their requests: the split must not change who may send what.
-    fn permitted_before_the_split(role: Role, request: &Request) -> bool {
-        match request {
-            Request::Ping | Request::RefreshToken { .. } => true,
-            Request::Fixes { .. } => role == Role::Racer,
-            Request::RaceList
-            | Request::RaceGet { .. }
-            | Request::RacerList { .. }
-            | Request::RaceStandings { .. }
-            | Request::RaceSubscribe { .. }
-            | Request::RaceResults { .. }
-            | Request::RaceReplay { .. } => {
-                matches!(role, Role::Admin | Role::Spectator | Role::Racer)
-            }
-            Request::RaceCreate(_)
-            | Request::RaceUpdate(_)
-            | Request::RaceStart { .. }
-            | Request::RaceFinish { .. }
-            | Request::RaceCancel { .. }
-            | Request::RaceDisqualify { .. }
-            | Request::RaceReinstate { .. }
-            | Request::RacerRegister { .. }
-            | Request::RaceShare { .. }
-            | Request::Backup => role == Role::Admin,
-            Request::MailSubmit(_)
-            | Request::MailStatus { .. }
-            | Request::MailList { .. }
-            | Request::MailFailed { .. }
-            | Request::MailRetry { .. }
-            | Request::MailRetryAllDead
-            | Request::PatrolImport(_)
-            | Request::PatrolReport { .. } => role == Role::Admin,
-            Request::PatrolProfile { .. }
-            | Request::OfficersNearest { .. }
-            | Request::ConnectRequest { .. } => role == Role::Citizen,
-            Request::DutyStart { .. } | Request::DutyEnd | Request::ConnectAnswer { .. } => {
-                role == Role::Officer
-            }
-            Request::PatrolPosition { .. }
-            | Request::RewardsBalance
-            | Request::RewardsHistory { .. }
-            | Request::RewardsRedeem { .. }
-            | Request::RewardsDonate { .. }
-            | Request::MessageSend { .. }
-            | Request::MessageHistory { .. } => matches!(role, Role::Officer | Role::Citizen),
-            Request::OffersList | Request::CharitiesList => {
-                matches!(role, Role::Officer | Role::Citizen | Role::Admin)
-            }
-        }
-    }
+    /// Where the access table is fixed: who may send each sample request and what a token
+    /// scoped to a race reaches. Reviewed as text, so a change to any domain's rule shows
+    /// up as a diff of this file; rewritten with `PELOTON_BLESS_GOLDEN=1`.
+    const ACCESS_TABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/access_v1.txt");
 
-    /// See [`permitted_before_the_split`].
-    fn within_scope_before_the_split(claims: &Claims, request: &Request) -> Result<(), Rejection> {
-        let Some(scope) = &claims.race else {
-            return Ok(());
-        };
-        let target = match request {
-            Request::Ping | Request::RefreshToken { .. } | Request::RaceList => return Ok(()),
-            Request::RaceCreate(_) | Request::Backup => None,
-            // Mail is not race-scoped: a race-scoped (admin) token may not use it.
-            Request::MailSubmit(_)
-            | Request::MailStatus { .. }
-            | Request::MailList { .. }
-            | Request::MailFailed { .. }
-            | Request::MailRetry { .. }
-            | Request::MailRetryAllDead => None,
-            // Patrol is not race-scoped either.
-            Request::PatrolProfile { .. }
-            | Request::DutyStart { .. }
-            | Request::DutyEnd
-            | Request::PatrolPosition { .. }
-            | Request::OfficersNearest { .. }
-            | Request::ConnectRequest { .. }
-            | Request::ConnectAnswer { .. }
-            | Request::RewardsBalance
-            | Request::RewardsHistory { .. }
-            | Request::OffersList
-            | Request::CharitiesList
-            | Request::RewardsRedeem { .. }
-            | Request::RewardsDonate { .. }
-            | Request::MessageSend { .. }
-            | Request::MessageHistory { .. }
-            | Request::PatrolImport(_)
-            | Request::PatrolReport { .. } => None,
-            Request::RaceUpdate(update) => Some(&update.id),
-            Request::RaceGet { id }
-            | Request::RaceStart { id }
-            | Request::RaceFinish { id }
-            | Request::RaceCancel { id, .. } => Some(id),
-            Request::RacerRegister { race_id, .. }
-            | Request::RacerList { race_id }
-            | Request::RaceStandings { race_id }
-            | Request::RaceSubscribe { race_id, .. }
-            | Request::RaceResults { race_id }
-            | Request::RaceShare { race_id, .. }
-            | Request::RaceReplay { race_id, .. }
-            | Request::RaceDisqualify { race_id, .. }
-            | Request::RaceReinstate { race_id, .. } => Some(race_id),
-            // A racer's fixes go to the token's own race.
-            Request::Fixes { .. } => return Ok(()),
-        };
-        match target {
-            Some(id) if id == scope => Ok(()),
-            _ => Err(Rejection::new(
-                ErrorCode::Forbidden,
-                format!("this token is limited to race {scope}"),
-            )),
+    /// One line per sample request: its type, the roles that may send it, and the answer
+    /// to a token scoped to no race, to the request's race `r`, and to another race.
+    fn access_table() -> String {
+        let claims = |race: Option<&str>| crate::auth::claims_for(Role::Admin, "ops", race, 0, 60);
+        let mut table = String::from(
+            "# Written by src/api/mod.rs's tests with PELOTON_BLESS_GOLDEN=1; do not edit by hand.\n\
+             # request | roles that may send it | scope: none, race r, race other\n",
+        );
+        for request in sample_requests() {
+            let roles: Vec<String> = Role::ALL
+                .into_iter()
+                .filter(|role| permitted(*role, &request))
+                .map(|role| role.to_string())
+                .collect();
+            let scopes: Vec<String> = [None, Some("r"), Some("other")]
+                .into_iter()
+                .map(|race| match rule(&request).check_scope(&claims(race)) {
+                    Ok(()) => "ok".to_string(),
+                    Err(rejection) => rejection.code.as_str().to_string(),
+                })
+                .collect();
+            table.push_str(&format!(
+                "{} | {} | {}\n",
+                request.type_name(),
+                roles.join(" "),
+                scopes.join(" ")
+            ));
         }
+        table
     }
 
     #[test]
-    fn the_rules_are_exactly_the_table_before_the_split() {
-        let claims = |race: Option<&str>| crate::auth::claims_for(Role::Admin, "ops", race, 0, 60);
-        for request in sample_requests() {
-            for role in Role::ALL {
-                assert_eq!(
-                    permitted(role, &request),
-                    permitted_before_the_split(role, &request),
-                    "{role} sending {}",
-                    request.type_name()
-                );
-            }
-            for race in [None, Some("r"), Some("other")] {
-                assert_eq!(
-                    rule(&request).check_scope(&claims(race)),
-                    within_scope_before_the_split(&claims(race), &request),
-                    "{} with a token scoped to {race:?}",
-                    request.type_name()
-                );
-            }
+    fn the_access_table_is_the_reviewed_one() {
+        let table = access_table();
+        if std::env::var_os("PELOTON_BLESS_GOLDEN").is_some() {
+            std::fs::write(ACCESS_TABLE, &table).unwrap();
         }
+        let fixed = std::fs::read_to_string(ACCESS_TABLE).unwrap();
+        assert!(
+            fixed == table,
+            "the access table changed; review the diff and rerun with PELOTON_BLESS_GOLDEN=1:\n{}",
+            table
+        );
     }
 }
