@@ -164,7 +164,6 @@ pub async fn handle(engine: &Engine, caller: &mut Caller, request: Request) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Claims;
     use peloton_protocol::samples::sample_requests;
 
     #[test]
