@@ -65,6 +65,8 @@ pub const PATROL_SLOW_SESSIONS: &str = "peloton_patrol_slow_sessions_total";
 pub const PATROL_OFFICERS_INDEXED: &str = "peloton_patrol_officers_indexed";
 /// Connections made.
 pub const PATROL_CONNECTIONS: &str = "peloton_patrol_connections_total";
+/// Counter by `protocol` (osmand, owntracks) and `outcome`: tracking apps' HTTP reports.
+pub const DEVICE_REPORTS: &str = "peloton_device_reports_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

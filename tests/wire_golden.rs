@@ -151,6 +151,9 @@ variants!(request_variant, REQUEST_VARIANTS, Request {
     Request::PatrolReport { .. } => "patrol_report",
     Request::RaceDisqualify { .. } => "race_disqualify",
     Request::RaceReinstate { .. } => "race_reinstate",
+    Request::RaceDeviceBind { .. } => "race_device_bind",
+    Request::RaceDeviceRevoke { .. } => "race_device_revoke",
+    Request::RaceDevices { .. } => "race_devices",
 });
 
 variants!(reply_variant, REPLY_VARIANTS, Reply {
@@ -187,6 +190,7 @@ variants!(reply_variant, REPLY_VARIANTS, Reply {
     Reply::Messages(_) => "messages",
     Reply::Imported { .. } => "imported",
     Reply::PatrolReport(_) => "patrol_report",
+    Reply::Devices { .. } => "devices",
 });
 
 variants!(push_variant, PUSH_VARIANTS, Push {
@@ -1014,6 +1018,39 @@ fn request_samples() -> Vec<Sample> {
                 bib: 1_042,
             },
         ),
+        client(
+            "race_device_bind",
+            65,
+            Request::RaceDeviceBind {
+                race_id: s("ljubljana-2026"),
+                bib: 1_042,
+                device_id: Some(s("traccar-218604")),
+            },
+        ),
+        client(
+            "race_device_bind.generated",
+            66,
+            Request::RaceDeviceBind {
+                race_id: s("ljubljana-2026"),
+                bib: 1_042,
+                device_id: None,
+            },
+        ),
+        client(
+            "race_device_revoke",
+            67,
+            Request::RaceDeviceRevoke {
+                race_id: s("ljubljana-2026"),
+                bib: 1_042,
+            },
+        ),
+        client(
+            "race_devices",
+            68,
+            Request::RaceDevices {
+                race_id: s("ljubljana-2026"),
+            },
+        ),
     ]
 }
 
@@ -1348,6 +1385,18 @@ fn reply_samples() -> Vec<Sample> {
                     points_donated: 5,
                 },
             ]),
+        ),
+        reply(
+            "devices",
+            63,
+            Reply::Devices {
+                race_id: s("r"),
+                devices: vec![DeviceView {
+                    bib: 7,
+                    device_id: s("k3vq7p2mxa9d4wtb"),
+                    bound_at_ms: 1_795_856_400_000,
+                }],
+            },
         ),
     ];
     // The reply id's varint width, once at the largest.

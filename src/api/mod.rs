@@ -3,7 +3,8 @@
 //! encodings.
 //!
 //! Each domain owns its requests in one module: [`token`] (ping, refresh), [`race`] (races,
-//! racers, watching), [`backup`], [`mail`], [`patrol`]. Each states who may send each of
+//! racers, watching), [`backup`], [`mail`], [`patrol`]; [`device`] takes tracking apps' HTTP
+//! fixes into the race domain the same way. Each states who may send each of
 //! its requests and which race it reaches in one `rule` function, and answers them in one
 //! `handle`. This file only routes: [`domain_of`] names each request's domain once, and
 //! [`handle`] checks that domain's rule (role, token expiry, race scope), then calls it. A
@@ -11,6 +12,7 @@
 
 mod backup;
 mod caller;
+pub mod device;
 mod mail;
 mod outcome;
 pub mod patrol;
@@ -70,7 +72,10 @@ fn domain_of(request: &Request) -> Domain {
         | Request::RaceStandings { .. }
         | Request::RaceSubscribe { .. }
         | Request::RaceResults { .. }
-        | Request::RaceReplay { .. } => Domain::Race,
+        | Request::RaceReplay { .. }
+        | Request::RaceDeviceBind { .. }
+        | Request::RaceDeviceRevoke { .. }
+        | Request::RaceDevices { .. } => Domain::Race,
         Request::Backup => Domain::Backup,
         Request::MailSubmit(_)
         | Request::MailStatus { .. }

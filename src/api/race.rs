@@ -9,12 +9,15 @@
 use super::outcome::Outcome;
 use super::race_stream::{ReplayPacer, TickFeed};
 use super::race_views::{
-    fix_from_wire, race_view, racer_entries, racer_views, results_reply, snapshot, standing_view,
+    device_view, fix_from_wire, race_view, racer_entries, racer_views, results_reply, snapshot,
+    standing_view,
 };
 use super::rules::{device_time_limits, Rule, Scope, ADMIN, NOBODY};
 use super::token::mint;
+use crate::actors::race::devices::DevicesCommand;
 use crate::actors::race::replay::Replayer;
 use crate::actors::race::RaceCommand;
+use crate::actors::racer::msg::FixesOutcome;
 use crate::auth::{share_claims, Claims, Role};
 use crate::device_time::fix_window;
 use crate::engine::{Engine, Services};
@@ -52,7 +55,10 @@ pub(super) fn rule(request: &Request) -> Rule<'_> {
         Request::RacerRegister { race_id, .. }
         | Request::RaceShare { race_id, .. }
         | Request::RaceDisqualify { race_id, .. }
-        | Request::RaceReinstate { race_id, .. } => Rule::new(ADMIN, Scope::Race(race_id)),
+        | Request::RaceReinstate { race_id, .. }
+        | Request::RaceDeviceBind { race_id, .. }
+        | Request::RaceDeviceRevoke { race_id, .. }
+        | Request::RaceDevices { race_id } => Rule::new(ADMIN, Scope::Race(race_id)),
         _ => Rule::new(NOBODY, Scope::Global),
     }
 }
@@ -84,6 +90,15 @@ pub(super) async fn handle(
         Request::RaceReinstate { race_id, bib } => {
             race_command(services, &race_id, RaceCommand::Reinstate { bib }).await
         }
+        Request::RaceDeviceBind {
+            race_id,
+            bib,
+            device_id,
+        } => change_devices(services, &race_id, DevicesCommand::Bind { bib, device_id }).await,
+        Request::RaceDeviceRevoke { race_id, bib } => {
+            change_devices(services, &race_id, DevicesCommand::Revoke { bib }).await
+        }
+        Request::RaceDevices { race_id } => list_devices(services, race_id).await,
         Request::RaceShare { race_id, ttl_secs } => {
             race_share(engine, services, &race_id, ttl_secs)
         }
@@ -231,6 +246,49 @@ async fn submit_fixes(
             "a racer token's subject must be the bib number",
         )
     })?;
+    let outcome = store_fixes(engine, services, &race, bib, &fixes).await?;
+    Ok(Reply::FixesAck {
+        accepted: outcome.accepted,
+        ignored: outcome.ignored,
+        last_at_ms: outcome.last_at_ms,
+    })
+}
+
+/// Every device binding of a race.
+async fn list_devices(services: &Services, race_id: String) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(&race_id)?;
+    let devices = services.races.devices(&id).await?;
+    Ok(Reply::Devices {
+        race_id,
+        devices: devices.iter().map(device_view).collect(),
+    })
+}
+
+/// Binds or revokes a device id; the answer lists the bib's binding afterwards.
+async fn change_devices(
+    services: &Services,
+    race_id: &str,
+    command: DevicesCommand,
+) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    let change = services.races.change_devices(&id, command).await?;
+    Ok(Reply::Devices {
+        race_id: race_id.to_owned(),
+        devices: change.binding.iter().map(device_view).collect(),
+    })
+}
+
+/// The one way fixes enter a race, whatever carried them (the WebSocket, a tracking app
+/// over HTTP): the batch size, each fix's values and device time are checked before
+/// anything changes, then the racer's rules judge them and the journal keeps them; the
+/// answer comes once they are durable.
+pub(super) async fn store_fixes(
+    engine: &Engine,
+    services: &Services,
+    race: &RaceId,
+    bib: u32,
+    fixes: &[WireFix],
+) -> Result<FixesOutcome, Rejection> {
     let max = engine.config.tracking.max_fixes_per_batch;
     if fixes.is_empty() || fixes.len() > max {
         return Err(Rejection::invalid(format!(
@@ -240,7 +298,7 @@ async fn submit_fixes(
     }
     // Device time is judged before anything changes: one far-future fix would make every
     // later real fix of this racer stale, one from long ago would stretch the replay.
-    let summary = services.races.get(&race)?;
+    let summary = services.races.get(race)?;
     let window = fix_window(
         now_ms(),
         summary.start_at_ms,
@@ -260,12 +318,7 @@ async fn submit_fixes(
             Ok(fix)
         })
         .collect::<Result<Vec<_>, Rejection>>()?;
-    let outcome = services.races.submit_fixes(&race, bib, fixes).await?;
-    Ok(Reply::FixesAck {
-        accepted: outcome.accepted,
-        ignored: outcome.ignored,
-        last_at_ms: outcome.last_at_ms,
-    })
+    services.races.submit_fixes(race, bib, fixes).await
 }
 
 async fn standings(services: &Services, race_id: &str) -> Result<Reply, Rejection> {

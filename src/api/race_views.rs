@@ -4,6 +4,7 @@
 //! conversions, so the handlers in [`super::race`] read as what they decide.
 
 use crate::actors::race::actor::{Subscription, UpdatesReceiver};
+use crate::actors::race::devices::DeviceBinding;
 use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
 use crate::actors::race::results::{statistics, ResultRow, ResultStatus};
 use crate::actors::race::standings::Standing;
@@ -13,9 +14,9 @@ use crate::geo::Position;
 use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{
-    CheckpointView, CoursePoint, CutView, OffCourseView, Push, RaceSnapshot, RaceStateView,
-    RaceStatsView, RaceTick, RaceView, RacerView, Reply, ResultStatusView, ResultView, ServerFrame,
-    StandingView, WireFix,
+    CheckpointView, CoursePoint, CutView, DeviceView, OffCourseView, Push, RaceSnapshot,
+    RaceStateView, RaceStatsView, RaceTick, RaceView, RacerView, Reply, ResultStatusView,
+    ResultView, ServerFrame, StandingView, WireFix,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -245,4 +246,13 @@ fn decimetres(metres: f64) -> u32 {
 /// `units` rounded to a whole number for the wire, clamped into `u32` (NaN is 0).
 fn whole(units: f64) -> u32 {
     units.round().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// A device binding as admins see it.
+pub fn device_view(binding: &DeviceBinding) -> DeviceView {
+    DeviceView {
+        bib: binding.bib,
+        device_id: binding.device_id.clone(),
+        bound_at_ms: binding.bound_at_ms,
+    }
 }

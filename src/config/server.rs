@@ -168,6 +168,10 @@ pub struct WebConfig {
     /// Guest tokens one client address may get per minute, so the open endpoint cannot
     /// mint tokens without bound.
     pub guest_tokens_per_addr_per_min: u32,
+    /// Unknown device ids one client address may present per minute to the tracking-app
+    /// endpoints before all its device requests wait out the minute (429): device ids are
+    /// those apps' only credential.
+    pub device_misses_per_addr_per_min: u32,
 }
 
 impl WebConfig {
@@ -182,6 +186,11 @@ impl WebConfig {
         at_least(
             "web.guest_tokens_per_addr_per_min",
             self.guest_tokens_per_addr_per_min.into(),
+            1,
+        )?;
+        at_least(
+            "web.device_misses_per_addr_per_min",
+            self.device_misses_per_addr_per_min.into(),
             1,
         )
     }

@@ -39,7 +39,8 @@ pub const WS_PATH: &str = "/ws";
 /// Largest HTTP request head we read.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-type Body = Full<Bytes>;
+/// Every response body: whole, in memory (nothing served here is large or streamed).
+pub(super) type Body = Full<Bytes>;
 
 /// Pause after an `accept` failure with no spare to answer with.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,6 +61,7 @@ fn admission_limits(engine: &Engine) -> AdmissionLimits {
         max_sockets_per_subject: ws.max_sockets_per_subject,
         upgrades_per_addr_per_min: ws.max_upgrades_per_addr_per_min,
         guest_tokens_per_addr_per_min: engine.config.web.guest_tokens_per_addr_per_min,
+        device_misses_per_addr_per_min: engine.config.web.device_misses_per_addr_per_min,
         exempt_loopback: ws.addr_limits_exempt_loopback,
     }
 }
@@ -240,6 +242,9 @@ async fn route(
             response
         }
         (&Method::GET, WS_PATH) => upgrade(req, &engine, &admission, peer),
+        _ if super::ingest::is_device_report(req.method(), path, req.uri().query()) => {
+            super::ingest::handle(req, &engine, &admission, peer).await
+        }
         (&Method::GET, super::web::GUEST_TOKEN_PATH) => guest_token(&engine, &admission, peer),
 
         (&Method::GET, path) => match super::web::asset(path) {
@@ -312,7 +317,7 @@ fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -323,7 +328,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 /// A JSON error body with the same `code`/`message` shape as protocol errors.
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(super) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": code, "message": message }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -336,7 +341,7 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 /// The answer to a refusal by the admission limits: 503 when the server is full, 429 when
 /// this client asked too much, both with `Retry-After`.
-fn refused(refusal: Refusal) -> Response<Body> {
+pub(super) fn refused(refusal: Refusal) -> Response<Body> {
     let (status, code) = if refusal.is_server_full() {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     } else {

@@ -40,6 +40,10 @@ pub struct AdmissionLimits {
     /// Guest tokens one client address may get per minute
     /// (`web.guest_tokens_per_addr_per_min`).
     pub guest_tokens_per_addr_per_min: u32,
+    /// Unknown device ids one client address may present per minute
+    /// (`web.device_misses_per_addr_per_min`): past it, every device request from the
+    /// address waits out the minute, so ids cannot be guessed at line rate.
+    pub device_misses_per_addr_per_min: u32,
     /// Whether loopback clients skip the per-address limits (`ws.addr_limits_exempt_loopback`):
     /// behind a reverse proxy on the same host every visitor is 127.0.0.1, and the load
     /// generator runs there too.
@@ -89,6 +93,11 @@ pub enum Refusal {
         /// Seconds until the address's window renews.
         retry_after_secs: u64,
     },
+    /// Too many unknown device ids from this address this minute (429).
+    DeviceGuessRate {
+        /// Seconds until the address's window renews.
+        retry_after_secs: u64,
+    },
 }
 
 impl Refusal {
@@ -99,6 +108,7 @@ impl Refusal {
             Refusal::SubjectFull => "subject_full",
             Refusal::UpgradeRate { .. } => "upgrade_rate",
             Refusal::GuestTokenRate { .. } => "guest_token_rate",
+            Refusal::DeviceGuessRate { .. } => "device_guess_rate",
         }
     }
 
@@ -107,7 +117,8 @@ impl Refusal {
         match self {
             Refusal::ServerFull | Refusal::SubjectFull => FULL_RETRY_AFTER_SECS,
             Refusal::UpgradeRate { retry_after_secs }
-            | Refusal::GuestTokenRate { retry_after_secs } => retry_after_secs,
+            | Refusal::GuestTokenRate { retry_after_secs }
+            | Refusal::DeviceGuessRate { retry_after_secs } => retry_after_secs,
         }
     }
 
@@ -129,6 +140,9 @@ impl Refusal {
             }
             Refusal::GuestTokenRate { .. } => {
                 "too many guest tokens for this address; retry after the time given"
+            }
+            Refusal::DeviceGuessRate { .. } => {
+                "too many unknown device ids from this address; retry after the time given"
             }
         }
     }
@@ -214,6 +228,15 @@ impl Window {
         Err(secs.clamp(1, WINDOW.as_secs()))
     }
 
+    /// Seconds until the window renews when `per_min` are already taken, else `None`.
+    pub fn exhausted(&self, now: Instant, per_min: u32) -> Option<u64> {
+        if self.is_stale(now) || self.count < per_min {
+            return None;
+        }
+        let left = WINDOW.saturating_sub(now.saturating_duration_since(self.start));
+        Some((left.as_secs() + u64::from(left.subsec_nanos() > 0)).clamp(1, WINDOW.as_secs()))
+    }
+
     /// Whether this window is over at `now`, so its entry can be forgotten.
     fn is_stale(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.start) >= WINDOW
@@ -297,6 +320,13 @@ impl AddrWindows {
         self.windows.insert(key, window);
         taken
     }
+
+    /// Whether `ip` used up its `per_min` (seconds until it renews), without taking.
+    fn exhausted(&self, ip: IpAddr, now: Instant, per_min: u32) -> Option<u64> {
+        self.windows
+            .get(&addr_key(ip))
+            .and_then(|w| w.exhausted(now, per_min))
+    }
 }
 
 /// The identity a per-subject limit counts: role, race scope and subject together, since a
@@ -335,6 +365,8 @@ struct Counts {
     upgrades: AddrWindows,
     /// Guest tokens per address.
     guest_tokens: AddrWindows,
+    /// Unknown device ids per address.
+    device_misses: AddrWindows,
 }
 
 /// The server's admission state: one per listening server.
@@ -428,6 +460,30 @@ impl Admission {
             .map_err(|retry_after_secs| Refusal::GuestTokenRate { retry_after_secs })
     }
 
+    /// Whether `ip` may present a device id now: not once it presented too many unknown
+    /// ones this minute. Known ids from that address wait too, or a guesser would learn
+    /// which guess was right from the answer.
+    pub fn admit_device(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        if self.exempt(ip) {
+            return Ok(());
+        }
+        let per_min = self.limits.device_misses_per_addr_per_min;
+        match self.counts().device_misses.exhausted(ip, now, per_min) {
+            Some(retry_after_secs) => Err(Refusal::DeviceGuessRate { retry_after_secs }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one unknown device id from `ip`.
+    pub fn device_miss(&self, ip: IpAddr, now: Instant) {
+        if self.exempt(ip) {
+            return;
+        }
+        let per_min = self.limits.device_misses_per_addr_per_min;
+        // Refused or not, the miss is counted by the window; admit_device reads it.
+        let _ = self.counts().device_misses.take(ip, now, per_min);
+    }
+
     fn exempt(&self, ip: IpAddr) -> bool {
         self.limits.exempt_loopback && ip.to_canonical().is_loopback()
     }
@@ -490,6 +546,7 @@ mod tests {
             max_sockets_per_subject: per_subject,
             upgrades_per_addr_per_min: 3,
             guest_tokens_per_addr_per_min: 2,
+            device_misses_per_addr_per_min: 3,
             exempt_loopback: false,
         }
     }

@@ -15,6 +15,7 @@
 //! nothing but the domain's shared types, so a v2 can be added beside them.
 
 pub mod http;
+pub mod ingest;
 pub mod limits;
 pub mod mail;
 pub mod ratelimit;

@@ -6,6 +6,8 @@
 //! - [`close_code`]: the WebSocket close codes the server sends.
 //! - [`client`]: one socket, one request at a time, pushes kept aside.
 //! - [`samples`]: one request of every type, for round-trip tests and fuzz seeds.
+//! - [`device`]: pure decoders for phone tracking apps' HTTP protocols (OsmAnd/Traccar,
+//!   OwnTracks), for the server's HTTP ingest.
 //!
 //! It depends on the domain crate only for [`ErrorCode`] and [`Role`], which the wire
 //! carries; it holds no rule and knows nothing of the server. A v2 is a new module pair
@@ -14,6 +16,7 @@
 pub mod client;
 pub mod close_code;
 pub mod codec;
+pub mod device;
 pub mod protocol;
 pub mod samples;
 

@@ -290,6 +290,32 @@ pub enum Request {
         /// The racer's bib (must be registered).
         bib: u32,
     },
+    /// Binds a tracking app's device id to a racer (replacing the bib's earlier one), for
+    /// apps that report over HTTP with nothing but that id (Traccar Client, OsmAnd,
+    /// OwnTracks). Answered with [`Reply::Devices`] holding the binding. Admin.
+    RaceDeviceBind {
+        /// Race id.
+        race_id: String,
+        /// The racer's bib (must be registered).
+        bib: u32,
+        /// The id the app sends (6..=64 printable ASCII characters, no spaces); absent: the
+        /// server generates an unguessable one (16 characters).
+        device_id: Option<String>,
+    },
+    /// Unbinds a racer's device id: it is refused from now on. Answered with
+    /// [`Reply::Devices`], empty. Admin.
+    RaceDeviceRevoke {
+        /// Race id.
+        race_id: String,
+        /// The racer's bib.
+        bib: u32,
+    },
+    /// The race's device ids, by bib; answered with [`Reply::Devices`]. Admin only: the ids
+    /// are the apps' credentials.
+    RaceDevices {
+        /// Race id.
+        race_id: String,
+    },
 }
 
 /// Fields of [`Request::MailSubmit`].
@@ -586,7 +612,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 43] = [
+    pub const TYPES: [&'static str; 46] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -630,6 +656,9 @@ impl Request {
         "patrol_report",
         "race_disqualify",
         "race_reinstate",
+        "race_device_bind",
+        "race_device_revoke",
+        "race_devices",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -678,6 +707,9 @@ impl Request {
             Request::PatrolReport { .. } => 40,
             Request::RaceDisqualify { .. } => 41,
             Request::RaceReinstate { .. } => 42,
+            Request::RaceDeviceBind { .. } => 43,
+            Request::RaceDeviceRevoke { .. } => 44,
+            Request::RaceDevices { .. } => 45,
         }]
     }
 }
@@ -899,6 +931,25 @@ pub enum Reply {
     },
     /// Answer to patrol_report: by day, then precinct.
     PatrolReport(Vec<ReportRowView>),
+    /// Answer to race_device_bind (the binding), race_device_revoke (none) and race_devices
+    /// (every binding, by bib).
+    Devices {
+        /// Race id.
+        race_id: String,
+        /// The bindings.
+        devices: Vec<DeviceView>,
+    },
+}
+
+/// A racer's tracking-app device id, as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The racer's bib.
+    pub bib: u32,
+    /// The id the app sends.
+    pub device_id: String,
+    /// When it was bound, ms since the epoch.
+    pub bound_at_ms: i64,
 }
 
 impl Reply {
@@ -938,6 +989,7 @@ impl Reply {
             Reply::Messages(_) => "messages",
             Reply::Imported { .. } => "imported",
             Reply::PatrolReport(_) => "patrol_report",
+            Reply::Devices { .. } => "devices",
         }
     }
 }

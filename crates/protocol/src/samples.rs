@@ -157,5 +157,17 @@ pub fn sample_requests() -> Vec<Request> {
             race_id: "r".into(),
             bib: 7,
         },
+        Request::RaceDeviceBind {
+            race_id: "r".into(),
+            bib: 7,
+            device_id: Some("traccar-218604".into()),
+        },
+        Request::RaceDeviceRevoke {
+            race_id: "r".into(),
+            bib: 7,
+        },
+        Request::RaceDevices {
+            race_id: "r".into(),
+        },
     ]
 }

@@ -7,6 +7,10 @@
 //! ([`crate::actors::journaled`]), which also rebuilds the state on start (first spawn,
 //! restart after a panic, recovery) from the latest snapshot plus the journal after it.
 
+use super::device_index::DeviceIndex;
+use super::devices::{
+    generated_device_id, DeviceBinding, DevicesChange, DevicesCommand, DevicesInputs, RaceDevices,
+};
 use super::disqualification::verdict;
 use super::feed::{Feed, Published, RecentTicks, TickEncoder};
 use super::results::{results, ResultRow};
@@ -16,7 +20,7 @@ use super::state::StartMode;
 use super::state::{
     RaceCommand, RaceEvent, RaceInputs, RaceLimits, RaceState, RaceSummary, RacerEntry,
 };
-use super::KIND;
+use super::{DEVICES_KIND, KIND};
 use crate::actors::events::DomainEvent;
 use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::racer::msg::RacerMsg;
@@ -56,6 +60,8 @@ pub struct RaceContext {
     pub events: tokio::sync::broadcast::Sender<crate::actors::events::DomainEvent>,
     /// Whether scheduled races go live by themselves at their start or wait for the gun.
     pub start_mode: StartMode,
+    /// Every race's device ids, for fixes that arrive with nothing else (HTTP apps).
+    pub devices: DeviceIndex,
 }
 
 /// The latest published tick, shared with every subscribed session.
@@ -137,6 +143,18 @@ pub enum RaceMsg {
         /// Where they go.
         reply: RpcReplyPort<Vec<RacerEntry>>,
     },
+    /// Binds or revokes a tracking app's device id.
+    Devices {
+        /// What to do.
+        command: DevicesCommand,
+        /// The bib's binding afterwards, or why not.
+        reply: RpcReplyPort<Result<DevicesChange, Rejection>>,
+    },
+    /// Every device binding of the race (admins only: the ids are credentials).
+    DeviceList {
+        /// The bindings by bib, or why not.
+        reply: RpcReplyPort<Result<Vec<DeviceBinding>, Rejection>>,
+    },
     /// Panics inside the handler: lets tests prove that supervision restarts a failed race
     /// from its persisted state. Not reachable from the protocol.
     #[cfg(test)]
@@ -157,6 +175,8 @@ pub struct RaceActorState {
     id: RaceId,
     /// The rules' state, journaled.
     race: Journaled<RaceState>,
+    /// The tracking apps' device ids, journaled beside the race (they are credentials).
+    devices: Journaled<RaceDevices>,
     /// Shared storage and directory.
     ctx: Arc<RaceContext>,
     /// The course prepared for projection, built on first use and shared with racers.
@@ -200,10 +220,24 @@ impl Actor for RaceActor {
         if let Some(race) = &race.state().race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
+        let devices = Journaled::<RaceDevices>::recover(
+            args.ctx.journal.clone(),
+            ActorKey::new(DEVICES_KIND, args.id.as_str()),
+            SnapshotPolicy {
+                every: args.ctx.snapshot_every,
+                compaction: Compaction::Delete,
+            },
+        )?;
+        for binding in devices.state().all() {
+            args.ctx
+                .devices
+                .bind(&binding.device_id, &args.id, binding.bib);
+        }
         let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
         let mut st = RaceActorState {
             id: args.id,
             race,
+            devices,
             ctx: args.ctx,
             geometry: None,
             standings: Standings::default(),
@@ -325,6 +359,17 @@ impl Actor for RaceActor {
             RaceMsg::Tick => publish(st),
             RaceMsg::Standings { reply } => {
                 let _ = reply.send(st.standings.ranked(now_ms()));
+            }
+            RaceMsg::Devices { command, reply } => {
+                let _ = reply.send(change_devices(st, command).await);
+            }
+            RaceMsg::DeviceList { reply } => {
+                let bindings = st
+                    .race
+                    .state()
+                    .existing(&st.id)
+                    .map(|_| st.devices.state().all().cloned().collect());
+                let _ = reply.send(bindings);
             }
             RaceMsg::Roster { reply } => {
                 let roster = st
@@ -519,4 +564,40 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
     Ok(summary)
+}
+
+/// Binds or revokes a device id through the journaled shell, then brings the index of ids
+/// in step: only a durable change is visible to the HTTP ingest.
+async fn change_devices(
+    st: &mut RaceActorState,
+    command: DevicesCommand,
+) -> Result<DevicesChange, Rejection> {
+    let race = st.race.state().existing(&st.id)?;
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).map_err(|e| {
+        tracing::error!("no randomness for a device id: {e}");
+        Rejection::internal("a device id could not be generated")
+    })?;
+    let fresh = generated_device_id(random);
+    let inputs = DevicesInputs {
+        race,
+        fresh_id: &fresh,
+        now_ms: now_ms(),
+    };
+    let change = st
+        .devices
+        .execute(
+            command,
+            inputs,
+            "the device binding could not be stored; retry",
+        )
+        .await?
+        .outcome;
+    if let Some(old) = &change.replaced {
+        st.ctx.devices.unbind(old, &st.id);
+    }
+    if let Some(binding) = &change.binding {
+        st.ctx.devices.bind(&binding.device_id, &st.id, binding.bib);
+    }
+    Ok(change)
 }

@@ -4,6 +4,7 @@
 
 use super::actor::Subscription;
 use super::actor::{RaceContext, RaceMsg};
+use super::devices::{DeviceBinding, DevicesChange, DevicesCommand};
 use super::feed::TickEncoder;
 use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
@@ -103,6 +104,7 @@ impl RaceDomain {
             resume_buffer_bytes: settings.resume_buffer_bytes,
             start_mode: settings.start_mode,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
+            devices: Default::default(),
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
@@ -229,6 +231,56 @@ impl RaceDomain {
     ) -> Result<RaceSummary, Rejection> {
         let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
         self.call(id, &actor, command).await
+    }
+
+    /// Binds or revokes a tracking app's device id in race `id`.
+    pub async fn change_devices(
+        &self,
+        id: &RaceId,
+        command: DevicesCommand,
+    ) -> Result<DevicesChange, Rejection> {
+        self.ask(id, |reply| RaceMsg::Devices { command, reply })
+            .await?
+    }
+
+    /// Race `id`'s device bindings, by bib.
+    pub async fn devices(&self, id: &RaceId) -> Result<Vec<DeviceBinding>, Rejection> {
+        self.ask(id, |reply| RaceMsg::DeviceList { reply }).await?
+    }
+
+    /// The live race and bib `device_id` reports for. Unknown (or revoked) ids are
+    /// `not_found`; an id whose races are none of them live gets the race's own refusal
+    /// (not live yet, or any more); an id live in two races at once is a `conflict` an
+    /// admin must resolve, never a guess.
+    pub fn device_racer(&self, device_id: &str) -> Result<(RaceId, u32), Rejection> {
+        let bound = self.ctx.devices.lookup(device_id);
+        if bound.is_empty() {
+            return Err(Rejection::new(
+                ErrorCode::NotFound,
+                "this device id is not bound to any racer",
+            ));
+        }
+        let mut refusal = None;
+        let mut live = Vec::new();
+        for (race, bib) in bound {
+            match self.get(&race).and_then(|summary| summary.takes_fixes()) {
+                Ok(()) => live.push((race, bib)),
+                Err(rejection) => refusal = Some(rejection),
+            }
+        }
+        match live.len() {
+            1 => Ok(live.swap_remove(0)),
+            0 => Err(refusal.unwrap_or_else(|| {
+                Rejection::new(
+                    ErrorCode::NotFound,
+                    "this device id is not bound to any racer",
+                )
+            })),
+            _ => Err(Rejection::new(
+                ErrorCode::Conflict,
+                "this device id is bound in two live races; an admin must revoke one",
+            )),
+        }
     }
 
     /// A race's registered racers, by bib.

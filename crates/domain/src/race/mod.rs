@@ -1,8 +1,10 @@
 //! The race domain's rules: lifecycle and roster ([`state`]), live standings
 //! ([`standings`]), what spectators are told per tick ([`feed`]), results and statistics
 //! ([`results`]), the organiser's and the checkpoints' disqualifications
-//! ([`disqualification`]) and replays of stored fixes ([`replay`]).
+//! ([`disqualification`]), replays of stored fixes ([`replay`]) and the device ids tracking
+//! apps report with ([`devices`]).
 
+pub mod devices;
 pub mod disqualification;
 pub mod feed;
 pub mod replay;

@@ -511,7 +511,7 @@ impl RaceState {
                 if !corrects_results(race.status) {
                     return refuse("disqualify a racer (only live or finished races can)");
                 }
-                registered(race, bib)?;
+                registered_bib(race, bib)?;
                 let reason =
                     validate_text("disqualification reason", &reason, MAX_DSQ_REASON_CHARS)?;
                 // Repeating the decision (a retried request) changes nothing and costs no write.
@@ -528,7 +528,7 @@ impl RaceState {
                 if !corrects_results(race.status) {
                     return refuse("reinstate a racer (only live or finished races can)");
                 }
-                registered(race, bib)?;
+                registered_bib(race, bib)?;
                 if !race.disqualified.contains_key(&bib) {
                     return Ok(Vec::new());
                 }
@@ -671,7 +671,7 @@ fn corrects_results(status: RaceStatus) -> bool {
 }
 
 /// `not_found` unless `bib` is on the race's roster: a decision about nobody is a typo.
-fn registered(race: &Race, bib: u32) -> Result<(), Rejection> {
+pub(crate) fn registered_bib(race: &Race, bib: u32) -> Result<(), Rejection> {
     if race.roster.contains_key(&bib) {
         Ok(())
     } else {
@@ -825,12 +825,7 @@ impl RaceState {
     /// The race, when `bib` is registered in it: who may be tracked.
     pub fn registered(&self, id: &RaceId, bib: u32) -> Result<&Race, Rejection> {
         let race = self.existing(id)?;
-        if !race.roster.contains_key(&bib) {
-            return Err(Rejection::new(
-                ErrorCode::NotFound,
-                format!("bib {bib} is not registered in race {id}"),
-            ));
-        }
+        registered_bib(race, bib)?;
         Ok(race)
     }
 
