@@ -300,3 +300,57 @@ fn an_organiser_disqualifies_and_reinstates_a_racer_from_the_cli() {
     assert_eq!(no_reason.status.code(), Some(2), "--reason is required");
     server.kill9();
 }
+
+#[test]
+fn an_organiser_binds_lists_and_revokes_tracking_app_ids_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = issue_admin_token(dir.path());
+    let server = ChildServer::start(dir.path(), &[]);
+    let admin = |args: &[&str]| admin(&server, &token, args);
+    let created = create_far_ahead(&server, &token, "Phones");
+    let id = created["id"].as_str().unwrap().to_owned();
+    ok(admin(&[
+        "race", "racers", "add", &id, "--bib", "7", "--name", "Ana",
+    ]));
+    ok(admin(&[
+        "race", "racers", "add", &id, "--bib", "8", "--name", "Bor",
+    ]));
+    let generated: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race", "devices", "bind", &id, "--bib", "7", "--json",
+    ])))
+    .unwrap();
+    let generated = generated[0]["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 16);
+    assert!(ok(admin(&[
+        "race",
+        "devices",
+        "bind",
+        &id,
+        "--bib",
+        "8",
+        "--device-id",
+        "traccar-218604",
+    ]))
+    .contains("traccar-218604"));
+    let listed = ok(admin(&["race", "devices", "list", &id]));
+    assert!(
+        listed.contains(&generated) && listed.contains("traccar-218604"),
+        "{listed}"
+    );
+    let short = admin(&[
+        "race",
+        "devices",
+        "bind",
+        &id,
+        "--bib",
+        "8",
+        "--device-id",
+        "12345",
+    ]);
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 6"));
+    ok(admin(&["race", "devices", "revoke", &id, "--bib", "7"]));
+    let listed = ok(admin(&["race", "devices", "list", &id]));
+    assert!(!listed.contains(&generated), "{listed}");
+    server.kill9();
+}

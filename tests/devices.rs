@@ -172,7 +172,15 @@ async fn three_apps_and_a_socket_ride_one_race_with_one_standings_table() {
         let query = osmand_query(id, &index, d);
         let (status, _, body) = match i {
             0 => http(addr, "GET", &format!("/?{query}"), &[], "").await,
-            1 => http(addr, "GET", &format!("/osmand?{query}"), &[], "").await,
+            // OsmAnd's own template (README): accuracy as hdop.
+            1 => {
+                let (lat, lon) = at(&index, d);
+                let template = format!(
+                    "id={id}&lat={lat}&lon={lon}&timestamp={}&hdop=5&altitude=250&speed=15&bearing=90",
+                    time_ms(d) / 1000
+                );
+                http(addr, "GET", &format!("/osmand?{template}"), &[], "").await
+            }
             2 => {
                 let form = [("Content-Type", "application/x-www-form-urlencoded")];
                 http(addr, "POST", "/osmand", &form, &query).await

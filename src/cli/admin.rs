@@ -2,7 +2,7 @@
 //! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, DevicesCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
 };
 use super::output::{self, ReportFormat};
 use super::CliError;
@@ -225,6 +225,21 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::Results { id, .. } => Request::RaceResults { race_id: id },
         RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
         RaceCommand::Racers(command) => super::racers::request(command)?,
+        RaceCommand::Devices(command) => match command {
+            DevicesCommand::Bind {
+                race,
+                bib,
+                device_id,
+            } => Request::RaceDeviceBind {
+                race_id: race,
+                bib,
+                device_id,
+            },
+            DevicesCommand::Revoke { race, bib } => {
+                Request::RaceDeviceRevoke { race_id: race, bib }
+            }
+            DevicesCommand::List { race } => Request::RaceDevices { race_id: race },
+        },
         RaceCommand::Show { id } => Request::RaceGet { id },
         RaceCommand::Start { id } => Request::RaceStart { id },
         RaceCommand::Finish { id } => Request::RaceFinish { id },
@@ -248,6 +263,9 @@ fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {
     match reply {
         Reply::Race(race) => output::json_or(json, &race, output::race),
         Reply::Racers(racers) => output::json_or(json, racers.as_slice(), output::racers),
+        Reply::Devices { devices, .. } => {
+            output::json_or(json, devices.as_slice(), output::devices)
+        }
         Reply::Registered { racers } if json => {
             output::json(&serde_json::json!({ "racers": racers }))
         }

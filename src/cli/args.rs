@@ -198,6 +198,10 @@ pub enum RaceCommand {
     /// Register and list racers.
     #[command(subcommand)]
     Racers(RacersCommand),
+    /// Tracking apps' device ids (Traccar Client, OsmAnd, OwnTracks): the id an app sends is
+    /// the racer's credential for those apps, so keep it private to the racer.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Cancel a scheduled or live race.
     Cancel {
         /// Race id.
@@ -255,6 +259,36 @@ pub enum RacersCommand {
         file: PathBuf,
     },
     /// List a race's racers.
+    List {
+        /// Race id.
+        race: String,
+    },
+}
+
+/// `peloton admin race devices …`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Bind a device id to a racer (replacing their earlier one); prints the id to give them.
+    Bind {
+        /// Race id.
+        race: String,
+        /// The racer's bib.
+        #[arg(long)]
+        bib: u32,
+        /// The id the racer's app sends (6..=64 printable characters); leave it out for a
+        /// generated, unguessable one, which the racer types into the app.
+        #[arg(long)]
+        device_id: Option<String>,
+    },
+    /// Stop accepting a racer's device id at once (a lost or swapped phone).
+    Revoke {
+        /// Race id.
+        race: String,
+        /// The racer's bib.
+        #[arg(long)]
+        bib: u32,
+    },
+    /// List a race's device ids by bib.
     List {
         /// Race id.
         race: String,

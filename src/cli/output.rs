@@ -2,7 +2,7 @@
 //! `--json`. Errors are printed by `main` as one line on stderr.
 
 use crate::net::protocol::{
-    RaceStatsView, RaceView, RacerView, ResultStatusView, ResultView, StandingView,
+    DeviceView, RaceStatsView, RaceView, RacerView, ResultStatusView, ResultView, StandingView,
 };
 use crate::time::format_rfc3339;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -70,6 +70,21 @@ pub fn racers(racers: &[RacerView]) {
             r.name.clone(),
             dash(&r.team),
             dash(&r.email),
+        ]);
+    }
+    println!("{table}");
+}
+
+/// Device bindings, one row per bib.
+pub fn devices(devices: &[DeviceView]) {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["bib", "device id", "bound at"]);
+    for d in devices {
+        table.add_row([
+            d.bib.to_string(),
+            d.device_id.clone(),
+            format_rfc3339(d.bound_at_ms),
         ]);
     }
     println!("{table}");
