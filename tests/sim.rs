@@ -118,3 +118,35 @@ fn the_simulator_refuses_what_it_cannot_run_with_one_clear_line() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("admin token"), "{err}");
 }
+
+/// The same five racers on the same recorded ride, once sending every recorded fix and once
+/// obeying the interval the server asks for: everyone still finishes, with far fewer fixes.
+#[test]
+fn racers_that_obey_the_servers_pace_finish_with_fewer_fixes() {
+    let s = setup();
+    let every = s.race_starting_now();
+    let (out, _) = s.run_ok_within_a_minute(s.five_racers(&every, &[]));
+    let every = summary(&out);
+    let paced = s.race_starting_now();
+    let (out, _) = s.run_ok_within_a_minute(s.five_racers(&paced, &["--obey-pace"]));
+    let paced = summary(&out);
+    assert_eq!(paced["finished"], 5, "{paced}");
+    let sent = |s: &serde_json::Value| s["fixes_sent"].as_u64().unwrap();
+    let left_out = paced["fixes_paced_out"].as_u64().unwrap();
+    println!(
+        "every recorded fix: {} sent; obeying the pace: {} sent, {left_out} left out ({:.1}x fewer)",
+        sent(&every),
+        sent(&paced),
+        sent(&every) as f64 / sent(&paced).max(1) as f64
+    );
+    assert_eq!(every["fixes_paced_out"], 0, "{every}");
+    // The recording has a point every 3.5 s, so only stretches alone (10 s) thin out; at
+    // 2000x the pace also lags by a few hundred race seconds. A quarter fewer is the floor.
+    assert!(sent(&paced) * 4 < sent(&every) * 3, "{every} {paced}");
+    // The same ride either way: what was sent plus what was left out is the recording.
+    let recorded = sent(&paced) + left_out;
+    assert!(
+        recorded.abs_diff(sent(&every)) < sent(&every) / 20,
+        "{every} {paced}"
+    );
+}

@@ -206,6 +206,7 @@ variants!(push_variant, PUSH_VARIANTS, Push {
     Push::ConnectClosed { .. } => "connect_closed",
     Push::ConnectionEstablished(_) => "connection_established",
     Push::DirectMessage(_) => "direct_message",
+    Push::Pace { .. } => "pace",
 });
 
 variants!(server_frame_variant, SERVER_FRAME_VARIANTS, ServerFrame {
@@ -1485,6 +1486,13 @@ fn push_samples() -> Vec<Sample> {
             Push::ConnectionEstablished(connection(0)),
         ),
         push("direct_message", Push::DirectMessage(direct_message(42))),
+        push(
+            "pace",
+            Push::Pace {
+                interval_ms: 1_000,
+                reason: s("checkpoint"),
+            },
+        ),
     ]);
     samples
 }

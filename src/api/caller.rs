@@ -17,6 +17,9 @@ pub struct Caller {
     /// The patrol session of an officer's or citizen's socket: opened on connect or by the
     /// first patrol request, ended when the caller is dropped.
     pub(super) patrol: Option<PatrolLink>,
+    /// The reporting interval this racer's device was last told, so a `pace` push goes out
+    /// only when it changes.
+    pub(super) pace_told_ms: Option<u32>,
 }
 
 impl Caller {
@@ -25,6 +28,7 @@ impl Caller {
         Caller {
             claims,
             patrol: None,
+            pace_told_ms: None,
         }
     }
 

@@ -150,7 +150,7 @@ pub async fn handle(engine: &Engine, caller: &mut Caller, request: Request) -> O
     };
     match domain_of(&request) {
         Domain::Token => token::handle(engine, &mut caller.claims, request).into(),
-        Domain::Race => race::handle(engine, services, &caller.claims, request).await,
+        Domain::Race => race::handle(engine, services, caller, request).await,
         Domain::Backup => backup::handle(engine, services, request).await,
         Domain::Mail => mail::handle(&services.mail, &engine.config, request)
             .await

@@ -5,7 +5,7 @@
 use super::race_stream::{ReplayPacer, TickFeed};
 use crate::actors::race::feed::Published;
 use crate::error::Rejection;
-use crate::net::protocol::Reply;
+use crate::net::protocol::{Push, Reply};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +30,13 @@ pub enum Outcome {
         reply: Reply,
         /// The replay's pushes and the waits between them.
         pacer: ReplayPacer,
+    },
+    /// Send `reply`, then `push` (a racer's new reporting interval after its ack).
+    ReplyThenPush {
+        /// The answer.
+        reply: Reply,
+        /// What the caller is told right after it.
+        push: Push,
     },
     /// Stream this file as backup chunks, then send `reply`, then delete the file.
     StreamFile {

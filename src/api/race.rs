@@ -6,6 +6,7 @@
 //! wire views are in [`super::race_views`], what streams after a reply in
 //! [`super::race_stream`].
 
+use super::caller::Caller;
 use super::outcome::Outcome;
 use super::race_stream::{ReplayPacer, TickFeed};
 use super::race_views::{
@@ -24,7 +25,7 @@ use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
 use crate::geo::Course;
 use crate::ids::RaceId;
-use crate::net::protocol::{RaceCreate, RaceUpdate, RacerView, Reply, Request, WireFix};
+use crate::net::protocol::{Push, RaceCreate, RaceUpdate, RacerView, Reply, Request, WireFix};
 use crate::time::now_ms;
 use std::time::Duration;
 
@@ -67,9 +68,10 @@ pub(super) fn rule(request: &Request) -> Rule<'_> {
 pub(super) async fn handle(
     engine: &Engine,
     services: &Services,
-    claims: &Claims,
+    caller: &mut Caller,
     request: Request,
 ) -> Outcome {
+    let claims = &caller.claims;
     let reply = match request {
         Request::RaceCreate(create) => race_create(services, create).await,
         Request::RaceUpdate(update) => race_update(services, update).await,
@@ -106,7 +108,7 @@ pub(super) async fn handle(
             racer_register(services, &race_id, racers).await
         }
         Request::RacerList { race_id } => racer_list(services, &race_id, claims.role).await,
-        Request::Fixes { fixes } => submit_fixes(engine, services, claims, fixes).await,
+        Request::Fixes { fixes } => return submit_fixes(engine, services, caller, fixes).await,
         Request::RaceStandings { race_id } => standings(services, &race_id).await,
         Request::RaceResults { race_id } => race_results(services, &race_id).await,
         Request::RaceReplay {
@@ -227,12 +229,44 @@ async fn racer_list(services: &Services, race_id: &str, role: Role) -> Result<Re
     Ok(Reply::Racers(racer_views(roster, role == Role::Admin)))
 }
 
+/// A racer's batch over the socket, acknowledged once durable; followed by a `pace` push
+/// when the interval the race asks of this device changed since this socket was last told.
 async fn submit_fixes(
     engine: &Engine,
     services: &Services,
-    claims: &Claims,
+    caller: &mut Caller,
     fixes: Vec<WireFix>,
-) -> Result<Reply, Rejection> {
+) -> Outcome {
+    let (race, bib) = match racer_of(&caller.claims) {
+        Ok(racer) => racer,
+        Err(rejection) => return Outcome::Reply(Err(rejection)),
+    };
+    let outcome = match store_fixes(engine, services, &race, bib, &fixes).await {
+        Ok(outcome) => outcome,
+        Err(rejection) => return Outcome::Reply(Err(rejection)),
+    };
+    let reply = Reply::FixesAck {
+        accepted: outcome.accepted,
+        ignored: outcome.ignored,
+        last_at_ms: outcome.last_at_ms,
+    };
+    match services.races.pace(&race, bib) {
+        Some(pace) if caller.pace_told_ms != Some(pace.interval_ms) => {
+            caller.pace_told_ms = Some(pace.interval_ms);
+            Outcome::ReplyThenPush {
+                reply,
+                push: Push::Pace {
+                    interval_ms: pace.interval_ms,
+                    reason: pace.reason.as_str().to_owned(),
+                },
+            }
+        }
+        _ => Outcome::Reply(Ok(reply)),
+    }
+}
+
+/// The race and bib a racer token speaks for.
+fn racer_of(claims: &Claims) -> Result<(RaceId, u32), Rejection> {
     let Some(race) = &claims.race else {
         return Err(Rejection::new(
             ErrorCode::Forbidden,
@@ -246,12 +280,7 @@ async fn submit_fixes(
             "a racer token's subject must be the bib number",
         )
     })?;
-    let outcome = store_fixes(engine, services, &race, bib, &fixes).await?;
-    Ok(Reply::FixesAck {
-        accepted: outcome.accepted,
-        ignored: outcome.ignored,
-        last_at_ms: outcome.last_at_ms,
-    })
+    Ok((race, bib))
 }
 
 /// Every device binding of a race.

@@ -6,6 +6,7 @@
 //! (ticks, batch sizes) is defined here.
 
 use super::check::{at_least, at_most, ConfigError};
+use crate::actors::race::pace::PaceRules;
 use crate::actors::race::state::{RaceLimits, StartMode};
 use crate::actors::racer::TrackingRules;
 use crate::device_time::DeviceTimeLimits;
@@ -69,12 +70,16 @@ pub struct TrackingConfig {
     pub device_time: DeviceTimeLimits,
     /// Most fixes in one batch from a device.
     pub max_fixes_per_batch: usize,
+    /// `pace_*`: the reporting interval asked of each device, the race rules' own keys.
+    #[serde(flatten)]
+    pub pace: PaceRules,
 }
 
 impl TrackingConfig {
     /// The rules' and the device-time limits' own checks, and a batch of at least one fix.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.rules.validate()?;
+        self.pace.validate()?;
         at_least(
             "tracking.max_fixes_per_batch",
             self.max_fixes_per_batch as u64,

@@ -610,6 +610,14 @@ impl Session {
                 .await
             }
             Outcome::Reply(Err(rejection)) => self.reject(Some(frame.id), rejection).await,
+            Outcome::ReplyThenPush { reply, push } => {
+                self.send(&ServerFrame::Reply {
+                    id: frame.id,
+                    reply,
+                })
+                .await;
+                self.send(&ServerFrame::Push(push)).await
+            }
             Outcome::Replay { reply, pacer } => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,

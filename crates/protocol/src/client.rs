@@ -208,6 +208,11 @@ impl Client {
         .map_err(|_| ClientError::Timeout(limit))?
     }
 
+    /// A push that already arrived (while waiting for a reply), without waiting for more.
+    pub fn queued_push(&mut self) -> Option<Push> {
+        self.pushes.pop_front()
+    }
+
     /// The next push, waiting up to `limit`.
     pub async fn next_push(&mut self, limit: Duration) -> Result<Push, ClientError> {
         if let Some(push) = self.pushes.pop_front() {

@@ -1058,6 +1058,15 @@ pub enum Push {
     /// A direct message to this user, live or on reconnect (at least once: dedupe by
     /// `from`/`to` and `seq`).
     DirectMessage(DirectMessageView),
+    /// The interval a racer's device should report at from now on: sent right after a
+    /// `fixes_ack` whenever it changed (sharper near checkpoints, the finish and rivals,
+    /// slower alone).
+    Pace {
+        /// Milliseconds between fixes.
+        interval_ms: u32,
+        /// Why: `checkpoint`, `finish`, `battle`, `cruise`, `alone` or `finished`.
+        reason: String,
+    },
 }
 
 impl Push {
@@ -1076,6 +1085,7 @@ impl Push {
             Push::ConnectClosed { .. } => "connect_closed",
             Push::ConnectionEstablished(_) => "connection_established",
             Push::DirectMessage(_) => "direct_message",
+            Push::Pace { .. } => "pace",
         }
     }
 }

@@ -13,6 +13,7 @@ use super::devices::{
 };
 use super::disqualification::verdict;
 use super::feed::{Feed, Published, RecentTicks, TickEncoder};
+use super::pace::{paces, Pace, PaceRules};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::RaceStatus;
@@ -62,6 +63,10 @@ pub struct RaceContext {
     pub start_mode: StartMode,
     /// Every race's device ids, for fixes that arrive with nothing else (HTTP apps).
     pub devices: DeviceIndex,
+    /// How the reporting interval of each device is chosen.
+    pub pace: PaceRules,
+    /// Each racer's reporting interval as its race last paced it, read after every ack.
+    pub paces: DashMap<(RaceId, u32), Pace>,
 }
 
 /// The latest published tick, shared with every subscribed session.
@@ -191,6 +196,8 @@ pub struct RaceActorState {
     publisher: tokio::sync::watch::Sender<Option<Arc<Published>>>,
     /// The tick timer, started with the first subscriber.
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// When the racers were last paced: at most once a tick, however many reports come.
+    paced_at: Option<std::time::Instant>,
     /// The one pending clock check, while the clock still has something to do for the race
     /// (start it, end it at its cut-off); re-armed whenever the race changes.
     clock_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
@@ -247,6 +254,7 @@ impl Actor for RaceActor {
             recent: RecentTicks::new(resume_buffer_bytes),
             publisher: tokio::sync::watch::Sender::new(None),
             ticker: None,
+            paced_at: None,
             clock_timer: None,
         };
         // Recovery catches up with the clock before the server reports ready: a start or
@@ -313,6 +321,7 @@ impl Actor for RaceActor {
                 st.standings.update(bib, progress);
                 st.standings.update_splits(bib, &splits_ms);
                 st.standings.update_incidents(bib, &incidents);
+                pace_racers(st);
                 if st
                     .race
                     .state()
@@ -600,4 +609,30 @@ async fn change_devices(
         st.ctx.devices.bind(&binding.device_id, &st.id, binding.bib);
     }
     Ok(change)
+}
+
+/// Re-paces every racer of the race from the standings, at most once a tick: the interval a
+/// device is asked for changes on the scale of seconds, not of single fixes.
+fn pace_racers(st: &mut RaceActorState) {
+    let now = std::time::Instant::now();
+    if st
+        .paced_at
+        .is_some_and(|at| now.saturating_duration_since(at) < st.ctx.tick)
+    {
+        return;
+    }
+    st.paced_at = Some(now);
+    let Some(race) = &st.race.state().race else {
+        return;
+    };
+    let checkpoints_m: Vec<f64> = race
+        .course
+        .checkpoints
+        .iter()
+        .map(|c| c.distance_m)
+        .collect();
+    let rows = st.standings.ranked(now_ms());
+    for (bib, pace) in paces(&rows, race.course.length_m, &checkpoints_m, &st.ctx.pace) {
+        st.ctx.paces.insert((st.id.clone(), bib), pace);
+    }
 }

@@ -6,6 +6,7 @@ use super::actor::Subscription;
 use super::actor::{RaceContext, RaceMsg};
 use super::devices::{DeviceBinding, DevicesChange, DevicesCommand};
 use super::feed::TickEncoder;
+use super::pace::{Pace, PaceRules};
 use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
@@ -46,6 +47,8 @@ pub struct RaceSettings {
     pub call_timeout: Duration,
     /// How racers' fixes are judged.
     pub rules: TrackingRules,
+    /// The reporting interval asked of each device.
+    pub pace: PaceRules,
     /// Time between spectator ticks.
     pub tick: Duration,
     /// Bytes of recent ticks a watched race keeps for reconnecting spectators.
@@ -67,6 +70,7 @@ impl RaceSettings {
             resume_buffer_bytes: config.race.resume_buffer_bytes,
             start_mode: config.race.start_mode,
             rules: config.tracking.rules,
+            pace: config.tracking.pace,
         }
     }
 }
@@ -105,6 +109,8 @@ impl RaceDomain {
             start_mode: settings.start_mode,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
             devices: Default::default(),
+            pace: settings.pace,
+            paces: DashMap::new(),
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
@@ -241,6 +247,15 @@ impl RaceDomain {
     ) -> Result<DevicesChange, Rejection> {
         self.ask(id, |reply| RaceMsg::Devices { command, reply })
             .await?
+    }
+
+    /// The reporting interval racer `bib` of `race` should use next, once the race has
+    /// paced it (after its first reports).
+    pub fn pace(&self, race: &RaceId, bib: u32) -> Option<Pace> {
+        self.ctx
+            .paces
+            .get(&(race.clone(), bib))
+            .map(|entry| *entry.value())
     }
 
     /// Race `id`'s device bindings, by bib.

@@ -290,6 +290,7 @@ mod tests {
         )
         .await
         .unwrap();
+        let defaults = RaceSettings::from_config(&crate::config::Config::defaults().unwrap());
         let settings = RaceSettings {
             limits: RaceLimits {
                 max_name_chars: 50,
@@ -300,7 +301,8 @@ mod tests {
             restart_budget: 3,
             restart_window: Duration::from_secs(60),
             call_timeout: Duration::from_secs(5),
-            rules: RaceSettings::from_config(&crate::config::Config::defaults().unwrap()).rules,
+            rules: defaults.rules,
+            pace: defaults.pace,
             tick: Duration::from_millis(250),
             resume_buffer_bytes: 1 << 20,
             // The start below is in the past: the test fires the gun itself.

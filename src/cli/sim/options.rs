@@ -49,6 +49,11 @@ pub struct SimRaceArgs {
     /// everything already due at once, so one socket never exceeds the server's rate limit.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: u32,
+    /// Report at the interval the server asks for (its `pace` pushes) instead of sending
+    /// every recorded fix: the ride's fixes closer together than the interval are left out,
+    /// as a phone that obeys would not take them.
+    #[arg(long)]
+    pub obey_pace: bool,
     /// Window the start offsets are drawn from, e.g. 0s for a mass start
     /// [default: 15s per racer].
     #[arg(long)]

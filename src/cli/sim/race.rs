@@ -62,6 +62,8 @@ struct Summary {
     first_bib: u32,
     /// Distinct fixes sent.
     fixes_sent: u64,
+    /// Recorded fixes left out to obey the server's pace (`--obey-pace`).
+    fixes_paced_out: u64,
     /// Fixes sent again after a lost connection.
     fixes_resent: u64,
     /// Fixes the server accepted.
@@ -217,6 +219,7 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
         start_at_ms: race.start_at_ms,
         speedup: options.speedup,
         batch: usize::try_from(args.batch).unwrap_or(1).max(1),
+        obey_pace: args.obey_pace,
         gun: now + lead,
         deadline: started + options.timeout,
         gate: Semaphore::new(CONNECT_CONCURRENCY),
@@ -232,6 +235,7 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
             shared: Arc::clone(&shared),
             stop: stop_rx.clone(),
             client: None,
+            pace_ms: None,
         };
         tasks.spawn(racer.run());
     }
@@ -284,6 +288,7 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
         faults: outcomes,
         first_bib: args.first_bib,
         fixes_sent: Counters::get(&c.fixes_sent),
+        fixes_paced_out: Counters::get(&c.fixes_paced_out),
         fixes_resent: Counters::get(&c.fixes_resent),
         fixes_accepted: Counters::get(&c.accepted),
         fixes_ignored: Counters::get(&c.ignored),
@@ -298,7 +303,8 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
     } else {
         println!(
             "race {}: {}/{} simulated racers finished in {:.1} s; {} fixes sent ({} accepted, {} \
-             ignored, {} resent) in {} messages, {} reconnects",
+             ignored, {} resent, {} left out to obey the server's pace) in {} messages, {} \
+             reconnects",
             summary.race,
             summary.finished,
             summary.racers,
@@ -307,6 +313,7 @@ pub(super) async fn race(args: SimRaceArgs) -> Result<(), CliError> {
             summary.fixes_accepted,
             summary.fixes_ignored,
             summary.fixes_resent,
+            summary.fixes_paced_out,
             summary.messages,
             summary.reconnects
         );

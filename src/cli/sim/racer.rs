@@ -15,7 +15,7 @@ use crate::cli::CliError;
 use crate::error::ErrorCode;
 use crate::net::client::{Client, ClientError};
 use crate::net::codec::Codec;
-use crate::net::protocol::{Reply, Request, WireFix};
+use crate::net::protocol::{Push, Reply, Request, WireFix};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +74,8 @@ pub(super) struct Racer {
     pub(super) stop: watch::Receiver<bool>,
     /// The socket, when connected.
     pub(super) client: Option<Client>,
+    /// The interval the server last asked for (its `pace` push), when obeying it.
+    pub(super) pace_ms: Option<u32>,
 }
 
 impl Racer {
@@ -87,11 +89,15 @@ impl Racer {
         let client = self.connect().await?;
         self.client = Some(client);
         let mut last_send: Option<Instant> = None;
+        let mut last_kept_ms: Option<i64> = None;
         loop {
             let mut fixes: Vec<WireFix> = Vec::with_capacity(shared.batch);
             let mut due_ms = None;
             while fixes.len() < shared.batch {
                 let Some(next) = track.next() else { break };
+                if self.paced_out(next.race_ms, &mut last_kept_ms, track.peek().is_none()) {
+                    continue;
+                }
                 due_ms = Some(next.race_ms);
                 fixes.push(next.fix);
             }
@@ -108,11 +114,12 @@ impl Racer {
             // the message rate stays bounded and the racer catches up.
             let now = Instant::now();
             while fixes.len() < MAX_FIXES_PER_MESSAGE {
-                match track.peek() {
-                    Some(next) if shared.wall(next.race_ms) <= now => fixes.push(next.fix),
-                    _ => break,
+                let Some(next) = track.next_if(|next| shared.wall(next.race_ms) <= now) else {
+                    break;
+                };
+                if !self.paced_out(next.race_ms, &mut last_kept_ms, track.peek().is_none()) {
+                    fixes.push(next.fix);
                 }
-                track.next();
             }
             last_send = Some(Instant::now());
             if self.deliver(&fixes).await? == Delivery::RaceClosed {
@@ -122,6 +129,22 @@ impl Racer {
         }
         self.close().await;
         Ok(RacerEnd::RodeOut)
+    }
+
+    /// Whether a phone obeying the server's pace would leave out the fix at `race_ms`: one
+    /// taken before the interval since the last kept fix (`last_kept_ms`, updated when the
+    /// fix is kept) has passed. The ride's last fix always goes, so the finish is seen.
+    fn paced_out(&self, race_ms: i64, last_kept_ms: &mut Option<i64>, last: bool) -> bool {
+        let too_soon = match (self.pace_ms, *last_kept_ms) {
+            (Some(pace), Some(kept)) if self.shared.obey_pace => race_ms - kept < i64::from(pace),
+            _ => false,
+        };
+        if too_soon && !last {
+            Counters::add(&self.shared.counters.fixes_paced_out, 1);
+            return true;
+        }
+        *last_kept_ms = Some(race_ms);
+        false
     }
 
     /// Sleeps until `at`; true if the monitor said stop meanwhile.
@@ -161,6 +184,12 @@ impl Racer {
                 }) => {
                     Counters::add(&counters.accepted, u64::from(accepted));
                     Counters::add(&counters.ignored, u64::from(ignored));
+                    // The pace follows its ack; what arrived by the next request is kept.
+                    while let Some(push) = client.queued_push() {
+                        if let Push::Pace { interval_ms, .. } = push {
+                            self.pace_ms = Some(interval_ms);
+                        }
+                    }
                     self.client = Some(client);
                     return Ok(Delivery::Acked);
                 }

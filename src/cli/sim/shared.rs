@@ -21,6 +21,8 @@ pub(super) struct Counters {
     pub(super) connected: AtomicU64,
     /// Distinct fixes sent (a resend is not counted again).
     pub(super) fixes_sent: AtomicU64,
+    /// Recorded fixes left out because the server's pace asked for fewer.
+    pub(super) fixes_paced_out: AtomicU64,
     /// Fixes sent again on a new connection because their ack never came.
     pub(super) fixes_resent: AtomicU64,
     /// Fixes the server accepted (sum of `fixes_ack.accepted`).
@@ -58,6 +60,8 @@ pub(super) struct Shared {
     pub(super) speedup: f64,
     /// Fixes a racer collects before it sends (more when it falls behind).
     pub(super) batch: usize,
+    /// Whether racers thin their fixes to the interval the server asks for.
+    pub(super) obey_pace: bool,
     /// Wall-clock instant of the gun.
     pub(super) gun: Instant,
     /// The run gives up at this instant; anything scheduled later never happens.

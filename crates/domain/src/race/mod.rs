@@ -1,12 +1,14 @@
 //! The race domain's rules: lifecycle and roster ([`state`]), live standings
 //! ([`standings`]), what spectators are told per tick ([`feed`]), results and statistics
 //! ([`results`]), the organiser's and the checkpoints' disqualifications
-//! ([`disqualification`]), replays of stored fixes ([`replay`]) and the device ids tracking
+//! ([`disqualification`]), the reporting interval asked of each device ([`pace`]), replays of
+//! stored fixes ([`replay`]) and the device ids tracking
 //! apps report with ([`devices`]).
 
 pub mod devices;
 pub mod disqualification;
 pub mod feed;
+pub mod pace;
 pub mod replay;
 pub mod results;
 pub mod standings;
