@@ -352,5 +352,51 @@ fn an_organiser_binds_lists_and_revokes_tracking_app_ids_from_the_cli() {
     ok(admin(&["race", "devices", "revoke", &id, "--bib", "7"]));
     let listed = ok(admin(&["race", "devices", "list", &id]));
     assert!(!listed.contains(&generated), "{listed}");
+
+    // At registration: one racer with the id their app shows, a file with a device_id
+    // column (and generated ids for the rows without one).
+    let added: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race",
+        "racers",
+        "add",
+        &id,
+        "--bib",
+        "9",
+        "--name",
+        "Cene",
+        "--device-id",
+        "osmand-cene-9",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(added["devices"][0]["device_id"], "osmand-cene-9", "{added}");
+    let csv = dir.path().join("roster.csv");
+    std::fs::write(
+        &csv,
+        "bib,name,device_id\n11,Dana,owntracks-dana\n12,Eva,\n",
+    )
+    .unwrap();
+    let imported: serde_json::Value = serde_json::from_str(&ok(admin(&[
+        "race",
+        "racers",
+        "import",
+        &id,
+        csv.to_str().unwrap(),
+        "--new-device-ids",
+        "--json",
+    ])))
+    .unwrap();
+    let devices = imported["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{imported}");
+    assert_eq!(devices[0]["device_id"], "owntracks-dana");
+    assert_eq!(devices[1]["device_id"].as_str().unwrap().len(), 16);
+    // A bad device id in the file: nothing is registered.
+    std::fs::write(&csv, "bib,name,device_id\n13,Fran,has space\n").unwrap();
+    let refused = admin(&["race", "racers", "import", &id, csv.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("line 2: field device_id"));
+    let racers: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "racers", "list", &id, "--json"]))).unwrap();
+    assert_eq!(racers.as_array().unwrap().len(), 5);
     server.kill9();
 }

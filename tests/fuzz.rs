@@ -137,6 +137,7 @@ fn every_seed_is_accepted_so_mutations_start_from_valid_inputs() {
     assert_eq!(
         parse_csv("seed", &Target::RacersCsv.seeds()[0])
             .unwrap()
+            .racers
             .len(),
         3
     );

@@ -35,6 +35,13 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
             };
             output::results(&rows, &stats, format)
         }
+        AdminCommand::Race(RaceCommand::Racers(command)) => {
+            let plan = super::racers::plan(command)?;
+            connected(&args.server, args.token.as_deref(), async |client| {
+                register_and_bind(client, plan, args.json).await
+            })
+            .await
+        }
         AdminCommand::Race(race) => {
             let request = race_request(race)?;
             let reply = connected(&args.server, args.token.as_deref(), async |client| {
@@ -224,7 +231,7 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::List => Request::RaceList,
         RaceCommand::Results { id, .. } => Request::RaceResults { race_id: id },
         RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
-        RaceCommand::Racers(command) => super::racers::request(command)?,
+        RaceCommand::Racers(command) => super::racers::plan(command)?.request,
         RaceCommand::Devices(command) => match command {
             DevicesCommand::Bind {
                 race,
@@ -257,6 +264,42 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
                 .as_secs(),
         },
     })
+}
+
+/// Registers (or lists) racers, then binds the device ids the command asked for, printing
+/// the registration and then the bindings made (the ids to give the racers).
+async fn register_and_bind(
+    client: &mut Client,
+    plan: super::racers::RacersPlan,
+    json: bool,
+) -> Result<(), CliError> {
+    let reply = client.request(plan.request).await?;
+    if plan.bind.is_empty() {
+        return print_reply(reply, json);
+    }
+    let Reply::Registered { racers } = reply else {
+        return Err(CliError::unexpected(&reply));
+    };
+    let mut devices = Vec::with_capacity(plan.bind.len());
+    for (bib, device_id) in plan.bind {
+        let reply = client
+            .request(Request::RaceDeviceBind {
+                race_id: plan.race_id.clone(),
+                bib,
+                device_id,
+            })
+            .await?;
+        let Reply::Devices { devices: bound, .. } = reply else {
+            return Err(CliError::unexpected(&reply));
+        };
+        devices.extend(bound);
+    }
+    if json {
+        return output::json(&serde_json::json!({ "racers": racers, "devices": devices }));
+    }
+    println!("registered; the race has {racers} racers");
+    output::devices(&devices);
+    Ok(())
 }
 
 fn print_reply(reply: Reply, json: bool) -> Result<(), CliError> {

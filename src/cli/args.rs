@@ -249,14 +249,25 @@ pub enum RacersCommand {
         /// Contact email.
         #[arg(long)]
         email: Option<String>,
+        /// The id the racer's tracking app sends (Traccar Client, OsmAnd, OwnTracks), bound
+        /// once the racer is registered; see `race devices`.
+        #[arg(long, conflicts_with = "new_device_id")]
+        device_id: Option<String>,
+        /// Bind a generated, unguessable device id for the racer's tracking app.
+        #[arg(long)]
+        new_device_id: bool,
     },
-    /// Register racers from a CSV file with a header row: bib,name[,team][,email].
-    /// All or nothing: any bad line is reported and nothing is registered.
+    /// Register racers from a CSV file with a header row: bib,name[,team][,email][,device_id].
+    /// All or nothing: any bad line is reported and nothing is registered. A `device_id`
+    /// cell binds that id to the racer's tracking app once registered.
     Import {
         /// Race id.
         race: String,
         /// The CSV file.
         file: PathBuf,
+        /// Bind a generated device id for every racer whose row has none.
+        #[arg(long)]
+        new_device_ids: bool,
     },
     /// List a race's racers.
     List {

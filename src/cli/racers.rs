@@ -4,14 +4,26 @@
 
 use super::args::RacersCommand;
 use super::CliError;
+use crate::actors::race::devices::{validate_device_id, MIN_DEVICE_ID_CHARS};
 use crate::actors::race::state::validate_entry;
 use crate::actors::race::RacerEntry;
 use crate::net::protocol::{RacerView, Request};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The request a racers subcommand sends.
-pub fn request(command: RacersCommand) -> Result<Request, CliError> {
+/// What a racers subcommand sends: one request, then the device bindings it implies
+/// (bib, and the id to bind or `None` for a generated one), once the racers are registered.
+pub struct RacersPlan {
+    /// The race.
+    pub race_id: String,
+    /// The registration or the listing.
+    pub request: Request,
+    /// Device ids to bind afterwards.
+    pub bind: Vec<(u32, Option<String>)>,
+}
+
+/// The plan of a racers subcommand, every value checked before anything is sent.
+pub fn plan(command: RacersCommand) -> Result<RacersPlan, CliError> {
     Ok(match command {
         RacersCommand::Add {
             race,
@@ -19,6 +31,8 @@ pub fn request(command: RacersCommand) -> Result<Request, CliError> {
             name,
             team,
             email,
+            device_id,
+            new_device_id,
         } => {
             let entry = validate_entry(RacerEntry {
                 bib,
@@ -27,17 +41,78 @@ pub fn request(command: RacersCommand) -> Result<Request, CliError> {
                 email,
             })
             .map_err(CliError::Usage)?;
-            Request::RacerRegister {
-                race_id: race,
-                racers: vec![view(entry)],
+            if let Some(id) = &device_id {
+                check_device_id(id)
+                    .map_err(|reason| CliError::Usage(format!("--device-id: {reason}")))?;
+            }
+            let bind = if device_id.is_some() || new_device_id {
+                vec![(bib, device_id)]
+            } else {
+                Vec::new()
+            };
+            RacersPlan {
+                race_id: race.clone(),
+                request: Request::RacerRegister {
+                    race_id: race,
+                    racers: vec![view(entry)],
+                },
+                bind,
             }
         }
-        RacersCommand::Import { race, file } => Request::RacerRegister {
-            race_id: race,
-            racers: read_csv(&file)?,
+        RacersCommand::Import {
+            race,
+            file,
+            new_device_ids,
+        } => {
+            let roster = read_csv(&file)?;
+            let bind = roster
+                .racers
+                .iter()
+                .filter_map(|r| {
+                    let given = roster.devices.iter().find(|(bib, _)| *bib == r.bib);
+                    match given {
+                        Some((bib, id)) => Some((*bib, Some(id.clone()))),
+                        None if new_device_ids => Some((r.bib, None)),
+                        None => None,
+                    }
+                })
+                .collect();
+            RacersPlan {
+                race_id: race.clone(),
+                request: Request::RacerRegister {
+                    race_id: race,
+                    racers: roster.racers,
+                },
+                bind,
+            }
+        }
+        RacersCommand::List { race } => RacersPlan {
+            race_id: race.clone(),
+            request: Request::RacerList { race_id: race },
+            bind: Vec::new(),
         },
-        RacersCommand::List { race } => Request::RacerList { race_id: race },
     })
+}
+
+/// A device id as the server will check it when it is bound (an admin's id has at least
+/// `MIN_DEVICE_ID_CHARS`), so a file is refused before anything is registered.
+fn check_device_id(id: &str) -> Result<(), String> {
+    validate_device_id(id).map_err(|r| r.message)?;
+    if id.len() < MIN_DEVICE_ID_CHARS {
+        return Err(format!(
+            "a device id has at least {MIN_DEVICE_ID_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// A roster file as read: the racers, and the device ids some rows come with.
+#[derive(Debug)]
+pub struct RosterFile {
+    /// The racers, in file order.
+    pub racers: Vec<RacerView>,
+    /// (bib, device id) of the rows with a `device_id` cell.
+    pub devices: Vec<(u32, String)>,
 }
 
 fn view(entry: RacerEntry) -> RacerView {
@@ -50,7 +125,7 @@ fn view(entry: RacerEntry) -> RacerView {
 }
 
 /// Reads and validates a roster CSV; every problem is reported as `line N: reason`.
-pub fn read_csv(path: &Path) -> Result<Vec<RacerView>, CliError> {
+pub fn read_csv(path: &Path) -> Result<RosterFile, CliError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
     parse_csv(&path.display().to_string(), &bytes)
@@ -58,7 +133,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<RacerView>, CliError> {
 
 /// Validates a roster CSV already in memory (the pure half of [`read_csv`], also fuzzed);
 /// `source` says where it came from in messages.
-pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<Vec<RacerView>, CliError> {
+pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<RosterFile, CliError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)
@@ -70,12 +145,15 @@ pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<Vec<RacerView>, CliError>
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(bib_col), Some(name_col)) = (column("bib"), column("name")) else {
         return Err(CliError::Usage(format!(
-            "{}: the header row must name at least `bib` and `name` columns (optional: team, email)",
+            "{}: the header row must name at least `bib` and `name` columns (optional: team, email, device_id)",
             source
         )));
     };
     let (team_col, email_col) = (column("team"), column("email"));
+    let device_col = column("device_id");
     let mut racers = Vec::new();
+    let mut devices: Vec<(u32, String)> = Vec::new();
+    let mut device_lines: HashMap<String, u64> = HashMap::new();
     let mut problems = Vec::new();
     let mut bibs: HashMap<u32, u64> = HashMap::new();
     for record in reader.records() {
@@ -109,6 +187,23 @@ pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<Vec<RacerView>, CliError>
             team: field(team_col),
             email: field(email_col),
         };
+        if let Some(id) = field(device_col) {
+            match check_device_id(&id) {
+                Err(reason) => {
+                    problems.push(format!("line {line}: field device_id: {reason}"));
+                    continue;
+                }
+                Ok(()) => {
+                    if let Some(first) = device_lines.insert(id.clone(), line) {
+                        problems.push(format!(
+                            "line {line}: device id {id} is also on line {first}"
+                        ));
+                        continue;
+                    }
+                    devices.push((bib, id));
+                }
+            }
+        }
         match validate_entry(entry) {
             Err(reason) => problems.push(format!("line {line}: {reason}")),
             Ok(entry) => {
@@ -137,7 +232,7 @@ pub fn parse_csv(source: &str, bytes: &[u8]) -> Result<Vec<RacerView>, CliError>
             source
         )));
     }
-    Ok(racers)
+    Ok(RosterFile { racers, devices })
 }
 
 #[cfg(test)]
@@ -153,7 +248,7 @@ mod tests {
             "bib,name,team,email\n1,Ana Novak,Celje,ana@example.si\n2, Bor ,,\n",
         )
         .unwrap();
-        let racers = read_csv(&good).unwrap();
+        let racers = read_csv(&good).unwrap().racers;
         assert_eq!(racers.len(), 2);
         assert_eq!(
             (
