@@ -373,7 +373,7 @@ fn an_organiser_binds_lists_and_revokes_tracking_app_ids_from_the_cli() {
     let csv = dir.path().join("roster.csv");
     std::fs::write(
         &csv,
-        "bib,name,device_id\n11,Dana,owntracks-dana\n12,Eva,\n",
+        "bib,name,email,device_id\n11,Dana,dana@example.si,owntracks-dana\n12,Eva,,\n",
     )
     .unwrap();
     let imported: serde_json::Value = serde_json::from_str(&ok(admin(&[
@@ -398,5 +398,47 @@ fn an_organiser_binds_lists_and_revokes_tracking_app_ids_from_the_cli() {
     let racers: serde_json::Value =
         serde_json::from_str(&ok(admin(&["race", "racers", "list", &id, "--json"]))).unwrap();
     assert_eq!(racers.as_array().unwrap().len(), 5);
+
+    // Invitations: a personal racer-page link each (a racer token for the race and bib),
+    // and the app settings for those with a device id; mailed once however often it runs.
+    let invited: serde_json::Value =
+        serde_json::from_str(&ok(admin(&["race", "invite", &id, "--send", "--json"]))).unwrap();
+    let invited = invited.as_array().unwrap();
+    assert_eq!(invited.len(), 5);
+    let dana = invited.iter().find(|i| i["bib"] == 11).unwrap();
+    let url = dana["ride_url"].as_str().unwrap();
+    assert!(url.contains("/ride#token="), "{url}");
+    assert!(dana["body"]
+        .as_str()
+        .unwrap()
+        .contains("device ID owntracks-dana"));
+    let bor = invited.iter().find(|i| i["bib"] == 8).unwrap();
+    assert!(bor["body"].as_str().unwrap().contains("traccar-218604"));
+    // The link's token is Dana's: it reads her race as a racer.
+    let racer_token = url.split_once("#token=").unwrap().1;
+    let shown: serde_json::Value = serde_json::from_str(&ok(common::cli::admin(
+        &server,
+        racer_token,
+        &["race", "show", &id, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    let jobs = |state: &str| -> usize {
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(admin(&["mail", "list", "--state", state, "--json"])))
+                .unwrap();
+        listed.as_array().map_or(0, Vec::len)
+    };
+    let mailed = || {
+        ["accepted", "sending", "sent", "retry_waiting", "dead"]
+            .map(jobs)
+            .iter()
+            .sum::<usize>()
+    };
+    assert_eq!(mailed(), 1, "Dana is the one racer who gave an address");
+    ok(admin(&["race", "invite", &id, "--send"]));
+    assert_eq!(mailed(), 1, "a second run sends nobody a second mail");
+    let unknown = admin(&["race", "invite", &id, "--bib", "99"]);
+    assert_eq!(unknown.status.code(), Some(1));
     server.kill9();
 }

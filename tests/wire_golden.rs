@@ -154,6 +154,7 @@ variants!(request_variant, REQUEST_VARIANTS, Request {
     Request::RaceDeviceBind { .. } => "race_device_bind",
     Request::RaceDeviceRevoke { .. } => "race_device_revoke",
     Request::RaceDevices { .. } => "race_devices",
+    Request::RacerLink { .. } => "racer_link",
 });
 
 variants!(reply_variant, REPLY_VARIANTS, Reply {
@@ -1050,6 +1051,15 @@ fn request_samples() -> Vec<Sample> {
             68,
             Request::RaceDevices {
                 race_id: s("ljubljana-2026"),
+            },
+        ),
+        client(
+            "racer_link",
+            69,
+            Request::RacerLink {
+                race_id: s("ljubljana-2026"),
+                bib: 1_042,
+                ttl_secs: 86_400,
             },
         ),
     ]

@@ -75,7 +75,8 @@ fn domain_of(request: &Request) -> Domain {
         | Request::RaceReplay { .. }
         | Request::RaceDeviceBind { .. }
         | Request::RaceDeviceRevoke { .. }
-        | Request::RaceDevices { .. } => Domain::Race,
+        | Request::RaceDevices { .. }
+        | Request::RacerLink { .. } => Domain::Race,
         Request::Backup => Domain::Backup,
         Request::MailSubmit(_)
         | Request::MailStatus { .. }

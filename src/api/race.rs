@@ -17,9 +17,10 @@ use super::rules::{device_time_limits, Rule, Scope, ADMIN, NOBODY};
 use super::token::mint;
 use crate::actors::race::devices::DevicesCommand;
 use crate::actors::race::replay::Replayer;
+use crate::actors::race::state::bib_not_registered;
 use crate::actors::race::RaceCommand;
 use crate::actors::racer::msg::FixesOutcome;
-use crate::auth::{share_claims, Claims, Role};
+use crate::auth::{claims_for, share_claims, Claims, Role};
 use crate::device_time::fix_window;
 use crate::engine::{Engine, Services};
 use crate::error::{ErrorCode, Rejection};
@@ -59,7 +60,8 @@ pub(super) fn rule(request: &Request) -> Rule<'_> {
         | Request::RaceReinstate { race_id, .. }
         | Request::RaceDeviceBind { race_id, .. }
         | Request::RaceDeviceRevoke { race_id, .. }
-        | Request::RaceDevices { race_id } => Rule::new(ADMIN, Scope::Race(race_id)),
+        | Request::RaceDevices { race_id }
+        | Request::RacerLink { race_id, .. } => Rule::new(ADMIN, Scope::Race(race_id)),
         _ => Rule::new(NOBODY, Scope::Global),
     }
 }
@@ -101,6 +103,11 @@ pub(super) async fn handle(
             change_devices(services, &race_id, DevicesCommand::Revoke { bib }).await
         }
         Request::RaceDevices { race_id } => list_devices(services, race_id).await,
+        Request::RacerLink {
+            race_id,
+            bib,
+            ttl_secs,
+        } => racer_link(engine, services, &race_id, bib, ttl_secs).await,
         Request::RaceShare { race_id, ttl_secs } => {
             race_share(engine, services, &race_id, ttl_secs)
         }
@@ -403,6 +410,18 @@ fn race_share(
 ) -> Result<Reply, Rejection> {
     let id = RaceId::parse(race_id)?;
     services.races.get(&id)?;
+    check_ttl(engine, ttl_secs)?;
+    let claims = share_claims(id.as_str(), now_ms() / 1000, ttl_secs);
+    let minted = mint(engine, &claims, "share token")?;
+    Ok(Reply::Shared {
+        race_id: id.as_str().to_owned(),
+        token: minted.token,
+        expires_at_ms: minted.expires_at_ms,
+    })
+}
+
+/// A link's lifetime: at least a second, at most what any token may live.
+fn check_ttl(engine: &Engine, ttl_secs: u64) -> Result<(), Rejection> {
     let max = engine.config.auth.max_ttl_secs;
     if ttl_secs == 0 || ttl_secs > max {
         return Err(Rejection::new(
@@ -410,8 +429,37 @@ fn race_share(
             format!("ttl_secs must be between 1 and {max} (auth.max_ttl_secs), got {ttl_secs}"),
         ));
     }
-    let claims = share_claims(id.as_str(), now_ms() / 1000, ttl_secs);
-    let minted = mint(engine, &claims, "share token")?;
+    Ok(())
+}
+
+/// A racer's personal link: a racer token for this race and bib, as a racer's own phone
+/// would hold, for the racer page of their invitation.
+async fn racer_link(
+    engine: &Engine,
+    services: &Services,
+    race_id: &str,
+    bib: u32,
+    ttl_secs: u64,
+) -> Result<Reply, Rejection> {
+    let id = RaceId::parse(race_id)?;
+    check_ttl(engine, ttl_secs)?;
+    if !services
+        .races
+        .roster(&id)
+        .await?
+        .iter()
+        .any(|r| r.bib == bib)
+    {
+        return Err(bib_not_registered(&id, bib));
+    }
+    let claims = claims_for(
+        Role::Racer,
+        &bib.to_string(),
+        Some(id.as_str()),
+        now_ms() / 1000,
+        ttl_secs,
+    );
+    let minted = mint(engine, &claims, "racer link")?;
     Ok(Reply::Shared {
         race_id: id.as_str().to_owned(),
         token: minted.token,

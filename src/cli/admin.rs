@@ -42,6 +42,22 @@ pub async fn run(args: AdminArgs) -> Result<(), CliError> {
             })
             .await
         }
+        AdminCommand::Race(RaceCommand::Invite {
+            id,
+            bib,
+            expires,
+            send,
+        }) => {
+            let ttl_secs = parse_duration(&expires)
+                .map_err(|e| CliError::Usage(format!("--expires: {e}")))?
+                .as_secs();
+            let origin = web_origin(&args.server);
+            let invitations = connected(&args.server, args.token.as_deref(), async |client| {
+                super::invite::run(client, &origin, id, bib, ttl_secs, send).await
+            })
+            .await?;
+            super::invite::print(&invitations, args.json)
+        }
         AdminCommand::Race(race) => {
             let request = race_request(race)?;
             let reply = connected(&args.server, args.token.as_deref(), async |client| {
@@ -232,6 +248,12 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::Results { id, .. } => Request::RaceResults { race_id: id },
         RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
         RaceCommand::Racers(command) => super::racers::plan(command)?.request,
+        // More than one request each: run by their own branches of `run`.
+        RaceCommand::Invite { .. } => {
+            return Err(CliError::Failed(
+                "race invite sends several requests; it has its own branch".into(),
+            ))
+        }
         RaceCommand::Devices(command) => match command {
             DevicesCommand::Bind {
                 race,

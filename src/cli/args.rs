@@ -198,6 +198,21 @@ pub enum RaceCommand {
     /// Register and list racers.
     #[command(subcommand)]
     Racers(RacersCommand),
+    /// Each racer's invitation: their personal racer-page link (`/ride#token=…`) and, when
+    /// bound, their tracking app's settings; printed, and mailed with `--send`.
+    Invite {
+        /// Race id.
+        id: String,
+        /// Only this racer.
+        #[arg(long)]
+        bib: Option<u32>,
+        /// How long the personal links work, e.g. 12h, 3d (at most auth.max_ttl_secs).
+        #[arg(long, default_value = "3d")]
+        expires: String,
+        /// Mail each invitation to the racer's address (once: a second run sends nothing).
+        #[arg(long)]
+        send: bool,
+    },
     /// Tracking apps' device ids (Traccar Client, OsmAnd, OwnTracks): the id an app sends is
     /// the racer's credential for those apps, so keep it private to the racer.
     #[command(subcommand)]

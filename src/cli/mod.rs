@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod invite;
 pub mod keys;
 pub mod mail;
 pub mod output;

@@ -316,6 +316,17 @@ pub enum Request {
         /// Race id.
         race_id: String,
     },
+    /// A personal link for racer `bib` of a race: a racer token for that race and bib, for
+    /// the racer page (`/ride#token=…`) of their invitation. Answered with
+    /// [`Reply::Shared`]. Admin.
+    RacerLink {
+        /// Race id.
+        race_id: String,
+        /// The racer's bib (must be registered).
+        bib: u32,
+        /// Lifetime in seconds, 1..=`auth.max_ttl_secs`.
+        ttl_secs: u64,
+    },
 }
 
 /// Fields of [`Request::MailSubmit`].
@@ -612,7 +623,7 @@ pub struct StandingView {
 
 impl Request {
     /// Every request type name, in variant (tag) order.
-    pub const TYPES: [&'static str; 46] = [
+    pub const TYPES: [&'static str; 47] = [
         "ping",
         "refresh_token",
         "race_create",
@@ -659,6 +670,7 @@ impl Request {
         "race_device_bind",
         "race_device_revoke",
         "race_devices",
+        "racer_link",
     ];
 
     /// The snake_case type name, for metrics and logs.
@@ -710,6 +722,7 @@ impl Request {
             Request::RaceDeviceBind { .. } => 43,
             Request::RaceDeviceRevoke { .. } => 44,
             Request::RaceDevices { .. } => 45,
+            Request::RacerLink { .. } => 46,
         }]
     }
 }

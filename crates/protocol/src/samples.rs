@@ -169,5 +169,10 @@ pub fn sample_requests() -> Vec<Request> {
         Request::RaceDevices {
             race_id: "r".into(),
         },
+        Request::RacerLink {
+            race_id: "r".into(),
+            bib: 7,
+            ttl_secs: 86_400,
+        },
     ]
 }

@@ -11,7 +11,8 @@ use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
 use super::standings::Standing;
 use super::state::{
-    not_found, RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry, StartMode,
+    bib_not_registered, not_found, RaceCommand, RaceLimits, RaceStatus, RaceSummary, RacerEntry,
+    StartMode,
 };
 use super::supervisor::{RaceSupervisor, RaceSupervisorArgs, RaceSupervisorMsg};
 use crate::actors::ask::{ask, ask_or, unanswered, Silence};
@@ -175,10 +176,7 @@ impl RaceDomain {
         // Asked only on this failure path, so a first fix of a registered racer costs no
         // extra hop.
         match self.roster(race).await {
-            Ok(roster) if !roster.iter().any(|r| r.bib == bib) => Rejection::new(
-                ErrorCode::NotFound,
-                format!("bib {bib} is not registered in race {race}"),
-            ),
+            Ok(roster) if !roster.iter().any(|r| r.bib == bib) => bib_not_registered(race, bib),
             Ok(_) | Err(_) => {
                 tracing::warn!(race = %race, bib, "racer actor did not start: {}", refused.message);
                 Rejection::new(

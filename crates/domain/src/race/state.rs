@@ -675,11 +675,16 @@ pub(crate) fn registered_bib(race: &Race, bib: u32) -> Result<(), Rejection> {
     if race.roster.contains_key(&bib) {
         Ok(())
     } else {
-        Err(Rejection::new(
-            ErrorCode::NotFound,
-            format!("bib {bib} is not registered in race {}", race.id),
-        ))
+        Err(bib_not_registered(&race.id, bib))
     }
+}
+
+/// The one refusal of a bib a race does not have, wherever it is found out.
+pub fn bib_not_registered(race: &RaceId, bib: u32) -> Rejection {
+    Rejection::new(
+        ErrorCode::NotFound,
+        format!("bib {bib} is not registered in race {race}"),
+    )
 }
 
 /// Checks a registration batch against itself and the roster; returns the entries that are
