@@ -11,7 +11,7 @@ use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{DeviceView, Reply, Request, StandingView, WireFix};
+use peloton::net::protocol::{DeviceView, Reply, Request, StandingView};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,13 +134,7 @@ fn course() -> CourseIndex {
 #[tokio::test]
 async fn three_apps_and_a_socket_ride_one_race_with_one_standings_table() {
     let server = TestServer::start().await;
-    let mut admin = Client::connect(
-        &server.url,
-        &server.token(Role::Admin, "ops"),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race = live_race_on(&mut admin, "Mixed devices", gpx(RIDE), T0, 4).await;
     let index = course();
     let addr = server.addr;
@@ -232,17 +226,7 @@ async fn three_apps_and_a_socket_ride_one_race_with_one_standings_table() {
     .await;
     assert_eq!(status, 200, "{body}");
     let mut phone = racer_phone(&server.url, &server.keys, &race, 4).await;
-    let fix = |d: f64| {
-        let p = index.position_at(d);
-        WireFix {
-            at_ms: time_ms(d),
-            lat_e7: p.lat_e7,
-            lon_e7: p.lon_e7,
-            accuracy_dm: 50,
-            speed_cmps: None,
-            elevation_dm: None,
-        }
-    };
+    let fix = |d: f64| common::fix_at(&index, d, time_ms(d));
     phone
         .request(Request::Fixes {
             fixes: vec![fix(120.0), fix(220.0)],
@@ -339,13 +323,7 @@ async fn three_apps_and_a_socket_ride_one_race_with_one_standings_table() {
     assert_eq!(status, 403);
 
     // Spectators never see device ids: only admins may list them.
-    let mut spectator = Client::connect(
-        &server.url,
-        &server.token(Role::Spectator, "fan"),
-        Codec::Json,
-    )
-    .await
-    .unwrap();
+    let mut spectator = server.client(Role::Spectator, Codec::Json).await;
     let refused = spectator
         .request(Request::RaceDevices {
             race_id: race.clone(),
@@ -358,13 +336,7 @@ async fn three_apps_and_a_socket_ride_one_race_with_one_standings_table() {
 #[tokio::test]
 async fn a_fix_for_a_race_that_is_not_live_is_dropped_not_queued() {
     let server = TestServer::start().await;
-    let mut admin = Client::connect(
-        &server.url,
-        &server.token(Role::Admin, "ops"),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
     // Scheduled a day from now.
     let later = peloton::time::now_ms() + 86_400_000;
     let create = peloton::net::protocol::RaceCreate {
@@ -414,13 +386,7 @@ async fn guessing_device_ids_is_rate_limited_per_address() {
         c.web.device_misses_per_addr_per_min = 3;
     })
     .await;
-    let mut admin = Client::connect(
-        &server.url,
-        &server.token(Role::Admin, "ops"),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race = live_race_on(&mut admin, "Guessed", gpx(RIDE), T0, 1).await;
     let index = course();
     let real = bind(&mut admin, &race, 1, None).await;

@@ -15,16 +15,9 @@ use std::time::Duration;
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
 const T0: i64 = 1_796_115_600_000;
 
+/// At 8 m/s from the start.
 fn fix(index: &CourseIndex, d: f64) -> WireFix {
-    let p = index.position_at(d);
-    WireFix {
-        at_ms: T0 + (d * 125.0) as i64,
-        lat_e7: p.lat_e7,
-        lon_e7: p.lon_e7,
-        accuracy_dm: 50,
-        speed_cmps: None,
-        elevation_dm: None,
-    }
+    common::fix_at(index, d, T0 + (d * 125.0) as i64)
 }
 
 /// Sends fixes `from..` metres on, one batch at a time, until a `pace` push for `reason`
@@ -62,13 +55,7 @@ async fn ride_until_paced(
 #[tokio::test]
 async fn a_lone_racer_is_asked_for_fewer_fixes_than_two_fighting_for_a_place() {
     let server = TestServer::start().await;
-    let mut admin = Client::connect(
-        &server.url,
-        &server.token(Role::Admin, "ops"),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
     let race = live_race_on(&mut admin, "Paced", gpx(RIDE), T0, 3).await;
     let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
     let index = CourseIndex::from(&course);

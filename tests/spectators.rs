@@ -21,15 +21,7 @@ fn fixes(index: &CourseIndex, offset_m: f64, from: f64, to: f64) -> Vec<WireFix>
     let mut out = Vec::new();
     let mut d = from;
     while d < to {
-        let p = index.position_at(d + offset_m);
-        out.push(WireFix {
-            at_ms: T0 + (d * 125.0) as i64,
-            lat_e7: p.lat_e7,
-            lon_e7: p.lon_e7,
-            accuracy_dm: 50,
-            speed_cmps: None,
-            elevation_dm: None,
-        });
+        out.push(common::fix_at(index, d + offset_m, T0 + (d * 125.0) as i64));
         d += 25.0;
     }
     out

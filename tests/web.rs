@@ -24,15 +24,7 @@ fn batch(index: &CourseIndex, i: u32, step: usize) -> Vec<WireFix> {
     (0..4)
         .map(|k| {
             let d = (step * 4 + k) as f64 * 25.0;
-            let p = index.position_at(d + 60.0 * f64::from(i));
-            WireFix {
-                at_ms: T0 + (d * 125.0) as i64,
-                lat_e7: p.lat_e7,
-                lon_e7: p.lon_e7,
-                accuracy_dm: 50,
-                speed_cmps: None,
-                elevation_dm: None,
-            }
+            common::fix_at(index, d + 60.0 * f64::from(i), T0 + (d * 125.0) as i64)
         })
         .collect()
 }

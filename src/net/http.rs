@@ -13,6 +13,7 @@
 
 use super::codec::{Codec, BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL};
 use super::limits::{Admission, AdmissionLimits, Refusal, SocketClass, SubjectKey};
+use super::response::{json_error, refused, text, Body};
 use super::session;
 use crate::auth::{Claims, Role, TokenError};
 use crate::engine::Engine;
@@ -38,9 +39,6 @@ use tokio_tungstenite::WebSocketStream;
 pub const WS_PATH: &str = "/ws";
 /// Largest HTTP request head we read.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-
-/// Every response body: whole, in memory (nothing served here is large or streamed).
-pub(super) type Body = Full<Bytes>;
 
 /// Pause after an `accept` failure with no spare to answer with.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -315,44 +313,6 @@ fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response
             )
         }
     }
-}
-
-pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A JSON error body with the same `code`/`message` shape as protocol errors.
-pub(super) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "code": code, "message": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The answer to a refusal by the admission limits: 503 when the server is full, 429 when
-/// this client asked too much, both with `Retry-After`.
-pub(super) fn refused(refusal: Refusal) -> Response<Body> {
-    let (status, code) = if refusal.is_server_full() {
-        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-    } else {
-        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-    };
-    let mut response = json_error(status, code, refusal.message());
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(refusal.retry_after_secs()),
-    );
-    response
 }
 
 /// Counts an upgrade refused by the admission limits and answers it.

@@ -25,8 +25,8 @@
 //! minute for every id, known or not, so the answer never tells a guesser which guess was
 //! right.
 
-use super::http::{json_error, refused, Body};
 use super::limits::Admission;
+use super::response::{json_error, refused, Body};
 use crate::api::device::{ingest, DeviceRefusal};
 use crate::engine::Engine;
 use crate::error::ErrorCode;

@@ -4,6 +4,8 @@
 //! - [`codec`]: the two encodings of that model, `peloton.v1.bin` and `peloton.v1.json`.
 //! - [`http`]: the HTTP server on the one port: health, readiness, metrics, WebSocket upgrade.
 //! - [`session`]: one WebSocket's life: limits, decoding, dispatch to [`crate::api`], replies.
+//! - [`ingest`]: tracking apps' HTTP reports (OsmAnd protocol, OwnTracks).
+//! - [`response`]: the HTTP answers both share (text, JSON errors, refusals).
 //! - [`ratelimit`]: the per-socket token bucket.
 //! - [`limits`]: admission of connections: sockets per server and per subject, upgrades and
 //!   guest tokens per client address.
@@ -19,6 +21,7 @@ pub mod ingest;
 pub mod limits;
 pub mod mail;
 pub mod ratelimit;
+pub mod response;
 pub mod session;
 pub mod web;
 

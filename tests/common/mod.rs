@@ -11,7 +11,9 @@ use peloton::config::{Config, Overrides};
 use peloton::engine::RunningServer;
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{RaceCreate, RaceStatsView, RacerView, Reply, Request, ResultView};
+use peloton::net::protocol::{
+    RaceCreate, RaceStatsView, RacerView, Reply, Request, ResultView, WireFix,
+};
 use peloton::time::now_ms;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -319,6 +321,19 @@ fn complete(response: &[u8]) -> bool {
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse::<usize>().ok())
         .is_some_and(|len| response.len() >= head_end + 4 + len)
+}
+
+/// A phone's fix `position_m` along the course at device time `at_ms`, 5 m accurate.
+pub fn fix_at(index: &peloton::geo::CourseIndex, position_m: f64, at_ms: i64) -> WireFix {
+    let p = index.position_at(position_m);
+    WireFix {
+        at_ms,
+        lat_e7: p.lat_e7,
+        lon_e7: p.lon_e7,
+        accuracy_dm: 50,
+        speed_cmps: None,
+        elevation_dm: None,
+    }
 }
 
 /// Creates a live race on a shared ride with bibs 1..=n registered (with contact emails);

@@ -216,25 +216,24 @@ impl Actor for RaceActor {
         _myself: ActorRef<RaceMsg>,
         args: RaceArgs,
     ) -> Result<RaceActorState, ActorProcessingErr> {
-        let race = Journaled::<RaceState>::recover(
-            args.ctx.journal.clone(),
-            ActorKey::new(KIND, args.id.as_str()),
-            SnapshotPolicy {
-                every: args.ctx.snapshot_every,
-                compaction: Compaction::Delete,
-            },
-        )?;
+        // The race and its device bindings: two journals, one snapshot policy.
+        let recover_as = |kind: &str| {
+            (
+                args.ctx.journal.clone(),
+                ActorKey::new(kind, args.id.as_str()),
+                SnapshotPolicy {
+                    every: args.ctx.snapshot_every,
+                    compaction: Compaction::Delete,
+                },
+            )
+        };
+        let (journal, key, policy) = recover_as(KIND);
+        let race = Journaled::<RaceState>::recover(journal, key, policy)?;
         if let Some(race) = &race.state().race {
             args.ctx.directory.insert(args.id.clone(), race.summary());
         }
-        let devices = Journaled::<RaceDevices>::recover(
-            args.ctx.journal.clone(),
-            ActorKey::new(DEVICES_KIND, args.id.as_str()),
-            SnapshotPolicy {
-                every: args.ctx.snapshot_every,
-                compaction: Compaction::Delete,
-            },
-        )?;
+        let (journal, key, policy) = recover_as(DEVICES_KIND);
+        let devices = Journaled::<RaceDevices>::recover(journal, key, policy)?;
         for binding in devices.state().all() {
             args.ctx
                 .devices
