@@ -1,7 +1,8 @@
-//! The spectator web page: static files compiled into the binary, so the server needs no
-//! asset folder, no build step at run time and no CDN (the machines it runs on may have no
-//! internet). The page is plain HTML, CSS and JavaScript in `web/`; it talks to the server
-//! like any other client, over `/ws` with the JSON subprotocol.
+//! The web pages: static files compiled into the binary, so the server needs no asset
+//! folder, no build step at run time and no CDN (the machines it runs on may have no
+//! internet). The spectator page (`/`) and the racer page (`/ride`, a phone streaming its
+//! GPS from a personal `#token=` link) are plain HTML, CSS and JavaScript in `web/`; they
+//! talk to the server like any other client, over `/ws` with the JSON subprotocol.
 //!
 //! [`super::http`] serves these at their paths and hands out guest tokens at
 //! [`GUEST_TOKEN_PATH`] when `web.public_races` allows.
@@ -20,9 +21,10 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-/// Every file of the page. `/` is the page itself; it reads `?race=` and `#token=` so a share
-/// link opens one race directly.
-const ASSETS: [Asset; 3] = [
+/// Every file of the pages. `/` is the spectator page; it reads `?race=` and `#token=` so a
+/// share link opens one race directly. `/ride` is the racer page; it reads its racer token
+/// from `#token=`, which never reaches the server's logs.
+const ASSETS: [Asset; 6] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -37,6 +39,21 @@ const ASSETS: [Asset; 3] = [
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../web/style.css"),
+    },
+    Asset {
+        path: "/ride",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../web/ride.html"),
+    },
+    Asset {
+        path: "/ride.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/ride.js"),
+    },
+    Asset {
+        path: "/ride.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/ride.css"),
     },
 ];
 
@@ -57,5 +74,32 @@ mod tests {
         assert!(asset("/index.html").is_some());
         assert!(asset("/nope.js").is_none());
         assert!(!asset("/app.js").unwrap().body.is_empty());
+    }
+
+    #[test]
+    fn the_racer_page_and_its_files_are_embedded_and_reference_each_other() {
+        let ride = asset("/ride").unwrap();
+        assert!(ride.content_type.starts_with("text/html"));
+        let page = std::str::from_utf8(ride.body).unwrap();
+        for file in ["/ride.js", "/ride.css", "/style.css"] {
+            assert!(page.contains(file), "the racer page loads {file}");
+            assert!(asset(file).is_some_and(|a| !a.body.is_empty()), "{file}");
+        }
+        assert!(asset("/ride.js")
+            .unwrap()
+            .content_type
+            .starts_with("text/javascript"));
+        assert!(asset("/ride.css")
+            .unwrap()
+            .content_type
+            .starts_with("text/css"));
+        let script = std::str::from_utf8(asset("/ride.js").unwrap().body).unwrap();
+        assert!(script.contains("peloton.v1.json") && script.contains("indexedDB"));
+        // The script is its own service worker: it keeps every file the page needs offline.
+        for file in ["'/ride'", "'/ride.js'", "'/ride.css'", "'/style.css'"] {
+            assert!(script.contains(file), "the offline copy keeps {file}");
+        }
+        // Paths match exactly: no prefix or `.html` spelling serves the page by accident.
+        assert!(asset("/ride.html").is_none() && asset("/rid").is_none());
     }
 }

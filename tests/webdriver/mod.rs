@@ -142,6 +142,43 @@ impl Browser {
     }
 }
 
+/// DevTools commands: only the racer page's tests emulate a GPS, and every test binary that
+/// declares `mod webdriver` compiles all of this module.
+#[allow(dead_code)]
+impl Browser {
+    /// Runs a Chrome DevTools Protocol command in the page's target through chromedriver
+    /// (`goog/cdp/execute`) and returns its result: geolocation overrides, permissions.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let path = format!("/session/{}/goog/cdp/execute", self.session);
+        self.call("POST", &path, Some(json!({ "cmd": cmd, "params": params })))
+            .await
+    }
+
+    /// Sets the geolocation permission of `origin` (`http://127.0.0.1:PORT`) to `setting`
+    /// (`granted`, `denied` or `prompt`), as a racer answering the browser's question would.
+    pub async fn set_geolocation_permission(&self, origin: &str, setting: &str) {
+        self.cdp(
+            "Browser.setPermission",
+            json!({
+                "permission": { "name": "geolocation" },
+                "setting": setting,
+                "origin": origin,
+            }),
+        )
+        .await;
+    }
+
+    /// Moves the browser's emulated GPS to (`lat`, `lon`) with `accuracy_m`: the page's
+    /// position watchers are told at once, stamped with the browser's clock.
+    pub async fn set_position(&self, lat: f64, lon: f64, accuracy_m: f64) {
+        self.cdp(
+            "Emulation.setGeolocationOverride",
+            json!({ "latitude": lat, "longitude": lon, "accuracy": accuracy_m }),
+        )
+        .await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // Ends Chromium with its session; the driver is ours to kill.
