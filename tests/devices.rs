@@ -452,3 +452,49 @@ async fn an_answered_fix_survives_kill_9_and_the_id_still_works_after() {
     assert!(progress_of(&standings(&mut admin, &race).await, 1) > before);
     server.terminate();
 }
+
+/// Every request line of Traccar's own OsmAnd decoder test, sent to the server as the apps
+/// send them, with its device ids bound: each gets the status its decoding says (a 200 for
+/// what decodes, stored or dropped as too old for the race; a 400 naming the field for what
+/// does not).
+#[tokio::test]
+async fn traccars_own_request_lines_get_the_status_their_decoding_says() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let data = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/protocol/tests/data/traccar/osmand_requests.txt"
+    ))
+    .unwrap();
+    let lines: Vec<(&str, &str)> = data
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut fields = l.split(' ');
+            let (_traccar, ours, target) = (fields.next(), fields.next(), fields.next());
+            (ours.unwrap().trim_start_matches("ours="), target.unwrap())
+        })
+        .collect();
+    assert!(lines.len() >= 10, "the data file holds Traccar's lines");
+    let ids = [
+        "123456",
+        "902064",
+        "353861053849681",
+        "861001000719969",
+        "123456789012345",
+    ];
+    let race = live_race_on(&mut admin, "Traccar lines", gpx(RIDE), T0, ids.len() as u32).await;
+    for (bib, id) in ids.iter().enumerate() {
+        bind(&mut admin, &race, bib as u32 + 1, Some(id)).await;
+    }
+    for (ours, target) in lines {
+        let (status, head, body) = http(server.addr, "GET", target, &[], "").await;
+        if ours == "accept" {
+            assert_eq!(status, 200, "{target}: {body}");
+        } else {
+            let field = ours.rsplit(':').next().unwrap();
+            assert_eq!(status, 400, "{target}: {head}");
+            assert!(body.contains(field), "{target}: {body}");
+        }
+    }
+}

@@ -74,8 +74,8 @@ impl Dialect {
 }
 
 /// Whether a request is a tracking app's report: anything at [`OSMAND_PATH`] or
-/// [`OWNTRACKS_PATH`], a POST to `/`, or a GET of `/` that carries a device id (a plain GET
-/// of `/` is the spectator page).
+/// [`OWNTRACKS_PATH`], a POST to `/`, or a GET of `/` whose query has OsmAnd fields (a
+/// device id or a position; the spectator page's own queries have neither).
 pub fn is_device_report(method: &Method, path: &str, query: Option<&str>) -> bool {
     dialect(method, path, query).is_some()
 }
@@ -85,16 +85,17 @@ fn dialect(method: &Method, path: &str, query: Option<&str>) -> Option<Dialect> 
         (&Method::GET | &Method::POST, OSMAND_PATH) => Some(Dialect::OsmAnd),
         (&Method::POST, OWNTRACKS_PATH) => Some(Dialect::OwnTracks),
         (&Method::POST, "/") => Some(Dialect::OsmAnd),
-        (&Method::GET, "/") if query.is_some_and(carries_device_id) => Some(Dialect::OsmAnd),
+        (&Method::GET, "/") if query.is_some_and(has_report_fields) => Some(Dialect::OsmAnd),
         _ => None,
     }
 }
 
-/// Whether a query names a device (`id=` or `deviceid=`, as the OsmAnd protocol does).
-fn carries_device_id(query: &str) -> bool {
+/// Whether a query has an OsmAnd field that names a device or a position, so a broken
+/// report (no id) is answered as one, not with the page.
+fn has_report_fields(query: &str) -> bool {
     query.split('&').any(|pair| {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        key == "id" || key == "deviceid"
+        matches!(key, "id" | "deviceid" | "lat" | "lon" | "location")
     })
 }
 
@@ -327,6 +328,11 @@ mod tests {
             Some("id=123&lat=1&lon=2")
         ));
         assert!(is_device_report(&Method::GET, "/", Some("deviceid=1")));
+        assert!(is_device_report(
+            &Method::GET,
+            "/",
+            Some("timestamp=1&lat=1&lon=2")
+        ));
         assert!(!is_device_report(&Method::GET, "/", Some("race=abc")));
         assert!(!is_device_report(&Method::GET, "/", None));
         assert!(is_device_report(&Method::POST, "/", None));
