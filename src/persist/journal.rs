@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn archived_compaction_keeps_the_history_but_not_in_recovery() {
+    async fn kept_compaction_keeps_the_history_but_not_in_recovery() {
         let (_dir, store) = open();
         let (journal, _writer) = JournalWriter::start(store.clone(), 16).unwrap();
         let racer = ActorKey::new("racer", "r.1");
@@ -349,7 +349,7 @@ mod tests {
             journal.append(&racer, seq, &[seq * 10]).await.unwrap();
         }
         journal
-            .snapshot(&racer, 4, &40u64, Compaction::Archive)
+            .snapshot(&racer, 4, &40u64, Compaction::Keep)
             .await
             .unwrap();
         journal.flush().await.unwrap();

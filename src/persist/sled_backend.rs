@@ -201,13 +201,14 @@ fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteOp>, max_batch: usize) 
 /// Applies one group, flushes once, then answers everyone in it.
 ///
 /// All appends of the group go into one `sled::Batch`: sled writes (and syncs) a buffer per
-/// applied batch, so one batch per group is what makes group commit pay. A snapshot first
-/// applies the appends queued before it, so it never compacts events not yet written.
+/// applied batch, so one batch per group is what makes group commit pay. Snapshots are
+/// written after the group's appends, and only ever cover events of earlier groups.
 fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
     let mut waiting: Vec<(Waiter, Result<(), PersistError>)> = Vec::new();
     let mut backups = Vec::new();
     let mut pending = PendingAppends::default();
     let mut appended = 0u64;
+    let mut snapshots = Vec::new();
     for op in batch.drain(..) {
         match op {
             WriteOp::Append {
@@ -224,22 +225,26 @@ fn commit(store: &Store, batch: &mut Vec<WriteOp>) {
                 }
                 pending.waiters.push(done);
             }
+            // After the group's appends, so they go in one `sled::Batch` however many
+            // snapshots are queued among them: an actor queues its snapshot only once the
+            // events it covers are durable (an earlier group), and later appends of the same
+            // actor lie beyond the snapshot's range.
             WriteOp::Snapshot {
                 actor,
                 seq,
                 state,
                 compaction,
-            } => {
-                appended += pending.apply(store, &mut waiting);
-                if let Err(e) = snapshot(store, &actor, seq, state, compaction) {
-                    tracing::warn!(%actor, seq, "snapshot not written: {e}");
-                }
-            }
+            } => snapshots.push((actor, seq, state, compaction)),
             WriteOp::Flush { done } => waiting.push((done, Ok(()))),
             WriteOp::Backup { path, done } => backups.push((path, done)),
         }
     }
     appended += pending.apply(store, &mut waiting);
+    for (actor, seq, state, compaction) in snapshots {
+        if let Err(e) = snapshot(store, &actor, seq, state, compaction) {
+            tracing::warn!(%actor, seq, "snapshot not written: {e}");
+        }
+    }
     let started = Instant::now();
     let flushed = store.db.flush().map(|_| ()).map_err(PersistError::from);
     metrics::histogram!(m::JOURNAL_FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
@@ -291,8 +296,8 @@ impl PendingAppends {
     }
 }
 
-/// Writes the snapshot first, then removes the events it covers; a crash between the two
-/// leaves extra events that recovery skips, never a gap.
+/// Writes the snapshot first, then (for [`Compaction::Delete`]) removes the events it
+/// covers; a crash between the two leaves extra events that recovery skips, never a gap.
 fn snapshot(
     store: &Store,
     actor: &ActorKey,
@@ -301,22 +306,17 @@ fn snapshot(
     compaction: Compaction,
 ) -> Result<(), PersistError> {
     store.snapshots.insert(actor.as_str(), state)?;
-    let mut removed = sled::Batch::default();
-    let mut archived = sled::Batch::default();
-    for entry in store
-        .journal
-        .range(actor.journal_prefix()..=actor.journal_key(seq))
-    {
-        let (key, value) = entry?;
-        if compaction == Compaction::Archive {
-            archived.insert(key.clone(), value);
+    if compaction == Compaction::Delete {
+        let mut removed = sled::Batch::default();
+        for key in store
+            .journal
+            .range(actor.journal_prefix()..=actor.journal_key(seq))
+            .keys()
+        {
+            removed.remove(key?);
         }
-        removed.remove(key);
+        store.journal.apply_batch(removed)?;
     }
-    // Archive before removing: a crash in between leaves an event in both trees (history
-    // reads deduplicate), never in neither.
-    store.archive.apply_batch(archived)?;
-    store.journal.apply_batch(removed)?;
     metrics::counter!(m::SNAPSHOTS).increment(1);
     Ok(())
 }

@@ -84,7 +84,8 @@ pub struct Store {
     pub(crate) journal: sled::Tree,
     /// Latest snapshot per actor.
     pub(crate) snapshots: sled::Tree,
-    /// Events compacted out of the journal that are kept as history (same keys).
+    /// History that older versions moved out of the journal at snapshots (same keys); read,
+    /// no longer written.
     pub(crate) archive: sled::Tree,
 }
 
@@ -151,8 +152,10 @@ impl Store {
             .collect()
     }
 
-    /// Every event `actor` ever journaled, archived or not, in sequence order. An event in
-    /// both trees (a crash between archiving and removing) is read once.
+    /// Every event `actor` ever journaled, in sequence order. Data folders written before
+    /// compaction kept the history in place also hold some of it in the archive tree, where
+    /// snapshots moved it; an event in both trees (a crash between the two writes) is read
+    /// once.
     pub fn history(&self, actor: &ActorKey) -> Result<RawEvents, PersistError> {
         let mut events = std::collections::BTreeMap::new();
         for tree in [&self.archive, &self.journal] {

@@ -40,7 +40,7 @@ pub struct RacerActorState {
     race: RaceId,
     /// The bib.
     bib: u32,
-    /// The rules' state, journaled; fixes are history, so snapshots archive them.
+    /// The rules' state, journaled; fixes are history, so snapshots keep them.
     racer: Journaled<RacerState>,
     /// The course, shared with the race and its other racers.
     geometry: Arc<CourseGeometry>,
@@ -96,7 +96,7 @@ impl Actor for RacerActor {
             racer_key(&args.race, args.bib),
             SnapshotPolicy {
                 every: args.ctx.snapshot_every,
-                compaction: Compaction::Archive,
+                compaction: Compaction::Keep,
             },
         )?;
         let st = RacerActorState {
