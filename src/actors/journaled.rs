@@ -20,7 +20,7 @@ use peloton_domain::aggregate::{Aggregate, Decision};
 pub struct SnapshotPolicy {
     /// Events between snapshots; 0 never snapshots (short-lived actors, like a mail job).
     pub every: u64,
-    /// Deleted, or archived when the events are data of their own (a racer's fixes).
+    /// Deleted, or kept when the events are data of their own (a racer's fixes).
     pub compaction: Compaction,
 }
 
