@@ -243,13 +243,16 @@ async fn a_phone_rides_the_course_through_a_server_restart_and_loses_nothing() {
     }
     let server = restarting.expect("the server was restarted").await.unwrap();
 
-    // The page uploads its backlog and shows the finish, then the final result.
+    // The page uploads its backlog and shows the finish, then the final result. The model
+    // changes first and the screen on the next animation frame: wait for the screen too.
     let page = browser
         .wait_for(
             "const r = window.ride;\
              return r.finished && r.queued === 0 && r.resultFinal\
                && !document.querySelector('#finish').hidden\
-               && !document.querySelector('#result').hidden ? r : null;",
+               && !document.querySelector('#result').hidden\
+               && !document.querySelector('#result-text').textContent.startsWith('Provisional')\
+               ? r : null;",
             Duration::from_secs(30),
         )
         .await;
@@ -504,7 +507,7 @@ async fn the_page_reports_at_the_pace_the_server_asks() {
         paced = browser
             .eval(
                 "const r = window.ride;\
-                 return r.paceMs != null && r.pacedOut >= 3 ? [r.paceMs, r.paceReason, r.taken, r.pacedOut] : null;",
+                 return r.paceMs != null && r.pacedOut >= 8 ? [r.paceMs, r.paceReason, r.taken, r.pacedOut] : null;",
             )
             .await;
         if !paced.is_null() {
