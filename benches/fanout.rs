@@ -72,8 +72,8 @@ use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::{endpoint, Client};
 use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
 use peloton::net::protocol::{
-    ClientFrame, Push, RaceCreate, RaceTick, RacerView, Reply, Request, ServerFrame, StandingView,
-    Welcome, WireFix, PROTOCOL_VERSION,
+    ClientFrame, Push, RaceTick, Reply, Request, ServerFrame, StandingView, Welcome, WireFix,
+    PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -532,47 +532,8 @@ impl Server {
             } else {
                 format!("Fan-out bench {}", j + 1)
             };
-            let Ok(Reply::Race(race)) = admin
-                .request(Request::RaceCreate(RaceCreate {
-                    name,
-                    course_gpx: gpx.to_owned(),
-                    start_at_ms: start_ms,
-                    cutoff_at_ms: None,
-                }))
-                .await
-            else {
-                panic!("race create failed")
-            };
-            for chunk in bibs.chunks(200) {
-                admin
-                    .request(Request::RacerRegister {
-                        race_id: race.id.clone(),
-                        racers: chunk
-                            .iter()
-                            .map(|&bib| RacerView {
-                                bib,
-                                name: format!("Racer {bib}"),
-                                team: None,
-                                email: None,
-                            })
-                            .collect(),
-                    })
-                    .await
-                    .expect("register");
-            }
-            // The start is now, so the clock (`race.start_mode` auto) may have started it
-            // first; it is live either way.
-            match admin
-                .request(Request::RaceStart {
-                    id: race.id.clone(),
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(peloton::error::ErrorCode::InvalidTransition) => {}
-                Err(e) => panic!("start: {e}"),
-            }
-            ids.push(race.id);
+            let race = support::live_race(&mut admin, name, gpx, start_ms, &bibs).await;
+            ids.push(race);
             // One admin socket sets up every race: keep under the server's default rate limit
             // (50 requests/s) rather than raise it for a mode that measures fan-out.
             tokio::time::sleep(Duration::from_millis(

@@ -69,9 +69,7 @@ use peloton::auth::{claims_for, Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::{endpoint, Client};
 use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
-use peloton::net::protocol::{
-    ClientFrame, Push, RaceCreate, RacerView, Reply, Request, ServerFrame, WireFix,
-};
+use peloton::net::protocol::{ClientFrame, Push, Reply, Request, ServerFrame, WireFix};
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -813,51 +811,14 @@ impl Bench {
             .await
             .expect("admin connect");
         let start_ms = peloton::time::now_ms();
-        let Ok(Reply::Race(race)) = admin
-            .request(Request::RaceCreate(RaceCreate {
-                name: "Ingest bench".into(),
-                course_gpx: gpx,
-                start_at_ms: start_ms,
-                cutoff_at_ms: None,
-            }))
-            .await
-        else {
-            panic!("race create failed")
-        };
         let bibs: Vec<u32> = (1..=2 * devices as u32).collect();
-        for chunk in bibs.chunks(200) {
-            admin
-                .request(Request::RacerRegister {
-                    race_id: race.id.clone(),
-                    racers: chunk
-                        .iter()
-                        .map(|&bib| RacerView {
-                            bib,
-                            name: format!("Racer {bib}"),
-                            team: None,
-                            email: None,
-                        })
-                        .collect(),
-                })
-                .await
-                .expect("register");
-        }
-        // The start is now, so the clock may have started it first; it is live either way.
-        match admin
-            .request(Request::RaceStart {
-                id: race.id.clone(),
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(peloton::error::ErrorCode::InvalidTransition) => {}
-            Err(e) => panic!("start: {e}"),
-        }
+        let race_id =
+            support::live_race(&mut admin, "Ingest bench".into(), &gpx, start_ms, &bibs).await;
         admin.close().await;
         // Each bind is journaled before its answer: several admin sockets side by side.
         let binders: Vec<_> = (0..ADMIN_SOCKETS.min(devices))
             .map(|j| {
-                let (url, token, race_id) = (url.clone(), admin_token.clone(), race.id.clone());
+                let (url, token, race_id) = (url.clone(), admin_token.clone(), race_id.clone());
                 tokio::spawn(async move {
                     let mut admin = Client::connect(&url, &token, Codec::Binary)
                         .await
@@ -888,7 +849,7 @@ impl Bench {
             host,
             keys,
             now_s,
-            race: race.id,
+            race: race_id,
             track: Arc::new(Track {
                 index,
                 stop_at_m,

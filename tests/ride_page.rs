@@ -357,24 +357,70 @@ async fn a_phone_rides_the_course_through_a_server_restart_and_loses_nothing() {
 
 /// What keeps a position from counting, said plainly: a refused permission, a rough fix, a
 /// race that is over.
+/// What the shorter page tests start from: a server child process on its default
+/// configuration with a live race on the short course and bib 1 registered, an admin's
+/// socket, bib 1's racer token, and a browser.
+struct OneRacer {
+    /// The server's data folder, removed at the end.
+    _data: tempfile::TempDir,
+    /// The server.
+    server: ChildServer,
+    /// An admin's socket.
+    admin: Client,
+    /// Where the racer rides (the course is its start).
+    ride: CourseIndex,
+    /// The race.
+    race: String,
+    /// Bib 1's racer token, for the page's link.
+    racer: String,
+    /// Headless Chromium.
+    browser: Browser,
+    /// `http://host:port` of the server.
+    origin: String,
+}
+
+impl OneRacer {
+    async fn start(race_name: &str) -> OneRacer {
+        let data = tempfile::tempdir().unwrap();
+        let server = ChildServer::start(data.path(), &[]);
+        let keys = keys_for(data.path());
+        let mut admin = Client::connect(
+            &server.url,
+            &token(&keys, Role::Admin, "ops", None, 600),
+            Codec::Binary,
+        )
+        .await
+        .unwrap();
+        let (course, ride) = course_and_ride();
+        let race = live_race_on(&mut admin, race_name, course, now_ms(), 1).await;
+        let racer = token(&keys, Role::Racer, "1", Some(&race), 600);
+        let origin = format!("http://{}", server.addr);
+        OneRacer {
+            _data: data,
+            server,
+            admin,
+            ride,
+            race,
+            racer,
+            browser: Browser::start().await,
+            origin,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_permission_a_poor_fix_and_a_closed_race_are_said_plainly() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ChildServer::start(data.path(), &[]);
-    let keys = keys_for(data.path());
-    let mut admin = Client::connect(
-        &server.url,
-        &token(&keys, Role::Admin, "ops", None, 600),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
-    let (course, ride) = course_and_ride();
+    let OneRacer {
+        _data,
+        server,
+        mut admin,
+        ride,
+        race,
+        racer,
+        browser,
+        origin,
+    } = OneRacer::start("Celje refusal").await;
     let (start, next) = (ride.position_at(0.0), ride.position_at(STEP_M));
-    let race = live_race_on(&mut admin, "Celje refusal", course, now_ms(), 1).await;
-    let racer = token(&keys, Role::Racer, "1", Some(&race), 600);
-    let browser = Browser::start().await;
-    let origin = format!("http://{}", server.addr);
     browser.set_geolocation_permission(&origin, "denied").await;
     browser.goto(&format!("{origin}/ride#token={racer}")).await;
     browser
@@ -468,22 +514,17 @@ async fn a_refused_permission_a_poor_fix_and_a_closed_race_are_said_plainly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reports_at_the_pace_the_server_asks() {
-    let data = tempfile::tempdir().unwrap();
     // Default pace: a racer alone is asked for a fix every 10 s.
-    let server = ChildServer::start(data.path(), &[]);
-    let keys = keys_for(data.path());
-    let mut admin = Client::connect(
-        &server.url,
-        &token(&keys, Role::Admin, "ops", None, 600),
-        Codec::Binary,
-    )
-    .await
-    .unwrap();
-    let (course, ride) = course_and_ride();
-    let race = live_race_on(&mut admin, "Celje pace", course, now_ms(), 1).await;
-    let racer = token(&keys, Role::Racer, "1", Some(&race), 600);
-    let browser = Browser::start().await;
-    let origin = format!("http://{}", server.addr);
+    let OneRacer {
+        _data,
+        server,
+        admin,
+        ride,
+        racer,
+        browser,
+        origin,
+        ..
+    } = OneRacer::start("Celje pace").await;
     browser.set_geolocation_permission(&origin, "granted").await;
     let first = ride.position_at(0.0);
     browser.set_position(first.lat(), first.lon(), 5.0).await;

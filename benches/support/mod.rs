@@ -3,6 +3,9 @@
 
 use peloton::auth::Keys;
 use peloton::config::{Config, Overrides};
+use peloton::error::ErrorCode;
+use peloton::net::client::Client;
+use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,4 +39,56 @@ pub fn server_keys(data: &Path) -> Keys {
     };
     let config = Config::load_from(None, &[], &overrides).expect("config");
     Keys::load_or_create(&config).expect("keys")
+}
+
+/// Creates a race on `gpx` starting at `start_at_ms`, registers `bibs` (200 a request) and
+/// starts it; returns its id. A start that has passed makes the race live by itself
+/// (`race.start_mode` auto), so the clock may start it first: live either way.
+#[allow(dead_code)] // the race benches use it; the patrol and memory benches do not
+pub async fn live_race(
+    admin: &mut Client,
+    name: String,
+    gpx: &str,
+    start_at_ms: i64,
+    bibs: &[u32],
+) -> String {
+    let Ok(Reply::Race(race)) = admin
+        .request(Request::RaceCreate(RaceCreate {
+            name,
+            course_gpx: gpx.to_owned(),
+            start_at_ms,
+            cutoff_at_ms: None,
+        }))
+        .await
+    else {
+        panic!("race create failed")
+    };
+    for chunk in bibs.chunks(200) {
+        admin
+            .request(Request::RacerRegister {
+                race_id: race.id.clone(),
+                racers: chunk
+                    .iter()
+                    .map(|&bib| RacerView {
+                        bib,
+                        name: format!("Racer {bib}"),
+                        team: None,
+                        email: None,
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("register");
+    }
+    match admin
+        .request(Request::RaceStart {
+            id: race.id.clone(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(ErrorCode::InvalidTransition) => {}
+        Err(e) => panic!("start: {e}"),
+    }
+    race.id
 }

@@ -247,11 +247,11 @@ fn race_request(command: RaceCommand) -> Result<Request, CliError> {
         RaceCommand::List => Request::RaceList,
         RaceCommand::Results { id, .. } => Request::RaceResults { race_id: id },
         RaceCommand::Standings { id } => Request::RaceStandings { race_id: id },
-        RaceCommand::Racers(command) => super::racers::plan(command)?.request,
-        // More than one request each: run by their own branches of `run`.
-        RaceCommand::Invite { .. } => {
+        // More than one request each (a registration then its device bindings; invitations):
+        // run by their own branches of `run`, never sent as one request.
+        RaceCommand::Racers(_) | RaceCommand::Invite { .. } => {
             return Err(CliError::Failed(
-                "race invite sends several requests; it has its own branch".into(),
+                "this command sends several requests; it has its own branch".into(),
             ))
         }
         RaceCommand::Devices(command) => match command {

@@ -514,12 +514,7 @@ fn track(st: &mut RaceActorState, bib: u32) -> Result<Arc<CourseGeometry>, Rejec
     if let Some(geometry) = &st.geometry {
         return Ok(geometry.clone());
     }
-    let checkpoints_m: Vec<f64> = race
-        .course
-        .checkpoints
-        .iter()
-        .map(|c| c.distance_m)
-        .collect();
+    let checkpoints_m = race.course.checkpoint_distances_m();
     let geometry = Arc::new(CourseGeometry::new(
         &race.course,
         &checkpoints_m,
@@ -581,12 +576,20 @@ async fn change_devices(
     command: DevicesCommand,
 ) -> Result<DevicesChange, Rejection> {
     let race = st.race.state().existing(&st.id)?;
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).map_err(|e| {
-        tracing::error!("no randomness for a device id: {e}");
-        Rejection::internal("a device id could not be generated")
-    })?;
-    let fresh = generated_device_id(random);
+    // Drawn only for a bind that asks for a generated id: a revoke or a given id needs none.
+    let fresh = match &command {
+        DevicesCommand::Bind {
+            device_id: None, ..
+        } => {
+            let mut random = [0u8; 10];
+            getrandom::fill(&mut random).map_err(|e| {
+                tracing::error!("no randomness for a device id: {e}");
+                Rejection::internal("a device id could not be generated")
+            })?;
+            generated_device_id(random)
+        }
+        _ => String::new(),
+    };
     let inputs = DevicesInputs {
         race,
         fresh_id: &fresh,
@@ -624,12 +627,7 @@ fn pace_racers(st: &mut RaceActorState) {
     let Some(race) = &st.race.state().race else {
         return;
     };
-    let checkpoints_m: Vec<f64> = race
-        .course
-        .checkpoints
-        .iter()
-        .map(|c| c.distance_m)
-        .collect();
+    let checkpoints_m = race.course.checkpoint_distances_m();
     let rows = st.standings.ranked(now_ms());
     for (bib, pace) in paces(&rows, race.course.length_m, &checkpoints_m, &st.ctx.pace) {
         st.ctx.paces.insert((st.id.clone(), bib), pace);

@@ -114,6 +114,12 @@ pub struct Course {
 }
 
 impl Course {
+    /// Each checkpoint's distance along the course, metres, in riding order: what tracking
+    /// (splits) and pacing (the approach to a timing point) measure against.
+    pub fn checkpoint_distances_m(&self) -> Vec<f64> {
+        self.checkpoints.iter().map(|c| c.distance_m).collect()
+    }
+
     /// Parses a GPX document: the points of every track segment in order, or, for a file with
     /// no tracks, its routes. Waypoints alone are not a course: they are its checkpoints, in
     /// file order (see [`Course::with_checkpoints`]).
