@@ -32,14 +32,18 @@
 //!   that bib carries the fix's position;
 //! - fix ack latency: send → `fixes_ack`.
 //!
-//! Baseline: an in-process server (`accept_hdr_async_with_config`, only to echo the
-//! subprotocol; 4 KiB buffers; one writer task per socket fed by a `tokio::sync::broadcast`
-//! of `Bytes`, feeding every queued frame then flushing once) sends a welcome, then every
-//! 250 ms one binary `race_update` frame with as many rows as Peloton's median update, to S
-//! sockets opened with the same client. With N races it has N broadcast channels (a socket
-//! picks one by its URL path), each sending its own frame sized like that race's median
-//! Peloton delta, the N channels' sends spread evenly over the 250 ms. Measured the same way
-//! (frames/s, spread); it has no fixes, so no fix latency.
+//! Baseline: a bare broadcast server in a process of its own, as Peloton is (this bench's
+//! own binary started again with `FANOUT_BASELINE_SERVER` set, on a tokio runtime of 2
+//! worker threads like Peloton's on this machine), so neither server shares a runtime with
+//! the bench's client sockets: `accept_hdr_async_with_config` (only to echo the
+//! subprotocol), 4 KiB buffers, one writer task per socket fed by a
+//! `tokio::sync::broadcast` of `Bytes`, feeding every queued frame then flushing once. It
+//! sends a welcome, then every 250 ms one binary `race_update` frame with as many rows as
+//! Peloton's median update, to S sockets opened with the same client. With N races it has N
+//! broadcast channels (a socket picks one by its URL path), each sending its own frame sized
+//! like that race's median Peloton delta, the N channels' sends spread evenly over the
+//! 250 ms. Measured the same way (frames/s, spread, CPU and memory); it has no fixes, so no
+//! fix latency. It stops when the bench kills it or its standard input closes.
 //!
 //! Saturate (`MODE=saturate`): N races × R racers as above, but each racer socket runs a
 //! closed loop for D seconds: send `fixes` with the next `BATCH` fixes (device time +1 s and
@@ -57,11 +61,14 @@
 //! Peloton's journal (group commit, then sled's `flush`, an fsync, before every ack), never
 //! syncs to disk: it is the socket-path limit of this machine for the same sockets and loop.
 //!
-//! Every mode ends with one line on the `peloton serve` child process: its peak RSS
-//! (`VmHWM` of /proc/<pid>/status, at the end of the run) and the CPU time it used
-//! (utime + stime of /proc/<pid>/stat) inside the D-second window, ÷ the window = cores used.
-//! The baselines run inside the bench process, next to their clients, so they have no such
-//! line.
+//! For both fan-out servers: the CPU time the process used (utime + stime of
+//! /proc/<pid>/stat) inside the D-second window per 1,000 delivered frames, and its
+//! resident memory per socket under load: (VmRSS at the end of the window − VmRSS before
+//! the first socket connected) ÷ the sockets it holds (spectators, plus racers for
+//! Peloton). Every mode ends with one line on the `peloton serve` child process: its peak
+//! RSS (`VmHWM`, at the end of the run) and its CPU time in the window ÷ the window = cores
+//! used. The saturate baseline runs inside the bench process (it has no spectators), so it
+//! has no such line.
 
 mod support;
 
@@ -93,8 +100,13 @@ const GPX: &str = "../shared/data/gpx/loop-celje-resevno-2020-09-20.gpx";
 const LATENCY_SAMPLES: usize = 50;
 /// Concurrent connection handshakes.
 const CONNECTING: usize = 32;
-/// Most baseline spectator sockets (each costs the bench process two file descriptors).
-const BASELINE_MAX_SPECTATORS: usize = 9000;
+/// Set (to anything) in the environment of the bench's own binary started again as the
+/// bare broadcast server; its rows per race and spectator count come in the two below.
+const BASELINE_SERVER_ENV: &str = "FANOUT_BASELINE_SERVER";
+/// The baseline server's frame rows, one number per race, comma-separated.
+const BASELINE_ROWS_ENV: &str = "FANOUT_BASELINE_ROWS";
+/// The spectator count the baseline's frames carry.
+const BASELINE_SPECTATORS_ENV: &str = "FANOUT_BASELINE_SPECTATORS";
 /// Most fixes per saturate request: 33 + 28 × (n − 1) bytes stays under the 64 KiB frame limit.
 const MAX_BATCH: usize = 2000;
 /// Rate limit (messages/s and burst) for the saturate run: a closed loop far exceeds 50/s.
@@ -152,21 +164,35 @@ impl Scenario {
 struct Seen {
     /// The race it watched (index into the bench's races).
     race: usize,
-    /// (seq, arrival, full) per update frame.
-    frames: Vec<(u64, Instant, bool)>,
+    /// (seq, arrival, form) per update frame.
+    frames: Vec<(u64, Instant, Form)>,
     /// Fix → arrival latencies (sampled spectators only).
     latencies: Vec<Duration>,
     /// Encoded sizes and row counts of deltas (the first spectator of each race only).
     sizes: Vec<(usize, usize)>,
 }
 
+/// Which form of a race update a frame was.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Form {
+    /// The rows changed since the previous tick.
+    Delta,
+    /// The rows changed since the socket's last update, several ticks back.
+    CatchUp,
+    /// The whole table.
+    Full,
+}
+
 /// One side's figures.
 struct Figures {
     frames_per_s: f64,
+    /// Frames delivered inside the window.
+    delivered: usize,
     spread_p50: Duration,
     spread_p99: Duration,
     updates: usize,
     full_frames: usize,
+    catch_up_frames: usize,
     delivered_share: f64,
     /// Median delta frame (median over races of each race's median).
     frame_bytes: usize,
@@ -187,18 +213,22 @@ struct Target {
     sizes: bool,
 }
 
-/// The `peloton serve` child's use of the machine.
+/// A server child's use of the machine.
 struct ServerUse {
     pid: u32,
     peak_rss_kib: Option<u64>,
     cpu_s: Option<f64>,
     window: Duration,
+    /// VmRSS before the first socket connected and at the end of the window, in KiB.
+    rss_idle_kib: Option<u64>,
+    rss_load_kib: Option<u64>,
 }
 
-/// CPU time of `pid` at the start of a window, read again when the window ends.
+/// CPU time of `pid` at the start of a window, read again (with its resident memory) when
+/// the window ends.
 struct CpuWindow {
     pid: u32,
-    task: tokio::task::JoinHandle<(Option<f64>, Duration)>,
+    task: tokio::task::JoinHandle<(Option<f64>, Duration, Option<u64>)>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -258,8 +288,18 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Peak resident set size of `pid` (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size of `pid` now (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `… kB` field of /proc/<pid>/status.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -270,24 +310,39 @@ impl CpuWindow {
         let task = tokio::spawn(async move {
             tokio::time::sleep_until(end.into()).await;
             let c1 = cpu_seconds(pid);
-            (c0.zip(c1).map(|(a, b)| b - a), w0.elapsed())
+            (c0.zip(c1).map(|(a, b)| b - a), w0.elapsed(), rss_kib(pid))
         });
         CpuWindow { pid, task }
     }
 
-    /// The CPU seconds and wall time of the window; call before the process ends.
-    async fn finish(self) -> ServerUse {
-        let (cpu_s, window) = self.task.await.expect("cpu window");
+    /// The CPU seconds and wall time of the window and the resident memory at its end, with
+    /// `rss_idle_kib`, read before any socket connected.
+    async fn finish(self, rss_idle_kib: Option<u64>) -> ServerUse {
+        let (cpu_s, window, rss_load_kib) = self.task.await.expect("cpu window");
         ServerUse {
             pid: self.pid,
             peak_rss_kib: None,
             cpu_s,
             window,
+            rss_idle_kib,
+            rss_load_kib,
         }
     }
 }
 
 impl ServerUse {
+    /// CPU seconds per 1,000 frames delivered in the window.
+    fn cpu_per_1000_frames(&self, delivered: usize) -> Option<f64> {
+        let cpu = self.cpu_s?;
+        (delivered > 0).then(|| cpu * 1000.0 / delivered as f64)
+    }
+
+    /// KiB of resident memory the sockets added, per socket.
+    fn rss_per_socket_kib(&self, sockets: usize) -> Option<f64> {
+        let (idle, load) = (self.rss_idle_kib?, self.rss_load_kib?);
+        (sockets > 0).then(|| load.saturating_sub(idle) as f64 / sockets as f64)
+    }
+
     fn print(&self) {
         let rss = self
             .peak_rss_kib
@@ -329,21 +384,26 @@ async fn watch(
             Err(_) => break,
         };
         let now = Instant::now();
-        let Push::RaceUpdate(tick) = push else {
-            continue;
+        let (seq, form, standings) = match push {
+            Push::RaceUpdate(tick) => {
+                if sizes && !tick.full {
+                    let n = tick.standings.len();
+                    let bytes = Codec::Binary
+                        .encode_server_bytes(&ServerFrame::Push(Push::RaceUpdate(tick.clone())))
+                        .map(|b| b.len())
+                        .unwrap_or(0);
+                    seen.sizes.push((bytes, n));
+                }
+                let form = if tick.full { Form::Full } else { Form::Delta };
+                (tick.seq, form, tick.standings)
+            }
+            Push::RaceCatchUp(up) => (up.seq, Form::CatchUp, up.standings),
+            _ => continue,
         };
-        seen.frames.push((tick.seq, now, tick.full));
-        if sizes && !tick.full {
-            let n = tick.standings.len();
-            let bytes = Codec::Binary
-                .encode_server_bytes(&ServerFrame::Push(Push::RaceUpdate(tick.clone())))
-                .map(|b| b.len())
-                .unwrap_or(0);
-            seen.sizes.push((bytes, n));
-        }
+        seen.frames.push((seq, now, form));
         if let Some(sent) = &sent {
             let sent = sent.lock().expect("sent");
-            for row in &tick.standings {
+            for row in &standings {
                 let pos = (row.lat_e7, row.lon_e7);
                 if last_pos.insert(row.bib, pos) != Some(pos) {
                     if let Some(at) = sent.get(&(race, row.bib, pos.0, pos.1)) {
@@ -365,16 +425,19 @@ fn summarise(seen: &[Seen], races: usize, t0: Instant, d: Duration) -> Figures {
     let mut sockets = vec![0usize; races];
     let mut delivered = 0usize;
     let mut full_frames = 0usize;
+    let mut catch_up_frames = 0usize;
     for s in seen {
         sockets[s.race] += 1;
-        for &(seq, at, full) in &s.frames {
+        for &(seq, at, form) in &s.frames {
             if at < t0 {
                 continue;
             }
             if at <= end {
                 delivered += 1;
-                if full {
-                    full_frames += 1;
+                match form {
+                    Form::Full => full_frames += 1,
+                    Form::CatchUp => catch_up_frames += 1,
+                    Form::Delta => {}
                 }
             }
             let e = by_seq.entry((s.race, seq)).or_insert((at, at));
@@ -404,10 +467,12 @@ fn summarise(seen: &[Seen], races: usize, t0: Instant, d: Duration) -> Figures {
     let (frame_bytes, rows) = medians.get(medians.len() / 2).copied().unwrap_or((0, 0));
     Figures {
         frames_per_s: delivered as f64 / d.as_secs_f64(),
+        delivered,
         spread_p50: pct(&spreads, 0.5),
         spread_p99: pct(&spreads, 0.99),
         updates: spreads.len(),
         full_frames,
+        catch_up_frames,
         delivered_share: if expected > 0.0 {
             delivered as f64 / expected
         } else {
@@ -594,6 +659,7 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
     let server = Server::start(s.races, racers, &gpx, &[]).await;
     let start_ms = server.start_ms;
 
+    let rss_idle = rss_kib(server.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     let samples_per_race = LATENCY_SAMPLES.div_ceil(s.races);
@@ -675,7 +741,7 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
     }
     let mut figures = summarise(&seen, s.races, t0, d);
     figures.ack = p50_p99(acks);
-    let usage = server.stop(cpu.finish().await).await;
+    let usage = server.stop(cpu.finish(rss_idle).await).await;
     (figures, usage)
 }
 
@@ -771,8 +837,94 @@ fn race_of_path(path: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The bare broadcast server, run as a process of its own (this binary with
+/// [`BASELINE_SERVER_ENV`] set): prints `listening on <addr>`, then serves until killed or
+/// until its standard input closes (the bench is gone).
+fn baseline_server() {
+    let rows: Vec<usize> = std::env::var(BASELINE_ROWS_ENV)
+        .expect("rows")
+        .split(',')
+        .map(|r| r.parse().expect("rows"))
+        .collect();
+    let spectators = env_or(BASELINE_SPECTATORS_ENV, 1);
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("listening on {}", listener.local_addr().expect("addr"));
+        use std::io::Write;
+        std::io::stdout().flush().expect("stdout");
+        let races = rows.len();
+        let channels: Vec<broadcast::Sender<Bytes>> =
+            (0..races).map(|_| broadcast::channel(64).0).collect();
+        let welcome = baseline_welcome();
+        let accept_channels = channels.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (channels, welcome) = (accept_channels.clone(), welcome.clone());
+                tokio::spawn(baseline_socket(stream, channels, welcome));
+            }
+        });
+        // One race's frame every 250 ms / N: each race every 250 ms, the races evenly phased.
+        let mut tick = tokio::time::interval(Duration::from_millis(250) / races as u32);
+        let mut n = 0usize;
+        loop {
+            tick.tick().await;
+            let (race, seq) = (n % races, (n / races) as u64 + 1);
+            n += 1;
+            let _ = channels[race].send(baseline_frame(seq, rows[race], spectators));
+        }
+    });
+}
+
+/// One baseline socket: the welcome, then every frame of its race's channel, feeding what is
+/// queued before one flush.
+async fn baseline_socket(
+    stream: TcpStream,
+    channels: Vec<broadcast::Sender<Bytes>>,
+    welcome: Bytes,
+) {
+    let Some((ws, path)) = baseline_accept(stream).await else {
+        return;
+    };
+    let race = race_of_path(&path).min(channels.len() - 1);
+    let mut rx = channels[race].subscribe();
+    let (mut sink, _stream) = ws.split();
+    if sink.send(Message::Binary(welcome)).await.is_err() {
+        return;
+    }
+    loop {
+        let first = match rx.recv().await {
+            Ok(b) => b,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        if sink.feed(Message::Binary(first)).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(Message::Binary(more)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `bytes[j]`, `counts[j]`: race j's Peloton median delta size and baseline spectators.
-async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> Figures {
+async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> (Figures, ServerUse) {
     let races = counts.len();
     let spectators: usize = counts.iter().sum();
     let mut rows_by_bytes: HashMap<usize, usize> = HashMap::new();
@@ -784,49 +936,22 @@ async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> Figures 
                 .or_insert_with(|| rows_for(b, spectators))
         })
         .collect();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let channels: Vec<broadcast::Sender<Bytes>> =
-        (0..races).map(|_| broadcast::channel(64).0).collect();
-    let welcome = baseline_welcome();
-    let accept_channels = channels.clone();
-    let acceptor = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
-            let (channels, welcome) = (accept_channels.clone(), welcome.clone());
-            tokio::spawn(async move {
-                let Some((ws, path)) = baseline_accept(stream).await else {
-                    return;
-                };
-                let race = race_of_path(&path).min(channels.len() - 1);
-                let mut rx = channels[race].subscribe();
-                let (mut sink, _stream) = ws.split();
-                if sink.send(Message::Binary(welcome)).await.is_err() {
-                    return;
-                }
-                loop {
-                    let first = match rx.recv().await {
-                        Ok(b) => b,
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    };
-                    if sink.feed(Message::Binary(first)).await.is_err() {
-                        return;
-                    }
-                    while let Ok(more) = rx.try_recv() {
-                        if sink.feed(Message::Binary(more)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let mut command = std::process::Command::new(std::env::current_exe().expect("bench binary"));
+    command
+        .env(BASELINE_SERVER_ENV, "1")
+        .env(
+            BASELINE_ROWS_ENV,
+            rows.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .env(BASELINE_SPECTATORS_ENV, spectators.to_string())
+        .stdin(std::process::Stdio::piped());
+    let (mut child, url) = support::spawn_listening(command);
+    let addr = url.trim_start_matches("ws://").to_owned();
+    let pid = child.id();
+    let rss_idle = rss_kib(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let mut targets = Vec::with_capacity(spectators);
     for (race, &n) in counts.iter().enumerate() {
@@ -849,23 +974,17 @@ async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> Figures 
     let watchers = connect_spectators(targets, &stop, None).await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
-    // One race's frame every 250 ms / N: each race every 250 ms, the races evenly phased.
-    let mut tick = tokio::time::interval_at(t0.into(), Duration::from_millis(250) / races as u32);
-    let mut n = 0usize;
-    while t0.elapsed() < d {
-        tick.tick().await;
-        let (race, seq) = (n % races, (n / races) as u64 + 1);
-        n += 1;
-        let _ = channels[race].send(baseline_frame(seq, rows[race], spectators));
-    }
-    tokio::time::sleep(Duration::from_millis(750)).await;
+    let cpu = CpuWindow::start(pid, t0 + d);
+    tokio::time::sleep_until((t0 + d + Duration::from_millis(750)).into()).await;
     stop.store(true, Ordering::Relaxed);
     let mut seen = Vec::with_capacity(spectators);
     for w in watchers {
         seen.push(w.await.expect("spectator"));
     }
-    acceptor.abort();
-    drop(channels);
+    let mut usage = cpu.finish(rss_idle).await;
+    usage.peak_rss_kib = peak_rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
     let mut figures = summarise(&seen, races, t0, d);
     let mut frames: Vec<(usize, usize)> = rows
         .iter()
@@ -873,7 +992,7 @@ async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> Figures 
         .collect();
     frames.sort();
     (figures.frame_bytes, figures.rows) = frames[frames.len() / 2];
-    figures
+    (figures, usage)
 }
 
 fn ms(d: Duration) -> String {
@@ -895,8 +1014,6 @@ fn row(name: &str, a: String, b: String, r: String) {
 async fn run_fanout(s: Scenario) {
     let (racers, spectators, secs, races) = (s.racers, s.spectators, s.secs, s.races);
     let counts = spread(spectators, races);
-    let baseline_counts = spread(spectators.min(BASELINE_MAX_SPECTATORS), races);
-    let baseline_spectators: usize = baseline_counts.iter().sum();
     if races == 1 {
         println!("fan-out: {racers} racers, {spectators} spectators, {secs} s");
     } else {
@@ -912,7 +1029,7 @@ async fn run_fanout(s: Scenario) {
         .iter()
         .map(|f| f.map_or(ours.frame_bytes, |(b, _)| b).max(1))
         .collect();
-    let base = baseline_side(&bytes, &baseline_counts, secs).await;
+    let (base, base_server) = baseline_side(&bytes, &counts, secs).await;
     println!(
         "{:<34} {:>14} {:>14} {:>8}",
         "", "peloton", "baseline", "ratio"
@@ -929,7 +1046,7 @@ async fn run_fanout(s: Scenario) {
     row(
         "spectator sockets",
         spectators.to_string(),
-        baseline_spectators.to_string(),
+        spectators.to_string(),
         "".into(),
     );
     row(
@@ -948,6 +1065,12 @@ async fn run_fanout(s: Scenario) {
         "full-table frames delivered",
         ours.full_frames.to_string(),
         base.full_frames.to_string(),
+        "".into(),
+    );
+    row(
+        "catch-up frames delivered",
+        ours.catch_up_frames.to_string(),
+        "n/a".into(),
         "".into(),
     );
     row(
@@ -974,6 +1097,26 @@ async fn run_fanout(s: Scenario) {
         ms(base.spread_p99),
         ratio(ours.spread_p99.as_secs_f64(), base.spread_p99.as_secs_f64()),
     );
+    let cpu = |u: &ServerUse, f: &Figures| u.cpu_per_1000_frames(f.delivered);
+    let (ours_cpu, base_cpu) = (cpu(&server, &ours), cpu(&base_server, &base));
+    let seconds = |c: Option<f64>| c.map_or("n/a".into(), |c| format!("{:.3} s", c));
+    row(
+        "server CPU per 1,000 frames",
+        seconds(ours_cpu),
+        seconds(base_cpu),
+        ratio(ours_cpu.unwrap_or(0.0), base_cpu.unwrap_or(0.0)),
+    );
+    let (ours_rss, base_rss) = (
+        server.rss_per_socket_kib(spectators + races * racers),
+        base_server.rss_per_socket_kib(spectators),
+    );
+    let kib = |k: Option<f64>| k.map_or("n/a".into(), |k| format!("{k:.1} KiB"));
+    row(
+        "server RSS per socket under load",
+        kib(ours_rss),
+        kib(base_rss),
+        ratio(ours_rss.unwrap_or(0.0), base_rss.unwrap_or(0.0)),
+    );
     if let Some((p50, p99, n)) = ours.latency {
         row(
             &format!("fix -> spectator p50 ({n} samples)"),
@@ -993,6 +1136,13 @@ async fn run_fanout(s: Scenario) {
         row("fix ack p99", ms(p99), "n/a".into(), "".into());
     }
     server.print();
+    println!(
+        "baseline server (pid {}): peak RSS (VmHWM) {}",
+        base_server.pid,
+        base_server
+            .peak_rss_kib
+            .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
 }
 
 /// What one closed-loop racer socket got.
@@ -1242,6 +1392,7 @@ async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<Cours
             });
         }
     }
+    let rss_idle = rss_kib(server.pid());
     let watchers = connect_spectators(targets, &stop, None).await;
     let tokens = server.racer_tokens(s.racers);
     let url = server.url.clone();
@@ -1264,7 +1415,7 @@ async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<Cours
         figures.spectator_frames_per_s = Some(summarise(&seen, s.races, t0, d).frames_per_s);
     }
     let start_ms = server.start_ms;
-    let usage = server.stop(cpu.finish().await).await;
+    let usage = server.stop(cpu.finish(rss_idle).await).await;
     (figures, usage, start_ms, index)
 }
 
@@ -1414,6 +1565,10 @@ async fn run_saturate(s: Scenario) {
 }
 
 fn main() {
+    if std::env::var_os(BASELINE_SERVER_ENV).is_some() {
+        baseline_server();
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a tiny smoke.
     let benching = std::env::args().any(|a| a == "--bench");
     let configured = std::env::var_os("MODE").is_some() || std::env::var_os("RACES").is_some();

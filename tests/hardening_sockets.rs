@@ -264,7 +264,10 @@ async fn an_expired_share_link_stops_receiving_updates_at_exp_and_is_closed() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match next_got(&mut ws, left).await {
             Got::Frame(frame) => {
-                if matches!(*frame, ServerFrame::Push(Push::RaceUpdate(_))) {
+                if matches!(
+                    *frame,
+                    ServerFrame::Push(Push::RaceUpdate(_) | Push::RaceCatchUp(_))
+                ) {
                     // A tick already in flight at exp may still arrive just after it.
                     if now_ms() > exp_ms + 250 {
                         after += 1;

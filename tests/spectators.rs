@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{dense_gpx, gpx, live_race, live_race_on, racer_phone, token, TestServer};
+use common::{dense_gpx, gpx, live_race, live_race_on, racer_phone, token, LiveTable, TestServer};
 use futures_util::SinkExt;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
@@ -94,9 +94,7 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
         snapshot.racers.iter().all(|r| r.email.is_none()),
         "no contact details for spectators"
     );
-    let mut table: BTreeMap<u32, StandingView> =
-        snapshot.standings.into_iter().map(|s| (s.bib, s)).collect();
-    let mut seq = snapshot.seq;
+    let mut live = LiveTable::from_snapshot(snapshot);
 
     let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
     let index = CourseIndex::from(&course);
@@ -130,26 +128,21 @@ async fn spectators_get_a_snapshot_then_updates_that_track_the_standings() {
     };
     // Drain updates until the local table matches the server's (or time runs out).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sorted_by_bib(&table.values().copied().collect::<Vec<_>>()) != sorted_by_bib(&expected) {
+    while sorted_by_bib(&live.rows.values().copied().collect::<Vec<_>>())
+        != sorted_by_bib(&expected)
+    {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         assert!(
             !remaining.is_zero(),
-            "table {table:?} never matched {expected:?}"
+            "table {:?} never matched {expected:?}",
+            live.rows
         );
-        match fan.next_push(remaining).await.unwrap() {
-            Push::RaceUpdate(update) => {
-                assert!(
-                    update.full || update.seq == seq + 1,
-                    "a delta never skips a sequence number"
-                );
-                seq = update.seq;
-                spectators_seen = spectators_seen.max(update.spectators);
-                apply(&mut table, update.full, update.standings);
-            }
-            other => panic!("unexpected push {other:?}"),
+        if let Err(other) = live.apply(fan.next_push(remaining).await.unwrap()) {
+            panic!("unexpected push {other:?}");
         }
+        spectators_seen = spectators_seen.max(live.spectators);
     }
-    let mut ranked: Vec<_> = table.values().copied().collect();
+    let mut ranked: Vec<_> = live.rows.values().copied().collect();
     ranked.sort_by_key(|s| s.rank);
     assert_eq!(
         ranked.iter().map(|s| s.bib).collect::<Vec<_>>(),
@@ -233,15 +226,15 @@ async fn a_returning_spectator_gets_exactly_the_updates_it_missed_or_a_snapshot(
         panic!("subscribed")
     };
     assert!(!first.resumed && first.course.len() > 100);
-    let mut table: BTreeMap<u32, StandingView> =
-        first.standings.into_iter().map(|s| (s.bib, s)).collect();
-    let mut seq = first.seq;
+    let mut live = LiveTable::from_snapshot(first);
     ride_step(&mut riders, &index, 0).await;
-    while let Ok(Push::RaceUpdate(update)) = fan.next_push(Duration::from_millis(300)).await {
-        seq = update.seq;
-        apply(&mut table, update.full, update.standings);
+    while let Ok(push) = fan.next_push(Duration::from_millis(300)).await {
+        if let Err(other) = live.apply(push) {
+            panic!("unexpected push {other:?}");
+        }
     }
     fan.close().await;
+    let (mut table, mut seq) = (live.rows, live.seq);
 
     // While it is away the race moves on.
     for step in 1..4 {
@@ -443,5 +436,125 @@ async fn a_spectator_too_slow_for_too_long_is_closed_with_4008() {
         }
     };
     assert_eq!(code, 4008, "too slow for too long");
+    server.stop().await;
+}
+
+/// Reads `fan`'s live updates into `table` until it has applied `seq` (panics if it goes
+/// past it or stays silent for 10 s).
+async fn read_until(fan: &mut Client, table: &mut LiveTable, seq: u64) {
+    while table.seq < seq {
+        let push = fan.next_push(Duration::from_secs(10)).await.unwrap();
+        if let Err(other) = table.apply(push) {
+            panic!("unexpected push {other:?}");
+        }
+    }
+    assert_eq!(
+        table.seq, seq,
+        "a spectator that keeps up passes every tick"
+    );
+}
+
+/// A spectator that misses ticks gets one frame that brings it up to date: a
+/// `race_catch_up` with the rows that changed while it was away, as long as it missed at
+/// most `race.catch_up_ticks` ticks, else the full table, and either way its table is then
+/// row for row the table of a spectator that missed nothing. The ticks are missed the
+/// deterministic way: the socket's token passed `exp`, so the server sent it nothing until
+/// the refresh, through the same path a socket that could not take its bytes takes (the
+/// writer comes back to the race's latest tick with the last one it sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_that_missed_ticks_gets_one_catch_up_or_beyond_the_window_the_full_table() {
+    let server = TestServer::start_with(|c| {
+        c.race.tick_ms = 40;
+        c.race.catch_up_ticks = 8;
+    })
+    .await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let race_id = live_race(&mut admin, RIDE, T0, 3).await;
+    let course = Course::from_gpx(gpx(RIDE).as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::from(&course);
+    let mut riders = phones(&server, &race_id, 3).await;
+    let mut step = 0;
+    for (missed_steps, codec) in [(3, Codec::Json), (16, Codec::Binary)] {
+        let subscribe = |since_seq| Request::RaceSubscribe {
+            race_id: race_id.clone(),
+            since_seq,
+        };
+        let long = token(&server.keys, Role::Spectator, "steady", Some(&race_id), 600);
+        let mut steady = Client::connect(&server.url, &long, codec).await.unwrap();
+        let Reply::Subscribed(snapshot) = steady.request(subscribe(None)).await.unwrap() else {
+            panic!("subscribed")
+        };
+        let mut steady_table = LiveTable::from_snapshot(snapshot);
+        // Whole seconds: the token's `exp` is the next second but one.
+        let short = token(&server.keys, Role::Spectator, "away", Some(&race_id), 2);
+        let exp_ms = (peloton::time::now_ms() / 1000 + 2) * 1000;
+        let mut away = Client::connect(&server.url, &short, codec).await.unwrap();
+        let Reply::Subscribed(snapshot) = away.request(subscribe(None)).await.unwrap() else {
+            panic!("subscribed")
+        };
+        let mut away_table = LiveTable::from_snapshot(snapshot);
+        ride_step(&mut riders, &index, step).await;
+        step += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Everything until `exp` arrives (updates may still be in flight at `exp`).
+        while peloton::time::now_ms() < exp_ms + 300 {
+            if let Ok(push) = away.next_push(Duration::from_millis(50)).await {
+                if let Err(other) = away_table.apply(push) {
+                    panic!("unexpected push {other:?}");
+                }
+            }
+        }
+        let away_since = away_table.seq;
+        // The race moves on, one tick or more per step, while `away` is sent nothing.
+        for _ in 0..missed_steps {
+            ride_step(&mut riders, &index, step).await;
+            step += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            away.next_push(Duration::from_millis(100)).await.is_err(),
+            "nothing is pushed after exp"
+        );
+        let Reply::TokenRefreshed { .. } = away
+            .request(Request::RefreshToken {
+                token: token(&server.keys, Role::Spectator, "away", Some(&race_id), 600),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("refreshed")
+        };
+        // One frame brings it to the race's latest tick.
+        let push = away.next_push(Duration::from_secs(5)).await.unwrap();
+        let caught_up_to = match &push {
+            Push::RaceCatchUp(up) => {
+                assert!(
+                    missed_steps < 8,
+                    "{missed_steps} steps are beyond the window"
+                );
+                assert_eq!(up.since_seq, away_since);
+                up.seq
+            }
+            Push::RaceUpdate(update) => {
+                assert!(
+                    missed_steps >= 8,
+                    "{missed_steps} steps fit the window: {update:?}"
+                );
+                assert!(update.full, "a delta after missed ticks: {update:?}");
+                assert!(update.seq > away_since + 8);
+                update.seq
+            }
+            other => panic!("unexpected push {other:?}"),
+        };
+        away_table.apply(push).unwrap();
+        read_until(&mut steady, &mut steady_table, caught_up_to).await;
+        assert_eq!(
+            away_table.rows, steady_table.rows,
+            "after {missed_steps} steps away, the same table row by row"
+        );
+        assert_eq!(away_table.catch_ups, usize::from(missed_steps < 8));
+        steady.close().await;
+        away.close().await;
+    }
     server.stop().await;
 }

@@ -18,7 +18,7 @@ use peloton::cli::sim::ride::Ride;
 use peloton::cli::sim::track::{RacerTrack, Scheduled};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{Push, RaceStateView, Reply, Request, StandingView, WireFix};
+use peloton::net::protocol::{RaceStateView, Reply, Request, StandingView, WireFix};
 use peloton::time::now_ms;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,12 +117,12 @@ async fn watch(mut fan: Client, race_id: String, racers: usize, limit: Duration)
     else {
         panic!("subscribed")
     };
+    let mut live = common::LiveTable::from_snapshot(snapshot);
     let mut seen = Seen {
-        table: snapshot.standings.into_iter().map(|s| (s.bib, s)).collect(),
+        table: live.rows.clone(),
         ..Seen::default()
     };
     check(&seen.table.clone(), &mut seen, "snapshot");
-    let mut seq = snapshot.seq;
     let deadline = tokio::time::Instant::now() + limit;
     while seen
         .table
@@ -137,24 +137,18 @@ async fn watch(mut fan: Client, race_id: String, racers: usize, limit: Duration)
             "the race did not finish in time: {:?}",
             seen.table
         );
-        let update = match fan.next_push(left).await {
-            Ok(Push::RaceUpdate(update)) => update,
-            Ok(other) => panic!("unexpected push {other:?}"),
+        match fan.next_push(left).await {
+            // A delta never skips a sequence number; a catch-up continues the last update.
+            Ok(push) => {
+                if let Err(other) = live.apply(push) {
+                    panic!("unexpected push {other:?}");
+                }
+            }
             Err(e) => panic!("spectator stopped hearing: {e}; {:?}", seen.table),
-        };
-        assert!(
-            update.full || update.seq == seq + 1,
-            "a delta never skips a sequence number"
-        );
-        seq = update.seq;
-        if update.full {
-            seen.table.clear();
         }
-        for row in update.standings {
-            seen.table.insert(row.bib, row);
-        }
+        seen.table = live.rows.clone();
         seen.updates += 1;
-        let what = format!("update {seq}");
+        let what = format!("update {}", live.seq);
         check(&seen.table.clone(), &mut seen, &what);
     }
     fan.close().await;

@@ -208,6 +208,7 @@ variants!(push_variant, PUSH_VARIANTS, Push {
     Push::ConnectionEstablished(_) => "connection_established",
     Push::DirectMessage(_) => "direct_message",
     Push::Pace { .. } => "pace",
+    Push::RaceCatchUp(_) => "race_catch_up",
 });
 
 variants!(server_frame_variant, SERVER_FRAME_VARIANTS, ServerFrame {
@@ -1502,6 +1503,16 @@ fn push_samples() -> Vec<Sample> {
                 interval_ms: 1_000,
                 reason: s("checkpoint"),
             },
+        ),
+        push(
+            "race_catch_up",
+            Push::RaceCatchUp(RaceCatchUp {
+                race_id: s("ljubljana-2026"),
+                since_seq: 4_709,
+                seq: 4_712,
+                spectators: 1_337,
+                standings: vec![leader(), chaser()],
+            }),
         ),
     ]);
     samples

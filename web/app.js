@@ -276,13 +276,18 @@ function applySnapshot(raceId, snapshot, since) {
 }
 
 function onPush(push) {
-  if (push.race_update) {
-    const tick = push.race_update;
+  const tick = push.race_update || push.race_catch_up;
+  if (tick) {
     if (tick.race_id !== model.base || model.replay.active) return;
     if (tick.seq <= model.seq) return;
-    if (!tick.full && tick.seq !== model.seq + 1) {
-      // A delta after a gap (the page ignored updates during a replay, say) would leave
-      // stale rows: start again from a snapshot.
+    // A delta continues the update before it; a catch-up (sent when this socket fell a few
+    // ticks behind) continues the one it names in `since_seq`.
+    const continues = push.race_catch_up
+      ? tick.since_seq === model.seq
+      : tick.full || tick.seq === model.seq + 1;
+    if (!continues) {
+      // Rows after a gap (the page ignored updates during a replay, say) would leave stale
+      // rows: start again from a snapshot.
       model.base = null;
       enterRace(model.raceId, false).catch((e) => showMessage(e.message));
       return;

@@ -17,12 +17,20 @@ pub fn start_server(data: &Path, env: &[(&str, &str)]) -> (Child, String) {
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped());
+        .env("RUST_LOG", "error");
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut child = command.spawn().expect("spawn peloton");
+    spawn_listening(command)
+}
+
+/// Spawns a server process that prints `listening on <addr>` first, and returns it with its
+/// `ws://` address.
+pub fn spawn_listening(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)

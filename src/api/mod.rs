@@ -24,11 +24,11 @@ mod token;
 
 pub use self::caller::Caller;
 pub use self::outcome::Outcome;
-pub use self::race_stream::{ReplayPacer, ReplayStep, TickFeed};
+pub use self::race_stream::{wire_encoding, ReplayPacer, ReplayStep, TickFeed};
 pub use self::race_views::{race_tick, race_view, tick_encoder};
 pub use self::rules::{Rule, Scope};
 pub use self::token::{guest_token, guests_welcome, Minted};
-pub use crate::actors::race::feed::{Frames, Published};
+pub use crate::actors::race::feed::{Frames, Outgoing, TickView};
 
 use crate::auth::Role;
 use crate::engine::Engine;

@@ -3,11 +3,10 @@
 //! and the session carries it out without knowing which domain asked.
 
 use super::race_stream::{ReplayPacer, TickFeed};
-use crate::actors::race::feed::Published;
+use crate::actors::race::feed::RecentTick;
 use crate::error::Rejection;
 use crate::net::protocol::{Push, Reply};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// What the session should send back.
 pub enum Outcome {
@@ -20,7 +19,7 @@ pub enum Outcome {
         /// The feed the snapshot continues from.
         seq: u64,
         /// Ticks a resuming spectator missed, oldest first, to send right after `reply`.
-        missed: Vec<Arc<Published>>,
+        missed: Vec<RecentTick>,
         /// The race's published ticks.
         updates: TickFeed,
     },

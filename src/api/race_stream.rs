@@ -6,10 +6,10 @@
 
 use super::race_views::race_tick;
 use crate::actors::race::actor::UpdatesReceiver;
-use crate::actors::race::feed::Published;
+use crate::actors::race::feed::{Outgoing, WireEncoding};
 use crate::actors::race::replay::Replayer;
+use crate::net::codec::Codec;
 use crate::net::protocol::Push;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A race's published ticks, as one subscribed socket follows them.
@@ -30,9 +30,27 @@ impl TickFeed {
         self.updates.changed().await.is_ok()
     }
 
-    /// The latest tick, marked as seen (`None` before the race's first tick).
-    pub fn latest(&mut self) -> Option<Arc<Published>> {
-        self.updates.borrow_and_update().clone()
+    /// The frame that brings a socket whose last update was `last_seq` to the race's latest
+    /// tick, in the socket's encoding, and that tick's sequence number; `None` when the
+    /// socket already has it (or there is none yet). Marks the latest tick as seen.
+    pub fn frame_since(&mut self, last_seq: u64, codec: Codec) -> Option<(u64, Outgoing)> {
+        let latest = self.updates.borrow_and_update().clone()?;
+        let frame = latest.frame_for(last_seq, wire_encoding(codec))?;
+        Some((latest.seq, frame))
+    }
+
+    /// Marks the latest tick as seen without sending it (pushes are paused): the next
+    /// frame then covers it.
+    pub fn pass_over(&mut self) {
+        self.updates.mark_unchanged();
+    }
+}
+
+/// The race's encoding of frames for a socket speaking `codec`.
+pub fn wire_encoding(codec: Codec) -> WireEncoding {
+    match codec {
+        Codec::Binary => WireEncoding::Binary,
+        Codec::Json => WireEncoding::Json,
     }
 }
 

@@ -5,18 +5,19 @@
 
 use crate::actors::race::actor::{Subscription, UpdatesReceiver};
 use crate::actors::race::devices::DeviceBinding;
-use crate::actors::race::feed::{Frames, Published, TickEncoder, TickUpdate};
+use crate::actors::race::feed::{
+    RecentTick, TickEncoder, TickFrame, TickUpdate, TickView, WireEncoding,
+};
 use crate::actors::race::results::{statistics, ResultRow, ResultStatus};
 use crate::actors::race::standings::Standing;
 use crate::actors::race::{RaceStatus, RaceSummary, RacerEntry};
 use crate::actors::racer::Fix;
 use crate::geo::Position;
-use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{
-    CheckpointView, CoursePoint, CutView, DeviceView, OffCourseView, Push, RaceSnapshot,
-    RaceStateView, RaceStatsView, RaceTick, RaceView, RacerView, Reply, ResultStatusView,
-    ResultView, ServerFrame, StandingView, WireFix,
+    CheckpointView, CoursePoint, CutView, DeviceView, OffCourseView, Push, RaceCatchUp,
+    RaceSnapshot, RaceStateView, RaceStatsView, RaceTick, RaceView, RacerView, Reply,
+    ResultStatusView, ResultView, ServerFrame, StandingView, WireFix,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -180,7 +181,7 @@ fn result_view(r: ResultRow) -> ResultView {
 
 /// A subscription split into the snapshot a new (or resuming) spectator gets, the ticks it
 /// missed (oldest first) and the feed that continues it.
-pub(super) fn snapshot(sub: Subscription) -> (RaceSnapshot, Vec<Arc<Published>>, UpdatesReceiver) {
+pub(super) fn snapshot(sub: Subscription) -> (RaceSnapshot, Vec<RecentTick>, UpdatesReceiver) {
     let snapshot = RaceSnapshot {
         resumed: sub.missed.is_some(),
         checkpoints: sub
@@ -212,29 +213,41 @@ pub(super) fn snapshot(sub: Subscription) -> (RaceSnapshot, Vec<Arc<Published>>,
     (snapshot, sub.missed.unwrap_or_default(), sub.updates)
 }
 
-/// Encodes spectator ticks once per wire encoding, as delta and as full table; the race
-/// actor calls it once per tick and every subscribed session sends the same bytes.
+/// Encodes a race's tick frames (`race_update` as delta or full table, `race_catch_up`) in
+/// the encoding asked for; the race actor encodes each delta once per encoding when it
+/// publishes, and the other forms once each on first demand, and every session sends the
+/// same bytes.
 pub fn tick_encoder() -> TickEncoder {
-    Arc::new(|race: &RaceId, update: &TickUpdate| {
-        let frames = |full: bool| -> Option<Frames> {
-            let frame = ServerFrame::Push(Push::RaceUpdate(race_tick(race.as_str(), update, full)));
-            let encode = |codec: Codec| match codec.encode_server_bytes(&frame) {
-                Ok(bytes) => Some(Bytes::from(bytes)),
-                Err(e) => {
-                    tracing::error!(%race, "cannot encode a race update: {e}");
-                    None
-                }
-            };
-            Some(Frames {
-                binary: encode(Codec::Binary)?,
-                json: encode(Codec::Json)?,
-            })
+    Arc::new(|tick: &TickFrame<'_>, encoding: WireEncoding| {
+        let race_id = tick.race.to_string();
+        let standings = tick.rows.iter().map(standing_view).collect();
+        let push = match tick.view {
+            TickView::Delta | TickView::Full => Push::RaceUpdate(RaceTick {
+                race_id,
+                seq: tick.seq,
+                full: tick.view == TickView::Full,
+                spectators: tick.spectators,
+                standings,
+            }),
+            TickView::CatchUp { since_seq } => Push::RaceCatchUp(RaceCatchUp {
+                race_id,
+                since_seq,
+                seq: tick.seq,
+                spectators: tick.spectators,
+                standings,
+            }),
         };
-        Some(Published {
-            seq: update.seq,
-            delta: frames(false)?,
-            full: frames(true)?,
-        })
+        let codec = match encoding {
+            WireEncoding::Binary => Codec::Binary,
+            WireEncoding::Json => Codec::Json,
+        };
+        match codec.encode_server_bytes(&ServerFrame::Push(push)) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                tracing::error!(race = %tick.race, "cannot encode a race update: {e}");
+                None
+            }
+        }
     })
 }
 

@@ -23,6 +23,9 @@ pub struct RaceConfig {
     pub tick_ms: u64,
     /// Bytes of recent updates kept per watched race for reconnecting spectators.
     pub resume_buffer_bytes: usize,
+    /// How many ticks a subscriber may fall behind and still be sent one catch-up frame of
+    /// the rows that changed, rather than the whole table.
+    pub catch_up_ticks: usize,
     /// Whether scheduled races go live by themselves at their start or wait for the gun;
     /// read through `start_mode()` so a misspelling names the key.
     #[serde(deserialize_with = "start_mode")]
@@ -38,6 +41,7 @@ impl RaceConfig {
         at_least("race.max_course_points", limits.max_course_points as u64, 2)?;
         at_least("race.max_racers", limits.max_racers as u64, 1)?;
         at_least("race.tick_ms", self.tick_ms, 10)?;
+        at_most("race.catch_up_ticks", self.catch_up_ticks as u64, 64)?;
         at_most(
             "race.resume_buffer_bytes",
             self.resume_buffer_bytes as u64,

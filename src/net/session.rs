@@ -14,16 +14,17 @@ use super::close_code;
 use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::{FloodWindow, Refusal, TokenBucket};
-use crate::api::{self, Caller, Frames, Outcome, ReplayPacer, TickFeed};
+use crate::api::{self, Caller, Outcome, ReplayPacer, TickFeed, TickView};
 use crate::auth::Claims;
 use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
 use crate::time::now_ms;
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 use std::io::Read;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,28 +48,20 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// that does not answer must not hold up the shutdown for long.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(250);
 
-/// Race updates one socket may have queued or unflushed at once: one being written, one
-/// waiting. More would only be a backlog of stale standings; instead the next update is
-/// skipped and the one after goes out as the full table.
-const MAX_UPDATES_IN_FLIGHT: usize = 2;
-
-/// What the writer task sends.
+/// What the writer task is handed, in order.
 enum Outbound {
     /// A data frame.
     Frame(Message),
-    /// A race update: a data frame counted in [`UpdatesInFlight`] until flushed.
-    Update(Message),
+    /// From now on follow this race's ticks, replacing any earlier subscription. Queued
+    /// after the subscription's reply and the ticks a resuming spectator missed, so the
+    /// live ticks follow them.
+    Watch(Watching),
     /// The last frame: close with this code and reason.
     Close(u16, String),
 }
 
 /// Why the reader stopped, when the server is the one closing.
 type CloseReason = (u16, String);
-
-/// Race updates queued or written but not yet flushed to the socket: shared by the reader,
-/// which skips updates while it is at [`MAX_UPDATES_IN_FLIGHT`], and the writer, which
-/// counts them down after each flush.
-type UpdatesInFlight = Arc<AtomicUsize>;
 
 /// The reader side's state.
 struct Session {
@@ -85,14 +78,8 @@ struct Session {
     flood: FloodWindow,
     /// Shared server state.
     engine: Arc<Engine>,
-    /// The race this socket watches, if any.
-    watching: Option<Watching>,
     /// A replay being played to this socket; aborted when the session ends or replaced.
     replay: Option<tokio::task::JoinHandle<()>>,
-    /// Race updates not yet flushed.
-    in_flight: UpdatesInFlight,
-    /// How long updates may all be skipped before the socket is closed as too slow.
-    slow_close_after: Duration,
     /// The token's expiry in ms, shared with the replay task so it pauses at `exp` and
     /// resumes after a refresh.
     expires_at: Arc<AtomicI64>,
@@ -106,16 +93,16 @@ impl Drop for Session {
     }
 }
 
-/// A race subscription: the race's published ticks and how far this socket has got.
+/// A race subscription, followed by the writer: the race's published ticks and how far
+/// this socket has got.
 struct Watching {
     /// The race's latest tick.
     updates: TickFeed,
     /// Sequence number of the last tick sent to this socket.
     last_seq: u64,
-    /// Since when every tick has found earlier updates still unflushed (none: at the last
-    /// tick the socket had taken everything): a reader that never catches up for
-    /// `ws.slow_consumer_close_ms` is too slow, even if an update trickles through now and
-    /// then.
+    /// Since when every frame this socket was sent had to cover ticks it missed (none: the
+    /// last one was a plain delta): a reader that never catches up for
+    /// `ws.slow_consumer_close_ms` is too slow, even if a frame gets through now and then.
     behind_since: Option<Instant>,
 }
 
@@ -129,17 +116,21 @@ where
     let ws_config = &engine.config.ws;
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
-    let write_timeout = Duration::from_millis(ws_config.write_timeout_ms);
-    let in_flight = UpdatesInFlight::default();
     let activity = Activity::new();
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        queue,
-        write_timeout,
-        in_flight.clone(),
-        activity.clone(),
-    ));
     let expires_at = Arc::new(AtomicI64::new(claims.expires_at_ms()));
+    let mut writer = tokio::spawn(
+        Writer {
+            sink,
+            queue,
+            write_timeout: Duration::from_millis(ws_config.write_timeout_ms),
+            activity: activity.clone(),
+            codec,
+            expires_at: expires_at.clone(),
+            slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
+            watching: None,
+        }
+        .run(),
+    );
     let mut session = Session {
         codec,
         bucket: TokenBucket::new(
@@ -153,10 +144,7 @@ where
         ),
         out,
         engine: engine.clone(),
-        watching: None,
         replay: None,
-        in_flight,
-        slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
         caller: Caller::new(claims),
         expires_at: expires_at.clone(),
     };
@@ -189,6 +177,8 @@ where
             .unwrap_or_else(far_future),
     );
     tokio::pin!(pushes_stop, token_close, idle_check);
+    // The token expiry the two deadlines above were armed for.
+    let mut deadlines_for = session.caller.claims().expires_at_ms();
     let mut writer_end: Option<WriterOutcome<S>> = None;
     let mut writer_done = false;
 
@@ -198,8 +188,8 @@ where
         }
         // A refresh changed the token: move both deadlines.
         let expires_at_ms = session.caller.claims().expires_at_ms();
-        if expires_at_ms != session.expires_at.load(Ordering::Acquire) {
-            session.expires_at.store(expires_at_ms, Ordering::Release);
+        if expires_at_ms != deadlines_for {
+            deadlines_for = expires_at_ms;
             let (pushes_until, close_at) = token_deadlines(session.caller.claims(), grace);
             pushes_stop.as_mut().reset(pushes_until);
             token_close.as_mut().reset(close_at);
@@ -213,10 +203,15 @@ where
                 writer_done = true;
                 match joined {
                     Ok(outcome) => {
-                        let stalled = outcome.stalled;
+                        let stop = outcome.stop;
                         writer_end = Some(outcome);
-                        if stalled {
-                            break Ending::Stalled;
+                        match stop {
+                            WriterStop::Stalled => break Ending::Stalled,
+                            WriterStop::TooSlow => break Ending::Server(
+                                close_code::TOO_SLOW,
+                                "too slow: race updates were skipped for too long".into(),
+                            ),
+                            WriterStop::Done => {}
                         }
                     }
                     Err(e) => tracing::error!("a socket's writer failed: {e}"),
@@ -243,16 +238,6 @@ where
                     );
                 }
             },
-            changed = next_tick(&mut session.watching) => {
-                if changed {
-                    if let Some((code, reason)) = session.forward_tick(pushing) {
-                        break Ending::Server(code, reason);
-                    }
-                } else {
-                    // The race actor is gone (restarting); the client subscribes again.
-                    session.watching = None;
-                }
-            }
             message = stream.next() => {
                 activity.touch();
                 let payload = match message {
@@ -324,19 +309,32 @@ where
     let Some(mut outcome) = outcome else {
         return;
     };
-    if outcome.stalled {
-        // The close frame must still be attempted, but only briefly: this peer is not
-        // reading, and its buffers are full.
+    let stalled = outcome.stop == WriterStop::Stalled;
+    if writer_done || stalled {
+        // The writer stopped on its own (or its close frame did not go out): the close
+        // frame must still be attempted, but only briefly when the peer is not reading and
+        // its buffers are full.
         if let Some((code, reason)) = close {
-            let frame = close_frame(code, reason);
-            let message = Message::Close(Some(frame));
-            let _ = tokio::time::timeout(drain_for, outcome.sink.send(message)).await;
+            let message = Message::Close(Some(close_frame(code, reason)));
+            let sent = tokio::time::timeout(drain_for, outcome.sink.send(message)).await;
+            if !stalled && matches!(sent, Ok(Ok(()))) {
+                // A peer that reads, only slowly: wait for its close frame as after any
+                // close the server starts.
+                let drain = async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(drain_for, drain).await;
+            }
         }
     }
     let Ok(mut ws) = stream.reunite(outcome.sink) else {
         return;
     };
-    if framing_broken || outcome.stalled {
+    if framing_broken || stalled {
         // The framing can no longer be parsed (or was never read further): discard raw
         // bytes until the peer closes or the drain time is over, then shut the stream.
         let raw = ws.get_mut();
@@ -483,12 +481,12 @@ fn encoded(codec: Codec, frame: &ServerFrame) -> Option<Outbound> {
     }
 }
 
-/// A published update as this socket's kind of frame (`None`, logged, if the JSON bytes are
-/// not UTF-8, which the encoder never produces).
-fn update_message(codec: Codec, frames: &Frames) -> Option<Message> {
+/// A race's encoded frame as this socket's kind of message, the bytes shared, not copied
+/// (`None`, logged, if the JSON bytes are not UTF-8, which the encoder never produces).
+fn update_message(codec: Codec, bytes: Bytes) -> Option<Message> {
     match codec {
-        Codec::Binary => Some(Message::Binary(frames.binary.clone())),
-        Codec::Json => match Utf8Bytes::try_from(frames.json.clone()) {
+        Codec::Binary => Some(Message::Binary(bytes)),
+        Codec::Json => match Utf8Bytes::try_from(bytes) {
             Ok(text) => Some(Message::Text(text)),
             Err(e) => {
                 tracing::error!("a JSON race update is not UTF-8: {e}");
@@ -524,55 +522,6 @@ fn ending_for(error: &WsError) -> Ending {
 }
 
 impl Session {
-    /// Queues the latest tick without waiting: the delta when this socket has every tick
-    /// before it, else the full table. While [`MAX_UPDATES_IN_FLIGHT`] earlier updates are
-    /// still unflushed the tick is skipped; the next one then goes out as a full table, so a
-    /// slow reader gets the latest state, never a backlog. A socket that has not caught up
-    /// at any tick for `slow_close_after` gets a close reason. Nothing goes out while
-    /// `pushing` is false (the token reached `exp`); the first tick after a refresh is then
-    /// the full table.
-    fn forward_tick(&mut self, pushing: bool) -> Option<CloseReason> {
-        let watching = self.watching.as_mut()?;
-        let latest = watching.updates.latest()?;
-        if !pushing || latest.seq <= watching.last_seq {
-            return None;
-        }
-        let unflushed = self.in_flight.load(Ordering::Acquire);
-        if unflushed == 0 {
-            watching.behind_since = None;
-        } else {
-            let since = *watching.behind_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.slow_close_after {
-                return Some((
-                    close_code::TOO_SLOW,
-                    "too slow: race updates were skipped for too long".into(),
-                ));
-            }
-        }
-        if unflushed >= MAX_UPDATES_IN_FLIGHT {
-            metrics::counter!(m::SKIPPED_UPDATES).increment(1);
-            return None;
-        }
-        let frames = if latest.seq == watching.last_seq + 1 {
-            &latest.delta
-        } else {
-            &latest.full
-        };
-        let message = update_message(self.codec, frames)?;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        match self.out.try_send(Outbound::Update(message)) {
-            Ok(()) => {
-                watching.last_seq = latest.seq;
-                metrics::counter!(m::MESSAGES_OUT, "type" => "race_update").increment(1);
-            }
-            Err(_) => {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                metrics::counter!(m::SKIPPED_UPDATES).increment(1);
-            }
-        }
-        None
-    }
-
     /// Handles one data frame; returns a close reason when the socket must go.
     async fn on_payload(&mut self, payload: &[u8]) -> Option<CloseReason> {
         let now = Instant::now();
@@ -601,7 +550,12 @@ impl Session {
             }
         };
         metrics::counter!(m::MESSAGES_IN, "type" => frame.request.type_name()).increment(1);
-        match api::handle(&self.engine, &mut self.caller, frame.request).await {
+        let outcome = api::handle(&self.engine, &mut self.caller, frame.request).await;
+        // A refresh reaches the writer and the replay before its reply is queued, so the
+        // first update after it goes out with the reply.
+        let expires_at_ms = self.caller.claims().expires_at_ms();
+        self.expires_at.store(expires_at_ms, Ordering::Release);
+        match outcome {
             Outcome::Reply(Ok(reply)) => {
                 self.send(&ServerFrame::Reply {
                     id: frame.id,
@@ -647,15 +601,17 @@ impl Session {
                 .await;
                 // What a resuming spectator missed belongs to its answer: wait for room.
                 for tick in missed {
-                    if let Some(message) = update_message(self.codec, &tick.delta) {
+                    let bytes = tick.delta.get(api::wire_encoding(self.codec)).clone();
+                    if let Some(message) = update_message(self.codec, bytes) {
                         let _ = self.out.send(Outbound::Frame(message)).await;
                     }
                 }
-                self.watching = Some(Watching {
+                let watching = Watching {
                     updates,
                     last_seq: seq,
                     behind_since: None,
-                });
+                };
+                let _ = self.out.send(Outbound::Watch(watching)).await;
             }
             Outcome::StreamFile { path, reply } => {
                 let result = self.stream_file(frame.id, &path).await;
@@ -726,74 +682,232 @@ impl Session {
 }
 
 /// What the writer hands back when it stops: the sink (so the session can reunite the
-/// socket, drain it and shut it) and whether it stopped because the peer did not take our
-/// bytes in time.
+/// socket, drain it and shut it) and why it stopped.
 struct WriterOutcome<S> {
     /// The write half of the socket.
     sink: SplitSink<WebSocketStream<S>, Message>,
-    /// The peer did not accept our bytes within the write timeout (or would have needed
-    /// more than the write buffer): it is not reading.
-    stalled: bool,
+    /// Why the writer stopped.
+    stop: WriterStop,
 }
 
-/// Drains the queue into the socket: every frame already queued is fed before one flush.
-/// A peer that does not take our bytes within `write_timeout` stalls the writer, which
-/// then stops, so a client that stops reading holds at most its queue and write buffer,
-/// and only until then.
-async fn write_loop<S>(
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
+/// Why a writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterStop {
+    /// Its queue closed or it sent the close frame (or the peer is gone).
+    Done,
+    /// The peer did not accept our bytes within the write timeout (or would have needed
+    /// more than the write buffer): it is not reading.
+    Stalled,
+    /// Every race update for `ws.slow_consumer_close_ms` had to cover ticks this socket
+    /// missed: it reads, but never keeps up.
+    TooSlow,
+}
+
+/// The socket's writing half, a task of its own: it drains the reader's queue and follows
+/// the watched race's ticks itself, so a tick costs each socket one task wake-up, and the
+/// frame it writes is the race's encoded bytes, shared by reference up to the socket's
+/// write. Whatever woke it, it feeds every queued frame, then the frame that brings the
+/// socket to the race's latest tick, then flushes once. While a write is in progress, ticks
+/// only replace one another in the race's `watch` channel: a socket that fell behind gets
+/// one catch-up (or the full table) when it is ready again, never a backlog, and holds at
+/// most one update.
+struct Writer<S> {
+    /// The write half of the socket.
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    /// Frames from the reader, in order.
+    queue: mpsc::Receiver<Outbound>,
+    /// A peer that does not take our bytes for this long stalls the writer, which then
+    /// stops, so a client that stops reading holds its queue and write buffer only until
+    /// then.
     write_timeout: Duration,
-    in_flight: UpdatesInFlight,
+    /// Touched after every flush: a socket being written to is not idle.
     activity: Activity,
-) -> WriterOutcome<S>
+    /// The socket's encoding, which picks the race's frames.
+    codec: Codec,
+    /// The token's expiry in ms: no race update goes out while it is past.
+    expires_at: Arc<AtomicI64>,
+    /// How long a reader may take only catch-ups before it is closed as too slow.
+    slow_close_after: Duration,
+    /// The race this socket watches, if any.
+    watching: Option<Watching>,
+}
+
+impl<S> Writer<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        let mut updates = 0;
-        while let Some(item) = next.take() {
-            if matches!(item, Outbound::Update(_)) {
-                updates += 1;
-            }
-            match item {
-                Outbound::Frame(message) | Outbound::Update(message) => {
-                    let fed = tokio::time::timeout(write_timeout, sink.feed(message)).await;
-                    if let Some(stalled) = write_failed(&fed) {
-                        return WriterOutcome { sink, stalled };
+    /// Writes until the queue closes, a close frame went out, or the peer fails us.
+    async fn run(mut self) -> WriterOutcome<S> {
+        loop {
+            let first = tokio::select! {
+                item = self.queue.recv() => match item {
+                    Some(item) => Some(item),
+                    None => break,
+                },
+                alive = next_tick(&mut self.watching) => {
+                    if !alive {
+                        // The race actor is gone (restarting); the client subscribes again.
+                        self.watching = None;
+                    }
+                    None
+                }
+            };
+            let mut next = first;
+            while let Some(item) = next.take() {
+                match item {
+                    Outbound::Frame(message) => {
+                        if let Some(stop) = self.feed(message).await {
+                            return self.stop(stop);
+                        }
+                    }
+                    Outbound::Watch(watching) => self.watching = Some(watching),
+                    Outbound::Close(code, reason) => {
+                        let message = Message::Close(Some(close_frame(code, reason)));
+                        let sent =
+                            tokio::time::timeout(self.write_timeout, self.sink.send(message)).await;
+                        let stop = match sent {
+                            Ok(result) => write_failed(result),
+                            Err(_) => Some(WriterStop::Stalled),
+                        };
+                        return self.stop(stop.unwrap_or(WriterStop::Done));
                     }
                 }
-                Outbound::Close(code, reason) => {
-                    let message = Message::Close(Some(close_frame(code, reason)));
-                    let sent = tokio::time::timeout(write_timeout, sink.send(message)).await;
-                    let stalled = write_failed(&sent).unwrap_or(false);
-                    return WriterOutcome { sink, stalled };
-                }
+                next = self.queue.try_recv().ok();
             }
-            next = queue.try_recv().ok();
+            match self.latest_update() {
+                Ok(Some(message)) => {
+                    if let Some(stop) = self.feed(message).await {
+                        return self.stop(stop);
+                    }
+                }
+                Ok(None) => {}
+                Err(stop) => return self.stop(stop),
+            }
+            let flushed = watched_write(
+                self.sink.flush(),
+                self.write_timeout,
+                &mut self.watching,
+                &self.expires_at,
+                self.slow_close_after,
+            )
+            .await;
+            if let Some(stop) = flushed {
+                return self.stop(stop);
+            }
+            self.activity.touch();
         }
-        let flushed = tokio::time::timeout(write_timeout, sink.flush()).await;
-        in_flight.fetch_sub(updates, Ordering::AcqRel);
-        if let Some(stalled) = write_failed(&flushed) {
-            return WriterOutcome { sink, stalled };
-        }
-        activity.touch();
+        let _ = tokio::time::timeout(self.write_timeout, self.sink.close()).await;
+        self.stop(WriterStop::Done)
     }
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-    WriterOutcome {
-        sink,
-        stalled: false,
+
+    /// Feeds one frame to the socket's write buffer (written out when it fills, or at the
+    /// flush).
+    async fn feed(&mut self, message: Message) -> Option<WriterStop> {
+        watched_write(
+            self.sink.feed(message),
+            self.write_timeout,
+            &mut self.watching,
+            &self.expires_at,
+            self.slow_close_after,
+        )
+        .await
+    }
+
+    /// The frame that brings the socket to the race's latest tick, if it lacks it: the
+    /// delta, a catch-up, or the full table (see `feed.rs`). Nothing while the token is
+    /// past `exp` (the tick is passed over; the first one after a refresh covers it).
+    /// `Err(TooSlow)` once every frame for `slow_close_after` had to cover missed ticks.
+    fn latest_update(&mut self) -> Result<Option<Message>, WriterStop> {
+        let Some(watching) = self.watching.as_mut() else {
+            return Ok(None);
+        };
+        if self.expires_at.load(Ordering::Acquire) <= now_ms() {
+            watching.updates.pass_over();
+            return Ok(None);
+        }
+        let Some((seq, frame)) = watching.updates.frame_since(watching.last_seq, self.codec) else {
+            return Ok(None);
+        };
+        if frame.ticks == 1 {
+            watching.behind_since = None;
+        } else {
+            metrics::counter!(m::SKIPPED_UPDATES).increment(frame.ticks - 1);
+            let since = *watching.behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.slow_close_after {
+                return Err(WriterStop::TooSlow);
+            }
+        }
+        watching.last_seq = seq;
+        let kind = match frame.view {
+            TickView::CatchUp { .. } => "race_catch_up",
+            TickView::Delta | TickView::Full => "race_update",
+        };
+        metrics::counter!(m::MESSAGES_OUT, "type" => kind).increment(1);
+        Ok(update_message(self.codec, frame.bytes))
+    }
+
+    /// Hands the sink back with the reason.
+    fn stop(self, stop: WriterStop) -> WriterOutcome<S> {
+        WriterOutcome {
+            sink: self.sink,
+            stop,
+        }
     }
 }
 
-/// `None` when a timed write succeeded; else whether it failed because the peer is not
-/// reading (timeout, full write buffer) rather than gone.
-fn write_failed(result: &Result<Result<(), WsError>, tokio::time::error::Elapsed>) -> Option<bool> {
+/// Waits for one write (a feed or the flush) of a socket that may watch a race. `None` when
+/// it succeeded; else why the writer must stop: `Stalled` when the peer took nothing for
+/// `write_timeout` (or the write buffer is full), `Done` when the peer is gone, `TooSlow`
+/// when the race published a tick this socket could not be sent and the write is still
+/// pending `slow_close_after` later. Watching while waiting is what closes a reader that
+/// stopped for good within `ws.slow_consumer_close_ms`, even when the write timeout is
+/// longer.
+async fn watched_write(
+    write: impl std::future::Future<Output = Result<(), WsError>>,
+    write_timeout: Duration,
+    watching: &mut Option<Watching>,
+    expires_at: &AtomicI64,
+    slow_close_after: Duration,
+) -> Option<WriterStop> {
+    let timeout = tokio::time::sleep(write_timeout);
+    tokio::pin!(write, timeout);
+    loop {
+        let too_slow_at = watching
+            .as_ref()
+            .and_then(|w| w.behind_since)
+            .map(|since| tokio::time::Instant::from_std(since + slow_close_after));
+        let too_slow = async {
+            match too_slow_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut write => return write_failed(result),
+            _ = &mut timeout => return Some(WriterStop::Stalled),
+            _ = too_slow => return Some(WriterStop::TooSlow),
+            alive = next_tick(watching) => match watching.as_mut() {
+                Some(w) if alive => {
+                    // A tick this socket cannot be sent now: it is behind from here on,
+                    // unless its next update turns out to be the plain delta.
+                    if expires_at.load(Ordering::Acquire) > now_ms() {
+                        w.behind_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                // The race actor is gone (restarting); the client subscribes again.
+                _ => *watching = None,
+            },
+        }
+    }
+}
+
+/// `None` when a write succeeded; else `Stalled` when it failed because the write buffer is
+/// full (the peer is not reading), `Done` when the peer is gone.
+fn write_failed(result: Result<(), WsError>) -> Option<WriterStop> {
     match result {
-        Ok(Ok(())) => None,
-        Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => Some(true),
-        Ok(Err(_)) => Some(false),
+        Ok(()) => None,
+        Err(WsError::WriteBufferFull(_)) => Some(WriterStop::Stalled),
+        Err(_) => Some(WriterStop::Done),
     }
 }
 

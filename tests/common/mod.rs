@@ -441,3 +441,69 @@ pub fn counter(metrics: &str, series: &str) -> u64 {
         .and_then(|rest| rest.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// A spectator's table of a live race as it applies `race_update` and `race_catch_up`
+/// pushes, checking the rule PROTOCOL.md gives clients: a delta continues the update before
+/// it, a catch-up the one it names, a full table replaces everything, so no row is ever
+/// applied across a gap.
+#[derive(Debug, Default)]
+pub struct LiveTable {
+    /// Rows by bib.
+    pub rows: std::collections::BTreeMap<u32, peloton::net::protocol::StandingView>,
+    /// The last update applied.
+    pub seq: u64,
+    /// Spectators as the last update said.
+    pub spectators: u32,
+    /// Catch-ups applied.
+    pub catch_ups: usize,
+}
+
+impl LiveTable {
+    /// A table starting from a `subscribed` snapshot.
+    pub fn from_snapshot(snapshot: peloton::net::protocol::RaceSnapshot) -> LiveTable {
+        LiveTable {
+            rows: snapshot.standings.into_iter().map(|s| (s.bib, s)).collect(),
+            seq: snapshot.seq,
+            spectators: snapshot.spectators,
+            catch_ups: 0,
+        }
+    }
+
+    /// Applies a live update; `Err(push)` for any other push. Panics on a gap.
+    pub fn apply(
+        &mut self,
+        push: peloton::net::protocol::Push,
+    ) -> Result<(), peloton::net::protocol::Push> {
+        use peloton::net::protocol::Push;
+        let (seq, spectators, rows) = match push {
+            Push::RaceUpdate(update) => {
+                assert!(
+                    update.full || update.seq == self.seq + 1,
+                    "a delta never skips a sequence number: {} after {}",
+                    update.seq,
+                    self.seq
+                );
+                if update.full {
+                    self.rows.clear();
+                }
+                (update.seq, update.spectators, update.standings)
+            }
+            Push::RaceCatchUp(up) => {
+                assert_eq!(
+                    up.since_seq, self.seq,
+                    "a catch-up continues the last update this socket was sent"
+                );
+                assert!(up.seq > up.since_seq + 1, "a catch-up covers missed ticks");
+                self.catch_ups += 1;
+                (up.seq, up.spectators, up.standings)
+            }
+            other => return Err(other),
+        };
+        self.seq = seq;
+        self.spectators = spectators;
+        for row in rows {
+            self.rows.insert(row.bib, row);
+        }
+        Ok(())
+    }
+}

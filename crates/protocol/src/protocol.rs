@@ -573,6 +573,25 @@ pub struct RaceTick {
     pub standings: Vec<StandingView>,
 }
 
+/// The rows of a watched race that changed after `since_seq` up to `seq`, in one frame: what a
+/// socket that fell a few ticks behind gets instead of the ticks it missed (or the whole
+/// table). It applies only to a table at `since_seq`, which is the last update this socket
+/// was sent, so a client never applies it across a gap it cannot see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaceCatchUp {
+    /// The race.
+    pub race_id: String,
+    /// The update this one continues from: the last `seq` this socket was sent.
+    pub since_seq: u64,
+    /// The race's latest update, which this one brings the table to.
+    pub seq: u64,
+    /// Spectators watching.
+    pub spectators: u32,
+    /// Every row that changed in any update after `since_seq`, as of `seq`, leader first;
+    /// replace rows by bib.
+    pub standings: Vec<StandingView>,
+}
+
 /// One GPS fix on the wire: fixed-point and integer units so it encodes in a few varints.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WireFix {
@@ -1080,6 +1099,9 @@ pub enum Push {
         /// Why: `checkpoint`, `finish`, `battle`, `cruise`, `alone` or `finished`.
         reason: String,
     },
+    /// Several ticks of the race this socket watches in one frame, for a socket that fell
+    /// behind: the rows changed since the last update it was sent.
+    RaceCatchUp(RaceCatchUp),
 }
 
 impl Push {
@@ -1099,6 +1121,7 @@ impl Push {
             Push::ConnectionEstablished(_) => "connection_established",
             Push::DirectMessage(_) => "direct_message",
             Push::Pace { .. } => "pace",
+            Push::RaceCatchUp(_) => "race_catch_up",
         }
     }
 }

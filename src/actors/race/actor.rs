@@ -12,7 +12,7 @@ use super::devices::{
     generated_device_id, DeviceBinding, DevicesChange, DevicesCommand, DevicesInputs, RaceDevices,
 };
 use super::disqualification::verdict;
-use super::feed::{Feed, Published, RecentTicks, TickEncoder};
+use super::feed::{Feed, Published, RecentTick, RecentTicks, TickEncoder};
 use super::pace::{paces, Pace, PaceRules};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
@@ -57,6 +57,8 @@ pub struct RaceContext {
     pub tick: std::time::Duration,
     /// Bytes of recent ticks kept for reconnecting spectators.
     pub resume_buffer_bytes: usize,
+    /// How many ticks behind a subscriber may fall and still be sent only what changed.
+    pub catch_up_ticks: usize,
     /// Where domain events (a race finished) are published.
     pub events: tokio::sync::broadcast::Sender<crate::actors::events::DomainEvent>,
     /// Whether scheduled races go live by themselves at their start or wait for the gun.
@@ -86,7 +88,7 @@ pub struct Subscription {
     pub standings: Vec<Standing>,
     /// Resuming: the ticks after the spectator's `since_seq`, to send before live ones; the
     /// snapshot then carries no course or standings. `None`: a full snapshot.
-    pub missed: Option<Vec<Arc<Published>>>,
+    pub missed: Option<Vec<RecentTick>>,
     /// The feed's sequence number the snapshot continues from.
     pub seq: u64,
     /// Spectators subscribed, this one included.
@@ -240,6 +242,7 @@ impl Actor for RaceActor {
                 .bind(&binding.device_id, &args.id, binding.bib);
         }
         let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
+        let catch_up_ticks = args.ctx.catch_up_ticks;
         let mut st = RaceActorState {
             id: args.id,
             race,
@@ -249,7 +252,10 @@ impl Actor for RaceActor {
             standings: Standings::default(),
             // Sequence numbers from the clock (x1000 leaves room for 1000 ticks a
             // millisecond) keep increasing across restarts: see `feed`.
-            feed: Feed::starting_after(u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000)),
+            feed: Feed::starting_after(
+                u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000),
+                catch_up_ticks,
+            ),
             recent: RecentTicks::new(resume_buffer_bytes),
             publisher: tokio::sync::watch::Sender::new(None),
             ticker: None,
@@ -500,10 +506,9 @@ fn publish(st: &mut RaceActorState) {
         return;
     }
     if let Some(update) = st.feed.tick(st.standings.ranked(now_ms()), spectators) {
-        if let Some(published) = (st.ctx.encoder)(&st.id, &update) {
-            let published = Arc::new(published);
-            st.recent.push(published.clone());
-            st.publisher.send_replace(Some(published));
+        if let Some(published) = Published::new(st.id.clone(), update, st.ctx.encoder.clone()) {
+            st.recent.push(&published);
+            st.publisher.send_replace(Some(Arc::new(published)));
         }
     }
 }

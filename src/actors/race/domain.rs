@@ -54,6 +54,8 @@ pub struct RaceSettings {
     pub tick: Duration,
     /// Bytes of recent ticks a watched race keeps for reconnecting spectators.
     pub resume_buffer_bytes: usize,
+    /// How many ticks behind a subscriber may be and still get only the rows that changed.
+    pub catch_up_ticks: usize,
     /// Whether scheduled races go live by themselves at their start or wait for the gun.
     pub start_mode: StartMode,
 }
@@ -69,6 +71,7 @@ impl RaceSettings {
             call_timeout: Duration::from_millis(config.supervision.call_timeout_ms),
             tick: Duration::from_millis(config.race.tick_ms),
             resume_buffer_bytes: config.race.resume_buffer_bytes,
+            catch_up_ticks: config.race.catch_up_ticks,
             start_mode: config.race.start_mode,
             rules: config.tracking.rules,
             pace: config.tracking.pace,
@@ -107,6 +110,7 @@ impl RaceDomain {
             encoder,
             tick: settings.tick,
             resume_buffer_bytes: settings.resume_buffer_bytes,
+            catch_up_ticks: settings.catch_up_ticks,
             start_mode: settings.start_mode,
             events: tokio::sync::broadcast::channel(crate::actors::events::CHANNEL_CAPACITY).0,
             devices: Default::default(),

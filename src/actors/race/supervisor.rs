@@ -305,6 +305,7 @@ mod tests {
             pace: defaults.pace,
             tick: Duration::from_millis(250),
             resume_buffer_bytes: 1 << 20,
+            catch_up_ticks: defaults.catch_up_ticks,
             // The start below is in the past: the test fires the gun itself.
             start_mode: crate::actors::race::state::StartMode::Gun,
         };
