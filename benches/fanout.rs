@@ -133,6 +133,8 @@ struct Scenario {
     races: usize,
     racers: usize,
     spectators: usize,
+    /// Of the spectators, how many subscribe and then never read.
+    stalled: usize,
     secs: u64,
     batch: usize,
 }
@@ -155,6 +157,7 @@ impl Scenario {
             spectators,
             secs: env_or("SECONDS", if benching { 20 } else { 2 }).max(1) as u64,
             batch: env_or("BATCH", 1).clamp(1, MAX_BATCH),
+            stalled: env_or("STALLED", 0).min(spectators),
         }
     }
 }
@@ -194,11 +197,10 @@ struct Figures {
     full_frames: usize,
     catch_up_frames: usize,
     delivered_share: f64,
-    /// Median delta frame (median over races of each race's median).
+    /// Median delta frame: the server's published ticks for Peloton (what its spectators saw
+    /// when the server does not say), the frame it was sized to for the baseline.
     frame_bytes: usize,
     rows: usize,
-    /// Median delta frame (bytes, rows) of each race, when one of its spectators saw deltas.
-    race_frames: Vec<Option<(usize, usize)>>,
     latency: Option<(Duration, Duration, usize)>,
     ack: Option<(Duration, Duration, usize)>,
 }
@@ -480,7 +482,6 @@ fn summarise(seen: &[Seen], races: usize, t0: Instant, d: Duration) -> Figures {
         },
         frame_bytes,
         rows,
-        race_frames,
         latency: p50_p99(seen.iter().flat_map(|s| s.latencies.clone()).collect()),
         ack: None,
     }
@@ -549,6 +550,71 @@ async fn connect_spectators(
         ready_rx.recv().await.expect("spectator ready");
     }
     tasks
+}
+
+/// Opens `n` spectator sockets that subscribe (when `make(k)` names a race) and then never
+/// read, each with a 4 KiB receive buffer so the server's writes stall once the kernel's
+/// buffers are full. Held open until the returned sockets are dropped.
+async fn stall_spectators<F>(n: usize, make: F) -> Vec<WebSocketStream<TcpStream>>
+where
+    F: Fn(usize) -> (String, String, Option<String>),
+{
+    let mut held = Vec::with_capacity(n);
+    for k in 0..n {
+        let (url, token, race_id) = make(k);
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .expect("address")
+            .parse()
+            .expect("socket address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("receive buffer");
+        let stream = socket.connect(addr).await.expect("stalled connect");
+        let mut request = endpoint(&url).into_client_request().expect("request");
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            Codec::Binary.subprotocol().parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .expect("stalled upgrade");
+        if let Some(race_id) = race_id {
+            let frame = Codec::Binary
+                .encode_client(&ClientFrame {
+                    id: 1,
+                    request: Request::RaceSubscribe {
+                        race_id,
+                        since_seq: None,
+                    },
+                })
+                .expect("encode");
+            ws.send(frame).await.expect("subscribe");
+        }
+        held.push(ws);
+    }
+    held
+}
+
+/// The value of one series in the server's `/metrics` (0 when absent).
+async fn metric(url: &str, series: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://").split('/').next()?;
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64),
+    )
 }
 
 /// The course every race runs on: its GPX text and its index.
@@ -653,7 +719,7 @@ impl Server {
     }
 }
 
-async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
+async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Option<u64>) {
     let (racers, secs) = (s.racers, s.secs);
     let (gpx, index) = course();
     let server = Server::start(s.races, racers, &gpx, &[]).await;
@@ -678,6 +744,15 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
         }
     }
     let watchers = connect_spectators(targets, &stop, Some(&sent)).await;
+    let stalled = stall_spectators(s.stalled, |k| {
+        let race = k % s.races;
+        let (token, race_id) = (
+            server.token(Role::Spectator, "stalled", race),
+            &server.races[race],
+        );
+        (server.url.clone(), token, Some(race_id.clone()))
+    })
+    .await;
 
     let tokens = server.racer_tokens(racers);
     let url = server.url.clone();
@@ -741,8 +816,19 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse) {
     }
     let mut figures = summarise(&seen, s.races, t0, d);
     figures.ack = p50_p99(acks);
-    let usage = server.stop(cpu.finish(rss_idle).await).await;
-    (figures, usage)
+    let usage = cpu.finish(rss_idle).await;
+    let too_slow = metric(&server.url, "peloton_ws_closes_total{code=\"4008\"}").await;
+    // The deltas the races published, whatever the spectators got.
+    let median = |name: &str| format!("{name}{{quantile=\"0.5\"}}");
+    if let (Some(bytes), Some(rows)) = (
+        metric(&server.url, &median("peloton_race_tick_bytes")).await,
+        metric(&server.url, &median("peloton_race_tick_rows")).await,
+    ) {
+        (figures.frame_bytes, figures.rows) = (bytes as usize, rows as usize);
+    }
+    drop(stalled);
+    let usage = server.stop(usage).await;
+    (figures, usage, too_slow)
 }
 
 fn baseline_frame(seq: u64, rows: usize, spectators: usize) -> Bytes {
@@ -924,7 +1010,12 @@ async fn baseline_socket(
 }
 
 /// `bytes[j]`, `counts[j]`: race j's Peloton median delta size and baseline spectators.
-async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> (Figures, ServerUse) {
+async fn baseline_side(
+    bytes: &[usize],
+    counts: &[usize],
+    stalled: usize,
+    secs: u64,
+) -> (Figures, ServerUse) {
     let races = counts.len();
     let spectators: usize = counts.iter().sum();
     let mut rows_by_bytes: HashMap<usize, usize> = HashMap::new();
@@ -972,6 +1063,15 @@ async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> (Figures
         }
     }
     let watchers = connect_spectators(targets, &stop, None).await;
+    let stalled = stall_spectators(stalled, |k| {
+        let url = if races == 1 {
+            format!("ws://{addr}")
+        } else {
+            format!("ws://{addr}/r{}", k % races)
+        };
+        (url, "none".into(), None)
+    })
+    .await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
     let cpu = CpuWindow::start(pid, t0 + d);
@@ -983,6 +1083,7 @@ async fn baseline_side(bytes: &[usize], counts: &[usize], secs: u64) -> (Figures
     }
     let mut usage = cpu.finish(rss_idle).await;
     usage.peak_rss_kib = peak_rss_kib(pid);
+    drop(stalled);
     let _ = child.kill();
     let _ = child.wait();
     let mut figures = summarise(&seen, races, t0, d);
@@ -1013,7 +1114,7 @@ fn row(name: &str, a: String, b: String, r: String) {
 
 async fn run_fanout(s: Scenario) {
     let (racers, spectators, secs, races) = (s.racers, s.spectators, s.secs, s.races);
-    let counts = spread(spectators, races);
+    let counts = spread(spectators - s.stalled, races);
     if races == 1 {
         println!("fan-out: {racers} racers, {spectators} spectators, {secs} s");
     } else {
@@ -1023,13 +1124,12 @@ async fn run_fanout(s: Scenario) {
             counts.iter().max().unwrap_or(&0),
         );
     }
-    let (ours, server) = peloton_side(&s, &counts).await;
-    let bytes: Vec<usize> = ours
-        .race_frames
-        .iter()
-        .map(|f| f.map_or(ours.frame_bytes, |(b, _)| b).max(1))
-        .collect();
-    let (base, base_server) = baseline_side(&bytes, &counts, secs).await;
+    let (ours, server, too_slow) = peloton_side(&s, &counts).await;
+    // Every race's baseline frames are the size of the deltas Peloton published (the server's
+    // median over every race's ticks: the races are alike; a spectator that fell behind got
+    // catch-ups, so what the spectators saw is not a fair sample of a tick's size).
+    let bytes = vec![ours.frame_bytes.max(1); races];
+    let (base, base_server) = baseline_side(&bytes, &counts, s.stalled, secs).await;
     println!(
         "{:<34} {:>14} {:>14} {:>8}",
         "", "peloton", "baseline", "ratio"
@@ -1049,6 +1149,20 @@ async fn run_fanout(s: Scenario) {
         spectators.to_string(),
         "".into(),
     );
+    if s.stalled > 0 {
+        row(
+            "of which never read",
+            s.stalled.to_string(),
+            s.stalled.to_string(),
+            "".into(),
+        );
+        row(
+            "closed as too slow (4008)",
+            too_slow.map_or("n/a".into(), |n| n.to_string()),
+            "n/a".into(),
+            "".into(),
+        );
+    }
     row(
         "median delta frame (bytes / rows)",
         format!("{} / {}", ours.frame_bytes, ours.rows),
@@ -1580,6 +1694,7 @@ fn main() {
             races: 2,
             racers: 3,
             spectators: 4,
+            stalled: 0,
             secs: 1,
             batch: 1,
         };

@@ -65,6 +65,11 @@ pub const PATROL_SLOW_SESSIONS: &str = "peloton_patrol_slow_sessions_total";
 pub const PATROL_OFFICERS_INDEXED: &str = "peloton_patrol_officers_indexed";
 /// Connections made.
 pub const PATROL_CONNECTIONS: &str = "peloton_patrol_connections_total";
+/// Histogram: bytes of each published race tick's delta (binary encoding), what every
+/// spectator that keeps up is sent per tick.
+pub const RACE_TICK_BYTES: &str = "peloton_race_tick_bytes";
+/// Histogram: rows in each published race tick's delta.
+pub const RACE_TICK_ROWS: &str = "peloton_race_tick_rows";
 /// Counter by `protocol` (osmand, owntracks) and `outcome`: tracking apps' HTTP reports.
 pub const DEVICE_REPORTS: &str = "peloton_device_reports_total";
 

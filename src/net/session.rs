@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -37,6 +38,10 @@ use tokio_tungstenite::WebSocketStream;
 /// Bytes per backup chunk pushed to the client: small enough that even as a JSON array of
 /// numbers (up to 4 characters a byte) a chunk stays far below `ws.max_write_buffer_bytes`.
 const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The smallest fragment a race update is cut into, whatever `ws.write_buffer_bytes` says:
+/// below this, frame headers would start to cost more than the memory they save.
+const MIN_FRAGMENT_BYTES: usize = 1024;
 
 /// How long, after the server sent its close frame, it keeps reading and discarding what
 /// the peer still sends, waiting for the peer's close frame, before it shuts the TCP stream
@@ -128,6 +133,7 @@ where
             expires_at: expires_at.clone(),
             slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
             watching: None,
+            fragment_bytes: ws_config.write_buffer_bytes.max(MIN_FRAGMENT_BYTES),
         }
         .run(),
     );
@@ -496,6 +502,36 @@ fn update_message(codec: Codec, bytes: Bytes) -> Option<Message> {
     }
 }
 
+/// A race update as the messages that carry it: one message, or, when it is larger than
+/// `max` bytes, the fragments of one message (RFC 6455 §5.4), each a slice of the race's
+/// shared bytes. tungstenite copies every frame it sends into the socket's write buffer, which
+/// then keeps the size of the largest frame it ever held; fragments keep that buffer at
+/// `max` for every spectator socket, however large the race's table. A JSON update is split
+/// between bytes, not characters: clients validate the text of the whole message.
+fn fragments(codec: Codec, bytes: Bytes, max: usize) -> Vec<Message> {
+    if bytes.len() <= max {
+        return update_message(codec, bytes).into_iter().collect();
+    }
+    let kind = match codec {
+        Codec::Binary => OpData::Binary,
+        Codec::Json => OpData::Text,
+    };
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(max));
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + max).min(bytes.len());
+        let opcode = if at == 0 {
+            OpCode::Data(kind)
+        } else {
+            OpCode::Data(OpData::Continue)
+        };
+        let frame = Frame::message(bytes.slice(at..end), opcode, end == bytes.len());
+        out.push(Message::Frame(frame));
+        at = end;
+    }
+    out
+}
+
 /// Resolves when the watched race publishes a new tick (`false`: the race is gone);
 /// never, when nothing is watched.
 async fn next_tick(watching: &mut Option<Watching>) -> bool {
@@ -730,6 +766,8 @@ struct Writer<S> {
     slow_close_after: Duration,
     /// The race this socket watches, if any.
     watching: Option<Watching>,
+    /// Race updates larger than this go out as fragments of this size (`ws.write_buffer_bytes`).
+    fragment_bytes: usize,
 }
 
 impl<S> Writer<S>
@@ -775,9 +813,11 @@ where
                 next = self.queue.try_recv().ok();
             }
             match self.latest_update() {
-                Ok(Some(message)) => {
-                    if let Some(stop) = self.feed(message).await {
-                        return self.stop(stop);
+                Ok(Some(bytes)) => {
+                    for message in fragments(self.codec, bytes, self.fragment_bytes) {
+                        if let Some(stop) = self.feed(message).await {
+                            return self.stop(stop);
+                        }
                     }
                 }
                 Ok(None) => {}
@@ -817,7 +857,7 @@ where
     /// delta, a catch-up, or the full table (see `feed.rs`). Nothing while the token is
     /// past `exp` (the tick is passed over; the first one after a refresh covers it).
     /// `Err(TooSlow)` once every frame for `slow_close_after` had to cover missed ticks.
-    fn latest_update(&mut self) -> Result<Option<Message>, WriterStop> {
+    fn latest_update(&mut self) -> Result<Option<Bytes>, WriterStop> {
         let Some(watching) = self.watching.as_mut() else {
             return Ok(None);
         };
@@ -843,7 +883,7 @@ where
             TickView::Delta | TickView::Full => "race_update",
         };
         metrics::counter!(m::MESSAGES_OUT, "type" => kind).increment(1);
-        Ok(update_message(self.codec, frame.bytes))
+        Ok(Some(frame.bytes))
     }
 
     /// Hands the sink back with the reason.
@@ -927,4 +967,44 @@ fn truncate_reason(mut reason: String) -> String {
     }
     reason.truncate(end);
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A race update cut into fragments arrives as the one message it was, whatever the
+    /// cut splits (a multi-byte character in JSON text included), through tungstenite on
+    /// both ends of a real byte stream.
+    #[tokio::test]
+    async fn a_fragmented_update_arrives_as_one_message() {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let binary: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let text = format!("{{\"name\":\"{}\"}}", "Žan Čebašek ".repeat(500));
+        for (codec, bytes) in [
+            (Codec::Binary, Bytes::from(binary.clone())),
+            (Codec::Json, Bytes::from(text.clone())),
+        ] {
+            let parts = fragments(codec, bytes.clone(), 1024);
+            assert_eq!(parts.len(), bytes.len().div_ceil(1024));
+            for part in parts {
+                server.feed(part).await.unwrap();
+            }
+            server.flush().await.unwrap();
+            let received = client.next().await.unwrap().unwrap();
+            match (codec, received) {
+                (Codec::Binary, Message::Binary(got)) => assert_eq!(got, binary),
+                (Codec::Json, Message::Text(got)) => assert_eq!(got.as_str(), text),
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        // Small updates stay one frame.
+        assert!(matches!(
+            fragments(Codec::Binary, Bytes::from_static(b"tick"), 1024).as_slice(),
+            [Message::Binary(_)]
+        ));
+    }
 }

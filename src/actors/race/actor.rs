@@ -29,6 +29,7 @@ use crate::actors::racer::{CourseGeometry, Incidents, TrackingRules};
 use crate::actors::registry::Registry;
 use crate::error::Rejection;
 use crate::ids::RaceId;
+use crate::metrics as m;
 use crate::persist::{ActorKey, Compaction, Journal};
 use crate::time::{now_ms, UnixMillis};
 use dashmap::DashMap;
@@ -506,7 +507,10 @@ fn publish(st: &mut RaceActorState) {
         return;
     }
     if let Some(update) = st.feed.tick(st.standings.ranked(now_ms()), spectators) {
+        let rows = update.changed.len();
         if let Some(published) = Published::new(st.id.clone(), update, st.ctx.encoder.clone()) {
+            metrics::histogram!(m::RACE_TICK_BYTES).record(published.delta.binary.len() as f64);
+            metrics::histogram!(m::RACE_TICK_ROWS).record(rows as f64);
             st.recent.push(&published);
             st.publisher.send_replace(Some(Arc::new(published)));
         }
