@@ -197,8 +197,9 @@ struct Figures {
     full_frames: usize,
     catch_up_frames: usize,
     delivered_share: f64,
-    /// Median delta frame: the server's published ticks for Peloton (what its spectators saw
-    /// when the server does not say), the frame it was sized to for the baseline.
+    /// Delta frame: for Peloton the mean of the ticks its races published in the window
+    /// (the median of what its spectators saw when the server does not say), for the
+    /// baseline the frame it was sized to.
     frame_bytes: usize,
     rows: usize,
     latency: Option<(Duration, Duration, usize)>,
@@ -617,6 +618,15 @@ async fn metric(url: &str, series: &str) -> Option<u64> {
     )
 }
 
+/// What the server's races published so far: (delta bytes, delta rows, ticks), summed.
+async fn published_ticks(url: &str) -> Option<(u64, u64, u64)> {
+    Some((
+        metric(url, "peloton_race_tick_bytes_sum").await?,
+        metric(url, "peloton_race_tick_rows_sum").await?,
+        metric(url, "peloton_race_tick_bytes_count").await?,
+    ))
+}
+
 /// The course every race runs on: its GPX text and its index.
 fn course() -> (String, Arc<CourseIndex>) {
     let gpx = std::fs::read_to_string(GPX).expect("gpx");
@@ -765,6 +775,7 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
         }
     })
     .await;
+    let ticks_before = published_ticks(&server.url).await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
     let cpu = CpuWindow::start(server.pid(), t0 + d);
@@ -818,13 +829,11 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
     figures.ack = p50_p99(acks);
     let usage = cpu.finish(rss_idle).await;
     let too_slow = metric(&server.url, "peloton_ws_closes_total{code=\"4008\"}").await;
-    // The deltas the races published, whatever the spectators got.
-    let median = |name: &str| format!("{name}{{quantile=\"0.5\"}}");
-    if let (Some(bytes), Some(rows)) = (
-        metric(&server.url, &median("peloton_race_tick_bytes")).await,
-        metric(&server.url, &median("peloton_race_tick_rows")).await,
-    ) {
-        (figures.frame_bytes, figures.rows) = (bytes as usize, rows as usize);
+    // The deltas the races published in the window, whatever the spectators got.
+    if let (Some(before), Some(after)) = (ticks_before, published_ticks(&server.url).await) {
+        let ticks = after.2.saturating_sub(before.2).max(1);
+        figures.frame_bytes = (after.0.saturating_sub(before.0) / ticks) as usize;
+        figures.rows = (after.1.saturating_sub(before.1) / ticks) as usize;
     }
     drop(stalled);
     let usage = server.stop(usage).await;
@@ -1164,7 +1173,7 @@ async fn run_fanout(s: Scenario) {
         );
     }
     row(
-        "median delta frame (bytes / rows)",
+        "delta frame (bytes / rows)",
         format!("{} / {}", ours.frame_bytes, ours.rows),
         format!("{} / {}", base.frame_bytes, base.rows),
         "".into(),

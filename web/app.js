@@ -305,7 +305,7 @@ function onPush(push) {
   }
 }
 
-/** A full table replaces every row; a delta replaces rows by bib. */
+/** A full table replaces every row; a delta or a catch-up replaces rows by bib. */
 function applyTick(tick) {
   if (tick.full) model.rows.clear();
   let newcomers = tick.full;

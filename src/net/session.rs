@@ -57,10 +57,15 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(250);
 enum Outbound {
     /// A data frame.
     Frame(Message),
-    /// From now on follow this race's ticks, replacing any earlier subscription. Queued
-    /// after the subscription's reply and the ticks a resuming spectator missed, so the
-    /// live ticks follow them.
-    Watch(Watching),
+    /// A subscription's reply and the ticks a resuming spectator missed, to send in order;
+    /// from then on follow `watching`'s race, replacing any earlier subscription. Its live
+    /// ticks follow these frames.
+    Watch {
+        /// The reply and the missed ticks.
+        frames: Vec<Message>,
+        /// The subscription.
+        watching: Watching,
+    },
     /// The last frame: close with this code and reason.
     Close(u16, String),
 }
@@ -462,7 +467,7 @@ async fn play(to: ReplayTarget, mut pacer: ReplayPacer) {
         };
         if let Some(push) = step.push {
             if let Some(message) = encoded(to.codec, &ServerFrame::Push(push)) {
-                if to.out.send(message).await.is_err() {
+                if to.out.send(Outbound::Frame(message)).await.is_err() {
                     return;
                 }
             }
@@ -473,12 +478,12 @@ async fn play(to: ReplayTarget, mut pacer: ReplayPacer) {
     }
 }
 
-/// Encodes a frame for the writer and counts it; `None` (logged) if it cannot be encoded.
-fn encoded(codec: Codec, frame: &ServerFrame) -> Option<Outbound> {
+/// Encodes a frame for the socket and counts it; `None` (logged) if it cannot be encoded.
+fn encoded(codec: Codec, frame: &ServerFrame) -> Option<Message> {
     match codec.encode_server(frame) {
         Ok(message) => {
             metrics::counter!(m::MESSAGES_OUT, "type" => frame.type_name()).increment(1);
-            Some(Outbound::Frame(message))
+            Some(message)
         }
         Err(e) => {
             tracing::error!("cannot encode {}: {e}", frame.type_name());
@@ -502,20 +507,23 @@ fn update_message(codec: Codec, bytes: Bytes) -> Option<Message> {
     }
 }
 
-/// A race update as the messages that carry it: one message, or, when it is larger than
-/// `max` bytes, the fragments of one message (RFC 6455 §5.4), each a slice of the race's
-/// shared bytes. tungstenite copies every frame it sends into the socket's write buffer, which
-/// then keeps the size of the largest frame it ever held; fragments keep that buffer at
-/// `max` for every spectator socket, however large the race's table. A JSON update is split
-/// between bytes, not characters: clients validate the text of the whole message.
-fn fragments(codec: Codec, bytes: Bytes, max: usize) -> Vec<Message> {
-    if bytes.len() <= max {
-        return update_message(codec, bytes).into_iter().collect();
-    }
-    let kind = match codec {
-        Codec::Binary => OpData::Binary,
-        Codec::Json => OpData::Text,
+/// A data message as the frames that carry it: itself, or, when it is larger than `max`
+/// bytes, its fragments (RFC 6455 §5.4), each a slice of its bytes (for a race update, the
+/// race's shared bytes). tungstenite copies every frame it sends into the socket's write
+/// buffer, which then keeps the size of the largest frame it ever held: one course in a
+/// `subscribed` reply, or one table, would otherwise cost every spectator socket that much
+/// memory for as long as it is open. A JSON message is cut between bytes, not characters:
+/// clients check the text of the whole message.
+fn fragments(message: Message, max: usize) -> Vec<Message> {
+    let kind = match &message {
+        Message::Binary(_) => OpData::Binary,
+        Message::Text(_) => OpData::Text,
+        _ => return vec![message],
     };
+    if message.len() <= max {
+        return vec![message];
+    }
+    let bytes = Bytes::from(message);
     let mut out = Vec::with_capacity(bytes.len().div_ceil(max));
     let mut at = 0;
     while at < bytes.len() {
@@ -630,24 +638,23 @@ impl Session {
                 missed,
                 updates,
             } => {
-                self.send(&ServerFrame::Reply {
+                // The reply, then what a resuming spectator missed: part of its answer, never
+                // skipped, handed to the writer with the subscription in one item.
+                let reply = ServerFrame::Reply {
                     id: frame.id,
                     reply,
-                })
-                .await;
-                // What a resuming spectator missed belongs to its answer: wait for room.
-                for tick in missed {
+                };
+                let mut frames: Vec<Message> = encoded(self.codec, &reply).into_iter().collect();
+                frames.extend(missed.into_iter().filter_map(|tick| {
                     let bytes = tick.delta.get(api::wire_encoding(self.codec)).clone();
-                    if let Some(message) = update_message(self.codec, bytes) {
-                        let _ = self.out.send(Outbound::Frame(message)).await;
-                    }
-                }
+                    update_message(self.codec, bytes)
+                }));
                 let watching = Watching {
                     updates,
                     last_seq: seq,
                     behind_since: None,
                 };
-                let _ = self.out.send(Outbound::Watch(watching)).await;
+                let _ = self.out.send(Outbound::Watch { frames, watching }).await;
             }
             Outcome::StreamFile { path, reply } => {
                 let result = self.stream_file(frame.id, &path).await;
@@ -712,7 +719,7 @@ impl Session {
     /// Encodes and queues a frame; waits when the queue is full (replies are never dropped).
     async fn send(&mut self, frame: &ServerFrame) {
         if let Some(message) = encoded(self.codec, frame) {
-            let _ = self.out.send(message).await;
+            let _ = self.out.send(Outbound::Frame(message)).await;
         }
     }
 }
@@ -766,7 +773,7 @@ struct Writer<S> {
     slow_close_after: Duration,
     /// The race this socket watches, if any.
     watching: Option<Watching>,
-    /// Race updates larger than this go out as fragments of this size (`ws.write_buffer_bytes`).
+    /// Messages larger than this go out as fragments of this size (`ws.write_buffer_bytes`).
     fragment_bytes: usize,
 }
 
@@ -794,11 +801,20 @@ where
             while let Some(item) = next.take() {
                 match item {
                     Outbound::Frame(message) => {
-                        if let Some(stop) = self.feed(message).await {
+                        if let Some(stop) = self.feed_all(message).await {
                             return self.stop(stop);
                         }
                     }
-                    Outbound::Watch(watching) => self.watching = Some(watching),
+                    Outbound::Watch { frames, watching } => {
+                        // Followed from now on, so a socket stuck writing its snapshot is
+                        // behind as soon as the race moves on.
+                        self.watching = Some(watching);
+                        for message in frames {
+                            if let Some(stop) = self.feed_all(message).await {
+                                return self.stop(stop);
+                            }
+                        }
+                    }
                     Outbound::Close(code, reason) => {
                         let message = Message::Close(Some(close_frame(code, reason)));
                         let sent =
@@ -813,11 +829,9 @@ where
                 next = self.queue.try_recv().ok();
             }
             match self.latest_update() {
-                Ok(Some(bytes)) => {
-                    for message in fragments(self.codec, bytes, self.fragment_bytes) {
-                        if let Some(stop) = self.feed(message).await {
-                            return self.stop(stop);
-                        }
+                Ok(Some(message)) => {
+                    if let Some(stop) = self.feed_all(message).await {
+                        return self.stop(stop);
                     }
                 }
                 Ok(None) => {}
@@ -840,6 +854,16 @@ where
         self.stop(WriterStop::Done)
     }
 
+    /// Feeds a data message to the socket, in fragments when it is large.
+    async fn feed_all(&mut self, message: Message) -> Option<WriterStop> {
+        for part in fragments(message, self.fragment_bytes) {
+            if let Some(stop) = self.feed(part).await {
+                return Some(stop);
+            }
+        }
+        None
+    }
+
     /// Feeds one frame to the socket's write buffer (written out when it fills, or at the
     /// flush).
     async fn feed(&mut self, message: Message) -> Option<WriterStop> {
@@ -857,7 +881,7 @@ where
     /// delta, a catch-up, or the full table (see `feed.rs`). Nothing while the token is
     /// past `exp` (the tick is passed over; the first one after a refresh covers it).
     /// `Err(TooSlow)` once every frame for `slow_close_after` had to cover missed ticks.
-    fn latest_update(&mut self) -> Result<Option<Bytes>, WriterStop> {
+    fn latest_update(&mut self) -> Result<Option<Message>, WriterStop> {
         let Some(watching) = self.watching.as_mut() else {
             return Ok(None);
         };
@@ -883,7 +907,7 @@ where
             TickView::Delta | TickView::Full => "race_update",
         };
         metrics::counter!(m::MESSAGES_OUT, "type" => kind).increment(1);
-        Ok(Some(frame.bytes))
+        Ok(update_message(self.codec, frame.bytes))
     }
 
     /// Hands the sink back with the reason.
@@ -988,7 +1012,7 @@ mod tests {
             (Codec::Binary, Bytes::from(binary.clone())),
             (Codec::Json, Bytes::from(text.clone())),
         ] {
-            let parts = fragments(codec, bytes.clone(), 1024);
+            let parts = fragments(update_message(codec, bytes.clone()).unwrap(), 1024);
             assert_eq!(parts.len(), bytes.len().div_ceil(1024));
             for part in parts {
                 server.feed(part).await.unwrap();
@@ -1003,7 +1027,7 @@ mod tests {
         }
         // Small updates stay one frame.
         assert!(matches!(
-            fragments(Codec::Binary, Bytes::from_static(b"tick"), 1024).as_slice(),
+            fragments(Message::Binary(Bytes::from_static(b"tick")), 1024).as_slice(),
             [Message::Binary(_)]
         ));
     }
