@@ -10,7 +10,8 @@
 //!   (the acknowledgement rule); appends queued in order are stored in that order.
 //! - A snapshot is stored before the events it covers are removed or archived, so a crash
 //!   between the two never leaves a gap; losing a queued snapshot only lengthens a replay.
-//! - Reads see every append whose `Durable` resolved.
+//! - Reads see every append whose `Durable` resolved, one entry per event with its sequence
+//!   number, however the backend groups them (sled stores each append as one record).
 
 use super::backup::BackupSummary;
 use super::store::{ActorKey, RawEvents};

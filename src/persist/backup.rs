@@ -8,9 +8,13 @@
 //! trailer:   0xFF | u64 record count | u32 CRC-32 of every byte before the trailer's CRC
 //! ```
 //! The writer thread produces it (see [`super::journal`]), so no write interleaves with the
-//! copy.
+//! copy. Records are copied as stored, so a backup holds the journal's batch records as they
+//! are (see [`super::store`]). The schema version in the header is the writing build's; a
+//! backup of any schema this build reads ([`readable_schema`]: 3 or 4) verifies and
+//! restores, and a restored schema 3 folder is upgraded when it is first opened, like any
+//! schema 3 folder.
 
-use super::store::{Store, SCHEMA_VERSION};
+use super::store::{readable_schema, Store, SCHEMA_VERSION};
 use super::PersistError;
 use serde::Serialize;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -40,8 +44,11 @@ pub struct BackupSummary {
 
 /// A writer that feeds a CRC and counts bytes as it goes.
 struct Checksummed<W> {
+    /// Where the bytes go.
     inner: W,
+    /// CRC of everything written so far, for the trailer.
     crc: crc32fast::Hasher,
+    /// Bytes written so far.
     bytes: u64,
 }
 
@@ -121,8 +128,11 @@ fn write_block(out: &mut impl Write, bytes: &[u8]) -> Result<(), PersistError> {
 
 /// One record read from a backup.
 struct Entry {
+    /// The sled tree it belongs to.
     tree: Vec<u8>,
+    /// Its key, as stored.
     key: Vec<u8>,
+    /// Its value, as stored (a journal value may be a batch record).
     value: Vec<u8>,
 }
 
@@ -151,7 +161,7 @@ fn read(
         return Err(bad(&format!("backup format {format} is unknown")));
     }
     let schema = be_u32(&take(4, &mut input)?);
-    if schema != SCHEMA_VERSION {
+    if !readable_schema(schema) {
         return Err(PersistError::SchemaMismatch {
             found: schema,
             expected: SCHEMA_VERSION,
@@ -326,6 +336,102 @@ mod tests {
                 .contains("not a Peloton backup")
                 || verify(&out).is_err()
         );
+    }
+
+    /// A backup as a schema 3 build wrote it: its header and marker say 3, and its journal
+    /// holds one key per event.
+    fn schema_3_backup(path: &Path, actor: &ActorKey) {
+        let mut out = Checksummed {
+            inner: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+        };
+        out.write_all(MAGIC).unwrap();
+        out.write_all(&FORMAT.to_be_bytes()).unwrap();
+        out.write_all(&3u32.to_be_bytes()).unwrap();
+        let mut records = vec![(
+            b"meta".to_vec(),
+            b"schema_version".to_vec(),
+            3u32.to_be_bytes().to_vec(),
+        )];
+        for seq in 1..=3u64 {
+            records.push((
+                b"journal".to_vec(),
+                actor.journal_key(seq),
+                crate::persist::record::encode(&(seq * 10)).unwrap(),
+            ));
+        }
+        for (tree, key, value) in &records {
+            out.write_all(&[RECORD]).unwrap();
+            out.write_all(&(tree.len() as u16).to_be_bytes()).unwrap();
+            out.write_all(tree).unwrap();
+            write_block(&mut out, key).unwrap();
+            write_block(&mut out, value).unwrap();
+        }
+        out.write_all(&[TRAILER]).unwrap();
+        out.write_all(&(records.len() as u64).to_be_bytes())
+            .unwrap();
+        let crc = out.crc.clone().finalize();
+        let mut bytes = out.inner;
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_schema_3_backup_restores_and_takes_batches_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v3.pbak");
+        let actor = ActorKey::new("racer", "r.1");
+        schema_3_backup(&file, &actor);
+        assert_eq!(verify(&file).unwrap().records, 4);
+        let data = dir.path().join("data");
+        restore(&file, &data, false).unwrap();
+        let store = Store::open(&data).unwrap();
+        let marker = store
+            .db
+            .open_tree("meta")
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            marker.as_ref(),
+            SCHEMA_VERSION.to_be_bytes(),
+            "upgraded on open"
+        );
+        let (journal, _w) = JournalWriter::start(store.clone(), 8).unwrap();
+        journal.append(&actor, 4, &[40u64, 50]).await.unwrap();
+        let history = journal.history::<u64>(&actor).unwrap();
+        assert_eq!(history, (1..=5u64).map(|s| (s, s * 10)).collect::<Vec<_>>());
+
+        // Backed up again, it is a schema 4 backup holding both shapes, and restores.
+        let again = dir.path().join("v4.pbak");
+        journal.backup(again.clone()).await.unwrap();
+        let copy = dir.path().join("copy");
+        restore(&again, &copy, false).unwrap();
+        let (reader, _r) = JournalWriter::start(Store::open(&copy).unwrap(), 8).unwrap();
+        let r = reader.load::<u64, u64>(&actor).unwrap();
+        assert_eq!(
+            r.events,
+            (1..=5u64).map(|s| (s, s * 10)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_backup_of_an_unreadable_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("v3.pbak");
+        schema_3_backup(&file, &ActorKey::new("race", "a"));
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[12..16].copy_from_slice(&2u32.to_be_bytes());
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(&file, bytes).unwrap();
+        assert!(matches!(
+            verify(&file),
+            Err(PersistError::SchemaMismatch { found: 2, .. })
+        ));
     }
 
     #[test]

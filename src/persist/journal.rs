@@ -367,7 +367,9 @@ mod tests {
         let (_dir, store) = open();
         let (journal, _writer) = JournalWriter::start(store.clone(), 16).unwrap();
         let actor = ActorKey::new("race", "x");
-        journal.append(&actor, 1, &[1u64, 2]).await.unwrap();
+        // Two appends, so event 2 is a record of its own (one record per append).
+        journal.append(&actor, 1, &[1u64]).await.unwrap();
+        journal.append(&actor, 2, &[2u64]).await.unwrap();
         store
             .journal
             .insert(

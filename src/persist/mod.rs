@@ -7,7 +7,8 @@
 //!   (acknowledged means durable, snapshot before compaction).
 //! - [`sled_backend`]: the embedded backend: a single writer thread whose group commit
 //!   batches appends and flushes them together; an append resolves only once on disk.
-//! - [`record`]: the versioned byte encoding of every stored value.
+//! - [`record`]: the versioned byte encoding of every stored value, and the batch framing
+//!   that stores all the events of one append as one journal record.
 //! - [`backup`]: consistent backup files, their verification, and restore.
 //!
 //! Nothing here knows what an event means: persist stores bytes for actor keys. The domains
