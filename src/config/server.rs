@@ -45,6 +45,9 @@ pub struct WsConfig {
     pub write_buffer_bytes: usize,
     /// Outgoing bytes one socket may hold before it is treated as stuck.
     pub max_write_buffer_bytes: usize,
+    /// Largest WebSocket frame the server writes: a larger message goes out in fragments of
+    /// this size, so no socket's write buffer grows to its largest message.
+    pub fragment_bytes: usize,
     /// Largest incoming frame.
     pub max_frame_bytes: usize,
     /// Largest incoming message for every role but admin.
@@ -105,6 +108,12 @@ impl WsConfig {
             "ws.max_write_buffer_bytes",
             self.max_write_buffer_bytes as u64,
             (self.write_buffer_bytes + 1) as u64,
+        )?;
+        at_least("ws.fragment_bytes", self.fragment_bytes as u64, 1024)?;
+        at_most(
+            "ws.fragment_bytes",
+            self.fragment_bytes as u64,
+            self.max_write_buffer_bytes as u64,
         )?;
         all_at_least_one(&[
             ("ws.outbound_queue", self.outbound_queue as u64),

@@ -39,10 +39,6 @@ use tokio_tungstenite::WebSocketStream;
 /// numbers (up to 4 characters a byte) a chunk stays far below `ws.max_write_buffer_bytes`.
 const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The smallest fragment a race update is cut into, whatever `ws.write_buffer_bytes` says:
-/// below this, frame headers would start to cost more than the memory they save.
-const MIN_FRAGMENT_BYTES: usize = 1024;
-
 /// How long, after the server sent its close frame, it keeps reading and discarding what
 /// the peer still sends, waiting for the peer's close frame, before it shuts the TCP stream
 /// (RFC 6455 §7.1.1). Closing with unread data queued makes the kernel answer with a reset,
@@ -138,7 +134,10 @@ where
             expires_at: expires_at.clone(),
             slow_close_after: Duration::from_millis(ws_config.slow_consumer_close_ms),
             watching: None,
-            fragment_bytes: ws_config.write_buffer_bytes.max(MIN_FRAGMENT_BYTES),
+            fragment_bytes: ws_config.fragment_bytes,
+            sent_updates: metrics::counter!(m::MESSAGES_OUT, "type" => "race_update"),
+            sent_catch_ups: metrics::counter!(m::MESSAGES_OUT, "type" => "race_catch_up"),
+            skipped_updates: metrics::counter!(m::SKIPPED_UPDATES),
         }
         .run(),
     );
@@ -773,8 +772,15 @@ struct Writer<S> {
     slow_close_after: Duration,
     /// The race this socket watches, if any.
     watching: Option<Watching>,
-    /// Messages larger than this go out as fragments of this size (`ws.write_buffer_bytes`).
+    /// Messages larger than this go out as fragments of this size (`ws.fragment_bytes`).
     fragment_bytes: usize,
+    /// The `race_update` and `race_catch_up` series of `peloton_ws_messages_out_total` and
+    /// `peloton_ws_skipped_updates_total`, looked up once per socket rather than per tick.
+    sent_updates: metrics::Counter,
+    /// See `sent_updates`.
+    sent_catch_ups: metrics::Counter,
+    /// See `sent_updates`.
+    skipped_updates: metrics::Counter,
 }
 
 impl<S> Writer<S>
@@ -895,18 +901,17 @@ where
         if frame.ticks == 1 {
             watching.behind_since = None;
         } else {
-            metrics::counter!(m::SKIPPED_UPDATES).increment(frame.ticks - 1);
+            self.skipped_updates.increment(frame.ticks - 1);
             let since = *watching.behind_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.slow_close_after {
                 return Err(WriterStop::TooSlow);
             }
         }
         watching.last_seq = seq;
-        let kind = match frame.view {
-            TickView::CatchUp { .. } => "race_catch_up",
-            TickView::Delta | TickView::Full => "race_update",
-        };
-        metrics::counter!(m::MESSAGES_OUT, "type" => kind).increment(1);
+        match frame.view {
+            TickView::CatchUp { .. } => self.sent_catch_ups.increment(1),
+            TickView::Delta | TickView::Full => self.sent_updates.increment(1),
+        }
         Ok(update_message(self.codec, frame.bytes))
     }
 
@@ -933,8 +938,13 @@ async fn watched_write(
     expires_at: &AtomicI64,
     slow_close_after: Duration,
 ) -> Option<WriterStop> {
+    tokio::pin!(write);
+    // Most writes complete at once (the kernel takes the bytes): no timer for those.
+    if let Some(result) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        return write_failed(result);
+    }
     let timeout = tokio::time::sleep(write_timeout);
-    tokio::pin!(write, timeout);
+    tokio::pin!(timeout);
     loop {
         let too_slow_at = watching
             .as_ref()
