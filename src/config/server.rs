@@ -48,6 +48,9 @@ pub struct WsConfig {
     /// Largest WebSocket frame the server writes: a larger message goes out in fragments of
     /// this size, so no socket's write buffer grows to its largest message.
     pub fragment_bytes: usize,
+    /// Threads of the runtime the sockets' writers run on, below the server's priority
+    /// (0: writers share the server's runtime).
+    pub writer_threads: usize,
     /// Largest incoming frame.
     pub max_frame_bytes: usize,
     /// Largest incoming message for every role but admin.

@@ -5,6 +5,7 @@
 //! connection code (`net::http`, `net::session`, `api`), which only read it, so neither
 //! depends on how the server is started.
 
+use super::writers::WriterRuntime;
 use crate::actors::mail::MailDomain;
 use crate::actors::patrol::PatrolDomain;
 use crate::actors::race::RaceDomain;
@@ -42,12 +43,24 @@ pub struct Engine {
     shutdown: watch::Sender<bool>,
     /// Open WebSocket sessions, so shutdown can wait for them to close.
     pub sessions: Arc<SessionTracker>,
+    /// Where the sockets' writers run (`ws.writer_threads`; none: on the server's runtime).
+    writers: Option<WriterRuntime>,
 }
 
 impl Engine {
     /// A server that is not ready yet: no services, not shutting down, no sessions.
     pub fn new(config: Config, keys: Keys) -> Engine {
         let (shutdown, _) = watch::channel(false);
+        let writers = match config.ws.writer_threads {
+            0 => None,
+            threads => match WriterRuntime::start(threads) {
+                Ok(writers) => Some(writers),
+                Err(e) => {
+                    tracing::warn!("socket writers run on the server's runtime: {e}");
+                    None
+                }
+            },
+        };
         Engine {
             config,
             keys,
@@ -55,6 +68,20 @@ impl Engine {
             ready: AtomicBool::new(false),
             shutdown,
             sessions: Arc::new(SessionTracker::default()),
+            writers,
+        }
+    }
+
+    /// Runs a socket's writer: an audience's (spectators') on the writers' runtime, below
+    /// the server's priority, when there is one; any other on the server's runtime.
+    pub fn spawn_writer<F>(&self, audience: bool, writer: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.writers {
+            Some(writers) if audience => writers.spawn(writer),
+            _ => tokio::spawn(writer),
         }
     }
 

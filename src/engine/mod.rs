@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 mod handle;
+mod writers;
 
 pub use handle::{Engine, Services, SessionGuard, SessionTracker};
 

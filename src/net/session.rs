@@ -15,7 +15,7 @@ use super::codec::Codec;
 use super::protocol::{Push, ServerFrame, Welcome, WireError, PROTOCOL_VERSION};
 use super::ratelimit::{FloodWindow, Refusal, TokenBucket};
 use crate::api::{self, Caller, Outcome, ReplayPacer, TickFeed, TickView};
-use crate::auth::Claims;
+use crate::auth::{Claims, Role};
 use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
@@ -124,7 +124,12 @@ where
     let (out, queue) = mpsc::channel(ws_config.outbound_queue);
     let activity = Activity::new();
     let expires_at = Arc::new(AtomicI64::new(claims.expires_at_ms()));
-    let mut writer = tokio::spawn(
+    // A spectator's writer is one of the many a tick wakes at once: it runs below the
+    // server's priority, so the wave never delays a racer's acknowledgement, which its own
+    // writer (at normal priority) carries.
+    let audience = claims.role == Role::Spectator;
+    let mut writer = engine.spawn_writer(
+        audience,
         Writer {
             sink,
             queue,
