@@ -76,7 +76,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use peloton::auth::{claims_for, Keys, Role};
 use peloton::geo::{Course, CourseIndex};
-use peloton::net::client::{endpoint, Client};
+use peloton::net::client::Client;
 use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
 use peloton::net::protocol::{
     ClientFrame, Push, RaceTick, Reply, Request, ServerFrame, StandingView, Welcome, WireFix,
@@ -89,7 +89,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request as HsRequest, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -573,15 +572,7 @@ where
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("receive buffer");
         let stream = socket.connect(addr).await.expect("stalled connect");
-        let mut request = endpoint(&url).into_client_request().expect("request");
-        request.headers_mut().insert(
-            "Authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            Codec::Binary.subprotocol().parse().expect("header"),
-        );
+        let request = support::upgrade_request(&url, &token);
         let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
             .await
             .expect("stalled upgrade");
@@ -1332,15 +1323,7 @@ impl Saturated {
 /// Opens a client socket like `Client::connect` (8 KiB buffers, bearer token, binary
 /// subprotocol) and reads the welcome.
 async fn raw_connect(url: &str, token: &str) -> Ws {
-    let mut request = endpoint(url).into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        Codec::Binary.subprotocol().parse().expect("header"),
-    );
+    let request = support::upgrade_request(url, token);
     let config = WebSocketConfig::default()
         .read_buffer_size(CLIENT_BUFFER_BYTES)
         .write_buffer_size(CLIENT_BUFFER_BYTES)
@@ -1490,6 +1473,57 @@ async fn saturate_loops(
     out
 }
 
+/// Sends every racer's first fix before the window, retrying what is answered `unavailable`:
+/// a racer's actor starts with its first fix, one by one in the race supervisor, and the
+/// closed loops measure intake, not a thousand actors starting at once (that start is
+/// reported on its own: how long it took, and how many first fixes had to be sent again).
+async fn warm_up(
+    url: &str,
+    tokens: &[String],
+    index: &Arc<CourseIndex>,
+    racers: usize,
+    start_ms: i64,
+) {
+    let started = Instant::now();
+    let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    connect_all(tokens.len(), |g| {
+        let (url, token, index, retries) = (
+            url.to_owned(),
+            tokens[g].clone(),
+            index.clone(),
+            retries.clone(),
+        );
+        async move {
+            let mut phone = Client::connect(&url, &token, Codec::Binary)
+                .await
+                .expect("warm-up connect");
+            let p = index.position_at(start_offset(&index, g % racers));
+            let fix = WireFix {
+                at_ms: start_ms - 1000,
+                lat_e7: p.lat_e7,
+                lon_e7: p.lon_e7,
+                accuracy_dm: 50,
+                speed_cmps: Some(800),
+                elevation_dm: None,
+            };
+            for _ in 0..10 {
+                match phone.request(Request::Fixes { fixes: vec![fix] }).await {
+                    Ok(_) => break,
+                    Err(_) => retries.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            phone.close().await;
+        }
+    })
+    .await;
+    println!(
+        "warm-up: first fix of {} racers in {:.1} s, {} sent again after `unavailable`",
+        tokens.len(),
+        started.elapsed().as_secs_f64(),
+        retries.load(Ordering::Relaxed)
+    );
+}
+
 async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<CourseIndex>) {
     let (gpx, index) = course();
     let env = [
@@ -1524,6 +1558,7 @@ async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<Cours
         async move { raw_connect(&url, &token).await }
     })
     .await;
+    warm_up(&server.url, &tokens, &index, s.racers, server.start_ms).await;
     let d = Duration::from_secs(s.secs);
     let t0 = Instant::now();
     let cpu = CpuWindow::start(server.pid(), t0 + d);

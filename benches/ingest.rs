@@ -67,7 +67,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use peloton::auth::{claims_for, Keys, Role};
 use peloton::geo::{Course, CourseIndex};
-use peloton::net::client::{endpoint, Client};
+use peloton::net::client::Client;
 use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
 use peloton::net::protocol::{ClientFrame, Push, Reply, Request, ServerFrame, WireFix};
 use std::future::Future;
@@ -80,7 +80,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -437,15 +436,7 @@ type Ws = WebSocketStream<Counted>;
 /// Opens a racer socket as `Client::connect` does (8 KiB buffers, bearer token, binary
 /// subprotocol) over a counted stream, and reads the welcome.
 async fn ws_connect(url: String, host: String, token: String) -> (Ws, Arc<Counters>) {
-    let mut request = endpoint(&url).into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        Codec::Binary.subprotocol().parse().expect("header"),
-    );
+    let request = support::upgrade_request(&url, &token);
     let config = WebSocketConfig::default()
         .read_buffer_size(CLIENT_BUFFER_BYTES)
         .write_buffer_size(CLIENT_BUFFER_BYTES)

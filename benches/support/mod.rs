@@ -39,6 +39,31 @@ pub fn spawn_listening(mut command: Command) -> (Child, String) {
     (child, format!("ws://{addr}"))
 }
 
+/// The upgrade request `Client::connect` makes: `url`'s WebSocket endpoint, the bearer
+/// `token`, the binary subprotocol; for benches that open sockets of their own.
+#[allow(dead_code)] // the fan-out and ingest benches use it; the others do not
+pub fn upgrade_request(
+    url: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = peloton::net::client::endpoint(url)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        peloton::net::codec::Codec::Binary
+            .subprotocol()
+            .parse()
+            .expect("header"),
+    );
+    request
+}
+
 /// The signing keys of the server whose data folder is `data` (after it started).
 pub fn server_keys(data: &Path) -> Keys {
     let overrides = Overrides {
