@@ -831,3 +831,45 @@ async fn a_disqualification_survives_a_hard_restart() {
     );
     server.kill9();
 }
+
+/// Registering racers starts their actors in the background, so that at the race's start
+/// every racer's first fix finds its actor running instead of 1,000 first fixes starting
+/// 1,000 actors one by one (each asking a race actor busy with the racers already riding).
+#[tokio::test]
+async fn registered_racers_have_their_actors_before_their_first_fix() {
+    let server = TestServer::start().await;
+    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let Reply::Race(race) = admin
+        .request(Request::RaceCreate(RaceCreate {
+            name: "Early start".into(),
+            course_gpx: gpx("loop-celje-resevno-2020-09-20.gpx"),
+            start_at_ms: START,
+            cutoff_at_ms: None,
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("race")
+    };
+    let racers = (1..=50)
+        .map(|bib| peloton::net::protocol::RacerView {
+            bib,
+            name: format!("Racer {bib}"),
+            team: None,
+            email: None,
+        })
+        .collect();
+    common::register(&mut admin, &race.id, racers).await;
+    let races = server.services().races.clone();
+    let id = peloton::ids::RaceId::parse(&race.id).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(1..=50).all(|bib| races.racer_running(&id, bib)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "racer actors not started after registration"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!races.racer_running(&id, 51), "only registered bibs");
+    server.stop().await;
+}

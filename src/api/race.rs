@@ -220,10 +220,12 @@ async fn racer_register(
 ) -> Result<Reply, Rejection> {
     let id = RaceId::parse(race_id)?;
     let racers = racer_entries(racers);
+    let bibs = racers.iter().map(|r| r.bib).collect();
     let race = services
         .races
         .command(&id, RaceCommand::RegisterRacers { racers })
         .await?;
+    services.races.start_racers(&id, bibs);
     Ok(Reply::Registered {
         racers: race.racers,
     })

@@ -300,6 +300,26 @@ impl RaceDomain {
         }
     }
 
+    /// Starts the actors of racers just registered in `race` in the background (see
+    /// `RaceSupervisorMsg::StartRacers`); a racer whose actor is not running yet when its
+    /// first fix comes is started by that fix, as before.
+    pub fn start_racers(&self, race: &RaceId, bibs: Vec<u32>) {
+        if let Ok(supervisor) = self.supervisor.current() {
+            let message = RaceSupervisorMsg::StartRacers {
+                race: race.clone(),
+                bibs,
+            };
+            if let Err(e) = supervisor.cast(message) {
+                tracing::warn!(race = %race, "racers not started ahead of their first fix: {e}");
+            }
+        }
+    }
+
+    /// Whether racer `bib`'s actor is running.
+    pub fn racer_running(&self, race: &RaceId, bib: u32) -> bool {
+        self.ctx.racers.get(&(race.clone(), bib)).is_some()
+    }
+
     /// A race's registered racers, by bib.
     pub async fn roster(&self, id: &RaceId) -> Result<Vec<RacerEntry>, Rejection> {
         self.ask(id, |reply| RaceMsg::Roster { reply }).await

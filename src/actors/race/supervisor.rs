@@ -40,6 +40,16 @@ pub enum RaceSupervisorMsg {
         /// The actor, or why it could not start (unknown race or bib).
         reply: RpcReplyPort<Result<ActorRef<RacerMsg>, Rejection>>,
     },
+    /// Start the actors of racers just registered in `race`, unless running already; told,
+    /// not asked. Started now, while nothing waits, rather than by each racer's first fix:
+    /// at a race's start every racer's first fix comes at once, and each start asks the race
+    /// actor, busy with the racers already riding, for its course.
+    StartRacers {
+        /// The race.
+        race: RaceId,
+        /// The bibs registered.
+        bibs: Vec<u32>,
+    },
 }
 
 /// Spawn arguments of the race supervisor; cloned by the root to restart it.
@@ -227,6 +237,17 @@ impl Actor for RaceSupervisor {
                         .map_err(|e| Rejection::new(ErrorCode::NotFound, e.to_string())),
                 };
                 let _ = reply.send(outcome);
+            }
+            RaceSupervisorMsg::StartRacers { race, bibs } => {
+                for bib in bibs {
+                    if state.ctx.racers.get(&(race.clone(), bib)).is_some() {
+                        continue;
+                    }
+                    if let Err(e) = state.spawn_racer(&myself, race.clone(), bib).await {
+                        // Its first fix starts it (or says why it cannot).
+                        tracing::warn!(race = %race, bib, "racer actor did not start: {e}");
+                    }
+                }
             }
         }
         Ok(())
