@@ -72,6 +72,10 @@
 
 mod support;
 
+use support::figures::{env_or, ms, pct, ratio};
+use support::process::{cpu_seconds, peak_rss_kib, rss_kib};
+use support::{connect_all, CONNECTING};
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use peloton::auth::{claims_for, Keys, Role};
@@ -83,9 +87,8 @@ use peloton::net::protocol::{
     PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -97,8 +100,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const GPX: &str = "../shared/data/gpx/loop-celje-resevno-2020-09-20.gpx";
 /// Spectators that check rows against the racers' send instants (spread over the races).
 const LATENCY_SAMPLES: usize = 50;
-/// Concurrent connection handshakes.
-const CONNECTING: usize = 32;
 /// Set (to anything) in the environment of the bench's own binary started again as the
 /// bare broadcast server; its rows per race and spectator count come in the two below.
 const BASELINE_SERVER_ENV: &str = "FANOUT_BASELINE_SERVER";
@@ -233,14 +234,6 @@ struct CpuWindow {
     task: tokio::task::JoinHandle<(Option<f64>, Duration, Option<u64>)>,
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
 fn p50_p99(mut v: Vec<Duration>) -> Option<(Duration, Duration, usize)> {
     if v.is_empty() {
         return None;
@@ -249,60 +242,11 @@ fn p50_p99(mut v: Vec<Duration>) -> Option<(Duration, Duration, usize)> {
     Some((pct(&v, 0.5), pct(&v, 0.99), v.len()))
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `total` split over `parts` as evenly as possible (the first ones get the remainder).
 fn spread(total: usize, parts: usize) -> Vec<usize> {
     (0..parts)
         .map(|j| total / parts + usize::from(j < total % parts))
         .collect()
-}
-
-/// Clock ticks per second of /proc/<pid>/stat (USER_HZ).
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
-/// Peak resident set size of `pid` (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmHWM:")
-}
-
-/// Resident set size of `pid` now (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
-/// A `… kB` field of /proc/<pid>/status.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl CpuWindow {
@@ -487,31 +431,6 @@ fn summarise(seen: &[Seen], races: usize, t0: Instant, d: Duration) -> Figures {
     }
 }
 
-/// Runs `connect(i)` for `i` in `0..n`, `CONNECTING` at a time, and returns the results in
-/// order.
-async fn connect_all<T, F, Fut>(n: usize, connect: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let gate = Arc::new(Semaphore::new(CONNECTING));
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let gate = gate.clone();
-        let connecting = connect(i);
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("gate");
-            connecting.await
-        }));
-    }
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("connect"));
-    }
-    out
-}
-
 async fn connect_spectators(
     targets: Vec<Target>,
     stop: &Arc<AtomicBool>,
@@ -595,13 +514,7 @@ where
 
 /// The value of one series in the server's `/metrics` (0 when absent).
 async fn metric(url: &str, series: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = url.trim_start_matches("ws://").split('/').next()?;
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.ok()?;
+    let text = support::metrics_text(url).await?;
     Some(
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
@@ -1094,18 +1007,6 @@ async fn baseline_side(
     frames.sort();
     (figures.frame_bytes, figures.rows) = frames[frames.len() / 2];
     (figures, usage)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "-".into()
-    }
 }
 
 fn row(name: &str, a: String, b: String, r: String) {

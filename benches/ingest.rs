@@ -60,6 +60,10 @@
 
 mod support;
 
+use support::connect_all;
+use support::figures::{env_or, ms, pct, ratio};
+use support::process::cpu_seconds;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
@@ -70,23 +74,19 @@ use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::{Codec, MAX_DECODE_BYTES};
 use peloton::net::protocol::{ClientFrame, Push, Reply, Request, ServerFrame, WireFix};
-use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 const GPX: &str = "../shared/data/gpx/loop-celje-resevno-2020-09-20.gpx";
-/// Concurrent connection handshakes, so setup does not flood the accept queue.
-const CONNECTING: usize = 32;
 /// Admin sockets that bind the device ids side by side (each bind is a journaled request).
 const ADMIN_SOCKETS: usize = 8;
 /// Rate limit (messages/s and burst): a closed loop far exceeds the default 50/s.
@@ -119,13 +119,6 @@ impl Settings {
             rounds: env_or("ROUNDS", 1).max(1),
         }
     }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Bytes one socket wrote and read, shared between the stream (owned by hyper's connection
@@ -530,55 +523,6 @@ async fn ws_loop(
     (tally, rider)
 }
 
-/// Runs `connect(i)` for `i` in `0..n`, [`CONNECTING`] at a time, results in order.
-async fn connect_all<T, F, Fut>(n: usize, connect: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let gate = Arc::new(Semaphore::new(CONNECTING));
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let gate = gate.clone();
-        let connecting = connect(i);
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("gate");
-            connecting.await
-        }));
-    }
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.expect("connect"));
-    }
-    out
-}
-
-/// Clock ticks per second of /proc/<pid>/stat (USER_HZ).
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): utime is field 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
 /// CPU seconds of the server and of this process between now and `end`, read at `end`
 /// by a task of its own so the loops' tail does not stretch the window.
 fn cpu_window(server: u32, end: Instant) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>)> {
@@ -596,17 +540,7 @@ fn cpu_window(server: u32, end: Instant) -> tokio::task::JoinHandle<(Option<f64>
 
 /// The server's count of OsmAnd fixes answered `accepted` so far, from `/metrics`.
 async fn server_accepted(host: &str) -> Option<u64> {
-    let mut stream = TcpStream::connect(host).await.ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
+    let text = support::metrics_text(host).await?;
     // Before the first report the series does not exist yet: zero.
     let mut total = 0.0;
     for line in text.lines() {
@@ -719,27 +653,8 @@ impl Phase {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn secs(s: Option<f64>) -> String {
     s.map_or("n/a".into(), |s| format!("{s:.2} s"))
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "-".into()
-    }
 }
 
 fn row(name: &str, a: String, b: String, r: String) {

@@ -10,18 +10,13 @@
 
 mod support;
 
+use support::figures::env_or;
+
 use peloton::auth::{claims_for, Role};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{ImportBatch, OfficerRow, Reply, Request};
 use std::time::Instant;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One connected officer–citizen pair; the citizen's socket sends the messages.
 async fn pair(url: &str, keys: &peloton::auth::Keys, i: usize) -> Client {

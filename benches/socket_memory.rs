@@ -10,22 +10,13 @@
 
 mod support;
 
+use support::process::rss_kib;
+
 use peloton::auth::{claims_for, Role};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::Request;
 use std::time::Duration;
-
-/// Resident set size of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// What each measured socket does after connecting.
 #[derive(Clone, Copy, PartialEq)]
@@ -65,7 +56,7 @@ async fn measure(label: &str, sockets: usize, env: &[(&str, &str)], load: Load) 
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(child.id());
+    let before = rss_kib(child.id()).unwrap_or(0);
     let mut clients = Vec::with_capacity(sockets);
     for i in 0..sockets {
         let token = match load {
@@ -91,7 +82,7 @@ async fn measure(label: &str, sockets: usize, env: &[(&str, &str)], load: Load) 
         client.request(request).await.expect("request");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(child.id());
+    let after = rss_kib(child.id()).unwrap_or(0);
     let per_socket = (after.saturating_sub(before)) as f64 / sockets as f64;
     println!(
         "{label:<44} sockets {sockets:>6}  RSS {before:>8} KiB -> {after:>8} KiB  = {per_socket:>7.1} KiB per socket"

@@ -1,14 +1,68 @@
 //! What the benches that drive the real `peloton` binary share: starting it on a free
-//! loopback port with its own data folder, and the signing keys that folder holds.
+//! loopback port with its own data folder, the signing keys that folder holds, opening many
+//! sockets to it, reading its `/metrics`, what /proc says of it (`process`), and how figures
+//! are printed (`figures`). Each bench uses a part of it, so unused items are allowed here.
+#![allow(dead_code)]
+
+pub mod figures;
+pub mod process;
 
 use peloton::auth::Keys;
 use peloton::config::{Config, Overrides};
 use peloton::error::ErrorCode;
 use peloton::net::client::Client;
 use peloton::net::protocol::{RaceCreate, RacerView, Reply, Request};
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// Connection handshakes the benches run at once.
+pub const CONNECTING: usize = 32;
+
+/// Runs `connect(i)` for `i` in `0..n`, [`CONNECTING`] at a time, and returns the results in
+/// order.
+pub async fn connect_all<T, F, Fut>(n: usize, connect: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(CONNECTING));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let gate = gate.clone();
+        let connecting = connect(i);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("gate");
+            connecting.await
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("connect"));
+    }
+    out
+}
+
+/// The server's `/metrics` text, from `host` (`127.0.0.1:port`, or a `ws://` address);
+/// `None` when it does not answer 200 within 10 s.
+pub async fn metrics_text(host: &str) -> Option<String> {
+    let host = host.trim_start_matches("ws://").split('/').next()?;
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
 
 /// Runs `peloton serve` on 127.0.0.1:0 with data in `data` and extra environment `env`,
 /// waits for its `listening on` line, and returns the process and its `ws://` address.
@@ -41,7 +95,6 @@ pub fn spawn_listening(mut command: Command) -> (Child, String) {
 
 /// The upgrade request `Client::connect` makes: `url`'s WebSocket endpoint, the bearer
 /// `token`, the binary subprotocol; for benches that open sockets of their own.
-#[allow(dead_code)] // the fan-out and ingest benches use it; the others do not
 pub fn upgrade_request(
     url: &str,
     token: &str,
@@ -77,7 +130,6 @@ pub fn server_keys(data: &Path) -> Keys {
 /// Creates a race on `gpx` starting at `start_at_ms`, registers `bibs` (200 a request) and
 /// starts it; returns its id. A start that has passed makes the race live by itself
 /// (`race.start_mode` auto), so the clock may start it first: live either way.
-#[allow(dead_code)] // the race benches use it; the patrol and memory benches do not
 pub async fn live_race(
     admin: &mut Client,
     name: String,
