@@ -19,15 +19,7 @@ const RIDE: &str = "out-and-back-ljubljana.gpx";
 /// A fix `along_m` metres along the course, dated `at_ms`.
 fn fix_at(at_ms: i64, along_m: f64) -> WireFix {
     let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let p = CourseIndex::from(&course).position_at(along_m);
-    WireFix {
-        at_ms,
-        lat_e7: p.lat_e7,
-        lon_e7: p.lon_e7,
-        accuracy_dm: 50,
-        speed_cmps: None,
-        elevation_dm: None,
-    }
+    common::fix_at(&CourseIndex::from(&course), along_m, at_ms)
 }
 
 /// Sends `fixes` and expects them refused with `code`; the refusal's message.

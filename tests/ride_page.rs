@@ -408,6 +408,20 @@ impl OneRacer {
     }
 }
 
+/// Opens the racer page with `racer`'s link and presses Start once the page allows it.
+async fn press_start(browser: &Browser, origin: &str, racer: &str) {
+    browser.goto(&format!("{origin}/ride#token={racer}")).await;
+    browser
+        .wait_for(
+            "return !document.querySelector('#start').disabled;",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#start').click(); return true;")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_permission_a_poor_fix_and_a_closed_race_are_said_plainly() {
     let OneRacer {
@@ -422,16 +436,7 @@ async fn a_refused_permission_a_poor_fix_and_a_closed_race_are_said_plainly() {
     } = OneRacer::start("Celje refusal").await;
     let (start, next) = (ride.position_at(0.0), ride.position_at(STEP_M));
     browser.set_geolocation_permission(&origin, "denied").await;
-    browser.goto(&format!("{origin}/ride#token={racer}")).await;
-    browser
-        .wait_for(
-            "return !document.querySelector('#start').disabled;",
-            Duration::from_secs(15),
-        )
-        .await;
-    browser
-        .eval("document.querySelector('#start').click(); return true;")
-        .await;
+    press_start(&browser, &origin, &racer).await;
     let message = browser
         .wait_for(
             "const m = document.querySelector('#gps-message');\
@@ -528,16 +533,7 @@ async fn the_page_reports_at_the_pace_the_server_asks() {
     browser.set_geolocation_permission(&origin, "granted").await;
     let first = ride.position_at(0.0);
     browser.set_position(first.lat(), first.lon(), 5.0).await;
-    browser.goto(&format!("{origin}/ride#token={racer}")).await;
-    browser
-        .wait_for(
-            "return !document.querySelector('#start').disabled;",
-            Duration::from_secs(15),
-        )
-        .await;
-    browser
-        .eval("document.querySelector('#start').click(); return true;")
-        .await;
+    press_start(&browser, &origin, &racer).await;
     // Ride on at 15 m/s until the server's pace has arrived and the page leaves positions
     // out; each position is one the GPS gave, 400 ms after the last.
     let mut paced = Value::Null;
