@@ -134,6 +134,19 @@ impl RaceSupervisorState {
         Ok(actor)
     }
 
+    /// Racer `bib`'s running actor, started if it has none.
+    async fn racer(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        race: RaceId,
+        bib: u32,
+    ) -> Result<ActorRef<RacerMsg>, ActorProcessingErr> {
+        match self.ctx.racers.get(&(race.clone(), bib)) {
+            Some(running) => Ok(running),
+            None => self.spawn_racer(myself, race, bib).await,
+        }
+    }
+
     async fn respawn(
         &mut self,
         myself: &ActorRef<RaceSupervisorMsg>,
@@ -228,22 +241,16 @@ impl Actor for RaceSupervisor {
                 let _ = reply.send(outcome);
             }
             RaceSupervisorMsg::SpawnRacer { race, bib, reply } => {
-                let outcome = match state.ctx.racers.get(&(race.clone(), bib)) {
-                    Some(existing) => Ok(existing),
-                    // pre_start refuses unknown races and bibs; its reason is the answer.
-                    None => state
-                        .spawn_racer(&myself, race, bib)
-                        .await
-                        .map_err(|e| Rejection::new(ErrorCode::NotFound, e.to_string())),
-                };
+                // pre_start refuses unknown races and bibs; its reason is the answer.
+                let outcome = state
+                    .racer(&myself, race, bib)
+                    .await
+                    .map_err(|e| Rejection::new(ErrorCode::NotFound, e.to_string()));
                 let _ = reply.send(outcome);
             }
             RaceSupervisorMsg::StartRacers { race, bibs } => {
                 for bib in bibs {
-                    if state.ctx.racers.get(&(race.clone(), bib)).is_some() {
-                        continue;
-                    }
-                    if let Err(e) = state.spawn_racer(&myself, race.clone(), bib).await {
+                    if let Err(e) = state.racer(&myself, race.clone(), bib).await {
                         // Its first fix starts it (or says why it cannot).
                         tracing::warn!(race = %race, bib, "racer actor did not start: {e}");
                     }

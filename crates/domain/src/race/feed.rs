@@ -239,11 +239,12 @@ impl Published {
         Some(Outgoing { bytes, view, ticks })
     }
 
-    /// Encodes one form of this tick.
+    /// Encodes one form of this tick (the delta was encoded when it was published).
     fn encode(&self, view: TickView, encoding: WireEncoding) -> Option<Bytes> {
         let caught_up;
         let rows: &[Standing] = match view {
-            TickView::Delta | TickView::Full => &self.table,
+            TickView::Delta => return Some(self.delta.get(encoding).clone()),
+            TickView::Full => &self.table,
             TickView::CatchUp { since_seq } => {
                 let behind = usize::try_from(self.seq - since_seq).unwrap_or(usize::MAX);
                 caught_up = changed_rows(&self.table, &self.recent_changes, behind);
