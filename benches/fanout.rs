@@ -514,20 +514,25 @@ where
 
 /// The value of one series in the server's `/metrics` (0 when absent).
 async fn metric(url: &str, series: &str) -> Option<u64> {
-    let text = support::metrics_text(url).await?;
-    Some(
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64),
-    )
+    Some(series_value(&support::metrics_text(url).await?, series))
 }
 
-/// What the server's races published so far: (delta bytes, delta rows, ticks), summed.
+/// The value of `series` in a `/metrics` text (0 when absent: a series appears only once
+/// something was counted).
+fn series_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// What the server's races published so far: (delta bytes, delta rows, ticks), summed, from
+/// one reading of `/metrics`.
 async fn published_ticks(url: &str) -> Option<(u64, u64, u64)> {
+    let text = support::metrics_text(url).await?;
     Some((
-        metric(url, "peloton_race_tick_bytes_sum").await?,
-        metric(url, "peloton_race_tick_rows_sum").await?,
-        metric(url, "peloton_race_tick_bytes_count").await?,
+        series_value(&text, "peloton_race_tick_bytes_sum"),
+        series_value(&text, "peloton_race_tick_rows_sum"),
+        series_value(&text, "peloton_race_tick_bytes_count"),
     ))
 }
 
