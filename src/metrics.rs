@@ -70,6 +70,13 @@ pub const PATROL_CONNECTIONS: &str = "peloton_patrol_connections_total";
 pub const RACE_TICK_BYTES: &str = "peloton_race_tick_bytes";
 /// Histogram: rows in each published race tick's delta.
 pub const RACE_TICK_ROWS: &str = "peloton_race_tick_rows";
+/// Counter by `kind` (race, racer): idle actors put to sleep in their journals.
+pub const PASSIVATIONS: &str = "peloton_actor_passivations_total";
+/// Counter by `kind`: sleeping actors woken by a request or their clock.
+pub const ACTIVATIONS: &str = "peloton_actor_activations_total";
+/// Histogram (seconds): time to wake a sleeping race with its racers, before the request
+/// that woke it is served.
+pub const ACTIVATION_SECONDS: &str = "peloton_race_activation_seconds";
 /// Counter by `protocol` (osmand, owntracks) and `outcome`: tracking apps' HTTP reports.
 pub const DEVICE_REPORTS: &str = "peloton_device_reports_total";
 

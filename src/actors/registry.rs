@@ -53,6 +53,15 @@ impl<K: Eq + Hash + Clone, M: Message> Registry<K, M> {
             .collect()
     }
 
+    /// The live actors whose id matches `wanted`, with their ids.
+    pub fn entries(&self, wanted: impl Fn(&K) -> bool) -> Vec<(K, ActorRef<M>)> {
+        self.actors
+            .iter()
+            .filter(|e| wanted(e.key()))
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
     /// Number of live actors.
     pub fn len(&self) -> usize {
         self.actors.len()

@@ -45,6 +45,10 @@ pub struct SupervisionConfig {
     pub restart_window_secs: u64,
     /// How long the API waits for an actor.
     pub call_timeout_ms: u64,
+    /// How long an actor with nothing to do stays resident before it stops and lives on in
+    /// its journal (woken by id on demand); 0 keeps every actor resident. Memory and start-up
+    /// then grow with what is live, not with history.
+    pub passivate_after_ms: u64,
 }
 
 impl SupervisionConfig {

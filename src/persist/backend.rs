@@ -101,6 +101,7 @@ pub trait JournalBackend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<RawEvents, PersistError>;
 
-    /// Every actor of `kind` with a snapshot or journal entries, in key order.
-    fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError>;
+    /// Every actor of `kind` whose id starts with `id_prefix` (empty: all of them) with a
+    /// snapshot or journal entries, in key order.
+    fn actors(&self, kind: &str, id_prefix: &str) -> Result<Vec<ActorKey>, PersistError>;
 }

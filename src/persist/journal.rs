@@ -210,7 +210,13 @@ impl Journal {
 
     /// Every actor of `kind` that has a snapshot or journal entries, in key order.
     pub fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
-        self.backend.actors(kind)
+        self.backend.actors(kind, "")
+    }
+
+    /// Every actor of `kind` whose id starts with `id_prefix`, in key order: the racers of
+    /// one race (`<race>.`) without walking every racer of every race.
+    pub fn actors_under(&self, kind: &str, id_prefix: &str) -> Result<Vec<ActorKey>, PersistError> {
+        self.backend.actors(kind, id_prefix)
     }
 }
 

@@ -157,8 +157,8 @@ impl JournalBackend for SledJournal {
         self.store.page_before(actor, before, limit)
     }
 
-    fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
-        self.store.actors(kind)
+    fn actors(&self, kind: &str, id_prefix: &str) -> Result<Vec<ActorKey>, PersistError> {
+        self.store.actors(kind, id_prefix)
     }
 }
 

@@ -253,9 +253,10 @@ impl Store {
         Ok(page)
     }
 
-    /// Every actor of `kind` that has a snapshot or journal entries, in key order.
-    pub fn actors(&self, kind: &str) -> Result<Vec<ActorKey>, PersistError> {
-        let prefix = format!("{kind}/");
+    /// Every actor of `kind` whose id starts with `id_prefix` (empty: every one) that has a
+    /// snapshot or journal entries, in key order.
+    pub fn actors(&self, kind: &str, id_prefix: &str) -> Result<Vec<ActorKey>, PersistError> {
+        let prefix = format!("{kind}/{id_prefix}");
         let mut found = std::collections::BTreeSet::new();
         for key in self.snapshots.scan_prefix(prefix.as_bytes()).keys() {
             found.insert(key_text(&key?)?);
@@ -487,9 +488,15 @@ mod tests {
         assert_eq!(store.last_seq(&nobody).unwrap(), 0);
         assert!(store.events_after(&nobody, 0).unwrap().is_empty());
         assert_eq!(
-            store.actors("racer").unwrap(),
+            store.actors("racer", "").unwrap(),
             vec![ActorKey::new("racer", "r.0"), actor.clone(), other]
         );
+        assert_eq!(
+            store.actors("racer", "r.0").unwrap(),
+            vec![ActorKey::new("racer", "r.0")],
+            "one id prefix: only the actors under it"
+        );
+        assert!(store.actors("racer", "s.").unwrap().is_empty());
 
         // Recovery from a snapshot inside a record: the record is found, its covered events
         // skipped.

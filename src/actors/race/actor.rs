@@ -14,6 +14,7 @@ use super::devices::{
 use super::disqualification::verdict;
 use super::feed::{Feed, Published, RecentTick, RecentTicks, TickEncoder};
 use super::pace::{paces, Pace, PaceRules};
+use super::residency::{residency, Residency};
 use super::results::{results, ResultRow};
 use super::standings::{RacerProgress, Standing, Standings};
 use super::state::RaceStatus;
@@ -70,6 +71,23 @@ pub struct RaceContext {
     pub pace: PaceRules,
     /// Each racer's reporting interval as its race last paced it, read after every ack.
     pub paces: DashMap<(RaceId, u32), Pace>,
+    /// How long a race or racer with nothing to do stays resident (`None`: for ever).
+    pub passivate_after: Option<std::time::Duration>,
+}
+
+impl RaceContext {
+    /// Whether an actor last busy at `last_activity` has been idle long enough to sleep.
+    pub fn idle_since(&self, last_activity: std::time::Instant) -> bool {
+        self.passivate_after
+            .is_some_and(|idle| last_activity.elapsed() >= idle)
+    }
+
+    /// The idle time in the domain's units, for [`residency`].
+    pub fn idle_ms(&self) -> UnixMillis {
+        self.passivate_after.map_or(UnixMillis::MAX, |idle| {
+            UnixMillis::try_from(idle.as_millis()).unwrap_or(UnixMillis::MAX)
+        })
+    }
 }
 
 /// The latest published tick, shared with every subscribed session.
@@ -163,10 +181,27 @@ pub enum RaceMsg {
         /// The bindings by bib, or why not.
         reply: RpcReplyPort<Result<Vec<DeviceBinding>, Rejection>>,
     },
+    /// Where the race should be now (see [`residency`]): asked by the supervisor's idle
+    /// sweep; resident while anything but its own timers kept it busy within the idle time.
+    Residency {
+        /// The answer.
+        reply: RpcReplyPort<Residency>,
+    },
     /// Panics inside the handler: lets tests prove that supervision restarts a failed race
     /// from its persisted state. Not reachable from the protocol.
     #[cfg(test)]
     Panic,
+}
+
+impl RaceMsg {
+    /// Whether this message is work someone asked for, as opposed to the race's own timers
+    /// and the idle sweep: only work keeps a race from sleeping.
+    fn is_work(&self) -> bool {
+        !matches!(
+            self,
+            RaceMsg::Tick | RaceMsg::ClockCheck | RaceMsg::Residency { .. }
+        )
+    }
 }
 
 /// Spawn arguments: which race, and the shared context.
@@ -175,6 +210,71 @@ pub struct RaceArgs {
     pub id: RaceId,
     /// Shared storage and directory.
     pub ctx: Arc<RaceContext>,
+    /// The race as start-up already read it to decide whether it is resident; `None`: read
+    /// it from the journal (a new race, a restart, a wake-up).
+    pub loaded: Option<LoadedRace>,
+}
+
+/// A race read back from its two journals, published to the directory and the device index:
+/// what start-up does for every stored race, resident or not, so lists, device lookups and
+/// the sleeping races' clocks work without their actors.
+pub struct LoadedRace {
+    /// The race's rules' state.
+    race: Journaled<RaceState>,
+    /// Its tracking apps' device ids.
+    devices: Journaled<RaceDevices>,
+}
+
+impl LoadedRace {
+    /// Reads race `id` (snapshot plus later events, for the race and its device bindings)
+    /// and publishes its summary and bindings.
+    pub fn load(
+        ctx: &RaceContext,
+        id: &RaceId,
+    ) -> Result<LoadedRace, crate::persist::PersistError> {
+        // The race and its device bindings: two journals, one snapshot policy.
+        let policy = SnapshotPolicy {
+            every: ctx.snapshot_every,
+            compaction: Compaction::Delete,
+        };
+        let race = Journaled::<RaceState>::recover(
+            ctx.journal.clone(),
+            ActorKey::new(KIND, id.as_str()),
+            policy,
+        )?;
+        if let Some(race) = &race.state().race {
+            ctx.directory.insert(id.clone(), race.summary());
+        }
+        let devices = Journaled::<RaceDevices>::recover(
+            ctx.journal.clone(),
+            ActorKey::new(DEVICES_KIND, id.as_str()),
+            policy,
+        )?;
+        for binding in devices.state().all() {
+            ctx.devices.bind(&binding.device_id, id, binding.bib);
+        }
+        Ok(LoadedRace { race, devices })
+    }
+
+    /// Where the race belongs at start-up, before anyone watches or asks for it.
+    pub fn residency(&self, ctx: &RaceContext) -> Residency {
+        placement(self.race.state(), ctx, false)
+    }
+}
+
+/// [`residency`] for a race's state under this server's clock mode and idle time; a race
+/// that does not exist (a rejected create) has nothing to keep.
+fn placement(race: &RaceState, ctx: &RaceContext, watched: bool) -> Residency {
+    match &race.race {
+        Some(race) => residency(
+            &race.summary(),
+            now_ms(),
+            ctx.start_mode,
+            ctx.idle_ms(),
+            watched,
+        ),
+        None => Residency::Asleep { wake_at_ms: None },
+    }
 }
 
 /// The actor's state: the pure race state plus journal bookkeeping.
@@ -204,6 +304,8 @@ pub struct RaceActorState {
     /// The one pending clock check, while the clock still has something to do for the race
     /// (start it, end it at its cut-off); re-armed whenever the race changes.
     clock_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
+    /// When the race last did work someone asked for (see [`RaceMsg::is_work`]).
+    last_activity: std::time::Instant,
 }
 
 /// The ractor behaviour of a race.
@@ -219,29 +321,10 @@ impl Actor for RaceActor {
         _myself: ActorRef<RaceMsg>,
         args: RaceArgs,
     ) -> Result<RaceActorState, ActorProcessingErr> {
-        // The race and its device bindings: two journals, one snapshot policy.
-        let recover_as = |kind: &str| {
-            (
-                args.ctx.journal.clone(),
-                ActorKey::new(kind, args.id.as_str()),
-                SnapshotPolicy {
-                    every: args.ctx.snapshot_every,
-                    compaction: Compaction::Delete,
-                },
-            )
+        let LoadedRace { race, devices } = match args.loaded {
+            Some(loaded) => loaded,
+            None => LoadedRace::load(&args.ctx, &args.id)?,
         };
-        let (journal, key, policy) = recover_as(KIND);
-        let race = Journaled::<RaceState>::recover(journal, key, policy)?;
-        if let Some(race) = &race.state().race {
-            args.ctx.directory.insert(args.id.clone(), race.summary());
-        }
-        let (journal, key, policy) = recover_as(DEVICES_KIND);
-        let devices = Journaled::<RaceDevices>::recover(journal, key, policy)?;
-        for binding in devices.state().all() {
-            args.ctx
-                .devices
-                .bind(&binding.device_id, &args.id, binding.bib);
-        }
         let resume_buffer_bytes = args.ctx.resume_buffer_bytes;
         let catch_up_ticks = args.ctx.catch_up_ticks;
         let mut st = RaceActorState {
@@ -262,6 +345,7 @@ impl Actor for RaceActor {
             ticker: None,
             paced_at: None,
             clock_timer: None,
+            last_activity: std::time::Instant::now(),
         };
         // Recovery catches up with the clock before the server reports ready: a start or
         // cut-off that passed while it was down takes effect now, journaled like any change.
@@ -303,6 +387,9 @@ impl Actor for RaceActor {
         message: RaceMsg,
         st: &mut RaceActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if message.is_work() {
+            st.last_activity = std::time::Instant::now();
+        }
         match message {
             RaceMsg::Command { command, reply } => {
                 let outcome = execute(st, command).await;
@@ -395,6 +482,15 @@ impl Actor for RaceActor {
                     .map(|r| r.roster.values().cloned().collect())
                     .unwrap_or_default();
                 let _ = reply.send(roster);
+            }
+            RaceMsg::Residency { reply } => {
+                let answer = if st.ctx.idle_since(st.last_activity) {
+                    let watched = st.publisher.receiver_count() > 0;
+                    placement(st.race.state(), &st.ctx, watched)
+                } else {
+                    Residency::Resident
+                };
+                let _ = reply.send(answer);
             }
             #[cfg(test)]
             RaceMsg::Panic => panic!("race {} asked to panic", st.id),

@@ -58,6 +58,8 @@ pub struct RaceSettings {
     pub catch_up_ticks: usize,
     /// Whether scheduled races go live by themselves at their start or wait for the gun.
     pub start_mode: StartMode,
+    /// How long a race or racer with nothing to do stays resident (`None`: for ever).
+    pub passivate_after: Option<Duration>,
 }
 
 impl RaceSettings {
@@ -73,6 +75,8 @@ impl RaceSettings {
             resume_buffer_bytes: config.race.resume_buffer_bytes,
             catch_up_ticks: config.race.catch_up_ticks,
             start_mode: config.race.start_mode,
+            passivate_after: (config.supervision.passivate_after_ms > 0)
+                .then(|| Duration::from_millis(config.supervision.passivate_after_ms)),
             rules: config.tracking.rules,
             pace: config.tracking.pace,
         }
@@ -116,6 +120,7 @@ impl RaceDomain {
             devices: Default::default(),
             pace: settings.pace,
             paces: DashMap::new(),
+            passivate_after: settings.passivate_after,
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
@@ -237,8 +242,31 @@ impl RaceDomain {
         id: &RaceId,
         command: RaceCommand,
     ) -> Result<RaceSummary, Rejection> {
-        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
+        let actor = self.actor(id).await?;
         self.call(id, &actor, command).await
+    }
+
+    /// Race `id`'s actor: the resident one, else the race woken from its journal by the
+    /// supervisor (a sleeping race answers as if it had never slept); `not_found` for an id
+    /// the directory does not know.
+    async fn actor(&self, id: &RaceId) -> Result<ActorRef<RaceMsg>, Rejection> {
+        if let Some(actor) = self.ctx.races.get(id) {
+            return Ok(actor);
+        }
+        if !self.ctx.directory.contains_key(id) {
+            return Err(not_found(id));
+        }
+        let wake = |reply| RaceSupervisorMsg::Activate {
+            id: id.clone(),
+            reply,
+        };
+        self.supervisor.ask(wake, self.call_timeout).await?
+    }
+
+    /// Whether race `id`'s actor is resident (not asleep in its journal); for tests and
+    /// benches.
+    pub fn race_resident(&self, id: &RaceId) -> bool {
+        self.ctx.races.get(id).is_some()
     }
 
     /// Binds or revokes a tracking app's device id in race `id`.
@@ -362,7 +390,7 @@ impl RaceDomain {
         id: &RaceId,
         question: impl FnOnce(ractor::RpcReplyPort<T>) -> RaceMsg,
     ) -> Result<T, Rejection> {
-        let actor = self.ctx.races.get(id).ok_or_else(|| not_found(id))?;
+        let actor = self.actor(id).await?;
         ask(&actor, question, self.call_timeout, &format!("race {id}")).await
     }
 

@@ -9,7 +9,7 @@ pub mod supervisor;
 
 // The race's rules (the domain crate), beside the shell that runs them.
 pub use peloton_domain::race::{
-    devices, disqualification, feed, pace, replay, results, standings, state,
+    devices, disqualification, feed, pace, replay, residency, results, standings, state,
 };
 
 pub use domain::RaceDomain;

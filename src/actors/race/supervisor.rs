@@ -1,12 +1,24 @@
-//! The race supervisor: supervises every race actor and every racer actor of the races.
-//! It recovers all stored races, then all stored racers, before it reports started; spawns
-//! new ones on demand; and restarts a failed child from its persisted state, within a
-//! restart budget.
+//! The race supervisor: supervises every resident race actor and racer actor, and decides
+//! which are resident. It is the one place where the race domain's actors are placed:
 //!
-//! ractor's default supervision stops the supervisor when any child fails; this one never
-//! does. A child that stops normally (a rejected create) is simply forgotten.
+//! - **Start-up** reads every stored race (summary and device bindings, so lists and device
+//!   lookups need no actor) and starts only those [`residency`] keeps: live races with their
+//!   racers, and races whose clock acts within the idle time. The others sleep in their
+//!   journals, so start-up and memory grow with what is live, not with history.
+//! - **Waking** (`Activate`, a sleeping race's clock) starts the race and then every racer of
+//!   it that has a journal, whose reports rebuild its standings before anyone's question
+//!   reaches it, so a race that slept answers as if it never had.
+//! - **Sleeping**: every half idle time a sweep asks each resident actor whether it has had
+//!   nothing to do for `supervision.passivate_after_ms`; the idle ones leave the registry
+//!   (new requests come here to wake them) and are drained: what is already in their
+//!   mailbox is processed, then they stop. A request for an actor still draining waits for
+//!   it to stop, so two actors never write one journal.
+//! - **Restarts**: a failed child is restarted from its persisted state within a restart
+//!   budget. ractor's default supervision stops the supervisor when any child fails; this
+//!   one never does. A child that stops normally (a rejected create) is simply forgotten.
 
-use super::actor::{RaceActor, RaceArgs, RaceContext, RaceMsg};
+use super::actor::{LoadedRace, RaceActor, RaceArgs, RaceContext, RaceMsg};
+use super::residency::{residency, Residency};
 use super::KIND;
 use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs};
 use crate::actors::racer::msg::RacerMsg;
@@ -16,11 +28,19 @@ use crate::actors::slot::SupervisorSlot;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::metrics as m;
+use crate::time::{now_ms, UnixMillis};
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The reply a waker of a race gets: the race's actor, or why it could not start.
+type RaceReply = RpcReplyPort<Result<ActorRef<RaceMsg>, Rejection>>;
+
+/// The reply a starter of a racer gets: the racer's actor, or why it could not start.
+type RacerReply = RpcReplyPort<Result<ActorRef<RacerMsg>, Rejection>>;
 
 /// Messages the race supervisor accepts.
 pub enum RaceSupervisorMsg {
@@ -29,7 +49,14 @@ pub enum RaceSupervisorMsg {
         /// The race.
         id: RaceId,
         /// The new actor, or why it could not start.
-        reply: RpcReplyPort<Result<ActorRef<RaceMsg>, Rejection>>,
+        reply: RaceReply,
+    },
+    /// Wake race `id` from its journal with its racers (or return the resident actor).
+    Activate {
+        /// The race.
+        id: RaceId,
+        /// The actor, or why it could not start.
+        reply: RaceReply,
     },
     /// Start the actor of racer `bib` in `race` (or return the running one).
     SpawnRacer {
@@ -38,7 +65,7 @@ pub enum RaceSupervisorMsg {
         /// The racer's bib.
         bib: u32,
         /// The actor, or why it could not start (unknown race or bib).
-        reply: RpcReplyPort<Result<ActorRef<RacerMsg>, Rejection>>,
+        reply: RacerReply,
     },
     /// Start the actors of racers just registered in `race`, unless running already; told,
     /// not asked. Started now, while nothing waits, rather than by each racer's first fix:
@@ -50,6 +77,23 @@ pub enum RaceSupervisorMsg {
         /// The bibs registered.
         bibs: Vec<u32>,
     },
+    /// Time to ask every resident actor whether it may sleep.
+    Sweep,
+    /// What a sweep found: actors that had nothing to do for the idle time.
+    Passivate {
+        /// Who may sleep.
+        idle: Vec<Sleeper>,
+    },
+    /// A sleeping race's clock may have something to do.
+    WakeDue,
+}
+
+/// An actor a sweep found idle.
+pub struct Sleeper {
+    /// Which entity it serves.
+    child: Child,
+    /// The incarnation that answered: a newer one (restarted since) is not put to sleep.
+    actor: ActorId,
 }
 
 /// Spawn arguments of the race supervisor; cloned by the root to restart it.
@@ -75,6 +119,16 @@ enum Child {
     Racer(RaceId, u32),
 }
 
+impl Child {
+    /// The metrics label of its kind.
+    fn kind(&self) -> &'static str {
+        match self {
+            Child::Race(_) => KIND,
+            Child::Racer(..) => RACER_KIND,
+        }
+    }
+}
+
 impl fmt::Display for Child {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -82,6 +136,16 @@ impl fmt::Display for Child {
             Child::Racer(race, bib) => write!(f, "racer {bib} of race {race}"),
         }
     }
+}
+
+/// Someone waiting for an actor that is draining on its way to sleep.
+enum Waiter {
+    /// A request for the race, answered once it is awake again.
+    Race(RaceReply),
+    /// A fix's request for the racer, answered once it is started again.
+    Racer(RacerReply),
+    /// The racer's race woke meanwhile: start it again so it reports.
+    Start,
 }
 
 /// The supervisor's state.
@@ -92,27 +156,84 @@ pub struct RaceSupervisorState {
     children: HashMap<ActorId, Child>,
     /// Guards against restart loops.
     budget: RestartBudget<Child>,
+    /// Children drained on their way to sleep, not stopped yet, and who waits for them.
+    stopping: HashMap<Child, Vec<Waiter>>,
+    /// Sleeping races whose clock acts later, by when.
+    wakes: BTreeSet<(UnixMillis, RaceId)>,
+    /// Each sleeping race's entry in `wakes`, so a new one replaces it.
+    wake_of: HashMap<RaceId, UnixMillis>,
+    /// The one pending `WakeDue`, for the earliest of `wakes`.
+    wake_timer:
+        Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceSupervisorMsg>>>>,
+    /// The sweep's interval timer (none when actors never sleep).
+    sweep_timer: Option<tokio::task::JoinHandle<()>>,
+    /// A sweep is asking actors now: the next waits, so sweeps never pile up.
+    sweeping: bool,
 }
 
 /// The ractor behaviour of the race supervisor.
 #[derive(Clone)]
 pub struct RaceSupervisor;
 
+/// Longest single wait of the wake timer, so a wake days away never overflows a timer and
+/// a changed wall clock is noticed.
+const WAKE_RECHECK_MS: UnixMillis = 3_600_000;
+
 impl RaceSupervisorState {
     async fn spawn_race(
         &mut self,
         myself: &ActorRef<RaceSupervisorMsg>,
         id: RaceId,
+        loaded: Option<LoadedRace>,
     ) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
         let args = RaceArgs {
             id: id.clone(),
             ctx: self.ctx.clone(),
+            loaded,
         };
         let (actor, _) = RaceActor::spawn_linked(None, RaceActor, args, myself.get_cell()).await?;
         self.children
             .insert(actor.get_id(), Child::Race(id.clone()));
         self.ctx.races.insert(id, actor.clone());
         Ok(actor)
+    }
+
+    /// Starts race `id` and then every racer of it that has a journal and is not running,
+    /// so their reports rebuild its standings before any question reaches it. What start-up,
+    /// a wake-up and a restart all do.
+    async fn activate(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        id: RaceId,
+        loaded: Option<LoadedRace>,
+    ) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
+        let race = self.spawn_race(myself, id.clone(), loaded).await?;
+        if let Some(at) = self.wake_of.remove(&id) {
+            self.wakes.remove(&(at, id.clone()));
+        }
+        // Racer ids are `<race>.<bib>`; a race whose id extends this one's with a dot shares
+        // the prefix, hence the check of the parsed race.
+        for key in self
+            .ctx
+            .journal
+            .actors_under(RACER_KIND, &format!("{id}."))?
+        {
+            let Some((race_id, bib)) = parse_racer_id(key.id()).filter(|(r, _)| *r == id) else {
+                continue;
+            };
+            // A running racer reports when the race starts (its `post_start`).
+            if self.ctx.racers.get(&(race_id.clone(), bib)).is_some() {
+                continue;
+            }
+            if let Some(waiters) = self.stopping.get_mut(&Child::Racer(race_id.clone(), bib)) {
+                waiters.push(Waiter::Start);
+                continue;
+            }
+            self.spawn_racer(myself, race_id, bib)
+                .await
+                .map_err(|e| format!("racer {key}: {e}"))?;
+        }
+        Ok(race)
     }
 
     async fn spawn_racer(
@@ -153,7 +274,7 @@ impl RaceSupervisorState {
         child: Child,
     ) -> Result<(), ActorProcessingErr> {
         match child {
-            Child::Race(id) => self.spawn_race(myself, id).await.map(drop),
+            Child::Race(id) => self.activate(myself, id, None).await.map(drop),
             Child::Racer(race, bib) => self.spawn_racer(myself, race, bib).await.map(drop),
         }
     }
@@ -166,6 +287,189 @@ impl RaceSupervisorState {
         }
         Some(child)
     }
+
+    /// Where race `id` belongs now, judged from its summary in the directory.
+    fn placement(&self, id: &RaceId) -> Residency {
+        match self.ctx.directory.get(id) {
+            Some(summary) => residency(
+                summary.value(),
+                now_ms(),
+                self.ctx.start_mode,
+                self.ctx.idle_ms(),
+                false,
+            ),
+            None => Residency::Asleep { wake_at_ms: None },
+        }
+    }
+
+    /// Remembers when a sleeping race's clock next acts and re-arms the wake timer.
+    fn schedule_wake(&mut self, myself: &ActorRef<RaceSupervisorMsg>, id: RaceId, at: UnixMillis) {
+        if let Some(old) = self.wake_of.insert(id.clone(), at) {
+            self.wakes.remove(&(old, id.clone()));
+        }
+        self.wakes.insert((at, id));
+        self.arm_wake(myself);
+    }
+
+    /// One pending `WakeDue`, for the earliest sleeping race's clock.
+    fn arm_wake(&mut self, myself: &ActorRef<RaceSupervisorMsg>) {
+        if let Some(timer) = self.wake_timer.take() {
+            timer.abort();
+        }
+        let Some((at, _)) = self.wakes.first() else {
+            return;
+        };
+        let wait = at.saturating_sub(now_ms()).clamp(0, WAKE_RECHECK_MS);
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        self.wake_timer = Some(myself.send_after(wait, || RaceSupervisorMsg::WakeDue));
+    }
+
+    /// Takes the idle actors out of the registry and drains them; what is in their mailbox
+    /// is still served, anything sent later comes here and waits for them to stop.
+    fn passivate(&mut self, idle: Vec<Sleeper>) {
+        for Sleeper { child, actor } in idle {
+            if self.children.get(&actor) != Some(&child) {
+                continue; // stopped or restarted since the sweep asked
+            }
+            let cell = match &child {
+                Child::Race(id) => {
+                    // A race sleeps with its racers: awake, it starts them all again.
+                    for ((race, bib), racer) in self.ctx.racers.entries(|(race, _)| race == id) {
+                        self.put_to_sleep(Child::Racer(race, bib), racer.get_cell());
+                    }
+                    self.ctx.races.get(id).map(|a| a.get_cell())
+                }
+                Child::Racer(race, bib) => self
+                    .ctx
+                    .racers
+                    .get(&(race.clone(), *bib))
+                    .map(|a| a.get_cell()),
+            };
+            if let Some(cell) = cell.filter(|cell| cell.get_id() == actor) {
+                self.put_to_sleep(child, cell);
+            }
+        }
+    }
+
+    /// Takes one resident actor out of the registry and drains it.
+    fn put_to_sleep(&mut self, child: Child, cell: ractor::ActorCell) {
+        match &child {
+            Child::Race(id) => self.ctx.races.remove_if(id, cell.get_id()),
+            Child::Racer(race, bib) => self
+                .ctx
+                .racers
+                .remove_if(&(race.clone(), *bib), cell.get_id()),
+        }
+        metrics::counter!(m::PASSIVATIONS, "kind" => child.kind()).increment(1);
+        if let Err(e) = cell.drain() {
+            tracing::warn!("{child} could not be drained on its way to sleep: {e}");
+        }
+        self.stopping.insert(child, Vec::new());
+    }
+
+    /// A child drained on its way to sleep has stopped: wake it again at once for those who
+    /// asked meanwhile (or, for a race, if it should not sleep after all: a command in its
+    /// mailbox started it, or moved its start close), else remember when its clock wakes it.
+    async fn stopped(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        child: Child,
+        waiters: Vec<Waiter>,
+    ) {
+        match child {
+            Child::Race(id) => {
+                let placement = self.placement(&id);
+                if waiters.is_empty() {
+                    match placement {
+                        Residency::Asleep {
+                            wake_at_ms: Some(at),
+                        } => return self.schedule_wake(myself, id, at),
+                        Residency::Asleep { wake_at_ms: None } => return,
+                        Residency::Resident => {}
+                    }
+                }
+                let woken = self.wake(myself, &id).await;
+                for waiter in waiters {
+                    if let Waiter::Race(reply) = waiter {
+                        let _ = reply.send(woken.clone());
+                    }
+                }
+            }
+            Child::Racer(race, bib) => {
+                if waiters.is_empty() {
+                    return;
+                }
+                let started = self.racer(myself, race.clone(), bib).await.map_err(|e| {
+                    tracing::warn!(race = %race, bib, "racer actor did not start: {e}");
+                    Rejection::new(ErrorCode::NotFound, e.to_string())
+                });
+                for waiter in waiters {
+                    if let Waiter::Racer(reply) = waiter {
+                        let _ = reply.send(started.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Race `id` awake: the resident actor, or the race started from its journal with its
+    /// racers; an error a client can act on when it cannot start.
+    async fn wake(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        id: &RaceId,
+    ) -> Result<ActorRef<RaceMsg>, Rejection> {
+        if let Some(resident) = self.ctx.races.get(id) {
+            return Ok(resident);
+        }
+        let started = Instant::now();
+        let woken = self.activate(myself, id.clone(), None).await.map_err(|e| {
+            tracing::error!(race = %id, "race actor did not wake: {e}");
+            Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} could not be started; retry"),
+            )
+        })?;
+        metrics::counter!(m::ACTIVATIONS, "kind" => KIND).increment(1);
+        metrics::histogram!(m::ACTIVATION_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(woken)
+    }
+
+    /// Asks every resident actor, off the supervisor, whether it may sleep; the answer comes
+    /// back as one `Passivate`.
+    fn sweep(&mut self, myself: &ActorRef<RaceSupervisorMsg>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let races = self.ctx.races.entries(|_| true);
+        let racers = self.ctx.racers.entries(|_| true);
+        let supervisor = myself.clone();
+        // A busy actor is not idle: an answer slower than this counts as "stay".
+        let patience = Some(Duration::from_millis(500));
+        tokio::spawn(async move {
+            let mut idle = Vec::new();
+            for (id, race) in races {
+                let asked = race.call(|reply| RaceMsg::Residency { reply }, patience);
+                if let Ok(CallResult::Success(Residency::Asleep { .. })) = asked.await {
+                    idle.push(Sleeper {
+                        child: Child::Race(id),
+                        actor: race.get_id(),
+                    });
+                }
+            }
+            for ((race, bib), racer) in racers {
+                let asked = racer.call(|reply| RacerMsg::Idle { reply }, patience);
+                if let Ok(CallResult::Success(true)) = asked.await {
+                    idle.push(Sleeper {
+                        child: Child::Racer(race, bib),
+                        actor: racer.get_id(),
+                    });
+                }
+            }
+            let _ = supervisor.cast(RaceSupervisorMsg::Passivate { idle });
+        });
+    }
 }
 
 impl Actor for RaceSupervisor {
@@ -173,38 +477,55 @@ impl Actor for RaceSupervisor {
     type State = RaceSupervisorState;
     type Arguments = RaceSupervisorArgs;
 
-    /// Recovery: every race, then every racer (which needs its race's course), gets its
-    /// actor back before the supervisor reports started, so readiness means recovered.
+    /// Start-up: every stored race is read into the directory and the device index; the
+    /// resident ones start with their racers before the supervisor reports started, so
+    /// readiness means recovered; the others sleep until asked for or due.
     async fn pre_start(
         &self,
         myself: ActorRef<RaceSupervisorMsg>,
         args: RaceSupervisorArgs,
     ) -> Result<RaceSupervisorState, ActorProcessingErr> {
+        let sweep_timer = args.ctx.passivate_after.map(|idle| {
+            let every = (idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(60));
+            myself.send_interval(every, || RaceSupervisorMsg::Sweep)
+        });
         let mut state = RaceSupervisorState {
             ctx: args.ctx,
             children: HashMap::new(),
             budget: RestartBudget::new(args.restart_budget, args.restart_window),
+            stopping: HashMap::new(),
+            wakes: BTreeSet::new(),
+            wake_of: HashMap::new(),
+            wake_timer: None,
+            sweep_timer,
+            sweeping: false,
         };
+        let (mut stored, mut asleep) = (0usize, 0usize);
         for key in state.ctx.journal.actors(KIND)? {
             let id = RaceId::parse(key.id())
                 .map_err(|r| format!("stored race key {key}: {}", r.message))?;
-            state
-                .spawn_race(&myself, id)
-                .await
-                .map_err(|e| format!("recovering {key}: {e}"))?;
-        }
-        let races = state.children.len();
-        for key in state.ctx.journal.actors(RACER_KIND)? {
-            let (race, bib) = parse_racer_id(key.id())
-                .ok_or_else(|| format!("stored racer key {key} is not <race>.<bib>"))?;
-            state
-                .spawn_racer(&myself, race, bib)
-                .await
-                .map_err(|e| format!("recovering {key}: {e}"))?;
+            let loaded =
+                LoadedRace::load(&state.ctx, &id).map_err(|e| format!("recovering {key}: {e}"))?;
+            stored += 1;
+            match loaded.residency(&state.ctx) {
+                Residency::Resident => {
+                    state
+                        .activate(&myself, id, Some(loaded))
+                        .await
+                        .map_err(|e| format!("recovering {key}: {e}"))?;
+                }
+                Residency::Asleep { wake_at_ms } => {
+                    asleep += 1;
+                    if let Some(at) = wake_at_ms {
+                        state.schedule_wake(&myself, id, at);
+                    }
+                }
+            }
         }
         tracing::info!(
-            races,
-            racers = state.children.len() - races,
+            races = stored,
+            asleep,
+            racers = state.ctx.racers.len(),
             "races recovered"
         );
         args.slot.publish(myself);
@@ -214,8 +535,14 @@ impl Actor for RaceSupervisor {
     async fn post_stop(
         &self,
         myself: ActorRef<RaceSupervisorMsg>,
-        _state: &mut RaceSupervisorState,
+        state: &mut RaceSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.sweep_timer.take() {
+            timer.abort();
+        }
+        if let Some(timer) = state.wake_timer.take() {
+            timer.abort();
+        }
         myself.stop_children(None);
         Ok(())
     }
@@ -230,17 +557,32 @@ impl Actor for RaceSupervisor {
             RaceSupervisorMsg::Spawn { id, reply } => {
                 let outcome = match state.ctx.races.get(&id) {
                     Some(existing) => Ok(existing),
-                    None => state.spawn_race(&myself, id.clone()).await.map_err(|e| {
-                        tracing::error!(race = %id, "race actor did not start: {e}");
-                        Rejection::new(
-                            ErrorCode::Unavailable,
-                            format!("race {id} could not be started"),
-                        )
-                    }),
+                    None => state
+                        .spawn_race(&myself, id.clone(), None)
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(race = %id, "race actor did not start: {e}");
+                            Rejection::new(
+                                ErrorCode::Unavailable,
+                                format!("race {id} could not be started"),
+                            )
+                        }),
                 };
                 let _ = reply.send(outcome);
             }
+            RaceSupervisorMsg::Activate { id, reply } => {
+                match state.stopping.get_mut(&Child::Race(id.clone())) {
+                    Some(waiters) => waiters.push(Waiter::Race(reply)),
+                    None => {
+                        let _ = reply.send(state.wake(&myself, &id).await);
+                    }
+                }
+            }
             RaceSupervisorMsg::SpawnRacer { race, bib, reply } => {
+                if let Some(waiters) = state.stopping.get_mut(&Child::Racer(race.clone(), bib)) {
+                    waiters.push(Waiter::Racer(reply));
+                    return Ok(());
+                }
                 // pre_start refuses unknown races and bibs; its reason is the answer.
                 let outcome = state
                     .racer(&myself, race, bib)
@@ -250,11 +592,37 @@ impl Actor for RaceSupervisor {
             }
             RaceSupervisorMsg::StartRacers { race, bibs } => {
                 for bib in bibs {
+                    if state
+                        .stopping
+                        .contains_key(&Child::Racer(race.clone(), bib))
+                    {
+                        continue; // its first fix starts it
+                    }
                     if let Err(e) = state.racer(&myself, race.clone(), bib).await {
                         // Its first fix starts it (or says why it cannot).
                         tracing::warn!(race = %race, bib, "racer actor did not start: {e}");
                     }
                 }
+            }
+            RaceSupervisorMsg::Sweep => state.sweep(&myself),
+            RaceSupervisorMsg::Passivate { idle } => {
+                state.sweeping = false;
+                state.passivate(idle);
+            }
+            RaceSupervisorMsg::WakeDue => {
+                let now = now_ms();
+                while let Some((at, id)) = state.wakes.first().cloned() {
+                    if at > now {
+                        break;
+                    }
+                    state.wakes.remove(&(at, id.clone()));
+                    state.wake_of.remove(&id);
+                    // One still draining decides again when it stops.
+                    if !state.stopping.contains_key(&Child::Race(id.clone())) {
+                        let _ = state.wake(&myself, &id).await;
+                    }
+                }
+                state.arm_wake(&myself);
             }
         }
         Ok(())
@@ -268,22 +636,28 @@ impl Actor for RaceSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.forget(cell.get_id());
+                if let Some(child) = state.forget(cell.get_id()) {
+                    if let Some(waiters) = state.stopping.remove(&child) {
+                        state.stopped(&myself, child, waiters).await;
+                    }
+                }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(child) = state.forget(cell.get_id()) else {
                     return Ok(());
                 };
                 tracing::error!("{child} failed: {error}");
+                // Failed on its way to sleep: what it was draining is lost to a panic like
+                // any other message; it sleeps, or wakes for whoever waits.
+                if let Some(waiters) = state.stopping.remove(&child) {
+                    state.stopped(&myself, child, waiters).await;
+                    return Ok(());
+                }
                 if !state.budget.allow(child.clone(), Instant::now()) {
                     tracing::error!("{child}: restart budget exhausted; it stays stopped until the server restarts");
                     return Ok(());
                 }
-                let kind = match child {
-                    Child::Race(_) => KIND,
-                    Child::Racer(..) => RACER_KIND,
-                };
-                metrics::counter!(m::ACTOR_RESTARTS, "kind" => kind).increment(1);
+                metrics::counter!(m::ACTOR_RESTARTS, "kind" => child.kind()).increment(1);
                 if let Err(e) = state.respawn(&myself, child.clone()).await {
                     tracing::error!("{child} could not be restarted: {e}");
                 }
@@ -336,6 +710,7 @@ mod tests {
             catch_up_ticks: defaults.catch_up_ticks,
             // The start below is in the past: the test fires the gun itself.
             start_mode: crate::actors::race::state::StartMode::Gun,
+            passivate_after: None,
         };
         let domain = RaceDomain::start(&root, journal, settings, crate::api::tick_encoder())
             .await

@@ -2,9 +2,11 @@
 //! [`RacerState`], journals what was accepted (a whole batch in one group-committed
 //! append), applies it, acknowledges the device, and reports the new progress to its race.
 //!
-//! On start (first fix, restart after a panic, recovery) it rebuilds its state from the
-//! journal and reports its progress, which is how the race's standings come back after a
-//! restart without being stored twice.
+//! On start (first fix, restart after a panic, recovery, its race waking) it rebuilds its
+//! state from the journal and reports its progress, which is how the race's standings come
+//! back after a restart without being stored twice. Idle for `supervision.passivate_after_ms`
+//! it is stopped and lives on in its journal; its race keeps its standing, and its next fix
+//! starts it again.
 
 use super::msg::{FixesOutcome, RacerMsg};
 use super::state::{Fix, RacerInputs, RacerState};
@@ -46,6 +48,8 @@ pub struct RacerActorState {
     geometry: Arc<CourseGeometry>,
     /// Shared storage, registries and rules.
     ctx: Arc<RaceContext>,
+    /// When the racer last had fixes to judge or progress to report.
+    last_activity: std::time::Instant,
 }
 
 /// The journal key of racer `bib` in `race`: `racer/<race>.<bib>`.
@@ -105,6 +109,7 @@ impl Actor for RacerActor {
             racer,
             geometry,
             ctx: args.ctx,
+            last_activity: std::time::Instant::now(),
         };
         // Reported before the spawn completes, so the race's standings are whole again
         // before the server reports ready.
@@ -120,9 +125,16 @@ impl Actor for RacerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RacerMsg::Fixes { fixes, reply } => {
+                st.last_activity = std::time::Instant::now();
                 let _ = reply.send(ingest(st, fixes).await);
             }
-            RacerMsg::Report => report(st),
+            RacerMsg::Report => {
+                st.last_activity = std::time::Instant::now();
+                report(st);
+            }
+            RacerMsg::Idle { reply } => {
+                let _ = reply.send(st.ctx.idle_since(st.last_activity));
+            }
             #[cfg(test)]
             RacerMsg::Panic => panic!("racer {} asked to panic", st.bib),
         }

@@ -28,6 +28,12 @@ pub enum RacerMsg {
     },
     /// Report progress to the race again (its actor restarted and lost its standings).
     Report,
+    /// Whether the racer has had nothing to do for the idle time, so it may sleep in its
+    /// journal (its race keeps its standing): asked by the supervisor's idle sweep.
+    Idle {
+        /// True when idle.
+        reply: RpcReplyPort<bool>,
+    },
     /// Panics inside the handler, to prove supervision restarts racers from the journal.
     #[cfg(test)]
     Panic,

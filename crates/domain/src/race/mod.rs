@@ -2,7 +2,7 @@
 //! ([`standings`]), what spectators are told per tick ([`feed`]), results and statistics
 //! ([`results`]), the organiser's and the checkpoints' disqualifications
 //! ([`disqualification`]), the reporting interval asked of each device ([`pace`]), replays of
-//! stored fixes ([`replay`]) and the device ids tracking
+//! stored fixes ([`replay`]), whether a race needs its actor in memory ([`residency`]) and the device ids tracking
 //! apps report with ([`devices`]).
 
 pub mod devices;
@@ -10,6 +10,7 @@ pub mod disqualification;
 pub mod feed;
 pub mod pace;
 pub mod replay;
+pub mod residency;
 pub mod results;
 pub mod standings;
 pub mod state;

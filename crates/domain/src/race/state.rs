@@ -349,6 +349,31 @@ pub struct RaceSummary {
     pub racers: u32,
 }
 
+impl RaceSummary {
+    /// The earliest moment the race's clock will act (see [`RaceState::next_due_ms`]),
+    /// read from the summary alone: what a sleeping race's supervisor wakes it for.
+    pub fn next_due_ms(&self, mode: StartMode) -> Option<UnixMillis> {
+        next_due_ms(self.status, self.start_at_ms, self.cutoff_at_ms, mode)
+    }
+}
+
+/// The earliest moment at which [`RaceState::due`] asks for something, from the fields it
+/// reads: one rule for the race and its summary.
+fn next_due_ms(
+    status: RaceStatus,
+    start_at_ms: UnixMillis,
+    cutoff_at_ms: Option<UnixMillis>,
+    mode: StartMode,
+) -> Option<UnixMillis> {
+    match (status, mode) {
+        (RaceStatus::Scheduled, StartMode::Auto) => {
+            Some(cutoff_at_ms.map_or(start_at_ms, |c| c.min(start_at_ms)))
+        }
+        (RaceStatus::Scheduled, StartMode::Gun) | (RaceStatus::Live, _) => cutoff_at_ms,
+        (RaceStatus::Finished | RaceStatus::Cancelled, _) => None,
+    }
+}
+
 impl Race {
     /// The race without its course geometry.
     pub fn summary(&self) -> RaceSummary {
@@ -564,14 +589,7 @@ impl RaceState {
     /// `due(t, mode)` is `Some` exactly when this is `Some(d)` with `d <= t`.
     pub fn next_due_ms(&self, mode: StartMode) -> Option<UnixMillis> {
         let race = self.race.as_ref()?;
-        match (race.status, mode) {
-            (RaceStatus::Scheduled, StartMode::Auto) => Some(
-                race.cutoff_at_ms
-                    .map_or(race.start_at_ms, |c| c.min(race.start_at_ms)),
-            ),
-            (RaceStatus::Scheduled, StartMode::Gun) | (RaceStatus::Live, _) => race.cutoff_at_ms,
-            (RaceStatus::Finished | RaceStatus::Cancelled, _) => None,
-        }
+        next_due_ms(race.status, race.start_at_ms, race.cutoff_at_ms, mode)
     }
 
     /// Folds one accepted event into the state.
