@@ -1,4 +1,5 @@
-//! `peloton`: the server, its admin CLI, restore and the simulator, in one binary.
+//! `peloton`: the server, its admin CLI, restore, backup checks and the simulator, in one
+//! binary.
 
 use clap::Parser;
 use peloton::cli::args::{Cli, Command, ServeArgs};
@@ -12,6 +13,7 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Restore(args) => admin::restore(args),
+        Command::Backup(command) => admin::backup(command),
         Command::Sim(command) => runtime().and_then(|rt| rt.block_on(sim::run(command))),
     };
     if let Err(e) = result {

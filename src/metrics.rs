@@ -79,6 +79,15 @@ pub const ACTIVATIONS: &str = "peloton_actor_activations_total";
 pub const ACTIVATION_SECONDS: &str = "peloton_race_activation_seconds";
 /// Counter by `protocol` (osmand, owntracks) and `outcome`: tracking apps' HTTP reports.
 pub const DEVICE_REPORTS: &str = "peloton_device_reports_total";
+/// Counter by `result` (`ok`, `error`): copies of scheduled backups into
+/// `persist.backup_copy_dir`, each verified where it landed.
+pub const BACKUP_COPIES: &str = "peloton_backup_copies_total";
+/// Counter by `result` (`ok`, `failed`, `timeout`, `spawn_error`): runs of the
+/// `persist.after_backup` command.
+pub const BACKUP_HOOKS: &str = "peloton_backup_hooks_total";
+/// Gauge: unix seconds at which the newest verified scheduled backup was taken (read from
+/// the backup folder at start), so an alert on its age works right after a restart.
+pub const BACKUP_LAST_SUCCESS: &str = "peloton_backup_last_success_timestamp_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

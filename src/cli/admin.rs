@@ -1,8 +1,10 @@
-//! `peloton admin …` and `peloton restore`: each command validates its flags, talks to the
-//! server through [`crate::net::client`] (binary subprotocol), and prints via [`super::output`].
+//! `peloton admin …`, `peloton restore` and `peloton backup verify`: each command validates
+//! its flags, talks to the server through [`crate::net::client`] (binary subprotocol) or
+//! reads files offline, and prints via [`super::output`].
 
 use super::args::{
-    AdminArgs, AdminCommand, DevicesCommand, RaceCommand, RestoreArgs, TokenCommand, TokenIssueArgs,
+    AdminArgs, AdminCommand, BackupCommand, DevicesCommand, RaceCommand, RestoreArgs, TokenCommand,
+    TokenIssueArgs,
 };
 use super::output::{self, ReportFormat};
 use super::CliError;
@@ -144,6 +146,25 @@ pub fn restore(args: RestoreArgs) -> Result<(), CliError> {
             args.data.display()
         );
         Ok(())
+    }
+}
+
+/// Runs `peloton backup …`: offline checks of backup files with the same verification the
+/// server runs after writing and copying one.
+pub fn backup(command: BackupCommand) -> Result<(), CliError> {
+    match command {
+        BackupCommand::Verify { file, json } => {
+            let summary = backup::verify(&file)
+                .map_err(|e| CliError::Failed(format!("{e} ({})", e.defect.code())))?;
+            output::json_or(json, &summary, |s| {
+                println!("file     {}", s.path.display());
+                println!("verified ok");
+                println!("bytes    {}", s.bytes);
+                println!("records  {}", s.records);
+                println!("schema   {}", s.schema);
+                println!("crc32    {:08x}", s.crc32);
+            })
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Command {
     Admin(AdminArgs),
     /// Restore a backup file into an empty data folder (server stopped).
     Restore(RestoreArgs),
+    /// Check backup files offline (the server need not run).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Simulate racers against a running server: the demo and the load generator.
     #[command(subcommand)]
     Sim(super::sim::SimCommand),
@@ -335,4 +338,19 @@ pub struct RestoreArgs {
     /// Print exactly one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `peloton backup …`: backup files checked where they lie (a copy on another disk, a
+/// download from cold storage) before anyone has to restore from them.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Read a backup file through and check its header, every record, the record count and
+    /// the CRC; exits non-zero, naming the defect, when it is not a good backup.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// Print exactly one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -222,8 +222,19 @@ async fn wait_for_signal() {
     }
 }
 
-/// Every `backup_every_hours`: one [`scheduled_backup`].
+/// Every `backup_every_hours`: one [`scheduled_backup`]. First, the newest verified backup
+/// already in the folder sets the last-success gauge, so an alert on the backups' age holds
+/// across a restart.
 async fn scheduled_backups(config: Config, journal: Journal) {
+    let dir = config.backup_dir();
+    match tokio::task::spawn_blocking(move || backup::newest_verified(&dir)).await {
+        Ok(Some((summary, taken_at_ms))) => {
+            metrics::gauge!(crate::metrics::BACKUP_LAST_SUCCESS).set(taken_at_ms as f64 / 1000.0);
+            tracing::info!(path = %summary.path.display(), "newest verified backup found");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("looking for the newest backup failed: {e}"),
+    }
     let every = Duration::from_secs(config.persist.backup_every_hours.saturating_mul(3600));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
@@ -232,28 +243,249 @@ async fn scheduled_backups(config: Config, journal: Journal) {
     }
 }
 
+/// What one scheduled backup did: the backup, and what followed it.
+#[derive(Debug)]
+pub struct ScheduledBackup {
+    /// The verified backup in `persist.backup_dir`.
+    pub summary: backup::BackupSummary,
+    /// The verified copy in `persist.backup_copy_dir` or why there is none; `None` when
+    /// copies are off.
+    pub copy: Option<Result<backup::BackupSummary, crate::persist::PersistError>>,
+    /// How `persist.after_backup` ended; `None` when there is no hook.
+    pub hook: Option<HookOutcome>,
+}
+
+/// How one run of the `persist.after_backup` command ended (its metric label is
+/// [`HookOutcome::result`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// It exited with status 0.
+    Ok,
+    /// It exited with another status, or was killed by a signal it did not get from us.
+    Failed(String),
+    /// It ran past `persist.after_backup_timeout_secs` and was killed.
+    Timeout,
+    /// It could not be started (no such program, not executable).
+    SpawnError(String),
+}
+
+impl HookOutcome {
+    /// The `result` label of `peloton_backup_hooks_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            HookOutcome::Ok => "ok",
+            HookOutcome::Failed(_) => "failed",
+            HookOutcome::Timeout => "timeout",
+            HookOutcome::SpawnError(_) => "spawn_error",
+        }
+    }
+}
+
 /// Writes a backup through the journal writer (so it is consistent), verifies it, and keeps
-/// only the newest `persist.backup_keep`.
+/// only the newest `persist.backup_keep`; then copies it to `persist.backup_copy_dir` and
+/// runs `persist.after_backup`. The copy and the hook run on blocking threads after the
+/// writer is done with the backup, so the journal never waits for them; their failures are
+/// logged and counted, never returned: only a failed backup is an error.
 pub async fn scheduled_backup(
     config: &Config,
     journal: &Journal,
-) -> Result<backup::BackupSummary, crate::persist::PersistError> {
+) -> Result<ScheduledBackup, crate::persist::PersistError> {
     let dir = config.backup_dir();
-    match journal.backup(backup::scheduled_name(&dir, now_ms())).await {
-        Ok(summary) => {
-            metrics::counter!(crate::metrics::BACKUPS, "result" => "ok").increment(1);
-            tracing::info!(path = %summary.path.display(), records = summary.records, "scheduled backup written and verified");
-            if let Err(e) = backup::rotate_names(&dir, config.persist.backup_keep) {
-                tracing::warn!("old backups not rotated: {e}");
-            }
-            Ok(summary)
-        }
+    let taken_at_ms = now_ms();
+    let summary = match journal
+        .backup(backup::scheduled_name(&dir, taken_at_ms))
+        .await
+    {
+        Ok(summary) => summary,
         Err(e) => {
             metrics::counter!(crate::metrics::BACKUPS, "result" => "error").increment(1);
             tracing::error!("scheduled backup failed: {e}");
-            Err(e)
+            return Err(e);
+        }
+    };
+    metrics::counter!(crate::metrics::BACKUPS, "result" => "ok").increment(1);
+    metrics::gauge!(crate::metrics::BACKUP_LAST_SUCCESS).set(taken_at_ms as f64 / 1000.0);
+    tracing::info!(path = %summary.path.display(), records = summary.records, "scheduled backup written and verified");
+    if let Err(e) = backup::rotate_names(&dir, config.persist.backup_keep) {
+        tracing::warn!("old backups not rotated: {e}");
+    }
+    let copy = match config.persist.backup_copy_dir(&config.server.data_dir) {
+        Some(copy_dir) => {
+            Some(copy_backup(summary.clone(), copy_dir, config.persist.backup_keep).await)
+        }
+        None => None,
+    };
+    let timeout = Duration::from_secs(config.persist.after_backup_timeout_secs);
+    let hook = match config.persist.after_backup() {
+        Some((program, args)) => Some(after_backup(program, args, &summary.path, timeout).await),
+        None => None,
+    };
+    Ok(ScheduledBackup {
+        summary,
+        copy,
+        hook,
+    })
+}
+
+/// Copies a verified backup into the copy folder and rotates the copies there, on a
+/// blocking thread (a slow volume never stalls the runtime); counted by result.
+async fn copy_backup(
+    summary: backup::BackupSummary,
+    dir: std::path::PathBuf,
+    keep: usize,
+) -> Result<backup::BackupSummary, crate::persist::PersistError> {
+    let copied = tokio::task::spawn_blocking(move || {
+        let copy = backup::copy_verified(&summary, &dir)?;
+        if let Err(e) = backup::rotate_names(&dir, keep) {
+            tracing::warn!("old backup copies not rotated: {e}");
+        }
+        Ok(copy)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(crate::persist::PersistError::Backup(format!(
+            "the copy task failed: {e}"
+        )))
+    });
+    match &copied {
+        Ok(copy) => {
+            metrics::counter!(crate::metrics::BACKUP_COPIES, "result" => "ok").increment(1);
+            tracing::info!(path = %copy.path.display(), "backup copied and verified");
+        }
+        Err(e) => {
+            metrics::counter!(crate::metrics::BACKUP_COPIES, "result" => "error").increment(1);
+            tracing::error!("backup copy failed: {e}");
         }
     }
+    copied
+}
+
+/// The most output of each stream of the hook kept for the log: enough for an error
+/// message, bounded whatever the command prints.
+const HOOK_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// Sets its flag when dropped: tells a hook's blocking thread that nobody waits for it any
+/// more (the backup task was aborted at shutdown), so it kills the hook instead of holding
+/// the runtime's shutdown until the timeout.
+struct Abandoned(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `program` with `args` and `backup` as its last argument (no shell), on a blocking
+/// thread, killed at `timeout`; logs and counts how it ended.
+async fn after_backup(
+    program: &str,
+    args: &[String],
+    backup: &std::path::Path,
+    timeout: Duration,
+) -> HookOutcome {
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .arg(backup)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _abandoned = Abandoned(flag.clone());
+    let outcome = tokio::task::spawn_blocking(move || run_hook(command, timeout, &flag))
+        .await
+        .unwrap_or_else(|e| HookOutcome::SpawnError(format!("the hook task failed: {e}")));
+    metrics::counter!(crate::metrics::BACKUP_HOOKS, "result" => outcome.result()).increment(1);
+    match &outcome {
+        HookOutcome::Ok => tracing::info!(%program, "after_backup succeeded"),
+        HookOutcome::Failed(status) => {
+            tracing::warn!(
+                %program,
+                "after_backup failed: {status} (its output is logged at debug)"
+            )
+        }
+        HookOutcome::Timeout => tracing::warn!(
+            %program,
+            "after_backup still ran after {} s and was killed",
+            timeout.as_secs()
+        ),
+        HookOutcome::SpawnError(e) => tracing::error!(%program, "after_backup did not start: {e}"),
+    }
+    outcome
+}
+
+/// Starts the hook, waits for it until `timeout` (or until `abandoned`), killing its
+/// process (only that one) when it outlives either, and logs its output at debug.
+fn run_hook(
+    mut command: std::process::Command,
+    timeout: Duration,
+    abandoned: &std::sync::atomic::AtomicBool,
+) -> HookOutcome {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return HookOutcome::SpawnError(e.to_string()),
+    };
+    let stdout = capture(child.stdout.take());
+    let stderr = capture(child.stderr.take());
+    let deadline = std::time::Instant::now() + timeout;
+    let outcome = loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break HookOutcome::Ok,
+            Ok(Some(status)) => break HookOutcome::Failed(status.to_string()),
+            Ok(None) if abandoned.load(std::sync::atomic::Ordering::Relaxed) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                tracing::warn!("after_backup killed: the server is shutting down");
+                break HookOutcome::Failed("killed at shutdown".into());
+            }
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break HookOutcome::Timeout;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(25)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break HookOutcome::Failed(format!("waiting for it failed: {e}"));
+            }
+        }
+    };
+    // A grandchild may hold the pipes open after the hook ended: its output is not worth
+    // waiting for.
+    let grace = Duration::from_secs(1);
+    let stdout = stdout.recv_timeout(grace).unwrap_or_default();
+    let stderr = stderr.recv_timeout(grace).unwrap_or_default();
+    tracing::debug!(result = outcome.result(), %stdout, %stderr, "after_backup output");
+    outcome
+}
+
+/// Reads one of the hook's pipes to its end on its own thread (so a chatty hook never
+/// blocks on a full pipe), keeping the first [`HOOK_OUTPUT_BYTES`]; the text arrives on the
+/// answered channel once the pipe closes.
+fn capture(pipe: Option<impl std::io::Read + Send + 'static>) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        let reader = move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let room = HOOK_OUTPUT_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&kept).into_owned());
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("after-backup-output".into())
+            .spawn(reader)
+        {
+            tracing::warn!("after_backup output not captured: {e}");
+        }
+    }
+    rx
 }
 
 #[cfg(test)]
@@ -282,5 +514,25 @@ mod tests {
         assert_eq!(kept.len(), 2);
         let newest = backup::verify(&kept[1]).unwrap();
         assert_eq!(newest.records, 5, "schema version and all four events");
+    }
+
+    #[tokio::test]
+    async fn a_chatty_hook_is_drained_and_a_missing_one_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("b.pbak");
+        std::fs::write(&backup, b"bytes").unwrap();
+        // 4 MiB on stdout, far past a pipe's buffer: the hook ends only if it is read.
+        let args = [
+            "-c".to_owned(),
+            "4194304".to_owned(),
+            "/dev/zero".to_owned(),
+        ];
+        let chatty = after_backup("head", &args, &backup, Duration::from_secs(20)).await;
+        assert_eq!(chatty, HookOutcome::Ok);
+        let missing = dir.path().join("missing").display().to_string();
+        let outcome = after_backup(&missing, &[], &backup, Duration::from_secs(5)).await;
+        assert!(matches!(outcome, HookOutcome::SpawnError(_)), "{outcome:?}");
+        let failed = after_backup("false", &[], &backup, Duration::from_secs(5)).await;
+        assert_eq!(failed.result(), "failed");
     }
 }

@@ -1,5 +1,7 @@
 //! Backup files: a consistent copy of every sled tree in one checksummed file, its
-//! verification, restore into an empty data folder, and the scheduled-backup rotation.
+//! verification (with a typed [`BackupError`] saying what is wrong with a bad file), restore
+//! into an empty data folder, the scheduled-backup rotation, and the verified copy of a
+//! backup into a second folder (cold storage, [`copy_verified`]).
 //!
 //! Format (all integers big-endian):
 //! ```text
@@ -40,6 +42,69 @@ pub struct BackupSummary {
     pub records: u64,
     /// CRC-32 of its content.
     pub crc32: u32,
+    /// The schema version in its header: which builds can restore it.
+    pub schema: u32,
+}
+
+/// What is wrong with a file that does not verify as a backup, so an operator (and
+/// `peloton backup verify`) can tell a half-copied file from a damaged or foreign one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupDefect {
+    /// The file could not be opened or read at all.
+    Unreadable,
+    /// It does not start with the backup magic: some other file.
+    NotABackup,
+    /// It ends early: an interrupted write or copy.
+    Truncated,
+    /// Its bytes are not what was written: checksum, record count or structure.
+    Corrupt,
+    /// A backup format this build does not know.
+    UnknownFormat,
+    /// A schema version this build cannot restore.
+    UnreadableSchema {
+        /// The version in the header.
+        found: u32,
+    },
+}
+
+impl BackupDefect {
+    /// A stable code for scripts and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackupDefect::Unreadable => "unreadable",
+            BackupDefect::NotABackup => "not_a_backup",
+            BackupDefect::Truncated => "truncated",
+            BackupDefect::Corrupt => "corrupt",
+            BackupDefect::UnknownFormat => "unknown_format",
+            BackupDefect::UnreadableSchema { .. } => "unreadable_schema",
+        }
+    }
+}
+
+/// A file that did not verify: which one, what kind of defect, and the details.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", path.display())]
+pub struct BackupError {
+    /// The file checked.
+    pub path: PathBuf,
+    /// The kind of defect (its `code()` is stable).
+    pub defect: BackupDefect,
+    /// What exactly was found, for people.
+    pub detail: String,
+}
+
+impl From<BackupError> for PersistError {
+    /// A schema the build cannot read stays the storage-wide schema error (restore reports
+    /// it like a data folder's); every other defect is a backup error naming the file.
+    fn from(e: BackupError) -> Self {
+        match e.defect {
+            BackupDefect::UnreadableSchema { found } => PersistError::SchemaMismatch {
+                found,
+                expected: SCHEMA_VERSION,
+            },
+            _ => PersistError::Backup(e.to_string()),
+        }
+    }
 }
 
 /// A writer that feeds a CRC and counts bytes as it goes.
@@ -136,36 +201,74 @@ struct Entry {
     value: Vec<u8>,
 }
 
-/// Reads a backup, calling `each` per record, and checks magic, schema, count and CRC.
-fn read(
+/// Reads a backup, calling `each` per record, and checks magic, schema, count and CRC. The
+/// file's own defects are [`BackupError`]s; `each`'s errors (a restore's writes) pass through.
+fn read<E: From<BackupError>>(
     path: &Path,
-    mut each: impl FnMut(Entry) -> Result<(), PersistError>,
-) -> Result<BackupSummary, PersistError> {
-    let bad = |what: &str| PersistError::Backup(format!("{}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| bad(&e.to_string()))?;
-    let bytes_total = file.metadata()?.len();
+    mut each: impl FnMut(Entry) -> Result<(), E>,
+) -> Result<BackupSummary, E> {
+    let bad = |defect: BackupDefect, detail: &str| BackupError {
+        path: path.to_path_buf(),
+        defect,
+        detail: detail.to_owned(),
+    };
+    let unreadable = |e: std::io::Error| bad(BackupDefect::Unreadable, &e.to_string());
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let bytes_total = file.metadata().map_err(unreadable)?.len();
     let mut input = BufReader::new(file);
     let mut crc = crc32fast::Hasher::new();
+    // Whatever the file holds first: a short file that is not the start of the magic is
+    // another file, not a truncated backup.
+    let mut head = Vec::with_capacity(MAGIC.len());
+    (&mut input)
+        .take(MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(unreadable)?;
+    if !MAGIC.starts_with(&head) || head.is_empty() {
+        return Err(bad(BackupDefect::NotABackup, "not a Peloton backup").into());
+    }
+    if head.len() < MAGIC.len() {
+        return Err(bad(
+            BackupDefect::Truncated,
+            "truncated: the file ends inside the header",
+        )
+        .into());
+    }
+    crc.update(&head);
+    // Bytes read so far: a length the rest of the file cannot hold is a cut-off file (and
+    // is never allocated, whatever a damaged length says).
+    let mut pos = head.len() as u64;
     let mut take =
-        |n: usize, input: &mut BufReader<std::fs::File>| -> Result<Vec<u8>, PersistError> {
+        |n: usize, input: &mut BufReader<std::fs::File>| -> Result<Vec<u8>, BackupError> {
+            if n as u64 > bytes_total.saturating_sub(pos) {
+                return Err(bad(
+                    BackupDefect::Truncated,
+                    "truncated: the file ends inside a record or before the trailer",
+                ));
+            }
+            pos += n as u64;
             let mut buf = vec![0u8; n];
-            input.read_exact(&mut buf).map_err(|_| bad("truncated"))?;
+            input
+                .read_exact(&mut buf)
+                .map_err(|_| bad(BackupDefect::Truncated, "truncated: the file ends early"))?;
             crc.update(&buf);
             Ok(buf)
         };
-    if take(8, &mut input)? != MAGIC {
-        return Err(bad("not a Peloton backup"));
-    }
     let format = be_u32(&take(4, &mut input)?);
     if format != FORMAT {
-        return Err(bad(&format!("backup format {format} is unknown")));
+        return Err(bad(
+            BackupDefect::UnknownFormat,
+            &format!("backup format {format} is unknown"),
+        )
+        .into());
     }
     let schema = be_u32(&take(4, &mut input)?);
     if !readable_schema(schema) {
-        return Err(PersistError::SchemaMismatch {
-            found: schema,
-            expected: SCHEMA_VERSION,
-        });
+        return Err(bad(
+            BackupDefect::UnreadableSchema { found: schema },
+            &format!("schema version {schema} cannot be restored by this build (it writes {SCHEMA_VERSION})"),
+        )
+        .into());
     }
     let mut records = 0u64;
     loop {
@@ -173,45 +276,60 @@ fn read(
             RECORD => {
                 let name_len = usize::from(be_u16(&take(2, &mut input)?));
                 let tree = take(name_len, &mut input)?;
-                let key_len = block_len(&take(4, &mut input)?, bytes_total)
-                    .ok_or_else(|| bad("key length past end"))?;
+                let key_len = be_u32(&take(4, &mut input)?) as usize;
                 let key = take(key_len, &mut input)?;
-                let value_len = block_len(&take(4, &mut input)?, bytes_total)
-                    .ok_or_else(|| bad("value length past end"))?;
+                let value_len = be_u32(&take(4, &mut input)?) as usize;
                 let value = take(value_len, &mut input)?;
                 records += 1;
                 each(Entry { tree, key, value })?;
             }
             TRAILER => break,
-            other => return Err(bad(&format!("unknown record tag {other:#x}"))),
+            other => {
+                return Err(bad(
+                    BackupDefect::Corrupt,
+                    &format!("unknown record tag {other:#x}"),
+                )
+                .into())
+            }
         }
     }
-    let count = u64::from_be_bytes(
-        take(8, &mut input)?
-            .try_into()
-            .map_err(|_| bad("truncated"))?,
-    );
+    let count = u64::from_be_bytes(take(8, &mut input)?.try_into().map_err(|_| {
+        bad(
+            BackupDefect::Truncated,
+            "truncated: the file ends inside the trailer",
+        )
+    })?);
     let expected = crc.finalize();
     let mut stored = [0u8; 4];
-    input
-        .read_exact(&mut stored)
-        .map_err(|_| bad("truncated checksum"))?;
+    input.read_exact(&mut stored).map_err(|_| {
+        bad(
+            BackupDefect::Truncated,
+            "truncated: the file ends inside the checksum",
+        )
+    })?;
     if u32::from_be_bytes(stored) != expected {
-        return Err(bad("checksum mismatch: the file is damaged"));
+        return Err(bad(
+            BackupDefect::Corrupt,
+            "checksum mismatch: the file is damaged",
+        )
+        .into());
     }
     if count != records {
-        return Err(bad(&format!(
-            "trailer says {count} records, found {records}"
-        )));
+        return Err(bad(
+            BackupDefect::Corrupt,
+            &format!("trailer says {count} records, found {records}"),
+        )
+        .into());
     }
-    if input.read(&mut [0u8; 1])? != 0 {
-        return Err(bad("bytes after the trailer"));
+    if input.read(&mut [0u8; 1]).map_err(unreadable)? != 0 {
+        return Err(bad(BackupDefect::Corrupt, "bytes after the trailer").into());
     }
     Ok(BackupSummary {
         path: path.to_path_buf(),
         bytes: bytes_total,
         records,
         crc32: expected,
+        schema,
     })
 }
 
@@ -223,15 +341,10 @@ fn be_u16(b: &[u8]) -> u16 {
     b.iter().fold(0u16, |acc, &x| (acc << 8) | u16::from(x))
 }
 
-/// A length that cannot exceed the file, so a damaged length never allocates gigabytes.
-fn block_len(b: &[u8], file_len: u64) -> Option<usize> {
-    let len = u64::from(be_u32(b));
-    (len <= file_len).then_some(len as usize)
-}
-
-/// Reads a whole backup and checks it without restoring anything.
-pub fn verify(path: &Path) -> Result<BackupSummary, PersistError> {
-    read(path, |_| Ok(()))
+/// Reads a whole backup and checks it without restoring anything: the one check every
+/// backup gets (after writing, after copying, before restoring, `peloton backup verify`).
+pub fn verify(path: &Path) -> Result<BackupSummary, BackupError> {
+    read(path, |_| Ok::<(), BackupError>(()))
 }
 
 /// Restores a verified backup into `data_dir`, which must not hold a database yet (or is
@@ -249,7 +362,7 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupSummar
         std::fs::remove_dir_all(&db_dir)?;
     }
     let store = Store::open(data_dir)?;
-    let summary = read(path, |entry| {
+    let summary = read::<PersistError>(path, |entry| {
         store
             .db
             .open_tree(&entry.tree)?
@@ -260,15 +373,21 @@ pub fn restore(path: &Path, data_dir: &Path, force: bool) -> Result<BackupSummar
     Ok(summary)
 }
 
-/// Writes a scheduled backup into `dir` named by time, verifies it, and deletes all but the
-/// newest `keep`.
-pub fn rotate_names(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, PersistError> {
+/// The backup files in `dir` (by extension, so nothing else is ever touched), oldest name
+/// first: scheduled names sort by time.
+fn backup_files(dir: &Path) -> Result<Vec<PathBuf>, PersistError> {
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(EXTENSION))
         .collect();
     backups.sort();
+    Ok(backups)
+}
+
+/// Deletes all but the newest `keep` backups in `dir`; answers the deleted files.
+pub fn rotate_names(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, PersistError> {
+    let mut backups = backup_files(dir)?;
     let excess = backups.len().saturating_sub(keep);
     let removed: Vec<PathBuf> = backups.drain(..excess).collect();
     for path in &removed {
@@ -280,6 +399,89 @@ pub fn rotate_names(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, PersistErro
 /// The file name of a scheduled backup taken at `now_ms`: sortable by time.
 pub fn scheduled_name(dir: &Path, now_ms: i64) -> PathBuf {
     dir.join(format!("peloton-{now_ms:015}.{EXTENSION}"))
+}
+
+/// When a backup was taken: the time in a scheduled backup's name, else (a file an operator
+/// named) its modification time.
+pub fn taken_at_ms(path: &Path) -> Option<i64> {
+    let from_name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("peloton-"))
+        .and_then(|ms| ms.parse::<i64>().ok());
+    from_name.or_else(|| {
+        let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+        let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        i64::try_from(since.as_millis()).ok()
+    })
+}
+
+/// The newest backup in `dir` that verifies, with when it was taken: what a restart reports
+/// as the last good backup. Newer files that do not verify are skipped with a warning.
+pub fn newest_verified(dir: &Path) -> Option<(BackupSummary, i64)> {
+    let files = backup_files(dir).ok()?;
+    files.iter().rev().find_map(|path| match verify(path) {
+        Ok(summary) => taken_at_ms(path).map(|at| (summary, at)),
+        Err(e) => {
+            tracing::warn!(code = e.defect.code(), "backup skipped: {e}");
+            None
+        }
+    })
+}
+
+/// Copies a verified backup into `dir` (a second disk, a mounted volume) under the same
+/// name: written to a temporary name, synced, renamed into place, the folder synced, then
+/// verified there and compared with the original, so a copy that is present is a good one.
+/// A copy that does not verify is deleted, so rotation never keeps it over good ones.
+pub fn copy_verified(source: &BackupSummary, dir: &Path) -> Result<BackupSummary, PersistError> {
+    let name = source.path.file_name().ok_or_else(|| {
+        PersistError::Backup(format!("{} has no file name", source.path.display()))
+    })?;
+    std::fs::create_dir_all(dir)?;
+    let target = dir.join(name);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(&target, &source.path) {
+        return Err(PersistError::Backup(format!(
+            "{} is the backup itself: the copy folder must be another folder",
+            target.display()
+        )));
+    }
+    let tmp = target.with_extension("partial");
+    let copied = (|| -> std::io::Result<()> {
+        std::fs::copy(&source.path, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        // The rename is only durable once the folder's entry is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(PersistError::Backup(format!(
+            "copying {} to {}: {e}",
+            source.path.display(),
+            target.display()
+        )));
+    }
+    let checked = verify(&target)
+        .map_err(PersistError::from)
+        .and_then(|copy| {
+            if copy.crc32 == source.crc32 && copy.records == source.records {
+                Ok(copy)
+            } else {
+                Err(PersistError::Backup(format!(
+                    "{} verifies but differs from {}",
+                    target.display(),
+                    source.path.display()
+                )))
+            }
+        });
+    if checked.is_err() {
+        let _ = std::fs::remove_file(&target);
+    }
+    checked
 }
 
 #[cfg(test)]
@@ -321,21 +523,38 @@ mod tests {
             .to_string()
             .contains("--force"));
 
-        let mut bytes = std::fs::read(&out).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x55;
-        std::fs::write(&out, &bytes).unwrap();
-        assert!(verify(&out).is_err());
-        std::fs::write(&out, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(verify(&out).is_err());
+        let good = std::fs::read(&out).unwrap();
+        let defect = |bytes: &[u8]| {
+            std::fs::write(&out, bytes).unwrap();
+            verify(&out).unwrap_err().defect
+        };
+        // The last byte of the last value: only the checksum can tell.
+        let mut flipped = good.clone();
+        flipped[good.len() - 14] ^= 0x55;
+        assert_eq!(defect(&flipped), BackupDefect::Corrupt);
+        let mut tagged = good.clone();
+        tagged[16] = 0x7e;
+        assert_eq!(defect(&tagged), BackupDefect::Corrupt, "unknown record tag");
+        // The first record's key length claiming more than the file holds reads as a cut-off
+        // file: a damaged length and a short file look the same from here.
+        let mut long_key = good.clone();
+        let name_len = usize::from(be_u16(&good[17..19]));
+        long_key[16 + 1 + 2 + name_len] ^= 0x40;
+        assert_eq!(defect(&long_key), BackupDefect::Truncated);
+        assert_eq!(defect(&good[..good.len() - 3]), BackupDefect::Truncated);
+        assert_eq!(defect(&good[..5]), BackupDefect::Truncated, "half a header");
+        assert_eq!(defect(b"hello"), BackupDefect::NotABackup);
+        assert_eq!(defect(b""), BackupDefect::NotABackup);
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(defect(&longer), BackupDefect::Corrupt);
         std::fs::write(&out, b"hello").unwrap();
-        assert!(
-            verify(&out)
-                .unwrap_err()
-                .to_string()
-                .contains("not a Peloton backup")
-                || verify(&out).is_err()
-        );
+        assert!(verify(&out)
+            .unwrap_err()
+            .to_string()
+            .contains("not a Peloton backup"));
+        let missing = verify(&src.path().join("none.pbak")).unwrap_err();
+        assert_eq!(missing.defect, BackupDefect::Unreadable);
     }
 
     /// A backup as a schema 3 build wrote it: its header and marker say 3, and its journal
@@ -428,8 +647,14 @@ mod tests {
         let crc = crc32fast::hash(&bytes[..body]);
         bytes[body..].copy_from_slice(&crc.to_be_bytes());
         std::fs::write(&file, bytes).unwrap();
+        let refused = verify(&file).unwrap_err();
+        assert_eq!(refused.defect, BackupDefect::UnreadableSchema { found: 2 });
         assert!(matches!(
-            verify(&file),
+            PersistError::from(refused),
+            PersistError::SchemaMismatch { found: 2, .. }
+        ));
+        assert!(matches!(
+            restore(&file, &dir.path().join("data"), false),
             Err(PersistError::SchemaMismatch { found: 2, .. })
         ));
     }
@@ -447,5 +672,59 @@ mod tests {
             vec![scheduled_name(dir.path(), 1), scheduled_name(dir.path(), 2)]
         );
         assert!(dir.path().join("notes.txt").exists());
+    }
+
+    /// A real backup of a small journal in `dir`, named as a scheduled one taken at `at_ms`.
+    async fn scheduled_in(dir: &Path, at_ms: i64) -> BackupSummary {
+        let data = tempfile::tempdir().unwrap();
+        let (journal, _w) = JournalWriter::start(Store::open(data.path()).unwrap(), 8).unwrap();
+        journal
+            .append(&ActorKey::new("race", "c"), 1, &[7u64, 8])
+            .await
+            .unwrap();
+        journal.backup(scheduled_name(dir, at_ms)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_synced_verified_and_refused_onto_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = scheduled_in(&dir.path().join("backups"), 1_000).await;
+        assert_eq!(original.schema, SCHEMA_VERSION);
+        let cold = dir.path().join("cold");
+        let copy = copy_verified(&original, &cold).unwrap();
+        assert_eq!(copy.path, cold.join(original.path.file_name().unwrap()));
+        assert_eq!(
+            (copy.crc32, copy.records),
+            (original.crc32, original.records)
+        );
+        let names: Vec<_> = std::fs::read_dir(&cold)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        let onto_itself = copy_verified(&original, &dir.path().join("backups")).unwrap_err();
+        assert!(
+            onto_itself.to_string().contains("another folder"),
+            "{onto_itself}"
+        );
+        assert!(original.path.exists());
+    }
+
+    #[tokio::test]
+    async fn the_newest_verified_backup_skips_damaged_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(newest_verified(dir.path()).is_none());
+        let good = scheduled_in(dir.path(), 2_000).await;
+        let newer = scheduled_name(dir.path(), 3_000);
+        let bytes = std::fs::read(&good.path).unwrap();
+        std::fs::write(&newer, &bytes[..bytes.len() / 2]).unwrap();
+        let (summary, at) = newest_verified(dir.path()).unwrap();
+        assert_eq!((summary.path, at), (good.path.clone(), 2_000));
+        let named = dir.path().join("manual.pbak");
+        std::fs::copy(&good.path, &named).unwrap();
+        assert!(
+            taken_at_ms(&named).unwrap() > 1_600_000_000_000,
+            "modification time"
+        );
     }
 }
