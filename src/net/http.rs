@@ -77,6 +77,8 @@ fn open_spare() -> Option<std::fs::File> {
 
 /// Accepts connections until shutdown begins.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
+    // At zero from the start, so a dashboard shows "none" rather than "no data".
+    metrics::counter!(crate::metrics::ACCEPT_ERRORS).increment(0);
     let mut shutdown = engine.shutdown_signal();
     let admission = Admission::new(fit_to_open_file_limit(admission_limits(&engine)));
     let mut spare = open_spare();

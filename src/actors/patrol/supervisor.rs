@@ -59,6 +59,8 @@ impl Actor for PatrolSupervisor {
         myself: ActorRef<()>,
         args: PatrolSupervisorArgs,
     ) -> Result<PatrolSupervisorState, ActorProcessingErr> {
+        // At zero from the start, so a dashboard shows "none" rather than "no data".
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "kind" => "patrol_book").increment(0);
         let book = spawn_book(&myself, &args.ctx).await?;
         if let Ok(mut slot) = args.slot.lock() {
             *slot = Some(myself.clone());

@@ -82,11 +82,19 @@ impl RaceContext {
             .is_some_and(|idle| last_activity.elapsed() >= idle)
     }
 
-    /// The idle time in the domain's units, for [`residency`].
-    pub fn idle_ms(&self) -> UnixMillis {
-        self.passivate_after.map_or(UnixMillis::MAX, |idle| {
-            UnixMillis::try_from(idle.as_millis()).unwrap_or(UnixMillis::MAX)
-        })
+    /// [`residency`] under this server's clock mode and idle time, for a race's summary
+    /// (`None`: a race that does not exist, a rejected create, has nothing to keep). With
+    /// passivation off every race is resident, as every race was before actors could sleep.
+    pub fn placement(&self, summary: Option<&RaceSummary>, watched: bool) -> Residency {
+        let (Some(idle), Some(summary)) = (self.passivate_after, summary) else {
+            return if self.passivate_after.is_none() {
+                Residency::Resident
+            } else {
+                Residency::Asleep { wake_at_ms: None }
+            };
+        };
+        let idle_ms = UnixMillis::try_from(idle.as_millis()).unwrap_or(UnixMillis::MAX);
+        residency(summary, now_ms(), self.start_mode, idle_ms, watched)
     }
 }
 
@@ -258,22 +266,8 @@ impl LoadedRace {
 
     /// Where the race belongs at start-up, before anyone watches or asks for it.
     pub fn residency(&self, ctx: &RaceContext) -> Residency {
-        placement(self.race.state(), ctx, false)
-    }
-}
-
-/// [`residency`] for a race's state under this server's clock mode and idle time; a race
-/// that does not exist (a rejected create) has nothing to keep.
-fn placement(race: &RaceState, ctx: &RaceContext, watched: bool) -> Residency {
-    match &race.race {
-        Some(race) => residency(
-            &race.summary(),
-            now_ms(),
-            ctx.start_mode,
-            ctx.idle_ms(),
-            watched,
-        ),
-        None => Residency::Asleep { wake_at_ms: None },
+        let summary = self.race.state().race.as_ref().map(|race| race.summary());
+        ctx.placement(summary.as_ref(), false)
     }
 }
 
@@ -486,7 +480,8 @@ impl Actor for RaceActor {
             RaceMsg::Residency { reply } => {
                 let answer = if st.ctx.idle_since(st.last_activity) {
                     let watched = st.publisher.receiver_count() > 0;
-                    placement(st.race.state(), &st.ctx, watched)
+                    let summary = st.race.state().race.as_ref().map(|race| race.summary());
+                    st.ctx.placement(summary.as_ref(), watched)
                 } else {
                     Residency::Resident
                 };

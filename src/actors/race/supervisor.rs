@@ -18,7 +18,7 @@
 //!   one never does. A child that stops normally (a rejected create) is simply forgotten.
 
 use super::actor::{LoadedRace, RaceActor, RaceArgs, RaceContext, RaceMsg};
-use super::residency::{residency, Residency};
+use super::residency::Residency;
 use super::KIND;
 use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs};
 use crate::actors::racer::msg::RacerMsg;
@@ -290,16 +290,12 @@ impl RaceSupervisorState {
 
     /// Where race `id` belongs now, judged from its summary in the directory.
     fn placement(&self, id: &RaceId) -> Residency {
-        match self.ctx.directory.get(id) {
-            Some(summary) => residency(
-                summary.value(),
-                now_ms(),
-                self.ctx.start_mode,
-                self.ctx.idle_ms(),
-                false,
-            ),
-            None => Residency::Asleep { wake_at_ms: None },
-        }
+        let summary = self
+            .ctx
+            .directory
+            .get(id)
+            .map(|entry| entry.value().clone());
+        self.ctx.placement(summary.as_ref(), false)
     }
 
     /// Remembers when a sleeping race's clock next acts and re-arms the wake timer.
@@ -485,6 +481,12 @@ impl Actor for RaceSupervisor {
         myself: ActorRef<RaceSupervisorMsg>,
         args: RaceSupervisorArgs,
     ) -> Result<RaceSupervisorState, ActorProcessingErr> {
+        // At zero from the start, so a dashboard shows "none" rather than "no data".
+        for kind in [KIND, RACER_KIND] {
+            metrics::counter!(m::ACTOR_RESTARTS, "kind" => kind).increment(0);
+            metrics::counter!(m::PASSIVATIONS, "kind" => kind).increment(0);
+        }
+        metrics::counter!(m::ACTIVATIONS, "kind" => KIND).increment(0);
         let sweep_timer = args.ctx.passivate_after.map(|idle| {
             let every = (idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(60));
             myself.send_interval(every, || RaceSupervisorMsg::Sweep)
