@@ -4,8 +4,8 @@
 use clap::Parser;
 use peloton::cli::args::{Cli, Command, ServeArgs};
 use peloton::cli::{admin, sim, CliError};
-use peloton::config::{Config, Overrides};
-use std::io::Write;
+use peloton::config::{Config, LogConfig, LogFormat, Overrides};
+use std::io::{IsTerminal, Write};
 
 fn main() {
     let cli = Cli::parse();
@@ -35,14 +35,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         data_dir: args.data,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.filter.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&config.log);
     let rt = runtime()?;
     rt.block_on(async {
         let server = peloton::engine::start(config)
@@ -54,4 +47,20 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         server.run_until_signal().await;
         Ok(())
     })
+}
+
+/// Starts logging to stderr as `[log]` says: `RUST_LOG` (else `log.filter`) chooses what,
+/// `log.format` how. Text is coloured only when stderr is a terminal, so a log file, a pipe
+/// or journald never holds escape codes; JSON is never coloured.
+fn init_logs(log: &LogConfig) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log.filter.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }

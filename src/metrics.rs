@@ -2,9 +2,17 @@
 //!
 //! Metric names live here as constants so the exposition is documented in one place
 //! (PROTOCOL.md repeats them for operators) and no caller invents a near-duplicate name.
+//!
+//! Most series are recorded where things happen, through the `metrics` crate. Three kinds
+//! are read at scrape time instead, by [`render`]: the process's own figures (resident
+//! memory, open descriptors, read from `/proc`), the build's version, and the per-race
+//! gauges of live races ([`LiveRaces`]), which must disappear when a race finishes and the
+//! `metrics` crate cannot forget a series.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
 
 /// Gauge: WebSocket sockets open now.
 pub const OPEN_SOCKETS: &str = "peloton_ws_open_sockets";
@@ -88,6 +96,30 @@ pub const BACKUP_HOOKS: &str = "peloton_backup_hooks_total";
 /// Gauge: unix seconds at which the newest verified scheduled backup was taken (read from
 /// the backup folder at start), so an alert on its age works right after a restart.
 pub const BACKUP_LAST_SUCCESS: &str = "peloton_backup_last_success_timestamp_seconds";
+/// Counter by `outcome`: racers' fixes judged by their racer actor, `accepted` or why one
+/// changed nothing (`stale`, `inaccurate`, `too_fast`, `invalid`, `after_finish`), so an
+/// operator sees a fleet of phones with bad GPS or skewed clocks before the organiser does.
+pub const FIXES: &str = "peloton_fixes_total";
+/// Counter by `flag` (`off_course`, `suspected_cut`): racer episodes flagged as they are
+/// journaled, so a course marked wrongly shows as a burst before the results do.
+pub const RACER_FLAGS: &str = "peloton_racer_flags_total";
+/// Counter by `kind` (the push names of section 17: `officer_nearby`, `officer_gone`,
+/// `connect_requested`, `connect_closed`, `connection_established`, `direct_message`,
+/// `duty_ended`): patrol notices queued for an officer's or citizen's socket.
+pub const PATROL_PUSHES: &str = "peloton_patrol_pushes_total";
+/// Gauge by `race`, live races only: racers on the race's start list. Rendered at scrape
+/// time from [`LiveRaces`], so a finished race's series goes.
+pub const RACE_RACERS: &str = "peloton_race_racers";
+/// Gauge by `race`, live races only: spectators subscribed to the race's updates, as of its
+/// last tick. Rendered at scrape time from [`LiveRaces`].
+pub const RACE_SPECTATORS: &str = "peloton_race_spectators";
+/// Gauge: the process's resident memory in bytes (`/proc/self/statm`), read at scrape time.
+pub const PROCESS_RESIDENT_BYTES: &str = "peloton_process_resident_bytes";
+/// Gauge: the process's open file descriptors (`/proc/self/fd`), read at scrape time: each
+/// socket is one, and running out refuses clients (section 2.3).
+pub const PROCESS_OPEN_FDS: &str = "peloton_process_open_fds";
+/// Gauge by `version`, always 1: which build is running, for dashboards across an upgrade.
+pub const BUILD_INFO: &str = "peloton_build_info";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -120,13 +152,210 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// The Prometheus text exposition of every metric.
+/// The Prometheus text exposition of every metric: what was recorded, then the figures
+/// read now (process, build, live races).
 pub fn render() -> String {
-    match install() {
-        Some(handle) => {
-            handle.run_upkeep();
-            handle.render()
+    let Some(handle) = install() else {
+        return String::new();
+    };
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let process = ProcessReading::now();
+    if let Some(bytes) = process.resident_bytes {
+        metrics::gauge!(PROCESS_RESIDENT_BYTES).set(bytes as f64);
+    }
+    if let Some(fds) = process.open_fds {
+        metrics::gauge!(PROCESS_OPEN_FDS).set(fds as f64);
+    }
+    handle.run_upkeep();
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    live_races().render_into(&mut text);
+    text
+}
+
+/// The process's own figures as `/proc` tells them now; `None` where it cannot be read
+/// (not Linux, or `/proc` not mounted), so the series is left out rather than made up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessReading {
+    /// Resident set size in bytes: `/proc/self/statm`'s second field times the page size.
+    pub resident_bytes: Option<u64>,
+    /// Entries of `/proc/self/fd` (the directory handle read to count them included).
+    pub open_fds: Option<u64>,
+}
+
+impl ProcessReading {
+    /// Reads `/proc/self` now.
+    pub fn now() -> ProcessReading {
+        ProcessReading {
+            resident_bytes: resident_bytes(),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|entries| entries.count() as u64),
         }
-        None => String::new(),
+    }
+}
+
+/// Resident pages from `/proc/self/statm`, in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant; it has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).ok().filter(|p| *p > 0)?;
+    Some(pages.saturating_mul(page))
+}
+
+/// What one live race shows: [`RACE_RACERS`] and [`RACE_SPECTATORS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaceGauges {
+    /// Racers on the start list.
+    pub racers: u32,
+    /// Spectators subscribed, as of the last tick.
+    pub spectators: u32,
+}
+
+/// The per-race gauges of live races, set by each race's actor and rendered at scrape
+/// time. Kept here rather than in the `metrics` crate's registry because a series there
+/// cannot be removed: a server that runs races for months would expose every race it ever
+/// ran, at 0. Removing a race's entry when it stops being live removes its series.
+#[derive(Debug, Default)]
+pub struct LiveRaces {
+    /// By race id; ordered so the exposition is stable between scrapes.
+    races: Mutex<BTreeMap<String, RaceGauges>>,
+}
+
+impl LiveRaces {
+    /// Sets what race `race` shows now.
+    pub fn set(&self, race: &str, gauges: RaceGauges) {
+        let mut races = self.races.lock().unwrap_or_else(|e| e.into_inner());
+        match races.get_mut(race) {
+            Some(current) => *current = gauges,
+            None => {
+                races.insert(race.to_owned(), gauges);
+            }
+        }
+    }
+
+    /// Forgets race `race` (finished, cancelled, or its actor stopped): its series go.
+    pub fn remove(&self, race: &str) {
+        let mut races = self.races.lock().unwrap_or_else(|e| e.into_inner());
+        races.remove(race);
+    }
+
+    /// What race `race` shows, if it is live.
+    pub fn get(&self, race: &str) -> Option<RaceGauges> {
+        let races = self.races.lock().unwrap_or_else(|e| e.into_inner());
+        races.get(race).copied()
+    }
+
+    /// Appends both gauges' series in the text exposition format; nothing when no race is
+    /// live (like any metric not recorded yet).
+    pub fn render_into(&self, out: &mut String) {
+        let races = self.races.lock().unwrap_or_else(|e| e.into_inner());
+        if races.is_empty() {
+            return;
+        }
+        for (name, value) in [
+            (
+                RACE_RACERS,
+                (|g: &RaceGauges| g.racers) as fn(&RaceGauges) -> u32,
+            ),
+            (RACE_SPECTATORS, |g: &RaceGauges| g.spectators),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (race, gauges) in races.iter() {
+                let _ = writeln!(out, "{name}{{race=\"{}\"}} {}", label(race), value(gauges));
+            }
+            out.push('\n');
+        }
+    }
+}
+
+/// A label value escaped as the exposition format asks (race ids never need it; a change
+/// to what an id may hold must not break the scrape).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The process's table of live races' gauges.
+pub fn live_races() -> &'static LiveRaces {
+    static LIVE: OnceLock<LiveRaces> = OnceLock::new();
+    LIVE.get_or_init(LiveRaces::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_races_render_while_live_and_go_when_removed() {
+        let live = LiveRaces::default();
+        let mut empty = String::new();
+        live.render_into(&mut empty);
+        assert_eq!(empty, "");
+        live.set(
+            "spring-classic",
+            RaceGauges {
+                racers: 3,
+                spectators: 0,
+            },
+        );
+        live.set(
+            "spring-classic",
+            RaceGauges {
+                racers: 3,
+                spectators: 2,
+            },
+        );
+        live.set(
+            "a\"b",
+            RaceGauges {
+                racers: 1,
+                spectators: 1,
+            },
+        );
+        let mut text = String::new();
+        live.render_into(&mut text);
+        assert!(
+            text.contains("# TYPE peloton_race_racers gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peloton_race_racers{race=\"spring-classic\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peloton_race_spectators{race=\"spring-classic\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peloton_race_racers{race=\"a\\\"b\"} 1\n"),
+            "{text}"
+        );
+        live.remove("spring-classic");
+        live.remove("a\"b");
+        assert_eq!(live.get("spring-classic"), None);
+        let mut gone = String::new();
+        live.render_into(&mut gone);
+        assert_eq!(gone, "");
+    }
+
+    #[test]
+    fn process_figures_come_from_proc() {
+        let reading = ProcessReading::now();
+        if std::path::Path::new("/proc/self/statm").exists() {
+            // A running test binary holds megabytes and at least stdin, stdout, stderr.
+            assert!(reading.resident_bytes.unwrap() > 1_000_000, "{reading:?}");
+            assert!(reading.open_fds.unwrap() >= 3, "{reading:?}");
+            let file = std::fs::File::open("/proc/self/statm").unwrap();
+            let more = ProcessReading::now().open_fds.unwrap();
+            drop(file);
+            assert!(more >= 4, "an open file is counted: {more}");
+        }
     }
 }

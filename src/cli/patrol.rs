@@ -11,7 +11,7 @@ use crate::net::protocol::{ImportBatch, Reply, ReportRowView, Request};
 use clap::{Args, Subcommand};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
-use std::io::{IsTerminal, Write};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 /// Rows per import request: well under the admin message limit even for long rows.
@@ -66,53 +66,24 @@ pub enum PatrolCommand {
     },
 }
 
-/// A progress bar on stderr: redrawn in place on a terminal, a line per tenth otherwise
-/// (logs and CI stay readable).
-struct Progress {
-    /// What is counted.
-    label: &'static str,
-    /// The whole.
-    total: u64,
-    /// Tenths already printed (non-terminal).
-    printed: u64,
-    /// Whether stderr is a terminal.
-    terminal: bool,
+/// A progress bar on stderr (indicatif): redrawn in place on a terminal, hidden when stderr
+/// is not one, so a log or a CI run gets one line per phase ([`finish_bar`]) instead.
+fn progress_bar(label: &'static str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total.max(1));
+    // The template is a constant; were it refused, indicatif's default bar still shows.
+    if let Ok(style) = ProgressStyle::with_template("{msg:<9} [{bar:30}] {pos}/{len}") {
+        bar.set_style(style.progress_chars("#>."));
+    }
+    bar.set_message(label);
+    bar
 }
 
-impl Progress {
-    fn new(label: &'static str, total: u64) -> Progress {
-        Progress {
-            label,
-            total: total.max(1),
-            printed: 0,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn show(&mut self, done: u64) {
-        let tenths = done.min(self.total) * 10 / self.total;
-        if self.terminal {
-            let filled = usize::try_from(done.min(self.total) * 30 / self.total).unwrap_or(30);
-            eprint!(
-                "\r{:<9} [{}{}] {done}/{}",
-                self.label,
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                self.total
-            );
-            if done >= self.total {
-                eprintln!();
-            }
-            let _ = std::io::stderr().flush();
-        } else if tenths > self.printed || (done >= self.total && self.printed < 10) {
-            self.printed = tenths.max(if done >= self.total { 10 } else { 0 });
-            eprintln!(
-                "{} {}% ({done}/{})",
-                self.label,
-                self.printed * 10,
-                self.total
-            );
-        }
+/// Ends a phase's bar: left full on a terminal; where the bar was hidden (stderr is a file
+/// or a pipe), the phase's one line, `validated 4/4`, so a log still says how far it got.
+fn finish_bar(bar: &ProgressBar, label: &str) {
+    bar.finish();
+    if bar.is_hidden() {
+        eprintln!("{label} {}/{}", bar.position(), bar.length().unwrap_or(0));
     }
 }
 
@@ -126,10 +97,24 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
     // Rough row count for the validation bar: one per line (CSV) or object (JSON).
     let estimate = bytes.iter().filter(|b| **b == b'\n').count().max(1) as u64;
-    let mut bar = Progress::new("validated", estimate);
-    let report = import::parse_import(kind, &bytes, args.format.as_deref(), |done| bar.show(done))
-        .map_err(|e| CliError::Failed(format!("{}: {e}", args.file.display())))?;
-    bar.show(estimate);
+    let bar = progress_bar("validated", estimate);
+    let report = import::parse_import(kind, &bytes, args.format.as_deref(), |done| {
+        bar.set_position(done.min(estimate))
+    });
+    let report = match report {
+        Ok(report) => {
+            // The estimate counted lines, not rows: the bar ends full however many rows
+            // there were.
+            bar.set_position(estimate);
+            finish_bar(&bar, "validated");
+            report
+        }
+        Err(e) => {
+            // Left where it stopped, so the error below reads as where reading failed.
+            bar.abandon();
+            return Err(CliError::Failed(format!("{}: {e}", args.file.display())));
+        }
+    };
     let valid = report.rows.len() as u64;
     // Rows, not problems: a row may have several, and past a cap problems are only counted.
     let refused = report.refused();
@@ -137,7 +122,7 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
     let mut written = 0u64;
     let mut total = 0u64;
     if send && valid > 0 {
-        let mut bar = Progress::new("imported", valid);
+        let bar = progress_bar("imported", valid);
         for batch in batches(&report.rows) {
             let rows = batch_len(&batch);
             let reply = client
@@ -161,8 +146,9 @@ pub async fn import(client: &mut Client, args: ImportArgs, json: bool) -> Result
                 }
                 other => return Err(CliError::unexpected(&other)),
             }
-            bar.show(written.max(rows as u64));
+            bar.set_position(written.max(rows as u64).min(valid));
         }
+        finish_bar(&bar, "imported");
     }
     if json {
         output::json(&serde_json::json!({

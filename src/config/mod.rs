@@ -24,7 +24,7 @@ pub use mail::MailConfig;
 pub use patrol::PatrolConfig;
 pub use persist::{PersistConfig, SupervisionConfig};
 pub use race::{RaceConfig, TrackingConfig};
-pub use server::{AuthConfig, LogConfig, ServerConfig, WebConfig, WsConfig};
+pub use server::{AuthConfig, LogConfig, LogFormat, ServerConfig, WebConfig, WsConfig};
 
 use layers::{apply_env, merge_layer, parse_table, set_key};
 use serde::Deserialize;

@@ -208,12 +208,55 @@ impl WebConfig {
     }
 }
 
-/// `[log]`: the default tracing filter.
+/// `[log]`: the default tracing filter and the shape of a log line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
     pub filter: String,
+    /// Lines for people (`text`) or one JSON object per line for a log collector (`json`).
+    pub format: LogFormat,
+}
+
+/// How log lines are written (`log.format`). Colour is never a setting: text lines are
+/// coloured only when stderr is a terminal, so files and collectors get no escape codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `time LEVEL target: message key=value`, for a person reading a terminal or a file.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans), for
+    /// collectors that should not parse text.
+    Json,
+}
+
+impl LogFormat {
+    /// The format as written in `log.format`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// Reads `log.format` (exactly: the file is the docs).
+    pub fn parse(text: &str) -> Option<LogFormat> {
+        [LogFormat::Text, LogFormat::Json]
+            .into_iter()
+            .find(|format| format.as_str() == text)
+    }
+}
+
+/// Read from text, so a misspelt `log.format` is refused naming the key and the values it
+/// takes, like every other configuration error.
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        LogFormat::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "log.format must be \"text\" or \"json\", got `{text}`"
+            ))
+        })
+    }
 }
 
 impl LogConfig {
@@ -226,5 +269,48 @@ impl LogConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFormat;
+    use crate::config::{Config, Overrides};
+
+    /// The configuration with one environment variable set.
+    fn with_env(var: &str, value: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::load_from(
+            None,
+            &[(var.to_owned(), value.to_owned())],
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn log_format_is_text_by_default_and_json_on_request() {
+        assert_eq!(Config::defaults().unwrap().log.format, LogFormat::Text);
+        let c = with_env("PELOTON_LOG_FORMAT", "json").unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[log]\nformat = \"json\"\n").unwrap();
+        let c = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_wrong_log_format_is_refused_naming_the_key_and_its_values() {
+        assert_eq!(
+            with_env("PELOTON_LOG_FORMAT", "xml").unwrap_err().0,
+            "log.format must be \"text\" or \"json\", got `xml`"
+        );
+        // Exactly as written: the file is the documentation.
+        let e = with_env("PELOTON_LOG_FORMAT", "JSON").unwrap_err();
+        assert!(e.0.contains("log.format"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[log]\nformat = 1\n").unwrap();
+        let e = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("log.format"), "{e}");
     }
 }

@@ -226,6 +226,9 @@ where
                                 close_code::TOO_SLOW,
                                 "too slow: race updates were skipped for too long".into(),
                             ),
+                            // A reset or closed connection under a write is the client
+                            // going, as it is under a read: not a failure of ours.
+                            WriterStop::PeerGone => break Ending::Client,
                             WriterStop::Done => {}
                         }
                     }
@@ -740,8 +743,11 @@ struct WriterOutcome<S> {
 /// Why a writer stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriterStop {
-    /// Its queue closed or it sent the close frame (or the peer is gone).
+    /// Its queue closed or it sent the close frame (or a write failed for a reason other
+    /// than the peer going).
     Done,
+    /// A write failed because the peer reset or closed the connection: the client went.
+    PeerGone,
     /// The peer did not accept our bytes within the write timeout (or would have needed
     /// more than the write buffer): it is not reading.
     Stalled,
@@ -981,11 +987,25 @@ async fn watched_write(
 }
 
 /// `None` when a write succeeded; else `Stalled` when it failed because the write buffer is
-/// full (the peer is not reading), `Done` when the peer is gone.
+/// full (the peer is not reading), `PeerGone` when the peer reset or closed the connection,
+/// `Done` for any other failure.
 fn write_failed(result: Result<(), WsError>) -> Option<WriterStop> {
+    use std::io::ErrorKind;
     match result {
         Ok(()) => None,
         Err(WsError::WriteBufferFull(_)) => Some(WriterStop::Stalled),
+        Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Some(WriterStop::PeerGone),
+        Err(WsError::Io(e))
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Some(WriterStop::PeerGone)
+        }
         Err(_) => Some(WriterStop::Done),
     }
 }
@@ -1012,6 +1032,34 @@ fn truncate_reason(mut reason: String) -> String {
 mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A client that resets its connection makes the server's next write fail: that is the
+    /// client going (`client` in `peloton_ws_closes_total`), over a real TCP connection.
+    /// Any other write failure is not the client's doing.
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_reset_is_the_client_going() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_io, _) = listener.accept().await.unwrap();
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        client.set_zero_linger().unwrap();
+        drop(client);
+        // The reset may arrive after a first write was taken by the kernel.
+        let mut stop = None;
+        for _ in 0..100 {
+            let sent = server.send(Message::Binary(vec![7u8; 1024].into())).await;
+            stop = write_failed(sent);
+            if stop.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stop, Some(WriterStop::PeerGone));
+        let other = WsError::Io(std::io::Error::other("no buffer space"));
+        assert_eq!(write_failed(Err(other)), Some(WriterStop::Done));
+    }
 
     /// A race update cut into fragments arrives as the one message it was, whatever the
     /// cut splits (a multi-byte character in JSON text included), through tungstenite on

@@ -42,7 +42,7 @@ impl Gate {
             permits: Arc::new(Semaphore::new(concurrency.max(1) as usize)),
             concurrency: concurrency.max(1),
         };
-        gate.report(BreakerState::Closed);
+        gate.report(BreakerState::Closed, BreakerState::Closed, 0);
         gate
     }
 
@@ -53,9 +53,13 @@ impl Gate {
 
     /// May an attempt start at `now_ms`? A probe is counted as admitted.
     pub fn admit(&self, now_ms: UnixMillis) -> Admission {
-        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        let admission = breaker.admit(clamp(now_ms));
-        self.report(breaker.state());
+        let (before, admission, after) = {
+            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let before = breaker.state();
+            let admission = breaker.admit(clamp(now_ms));
+            (before, admission, breaker.state())
+        };
+        self.report(before, after, clamp(now_ms));
         admission
     }
 
@@ -91,15 +95,51 @@ impl Gate {
         };
         metrics::counter!(m::MAIL_ATTEMPTS, "transport" => kind, "result" => result).increment(1);
         let up = outcome.is_ok() || outcome.as_ref().is_err_and(|e| e.permanent);
-        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        breaker.record(clamp(now()), up);
-        self.report(breaker.state());
+        let at_ms = clamp(now());
+        let (before, after) = {
+            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let before = breaker.state();
+            breaker.record(at_ms, up);
+            (before, breaker.state())
+        };
+        self.report(before, after, at_ms);
         outcome
     }
 
-    fn report(&self, state: BreakerState) {
-        metrics::gauge!(m::MAIL_BREAKER_STATE, "transport" => self.kind.as_str())
-            .set(state.gauge());
+    /// Shows the breaker's state in [`m::MAIL_BREAKER_STATE`] and logs where it moved: an
+    /// operator learns from the log that mail stopped flowing to a provider (warn) and
+    /// when it flows again (info), without watching the gauge. Called after the breaker's
+    /// lock is released, so a slow log writer never holds up the scheduler or a send;
+    /// `now_ms` is the mail clock's time the breaker was given.
+    fn report(&self, before: BreakerState, after: BreakerState, now_ms: u64) {
+        let transport = self.kind.as_str();
+        metrics::gauge!(m::MAIL_BREAKER_STATE, "transport" => transport).set(after.gauge());
+        match (before, after) {
+            (BreakerState::Open { .. }, BreakerState::Open { .. })
+            | (BreakerState::Closed, BreakerState::Closed) => {}
+            (_, BreakerState::Open { until_ms }) => {
+                let open_for_ms = until_ms.saturating_sub(now_ms);
+                tracing::warn!(
+                    transport,
+                    open_for_ms,
+                    "mail circuit breaker opened: {transport} mail waits until a probe succeeds"
+                );
+            }
+            (_, BreakerState::Closed) => {
+                tracing::info!(
+                    transport,
+                    "mail circuit breaker closed: {transport} mail flows again"
+                );
+            }
+            (BreakerState::Open { .. }, BreakerState::HalfOpen { .. }) => {
+                tracing::info!(
+                    transport,
+                    "mail circuit breaker half-open: probing {transport}"
+                );
+            }
+            (BreakerState::HalfOpen { .. }, BreakerState::HalfOpen { .. })
+            | (BreakerState::Closed, BreakerState::HalfOpen { .. }) => {}
+        }
     }
 }
 

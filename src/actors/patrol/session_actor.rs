@@ -56,6 +56,20 @@ pub struct SessionActorState {
 /// The ractor behaviour of a session.
 pub struct SessionActor;
 
+/// The `kind` label of [`m::PATROL_PUSHES`]: the name of the push the notice becomes on the
+/// wire (section 17), so the metric and the protocol speak of the same things.
+fn push_kind(notice: &Notice) -> &'static str {
+    match notice {
+        Notice::DutyEnded { .. } => "duty_ended",
+        Notice::OfficerNearby { .. } => "officer_nearby",
+        Notice::OfficerGone { .. } => "officer_gone",
+        Notice::ConnectRequested { .. } => "connect_requested",
+        Notice::ConnectClosed { .. } => "connect_closed",
+        Notice::ConnectionEstablished(_) => "connection_established",
+        Notice::DirectMessage(_) => "direct_message",
+    }
+}
+
 impl SessionActorState {
     fn now(&self) -> i64 {
         self.ctx.clock.now_ms()
@@ -72,8 +86,10 @@ impl SessionActorState {
             Notice::DirectMessage(m) => Some((super::book::pair_key(&m.from, &m.to), m.seq)),
             _ => None,
         };
+        let kind = push_kind(&notice);
         match self.notices.try_send(notice) {
             Ok(()) => {
+                metrics::counter!(m::PATROL_PUSHES, "kind" => kind).increment(1);
                 if let (Some((pair, seq)), Ok(book)) = (confirm, self.ctx.book()) {
                     let _ = book.cast(BookMsg::Delivered {
                         user: self.state.user.clone(),

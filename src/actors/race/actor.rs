@@ -344,6 +344,7 @@ impl Actor for RaceActor {
         // Recovery catches up with the clock before the server reports ready: a start or
         // cut-off that passed while it was down takes effect now, journaled like any change.
         run_clock(&mut st).await;
+        record_gauges(&st);
         Ok(st)
     }
 
@@ -358,6 +359,7 @@ impl Actor for RaceActor {
         if let Some(timer) = st.clock_timer.take() {
             timer.abort();
         }
+        m::live_races().remove(st.id.as_str());
         Ok(())
     }
 
@@ -594,6 +596,7 @@ fn subscribe(st: &mut RaceActorState, since_seq: Option<u64>) -> Result<Subscrip
 /// Encodes what changed once and hands it to every subscriber (nobody watching: nothing).
 fn publish(st: &mut RaceActorState) {
     let spectators = u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX);
+    record_gauges(st);
     if spectators == 0 {
         return;
     }
@@ -666,7 +669,25 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     };
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
+    record_gauges(st);
     Ok(summary)
+}
+
+/// Shows the race's racers and spectators while it is live, and nothing otherwise (see
+/// [`m::LiveRaces`]): called where either can change (a command, a tick, recovery). The
+/// spectators are the tick channel's receivers, one per subscribed socket, so a socket that
+/// went is no longer counted from the next tick.
+fn record_gauges(st: &RaceActorState) {
+    match st.race.state().race.as_ref() {
+        Some(race) if race.status == RaceStatus::Live => m::live_races().set(
+            st.id.as_str(),
+            m::RaceGauges {
+                racers: u32::try_from(race.roster.len()).unwrap_or(u32::MAX),
+                spectators: u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX),
+            },
+        ),
+        _ => m::live_races().remove(st.id.as_str()),
+    }
 }
 
 /// Binds or revokes a device id through the journaled shell, then brings the index of ids

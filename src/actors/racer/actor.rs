@@ -10,13 +10,14 @@
 
 use super::msg::{FixesOutcome, RacerMsg};
 use super::state::{Fix, RacerInputs, RacerState};
-use super::KIND;
+use super::{FixVerdict, RacerEvent, KIND};
 use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::race::actor::{RaceContext, RaceMsg};
 use crate::actors::race::standings::{Live, RacerProgress};
 use crate::actors::racer::CourseGeometry;
 use crate::error::Rejection;
 use crate::ids::RaceId;
+use crate::metrics as m;
 use crate::persist::{ActorKey, Compaction};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -148,6 +149,10 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
         geometry: &st.geometry,
         rules: &st.ctx.rules,
     };
+    // Kept for the metrics: the batch and the racer before it, so the fixes the rules
+    // ignored can be asked why (`count_fixes`). A copy like the one the rules make of the
+    // racer to decide, and small beside the journal write that follows.
+    let before = (st.racer.state().clone(), fixes.clone());
     let decision = st
         .racer
         .execute(
@@ -156,6 +161,14 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
             "the fixes could not be stored; send them again",
         )
         .await?;
+    if decision.outcome.ignored == 0 {
+        metrics::counter!(m::FIXES, "outcome" => "accepted")
+            .increment(u64::from(decision.outcome.accepted));
+    } else {
+        let (state, fixes) = before;
+        count_fixes(state, &fixes, &decision.events, inputs);
+    }
+    count_flags(&decision.events);
     if !decision.events.is_empty() {
         report(st);
     }
@@ -164,6 +177,68 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
         ignored: decision.outcome.ignored,
         last_at_ms: st.racer.state().last_fix.map(|f| f.at_ms),
     })
+}
+
+/// Counts a batch's fixes by outcome in [`m::FIXES`]: the rules count the ignored ones
+/// without saying why, so each is asked again of the racer as the batch had left it then,
+/// with the verdict the rules gave it the first time (same state, same fix, same answer).
+/// The racer is stepped along the batch by the events each accepted fix produced (a fix's
+/// events start with its `FixAccepted`), so no accepted fix is judged twice.
+fn count_fixes(
+    mut state: RacerState,
+    fixes: &[Fix],
+    events: &[RacerEvent],
+    inputs: RacerInputs<'_>,
+) {
+    let mut next = 0;
+    for fix in fixes {
+        let accepted =
+            matches!(events.get(next), Some(RacerEvent::FixAccepted { fix: f, .. }) if f == fix);
+        let outcome = if accepted {
+            state.apply(&events[next]);
+            next += 1;
+            while let Some(event) = events
+                .get(next)
+                .filter(|e| !matches!(e, RacerEvent::FixAccepted { .. }))
+            {
+                state.apply(event);
+                next += 1;
+            }
+            "accepted"
+        } else {
+            match state.handle(*fix, inputs.geometry, inputs.rules) {
+                Err(verdict) => verdict_label(verdict),
+                // Cannot happen (the rules ignored this fix in this very state); counted
+                // rather than guessed at.
+                Ok(_) => "ignored",
+            }
+        };
+        metrics::counter!(m::FIXES, "outcome" => outcome).increment(1);
+    }
+}
+
+/// The `outcome` label of an ignored fix.
+fn verdict_label(verdict: FixVerdict) -> &'static str {
+    match verdict {
+        FixVerdict::Stale => "stale",
+        FixVerdict::Inaccurate => "inaccurate",
+        FixVerdict::TooFast => "too_fast",
+        FixVerdict::Invalid => "invalid",
+        FixVerdict::AlreadyFinished => "after_finish",
+    }
+}
+
+/// Counts the episodes a batch flagged in [`m::RACER_FLAGS`]: the off-course flag going
+/// up, and each suspected cut (held or credited).
+fn count_flags(events: &[RacerEvent]) {
+    for event in events {
+        let flag = match event {
+            RacerEvent::WentOffCourse { .. } => "off_course",
+            RacerEvent::CutSuspected { .. } => "suspected_cut",
+            _ => continue,
+        };
+        metrics::counter!(m::RACER_FLAGS, "flag" => flag).increment(1);
+    }
 }
 
 /// Tells the race where this racer is now.
