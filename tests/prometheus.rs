@@ -103,6 +103,11 @@ async fn every_dashboard_query_and_alert_metric_has_series_from_a_real_server() 
         c.web.guest_tokens_per_addr_per_min = 1;
         // Snapshots within a few fixes.
         c.persist.snapshot_every = 5;
+        // A finished race falls asleep within the workload, to be woken by a question.
+        c.supervision.passivate_after_ms = 300;
+        // Scheduled backups are copied to a second folder and handed to a command.
+        c.persist.backup_copy_dir = "cold".into();
+        c.persist.after_backup = vec!["true".into()];
         // Nothing listens on the SMTP port: attempts fail, the breaker opens, and jobs go
         // to the dead letters within seconds.
         c.mail.smtp_port = smtp_port;
@@ -366,6 +371,38 @@ async fn workload(server: &TestServer) -> Alive {
     // The spectator that never read is closed as too slow.
     counted(server, "peloton_ws_closes_total{code=\"4008\"}").await;
     drop(slow);
+    // A racer 300 m off the course for a minute is flagged off course.
+    let astray: Vec<WireFix> = [(600_000, 300.0), (660_000, 320.0)]
+        .into_iter()
+        .map(|(after_ms, east_m)| {
+            let lost = index.position_at(3_000.0).moved_m(east_m, 0.0);
+            WireFix {
+                at_ms: T0 + 3_000 * 125 + after_ms,
+                lat_e7: lost.lat_e7,
+                lon_e7: lost.lon_e7,
+                accuracy_dm: 50,
+                speed_cmps: None,
+                elevation_dm: None,
+            }
+        })
+        .collect();
+    riders[0]
+        .request(Request::Fixes { fixes: astray })
+        .await
+        .expect("fixes acknowledged");
+    counted(server, "peloton_racer_flags_total{flag=\"off_course\"}").await;
+
+    // A race that finished falls asleep in its journal; a question wakes it.
+    let done = live_race_on(&mut admin, "Done", dense.clone(), T0, 2).await;
+    admin
+        .request(Request::RaceFinish { id: done.clone() })
+        .await
+        .expect("finished");
+    counted(server, "peloton_actor_passivations_total{kind=\"race\"}").await;
+    admin
+        .request(Request::RaceResults { race_id: done })
+        .await
+        .expect("results of a sleeping race");
 
     // A tracking app whose device id nobody registered.
     let (status, _) = http_request(
