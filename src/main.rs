@@ -41,10 +41,13 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let server = peloton::engine::start(config)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
-        // Tools wait for exactly this line on stdout.
-        println!("listening on {}", server.addr);
-        let _ = std::io::stdout().flush();
-        server.run_until_signal().await;
+        server
+            .run_until_signal(|addr| {
+                // Tools wait for exactly this line on stdout, then may signal at once.
+                println!("listening on {addr}");
+                let _ = std::io::stdout().flush();
+            })
+            .await;
         Ok(())
     })
 }

@@ -189,35 +189,54 @@ impl RunningServer {
         tracing::info!("stopped");
     }
 
-    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    /// Calls `announce` with the bound address once SIGTERM and SIGINT are caught (so a
+    /// signal sent by whoever waited for the announcement is never the default, abrupt
+    /// exit), runs until one comes, then shuts down gracefully.
+    pub async fn run_until_signal(self, announce: impl FnOnce(SocketAddr)) {
+        let signals = StopSignals::catch();
+        announce(self.addr);
+        signals.wait().await;
         tracing::info!("signal received; shutting down");
         self.shutdown().await;
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, caught from the moment this exists.
+struct StopSignals {
+    /// Both handlers, when the platform has them (else Ctrl-C is waited for).
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    caught: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn catch() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let caught = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            StopSignals { caught }
+        }
+        #[cfg(not(unix))]
+        {
+            StopSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.caught {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
