@@ -301,6 +301,18 @@ async fn kill_9_while_actors_fall_asleep_and_wake_loses_no_acknowledged_fix() {
     let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
         .await
         .unwrap();
+    // Start-up left the finished race asleep, and its results mails, all submitted before
+    // the kill, did not need it woken.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counter(
+            server.addr,
+            "peloton_actor_activations_total{kind=\"race\"}"
+        )
+        .await,
+        0,
+        "nothing woke the finished race at start-up"
+    );
     let index = index();
     for bib in 1..=racers {
         let last = acked[bib as usize];

@@ -184,6 +184,23 @@ impl MailDomain {
         })
     }
 
+    /// Whether envelope (`correlation`, `sequence`) was submitted within the idempotency
+    /// retention: a caller that submits in order learns from its last envelope whether all
+    /// went, without building them again.
+    pub fn submitted(&self, correlation: &str, sequence: u64) -> bool {
+        let key = EnvelopeKey {
+            correlation: correlation.to_owned(),
+            sequence,
+        };
+        let now = self.ctx.clock.now_ms();
+        self.ctx
+            .window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(&key, now)
+            .is_some()
+    }
+
     /// Submits an envelope: validated, deduplicated by (correlation, sequence) within the
     /// retention, and each message accepted durably as a job before this returns. A
     /// duplicate gets the jobs the first submission made, as they are now.

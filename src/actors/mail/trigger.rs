@@ -18,9 +18,12 @@ use tokio::sync::broadcast::error::RecvError;
 ///
 /// First it catches up: a race that finished shortly before a crash may never have had its
 /// event handled (events are not journaled, the race's finish is). So every race that
-/// finished within `catch_up` of now gets its results mails submitted again; the jobs' ids
-/// are derived from the race and bib, so one already mailed is not mailed twice. Listening
-/// starts before the catch-up so no finish in between is missed.
+/// finished within `catch_up` of now gets its results mails submitted again, unless the
+/// directory's summary shows there is nobody to mail or the mail domain already has the
+/// last one (they are submitted in bib order, each durable before the next): only a race
+/// whose mails were cut short is woken from its journal for them. The jobs' ids are derived
+/// from the race and bib, so one already mailed is not mailed twice. Listening starts before
+/// the catch-up so no finish in between is missed.
 pub async fn race_results(mail: MailDomain, races: RaceDomain, catch_up: std::time::Duration) {
     let mut events = races.domain_events();
     let since = crate::time::now_ms() - i64::try_from(catch_up.as_millis()).unwrap_or(i64::MAX);
@@ -29,6 +32,12 @@ pub async fn race_results(mail: MailDomain, races: RaceDomain, catch_up: std::ti
             continue;
         };
         if race.status != crate::actors::race::state::RaceStatus::Finished {
+            continue;
+        }
+        let Some(last) = race.last_bib_with_email else {
+            continue;
+        };
+        if mail.submitted(&results_correlation(&race.id), u64::from(last)) {
             continue;
         }
         if let Err(e) = results_mails(&mail, &races, &race.id, at_ms).await {
@@ -50,7 +59,12 @@ pub async fn race_results(mail: MailDomain, races: RaceDomain, catch_up: std::ti
     }
 }
 
-/// One results job per racer with an address.
+/// The correlation id of race `race`'s results mails; the bib is the sequence.
+fn results_correlation(race: &RaceId) -> String {
+    format!("race-results.{race}")
+}
+
+/// One results job per racer with an address, in bib order.
 pub async fn results_mails(
     mail: &MailDomain,
     races: &RaceDomain,
@@ -72,7 +86,7 @@ pub async fn results_mails(
         };
         let row = rows.iter().find(|r| r.bib == racer.bib);
         let request = MailRequest {
-            correlation: format!("race-results.{race}"),
+            correlation: results_correlation(race),
             sequence: u64::from(racer.bib),
             sent_at_ms: finished_at_ms,
             messages: vec![EnvelopeMessage {

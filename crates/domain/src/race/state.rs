@@ -347,6 +347,10 @@ pub struct RaceSummary {
     pub course_length_m: f64,
     /// Registered racers.
     pub racers: u32,
+    /// The highest bib with an email address: the last results mail a finish submits (they
+    /// go in bib order), so a restart can tell from the mail it finds whether they all went
+    /// without waking the race. `None`: nobody to mail.
+    pub last_bib_with_email: Option<u32>,
 }
 
 impl RaceSummary {
@@ -391,6 +395,12 @@ impl Race {
             course_points: u32::try_from(self.course.points.len()).unwrap_or(u32::MAX),
             course_length_m: self.course.length_m,
             racers: u32::try_from(self.roster.len()).unwrap_or(u32::MAX),
+            last_bib_with_email: self
+                .roster
+                .values()
+                .rev()
+                .find(|racer| racer.email.is_some())
+                .map(|racer| racer.bib),
         }
     }
 }
