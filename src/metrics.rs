@@ -78,6 +78,12 @@ pub const PATROL_CONNECTIONS: &str = "peloton_patrol_connections_total";
 pub const RACE_TICK_BYTES: &str = "peloton_race_tick_bytes";
 /// Histogram: rows in each published race tick's delta.
 pub const RACE_TICK_ROWS: &str = "peloton_race_tick_rows";
+/// Gauge: 1 while the server serves requests (`/readyz` 200), 0 while it recovers or shuts
+/// down, so "not ready" is an alert of its own, not only "not scraped".
+pub const READY: &str = "peloton_ready";
+/// Gauge (seconds): how long the last start took from opening the data folder to ready
+/// (journal read, resident actors recovered).
+pub const RECOVERY_SECONDS: &str = "peloton_recovery_seconds";
 /// Counter by `kind` (race, racer): idle actors put to sleep in their journals.
 pub const PASSIVATIONS: &str = "peloton_actor_passivations_total";
 /// Counter by `kind`: sleeping actors woken by a request or their clock.

@@ -92,12 +92,14 @@ impl Engine {
             .set(services)
             .map_err(|_| "services were set twice")?;
         self.ready.store(true, Ordering::Release);
+        metrics::gauge!(crate::metrics::READY).set(1.0);
         Ok(())
     }
 
     /// Stops serving new requests and tells every session to close.
     pub fn begin_shutdown(&self) {
         self.ready.store(false, Ordering::Release);
+        metrics::gauge!(crate::metrics::READY).set(0.0);
         let _ = self.shutdown.send(true);
     }
 

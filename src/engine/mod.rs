@@ -55,6 +55,8 @@ pub struct RunningServer {
 /// Starts everything and returns once recovery has finished and connections are served.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     crate::metrics::install();
+    let starting = std::time::Instant::now();
+    metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = Keys::load_or_create(&config).map_err(|e| StartError(e.to_string()))?;
     let data_dir = config.server.data_dir.clone();
     let store = Store::open(&data_dir)
@@ -145,7 +147,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             journal,
         })
         .map_err(|e| StartError(e.into()))?;
-    tracing::info!(%addr, "ready");
+    let recovery = starting.elapsed();
+    metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(recovery.as_secs_f64());
+    tracing::info!(%addr, recovery_ms = recovery.as_millis() as u64, "ready");
     Ok(RunningServer {
         addr,
         engine,
