@@ -176,17 +176,6 @@ fn off_the_course(index: &CourseIndex, near: Position) -> Position {
     panic!("no point off the course near {near:?}")
 }
 
-fn wire(p: Position, at_ms: i64) -> WireFix {
-    WireFix {
-        at_ms,
-        lat_e7: p.lat_e7,
-        lon_e7: p.lon_e7,
-        accuracy_dm: 50,
-        speed_cmps: None,
-        elevation_dm: None,
-    }
-}
-
 /// A bare binary WebSocket with `token` on `addr`, its welcome read: the client a test can
 /// reset (SO_LINGER 0: the kernel answers the server with RST, no close frame, no FIN).
 async fn raw_socket(
@@ -253,12 +242,15 @@ async fn race_workload(addr: SocketAddr, keys: &Keys, admin: &mut Client) -> (St
     // after the good fix: possible at 38 m/s, not at the 30 m/s a course allows plus
     // 300 m tolerance, so a suspected cut.
     let start = index.position_at(100.0);
-    let spike = wire(start.moved_m(5_000.0, 0.0), base + 6_000);
+    let spike = common::wire_fix(start.moved_m(5_000.0, 0.0), base + 6_000);
     let cut = fix_at(&index, 2_400.0, base + 60_000);
     assert_eq!(send(&mut phone, vec![spike, cut]).await, (1, 1));
     // Off the course for 35 s: the off-course flag goes up.
     let off = off_the_course(&index, index.position_at(2_400.0));
-    let spell = vec![wire(off, base + 90_000), wire(off, base + 125_000)];
+    let spell = vec![
+        common::wire_fix(off, base + 90_000),
+        common::wire_fix(off, base + 125_000),
+    ];
     assert_eq!(send(&mut phone, spell).await, (2, 0));
     (race, spectator)
 }

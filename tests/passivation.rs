@@ -8,6 +8,7 @@ mod common;
 use common::{
     fix_at, gpx, keys_for, live_race, racer_phone, results, token, ChildServer, TestServer,
 };
+use peloton::actors::race::RaceDomain;
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
 use peloton::ids::RaceId;
@@ -25,8 +26,12 @@ fn index() -> CourseIndex {
     CourseIndex::from(&course)
 }
 
-async fn sleepy_server() -> TestServer {
-    TestServer::start_with(|c| c.supervision.passivate_after_ms = IDLE_MS).await
+/// A server whose idle actors sleep after [`IDLE_MS`], its race domain, and an admin.
+async fn sleepy_server() -> (TestServer, RaceDomain, Client) {
+    let server = TestServer::start_with(|c| c.supervision.passivate_after_ms = IDLE_MS).await;
+    let races = server.services().races.clone();
+    let admin = server.client(Role::Admin, Codec::Binary).await;
+    (server, races, admin)
 }
 
 /// Sends `fixes` as racer `bib`'s phone; returns (accepted, ignored).
@@ -81,9 +86,7 @@ async fn counter(addr: std::net::SocketAddr, series: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_race_asleep_answers_results_and_replay_exactly_as_before_it_slept() {
-    let server = sleepy_server().await;
-    let races = server.services().races.clone();
-    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let (server, races, mut admin) = sleepy_server().await;
     let start = now_ms() - 600_000;
     let id = live_race(&mut admin, RIDE, start, 3).await;
     let index = index();
@@ -137,9 +140,7 @@ async fn a_finished_race_asleep_answers_results_and_replay_exactly_as_before_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_for_a_live_racer_whose_actor_slept_wakes_it_and_is_applied_once() {
-    let server = sleepy_server().await;
-    let races = server.services().races.clone();
-    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let (server, races, mut admin) = sleepy_server().await;
     let start = now_ms() - 600_000;
     let id = live_race(&mut admin, RIDE, start, 2).await;
     let race = RaceId::parse(&id).unwrap();
@@ -177,9 +178,7 @@ async fn a_fix_for_a_live_racer_whose_actor_slept_wakes_it_and_is_applied_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_race_scheduled_for_later_sleeps_and_its_clock_wakes_it_at_its_start() {
-    let server = sleepy_server().await;
-    let races = server.services().races.clone();
-    let mut admin = server.client(Role::Admin, Codec::Binary).await;
+    let (server, races, mut admin) = sleepy_server().await;
     let start = now_ms() + 2_500;
     let create = RaceCreate {
         name: "Later".into(),
@@ -249,10 +248,7 @@ async fn kill_9_while_actors_fall_asleep_and_wake_loses_no_acknowledged_fix() {
     let env = [("PELOTON_SUPERVISION_PASSIVATE_AFTER_MS", "100")];
     let server = ChildServer::start(dir.path(), &env);
     let keys = keys_for(dir.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
+    let mut admin = server.admin(dir.path()).await;
     let start = now_ms() - 600_000;
     let racers = 6u32;
     let id = live_race(&mut admin, RIDE, start, racers).await;
@@ -298,9 +294,7 @@ async fn kill_9_while_actors_fall_asleep_and_wake_loses_no_acknowledged_fix() {
     );
 
     let server = ChildServer::start(dir.path(), &env);
-    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
+    let mut admin = server.admin(dir.path()).await;
     // Start-up left the finished race asleep, and its results mails, all submitted before
     // the kill, did not need it woken.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -376,14 +376,7 @@ async fn workload(server: &TestServer) -> Alive {
         .into_iter()
         .map(|(after_ms, east_m)| {
             let lost = index.position_at(3_000.0).moved_m(east_m, 0.0);
-            WireFix {
-                at_ms: T0 + 3_000 * 125 + after_ms,
-                lat_e7: lost.lat_e7,
-                lon_e7: lost.lon_e7,
-                accuracy_dm: 50,
-                speed_cmps: None,
-                elevation_dm: None,
-            }
+            common::wire_fix(lost, T0 + 3_000 * 125 + after_ms)
         })
         .collect();
     riders[0]

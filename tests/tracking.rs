@@ -375,10 +375,7 @@ async fn a_server_killed_mid_race_resumes_identical_standings() {
     let env = [("PELOTON_PERSIST_SNAPSHOT_EVERY", "100")];
     let server = ChildServer::start(dir.path(), &env);
     let keys = keys_for(dir.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
+    let mut admin = server.admin(dir.path()).await;
     let race = live_race(&mut admin, RIDE, T0, 3).await;
     let course = course();
     for bib in 1..=3u32 {
@@ -398,9 +395,7 @@ async fn a_server_killed_mid_race_resumes_identical_standings() {
     server.kill9();
 
     let server = ChildServer::start(dir.path(), &env);
-    let mut admin = Client::connect(&server.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
+    let mut admin = server.admin(dir.path()).await;
     // Identical but for gaps, which are for the instant the standings are read and grow
     // with the clock for racers on the course.
     let no_gaps = |rows: Vec<StandingView>| -> Vec<StandingView> {

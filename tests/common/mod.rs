@@ -213,6 +213,15 @@ impl ChildServer {
         }
     }
 
+    /// An admin's binary-protocol client of this server, whose data folder is `data`, with a
+    /// token valid for an hour.
+    pub async fn admin(&self, data: &Path) -> Client {
+        let token = token(&keys_for(data), Role::Admin, "ops", None, 3600);
+        Client::connect(&self.url, &token, Codec::Binary)
+            .await
+            .expect("admin connects")
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -325,7 +334,11 @@ fn complete(response: &[u8]) -> bool {
 
 /// A phone's fix `position_m` along the course at device time `at_ms`, 5 m accurate.
 pub fn fix_at(index: &peloton::geo::CourseIndex, position_m: f64, at_ms: i64) -> WireFix {
-    let p = index.position_at(position_m);
+    wire_fix(index.position_at(position_m), at_ms)
+}
+
+/// A phone's fix at `p` at device time `at_ms`, 5 m accurate.
+pub fn wire_fix(p: peloton::geo::Position, at_ms: i64) -> WireFix {
     WireFix {
         at_ms,
         lat_e7: p.lat_e7,
