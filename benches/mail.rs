@@ -13,18 +13,33 @@
 //!   to a file). Baseline, `mail/deliver/lettre_direct_500`: the same 500 mails sent with
 //!   the same pooled lettre transport and the same concurrency (8), with no job, journal or
 //!   scheduler.
+//! - `mail/postfix_smtp_sink` (printed, not a criterion figure; issue 18): Postfix's
+//!   `smtp-sink` (the server made for benchmarking SMTP clients: it accepts and discards,
+//!   one C process, no disk) on loopback, `SINK_MAILS` mails per round (default 5,000),
+//!   3 rounds of each, in turn: (1) lettre's pooled `AsyncSmtpTransport` alone, with the
+//!   configured pool size (`mail.smtp_pool_max`) and in-flight limit
+//!   (`mail.smtp_concurrency`); (2) Peloton's SMTP transport alone (lettre's sessions over
+//!   its own TCP_NODELAY connections, same pool and limit), no job, journal or scheduler;
+//!   (3) Peloton's mail domain delivering as many submitted jobs (envelopes of 1,000,
+//!   submitted at once; timed from the first submit to the last job `Sent`, each job's
+//!   Accepted, Sending and Sent journaled and flushed before the next step). Prints each
+//!   round's mails/s, the medians and the ratios. `SINK_LIMIT=n` sets pool and limit to n.
+//!   Needs `/usr/sbin/smtp-sink` (Debian's `postfix` package; the postfix service need not
+//!   run). `PELOTON_MAIL_BENCH=postfix` runs only this part.
 //! - Memory (printed, not a criterion figure): RSS growth per job with 100,000 jobs waiting
 //!   behind an open breaker, against RSS growth per idle ractor actor (10,000 spawned) in
 //!   the same process, i.e. what a waiting job would cost if it kept its actor.
 //!
-//! Needs python3 with aiosmtpd. Run with `nice -n 10 cargo bench --bench mail`.
+//! Needs python3 with aiosmtpd and Postfix's smtp-sink. Run with
+//! `nice -n 5 cargo bench -j 1 --bench mail`.
 
 use criterion::{Criterion, SamplingMode, Throughput};
+use peloton::actors::mail::job::TransportKind;
 use peloton::actors::mail::message::MailMessage;
 use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
 use peloton::actors::root::{RootArgs, RootMsg, RootSupervisor};
 use peloton::config::Config;
-use peloton::net::mail::{transports, TransportSettings};
+use peloton::net::mail::{transports, Outgoing, TransportSettings};
 use peloton::persist::{ActorKey, Journal, JournalWriter, Store};
 use ractor::{Actor, ActorRef};
 use std::io::{BufRead, BufReader};
@@ -94,6 +109,42 @@ impl Drop for Sink {
     }
 }
 
+/// Postfix's smtp-sink on a free loopback port: accepts every mail and throws it away.
+struct PostfixSink {
+    child: Child,
+    port: u16,
+}
+
+impl PostfixSink {
+    fn start() -> PostfixSink {
+        let port = free_port();
+        let mut command = Command::new("/usr/sbin/smtp-sink");
+        // As root it must drop privileges after binding.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .args(["-m", "1000", &format!("127.0.0.1:{port}"), "1000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("/usr/sbin/smtp-sink (apt-get install postfix)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PostfixSink { child, port }
+    }
+}
+
+impl Drop for PostfixSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A mail domain over a fresh database, sending to `smtp_port`.
 struct Domain {
     _dir: TempDir,
@@ -104,6 +155,12 @@ struct Domain {
 }
 
 async fn domain(smtp_port: u16, hold_open: bool) -> Domain {
+    domain_with(smtp_port, hold_open, Some(8)).await
+}
+
+/// `domain` with `[mail]` `smtp_concurrency` and `smtp_pool_max` set to `limit`, or left at
+/// the defaults of config.toml when `None`.
+async fn domain_with(smtp_port: u16, hold_open: bool, limit: Option<u32>) -> Domain {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
     let (journal, writer) = JournalWriter::start(store.clone(), 4096).expect("writer");
@@ -119,8 +176,10 @@ async fn domain(smtp_port: u16, hold_open: bool) -> Domain {
     .expect("root");
     let mut config = Config::defaults().expect("config");
     config.mail.smtp_port = smtp_port;
-    config.mail.smtp_concurrency = 8;
-    config.mail.smtp_pool_max = 8;
+    if let Some(limit) = limit {
+        config.mail.smtp_concurrency = limit;
+        config.mail.smtp_pool_max = limit;
+    }
     if hold_open {
         config.mail.breaker.consecutive_failures = 1;
         config.mail.breaker.open_ms = 86_400_000;
@@ -385,8 +444,145 @@ fn memory(rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// The median of a few figures.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// lettre alone against Postfix's smtp-sink, then Peloton's jobs, 3 rounds each.
+fn postfix_sink(rt: &tokio::runtime::Runtime) {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let _runtime = rt.enter();
+    let n: usize = std::env::var("SINK_MAILS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let sink = PostfixSink::start();
+    let mut defaults = Config::defaults().expect("config");
+    // `SINK_LIMIT=n`: try another pool size and in-flight limit (both n) without a rebuild.
+    let limit = std::env::var("SINK_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(limit) = limit {
+        defaults.mail.smtp_pool_max = limit;
+        defaults.mail.smtp_concurrency = limit;
+    }
+    let (pool, concurrency) = (defaults.mail.smtp_pool_max, defaults.mail.smtp_concurrency);
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(sink.port)
+        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool))
+        .build();
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
+    let d = rt.block_on(domain_with(sink.port, false, limit));
+    // Peloton's SMTP transport alone (its own connections), no job, journal or scheduler.
+    let mut settings = TransportSettings::from_config(&defaults);
+    settings.smtp.port = sink.port;
+    let smtp = transports(&settings).expect("transports")[&TransportKind::Smtp].clone();
+    let (mut direct, mut alone, mut peloton) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3u64 {
+        let elapsed = rt.block_on(async {
+            let started = Instant::now();
+            let sends: Vec<_> = (0..n)
+                .map(|i| {
+                    let (transport, permits) = (transport.clone(), permits.clone());
+                    tokio::spawn(async move {
+                        let _permit = permits.acquire().await.expect("permit");
+                        let message = Message::builder()
+                            .from("Peloton <noreply@peloton.local>".parse().expect("from"))
+                            .to(format!("racer{i}@example.org").parse().expect("to"))
+                            .subject("Your result")
+                            .message_id(Some(format!("<direct{round}x{i}@peloton.local>")))
+                            .body("Hello,\n\nyou finished 12th in 1:02:03.\n".to_owned())
+                            .expect("message");
+                        transport.send(message).await.expect("sent");
+                    })
+                })
+                .collect();
+            for s in sends {
+                s.await.expect("send task");
+            }
+            started.elapsed()
+        });
+        direct.push(n as f64 / elapsed.as_secs_f64());
+        let elapsed = rt.block_on(async {
+            let started = Instant::now();
+            let sends: Vec<_> = (0..n)
+                .map(|i| {
+                    let (smtp, permits) = (smtp.clone(), permits.clone());
+                    tokio::spawn(async move {
+                        let _permit = permits.acquire().await.expect("permit");
+                        let (to, id) = (
+                            format!("racer{i}@example.org"),
+                            format!("<alone{round}x{i}@peloton.local>"),
+                        );
+                        let mail = Outgoing {
+                            from: "Peloton <noreply@peloton.local>",
+                            to: &to,
+                            subject: "Your result",
+                            body: "Hello,\n\nyou finished 12th in 1:02:03.\n",
+                            message_id: &id,
+                            idempotency_key: &id,
+                        };
+                        smtp.send(mail).await.expect("sent");
+                    })
+                })
+                .collect();
+            for s in sends {
+                s.await.expect("send task");
+            }
+            started.elapsed()
+        });
+        alone.push(n as f64 / elapsed.as_secs_f64());
+        let elapsed = rt.block_on(async {
+            let started = Instant::now();
+            let envelopes: Vec<_> = (0..n.div_ceil(1_000))
+                .map(|e| {
+                    let mail = d.mail.clone();
+                    let size = (n - e * 1_000).min(1_000);
+                    let seq = 1_000_000 * (round + 1) + e as u64;
+                    tokio::spawn(async move { mail.submit(request("sink", seq, size)).await })
+                })
+                .collect();
+            let mut jobs = Vec::with_capacity(n);
+            for e in envelopes {
+                jobs.extend(e.await.expect("submit task").expect("accepted"));
+            }
+            for job in jobs {
+                while d.mail.summary(&job.id).expect("job").status.name() != "sent" {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            started.elapsed()
+        });
+        peloton.push(n as f64 / elapsed.as_secs_f64());
+        println!(
+            "mail/postfix_smtp_sink round {}: lettre's pooled transport {:.0} mails/s, \
+             Peloton's SMTP transport alone {:.0} mails/s, Peloton jobs {:.0} mails/s",
+            round + 1,
+            direct[direct.len() - 1],
+            alone[alone.len() - 1],
+            peloton[peloton.len() - 1]
+        );
+    }
+    let (direct, alone, peloton) = (median(direct), median(alone), median(peloton));
+    println!(
+        "mail/postfix_smtp_sink: {n} mails per round, pool {pool}, in flight {concurrency}; \
+         median of 3: lettre's pooled transport {direct:.0} mails/s, Peloton's SMTP transport \
+         alone {alone:.0} mails/s, Peloton jobs {peloton:.0} mails/s; jobs / lettre = {:.2}, \
+         jobs / transport alone = {:.2}",
+        peloton / direct,
+        peloton / alone
+    );
+    d.root.stop(None);
+}
+
 fn main() {
     let rt = runtime();
+    postfix_sink(&rt);
+    if std::env::var("PELOTON_MAIL_BENCH").is_ok_and(|v| v == "postfix") {
+        return;
+    }
     memory(&rt);
     let mut c = Criterion::default().configure_from_args();
     accept(&mut c, &rt);

@@ -34,7 +34,10 @@ pub struct MailConfig {
     pub smtp_port: u16,
     /// `none`, `starttls` or `tls`.
     pub smtp_tls: String,
-    /// Pooled SMTP connections.
+    /// PEM file of the CA(s) a TLS SMTP server's certificate must chain to, instead of the
+    /// system's roots: a private relay with its own CA. Empty: the system's roots.
+    pub smtp_ca_file: String,
+    /// SMTP connections open at once (kept between mails; a send waits for a free one).
     pub smtp_pool_max: u32,
     /// SMTP connect (and per-command) timeout.
     pub smtp_connect_timeout_ms: u64,
@@ -170,22 +173,91 @@ impl MailConfig {
         if m.smtp_host.is_empty() {
             return fail("smtp_host", "must not be empty".into());
         }
-        match m.smtp_tls.as_str() {
-            "none" => {}
-            "starttls" | "tls" if cfg!(feature = "mail-tls") => {}
-            "starttls" | "tls" => {
-                return fail("smtp_tls", format!("is `{}` but this build has no TLS; rebuild with --features mail-tls or use \"none\"", m.smtp_tls));
-            }
-            other => {
-                return fail(
-                    "smtp_tls",
-                    format!("must be \"none\", \"starttls\" or \"tls\", got `{other}`"),
-                )
+        if !matches!(m.smtp_tls.as_str(), "none" | "starttls" | "tls") {
+            return fail(
+                "smtp_tls",
+                format!(
+                    "must be \"none\", \"starttls\" or \"tls\", got `{}`",
+                    m.smtp_tls
+                ),
+            );
+        }
+        // Checked whatever the TLS mode, so a file named for later is already known good.
+        if !m.smtp_ca_file.is_empty() {
+            let path = std::path::Path::new(&m.smtp_ca_file);
+            if let Err(why) = crate::net::mail::smtp::load_ca_file(path) {
+                return fail("smtp_ca_file", why);
             }
         }
         if let Err(why) = crate::net::mail::http::Endpoint::parse(&m.http_url) {
             return fail("http_url", why);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::process::Command;
+
+    /// `[mail]` with `smtp_ca_file = path`, validated.
+    fn with_ca_file(path: &str) -> Result<(), String> {
+        let mut config = Config::defaults().unwrap();
+        config.mail.smtp_ca_file = path.into();
+        config.mail.validate().map_err(|e| e.0)
+    }
+
+    #[test]
+    fn an_empty_ca_file_means_the_system_roots() {
+        assert_eq!(with_ca_file(""), Ok(()));
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_certificates_a_ca_can_be_made_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ca.key");
+        let pem = dir.path().join("ca.pem");
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=Config test CA", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .expect("the `openssl` command makes the test's CA");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(with_ca_file(pem.to_str().unwrap()), Ok(()));
+
+        let missing = with_ca_file("/nonexistent/ca.pem").unwrap_err();
+        assert!(missing.starts_with("mail.smtp_ca_file "), "{missing}");
+        assert!(missing.contains("cannot be read"), "{missing}");
+
+        let key_only = with_ca_file(key.to_str().unwrap()).unwrap_err();
+        assert!(key_only.starts_with("mail.smtp_ca_file "), "{key_only}");
+        assert!(key_only.contains("no PEM certificate"), "{key_only}");
+
+        let not_base64 = dir.path().join("bad.pem");
+        std::fs::write(
+            &not_base64,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let bad = with_ca_file(not_base64.to_str().unwrap()).unwrap_err();
+        assert!(bad.starts_with("mail.smtp_ca_file "), "{bad}");
+    }
+
+    #[test]
+    fn only_the_three_tls_modes_exist() {
+        for mode in ["none", "starttls", "tls"] {
+            let mut config = Config::defaults().unwrap();
+            config.mail.smtp_tls = mode.into();
+            assert!(config.mail.validate().is_ok(), "{mode}");
+        }
+        let mut config = Config::defaults().unwrap();
+        config.mail.smtp_tls = "ssl".into();
+        let err = config.mail.validate().unwrap_err().0;
+        assert!(err.starts_with("mail.smtp_tls "), "{err}");
     }
 }

@@ -317,9 +317,12 @@ mod tests {
             bad("PELOTON_MAIL_BREAKER_FAILURE_RATE", "1.5").contains("mail.breaker_failure_rate")
         );
         assert!(bad("PELOTON_MAIL_HTTP_URL", "https://x/").contains("mail.http_url"));
-        if !cfg!(feature = "mail-tls") {
-            assert!(bad("PELOTON_MAIL_SMTP_TLS", "tls").contains("mail-tls"));
-        }
+        assert!(bad("PELOTON_MAIL_SMTP_TLS", "ssl").contains("mail.smtp_tls"));
+        let c = with_env("PELOTON_MAIL_SMTP_TLS", "starttls").unwrap();
+        assert_eq!(c.mail.smtp_tls, "starttls");
+        assert!(
+            bad("PELOTON_MAIL_SMTP_CA_FILE", "/nonexistent/ca.pem").contains("mail.smtp_ca_file")
+        );
         let c = with_env("PELOTON_MAIL_SMTP_PORT", "2525").unwrap();
         assert_eq!(c.mail.smtp_port, 2525);
     }

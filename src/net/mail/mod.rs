@@ -1,6 +1,7 @@
 //! Mail transports: bytes to an SMTP server or an HTTP mail API, nothing about jobs.
 //!
-//! - [`smtp`]: SMTP with lettre (pooled; TLS with the `mail-tls` feature).
+//! - [`smtp`]: SMTP with lettre's sessions over pooled TCP_NODELAY connections (plain,
+//!   STARTTLS or implicit TLS with rustls).
 //! - [`http`]: a JSON POST to a mail API, with an `Idempotency-Key` header.
 //!
 //! A transport sends one mail and says whether a failure is worth retrying; retries,
@@ -90,6 +91,7 @@ impl TransportSettings {
                 host: m.smtp_host.clone(),
                 port: m.smtp_port,
                 tls: m.smtp_tls.clone(),
+                ca_file: m.smtp_ca_file.clone(),
                 pool_max: m.smtp_pool_max,
                 timeouts: Timeouts {
                     connect: ms(m.smtp_connect_timeout_ms),
