@@ -51,6 +51,9 @@ pub struct WsConfig {
     /// Threads of the runtime the sockets' writers run on, below the server's priority
     /// (0: writers share the server's runtime).
     pub writer_threads: usize,
+    /// How much lower the writer threads' priority is than the server's (Linux nice, 0..=19):
+    /// the fairness knob between fan-out and intake on a busy machine (BENCHMARKS.md).
+    pub writer_nice: u32,
     /// Largest incoming frame.
     pub max_frame_bytes: usize,
     /// Largest incoming message for every role but admin.
@@ -113,6 +116,7 @@ impl WsConfig {
             (self.write_buffer_bytes + 1) as u64,
         )?;
         at_least("ws.fragment_bytes", self.fragment_bytes as u64, 1024)?;
+        at_most("ws.writer_nice", self.writer_nice.into(), 19)?;
         at_most(
             "ws.fragment_bytes",
             self.fragment_bytes as u64,

@@ -53,7 +53,7 @@ impl Engine {
         let (shutdown, _) = watch::channel(false);
         let writers = match config.ws.writer_threads {
             0 => None,
-            threads => match WriterRuntime::start(threads) {
+            threads => match WriterRuntime::start(threads, config.ws.writer_nice) {
                 Ok(writers) => Some(writers),
                 Err(e) => {
                     tracing::warn!("socket writers run on the server's runtime: {e}");

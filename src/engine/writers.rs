@@ -5,7 +5,7 @@
 //! tens of microseconds of mostly kernel work. On the server's one runtime a racer's fix
 //! queued behind that wave waited for it, so fix acknowledgements reached seconds under a
 //! large audience, and intake and fan-out competed with nothing to say which mattered more.
-//! Writers here run on their own threads, niced by [`WRITER_NICE`]: while the machine is
+//! Writers here run on their own threads, niced by `ws.writer_nice`: while the machine is
 //! busy the kernel gives intake, the actors and the journal their share first, and the
 //! writers the rest; when it is not, nothing changes. The sockets' I/O stays registered with
 //! the main runtime's driver, which wakes writer tasks here like any other.
@@ -13,11 +13,6 @@
 use std::future::Future;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::task::JoinHandle;
-
-/// How much lower the writer threads' priority is than the server's (Linux nice values,
-/// per thread): 10 gives them about a tenth of the weight of a normal thread under CPU
-/// contention.
-pub const WRITER_NICE: i32 = 10;
 
 /// The writers' runtime, shut down (without waiting) when dropped.
 pub struct WriterRuntime {
@@ -29,12 +24,15 @@ pub struct WriterRuntime {
 
 impl WriterRuntime {
     /// A runtime of `threads` worker threads named `peloton-writer`, each lowering its own
-    /// priority as it starts (a failure to lower it is logged once per thread and harmless).
-    pub fn start(threads: usize) -> std::io::Result<WriterRuntime> {
+    /// priority by `nice` as it starts (10 gives a thread about a tenth of the weight of a
+    /// normal one under CPU contention; a failure to lower it is logged once per thread and
+    /// harmless).
+    pub fn start(threads: usize, nice: u32) -> std::io::Result<WriterRuntime> {
+        let nice = i32::try_from(nice.min(19)).unwrap_or(19);
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("peloton-writer")
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || lower_priority(nice))
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -64,15 +62,15 @@ impl Drop for WriterRuntime {
     }
 }
 
-/// Lowers the calling thread's scheduling priority by [`WRITER_NICE`].
-fn lower_priority() {
+/// Lowers the calling thread's scheduling priority by `nice`.
+fn lower_priority(nice: i32) {
     // SAFETY: getpriority and setpriority only read their integer arguments; on Linux,
     // PRIO_PROCESS with who = 0 names the calling thread alone (nice is a per-thread
     // attribute there). Relative to the thread's nice value, so a server started niced
     // keeps its writers below itself.
     let failed = unsafe {
         let current = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(libc::PRIO_PROCESS, 0, current.saturating_add(WRITER_NICE))
+        libc::setpriority(libc::PRIO_PROCESS, 0, current.saturating_add(nice))
     } != 0;
     if failed {
         tracing::warn!(
