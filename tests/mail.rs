@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::mail::{envelope, settled};
 use common::TestServer;
 use peloton::actors::mail::job::JobSummary;
-use peloton::actors::mail::message::MailMessage;
-use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
+use peloton::actors::mail::MailDomain;
 use peloton::config::Config;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -110,46 +110,6 @@ fn fast(config: &mut Config, smtp_port: u16) {
 
 fn mail_of(server: &TestServer) -> MailDomain {
     server.services().mail.clone()
-}
-
-fn envelope(correlation: &str, sequence: u64, n: usize) -> MailRequest {
-    MailRequest {
-        correlation: correlation.into(),
-        sequence,
-        sent_at_ms: 1_000,
-        messages: (0..n)
-            .map(|i| EnvelopeMessage {
-                message: MailMessage {
-                    to: format!("racer{i}@example.org"),
-                    subject: format!("Hello {i}"),
-                    body: format!("Body of mail {i} in {correlation}/{sequence}\n"),
-                },
-                contact: None,
-            })
-            .collect(),
-    }
-}
-
-/// Waits until every job in `ids` is sent or dead; returns them.
-async fn settled(mail: &MailDomain, ids: &[JobSummary], limit: Duration) -> Vec<JobSummary> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let now: Vec<JobSummary> = ids.iter().map(|j| mail.summary(&j.id).unwrap()).collect();
-        if now
-            .iter()
-            .all(|j| matches!(j.status.name(), "sent" | "dead"))
-        {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "jobs not settled: {:?}",
-            now.iter()
-                .map(|j| (j.status.name(), j.attempts))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Message-IDs received, with how often each arrived.

@@ -8,10 +8,8 @@
 
 mod common;
 
+use common::mail::{envelope, settled};
 use common::TestServer;
-use peloton::actors::mail::job::JobSummary;
-use peloton::actors::mail::message::MailMessage;
-use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
 use peloton::config::{Config, Overrides};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -271,46 +269,6 @@ fn tls_config(c: &mut Config, tls: &str, port: u16, ca: &Path) {
     c.mail.smtp_total_timeout_ms = 4_000;
 }
 
-fn envelope(correlation: &str, n: usize) -> MailRequest {
-    MailRequest {
-        correlation: correlation.into(),
-        sequence: 1,
-        sent_at_ms: 1_000,
-        messages: (0..n)
-            .map(|i| EnvelopeMessage {
-                message: MailMessage {
-                    to: format!("racer{i}@example.org"),
-                    subject: format!("Over TLS {i}"),
-                    body: format!("Body of mail {i} in {correlation}\n"),
-                },
-                contact: None,
-            })
-            .collect(),
-    }
-}
-
-/// Waits until every job is sent or dead; returns them.
-async fn settled(mail: &MailDomain, jobs: &[JobSummary], limit: Duration) -> Vec<JobSummary> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let now: Vec<JobSummary> = jobs.iter().map(|j| mail.summary(&j.id).unwrap()).collect();
-        if now
-            .iter()
-            .all(|j| matches!(j.status.name(), "sent" | "dead"))
-        {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "jobs not settled: {:?}",
-            now.iter()
-                .map(|j| (j.status.name(), j.attempts))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Sends two mails over `mode` to a server whose certificate the configured CA signed, and
 /// checks both arrived whole, over TLS, once each.
 async fn delivered_over(mode: &str) {
@@ -319,7 +277,7 @@ async fn delivered_over(mode: &str) {
     let (port, ca) = (sink.port, pki.ca.clone());
     let server = TestServer::start_with(|c| tls_config(c, mode, port, &ca)).await;
     let mail = server.services().mail.clone();
-    let jobs = mail.submit(envelope(mode, 2)).await.unwrap();
+    let jobs = mail.submit(envelope(mode, 1, 2)).await.unwrap();
     let done = settled(&mail, &jobs, Duration::from_secs(30)).await;
     assert!(
         done.iter().all(|j| j.status.name() == "sent"),
@@ -335,7 +293,7 @@ async fn delivered_over(mode: &str) {
             .unwrap_or_else(|| panic!("no mail for job {}", job.id));
         assert!(tls.starts_with("TLSv1."), "{mode}: sent over {tls}");
         assert!(raw.contains(&format!("Subject: {}", job.subject)), "{raw}");
-        assert!(raw.contains(&format!("Body of mail {} in {mode}", job.index)));
+        assert!(raw.contains(&format!("Body of mail {} in {mode}/1", job.index)));
     }
     server.stop().await;
     drop(pki.dir);
@@ -359,7 +317,7 @@ async fn a_server_certificate_from_another_ca_gets_no_mail() {
         let (port, ca) = (sink.port, pki.ca.clone());
         let server = TestServer::start_with(|c| tls_config(c, mode, port, &ca)).await;
         let mail = server.services().mail.clone();
-        let jobs = mail.submit(envelope(mode, 1)).await.unwrap();
+        let jobs = mail.submit(envelope(mode, 1, 1)).await.unwrap();
         let done = settled(&mail, &jobs, Duration::from_secs(30)).await;
         assert_eq!(done[0].status.name(), "dead", "{mode}: {:?}", done[0]);
         assert_eq!(done[0].attempts, 3, "{mode}: every attempt was refused");
