@@ -9,7 +9,7 @@
 //! starts it again.
 
 use super::msg::{FixesOutcome, RacerMsg};
-use super::state::{Fix, RacerInputs, RacerState};
+use super::state::{BatchCounts, Fix, RacerInputs, RacerState};
 use super::{FixVerdict, RacerEvent, KIND};
 use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::race::actor::{RaceContext, RaceMsg};
@@ -149,10 +149,6 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
         geometry: &st.geometry,
         rules: &st.ctx.rules,
     };
-    // Kept for the metrics: the batch and the racer before it, so the fixes the rules
-    // ignored can be asked why (`count_fixes`). A copy like the one the rules make of the
-    // racer to decide, and small beside the journal write that follows.
-    let before = (st.racer.state().clone(), fixes.clone());
     let decision = st
         .racer
         .execute(
@@ -161,59 +157,27 @@ async fn ingest(st: &mut RacerActorState, fixes: Vec<Fix>) -> Result<FixesOutcom
             "the fixes could not be stored; send them again",
         )
         .await?;
-    if decision.outcome.ignored == 0 {
-        metrics::counter!(m::FIXES, "outcome" => "accepted")
-            .increment(u64::from(decision.outcome.accepted));
-    } else {
-        let (state, fixes) = before;
-        count_fixes(state, &fixes, &decision.events, inputs);
-    }
+    count_fixes(decision.outcome);
     count_flags(&decision.events);
     if !decision.events.is_empty() {
         report(st);
     }
     Ok(FixesOutcome {
         accepted: decision.outcome.accepted,
-        ignored: decision.outcome.ignored,
+        ignored: decision.outcome.ignored.total(),
         last_at_ms: st.racer.state().last_fix.map(|f| f.at_ms),
     })
 }
 
-/// Counts a batch's fixes by outcome in [`m::FIXES`]: the rules count the ignored ones
-/// without saying why, so each is asked again of the racer as the batch had left it then,
-/// with the verdict the rules gave it the first time (same state, same fix, same answer).
-/// The racer is stepped along the batch by the events each accepted fix produced (a fix's
-/// events start with its `FixAccepted`), so no accepted fix is judged twice.
-fn count_fixes(
-    mut state: RacerState,
-    fixes: &[Fix],
-    events: &[RacerEvent],
-    inputs: RacerInputs<'_>,
-) {
-    let mut next = 0;
-    for fix in fixes {
-        let accepted =
-            matches!(events.get(next), Some(RacerEvent::FixAccepted { fix: f, .. }) if f == fix);
-        let outcome = if accepted {
-            state.apply(&events[next]);
-            next += 1;
-            while let Some(event) = events
-                .get(next)
-                .filter(|e| !matches!(e, RacerEvent::FixAccepted { .. }))
-            {
-                state.apply(event);
-                next += 1;
-            }
-            "accepted"
-        } else {
-            match state.handle(*fix, inputs.geometry, inputs.rules) {
-                Err(verdict) => verdict_label(verdict),
-                // Cannot happen (the rules ignored this fix in this very state); counted
-                // rather than guessed at.
-                Ok(_) => "ignored",
-            }
-        };
-        metrics::counter!(m::FIXES, "outcome" => outcome).increment(1);
+/// Counts a batch's fixes by outcome in [`m::FIXES`]: the accepted ones, and each reason
+/// the rules gave for the others.
+fn count_fixes(outcome: BatchCounts) {
+    metrics::counter!(m::FIXES, "outcome" => "accepted").increment(u64::from(outcome.accepted));
+    for (verdict, count) in outcome.ignored.by_verdict() {
+        if count > 0 {
+            metrics::counter!(m::FIXES, "outcome" => verdict_label(verdict))
+                .increment(u64::from(count));
+        }
     }
 }
 

@@ -798,8 +798,53 @@ pub struct RacerInputs<'a> {
 pub struct BatchCounts {
     /// Fixes that were accepted (and are journaled).
     pub accepted: u32,
-    /// Fixes that changed nothing (stale, inaccurate, impossible, after the finish).
-    pub ignored: u32,
+    /// Fixes that changed nothing, by why: the device is told how many, an operator why.
+    pub ignored: IgnoredFixes,
+}
+
+/// Fixes of a batch that changed nothing, counted by [`FixVerdict`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgnoredFixes {
+    /// Not newer than the last applied fix.
+    pub stale: u32,
+    /// Accuracy worse than the rules allow.
+    pub inaccurate: u32,
+    /// A speed no racer has.
+    pub too_fast: u32,
+    /// Coordinates or accuracy out of range.
+    pub invalid: u32,
+    /// After the racer finished.
+    pub after_finish: u32,
+}
+
+impl IgnoredFixes {
+    /// Counts one more fix ignored for `verdict`.
+    pub fn add(&mut self, verdict: FixVerdict) {
+        let count = match verdict {
+            FixVerdict::Stale => &mut self.stale,
+            FixVerdict::Inaccurate => &mut self.inaccurate,
+            FixVerdict::TooFast => &mut self.too_fast,
+            FixVerdict::Invalid => &mut self.invalid,
+            FixVerdict::AlreadyFinished => &mut self.after_finish,
+        };
+        *count += 1;
+    }
+
+    /// Every fix ignored, whatever the reason.
+    pub fn total(&self) -> u32 {
+        self.stale + self.inaccurate + self.too_fast + self.invalid + self.after_finish
+    }
+
+    /// Each verdict with its count.
+    pub fn by_verdict(&self) -> [(FixVerdict, u32); 5] {
+        [
+            (FixVerdict::Stale, self.stale),
+            (FixVerdict::Inaccurate, self.inaccurate),
+            (FixVerdict::TooFast, self.too_fast),
+            (FixVerdict::Invalid, self.invalid),
+            (FixVerdict::AlreadyFinished, self.after_finish),
+        ]
+    }
 }
 
 impl Aggregate for RacerState {
@@ -828,7 +873,7 @@ impl Aggregate for RacerState {
                     events.extend(produced);
                     counts.accepted += 1;
                 }
-                Err(_) => counts.ignored += 1,
+                Err(verdict) => counts.ignored.add(verdict),
             }
         }
         Ok(Decision {
@@ -909,6 +954,39 @@ mod tests {
             Err(FixVerdict::Stale)
         );
         assert_eq!(s, snapshot);
+    }
+
+    #[test]
+    fn a_batch_counts_each_ignored_fix_by_why() {
+        use crate::aggregate::Aggregate;
+        let geo = CourseGeometry::new(&straight(), &[], &RULES);
+        let inputs = RacerInputs {
+            geometry: &geo,
+            rules: &RULES,
+        };
+        let mut poor = fix(30, north(200.0), 15.0);
+        poor.accuracy_m = 200.0;
+        let batch = vec![
+            fix(10, north(0.0), 15.0),
+            fix(20, north(100.0), 15.0),
+            fix(20, north(100.0), 15.0),
+            fix(15, north(50.0), 15.0),
+            fix(21, north(1500.0), 15.0),
+            poor,
+        ];
+        let decision = RacerState::default().decide(batch, inputs).unwrap();
+        let outcome = decision.outcome;
+        assert_eq!(outcome.accepted, 2);
+        assert_eq!(
+            outcome.ignored,
+            IgnoredFixes {
+                stale: 2,
+                too_fast: 1,
+                inaccurate: 1,
+                ..IgnoredFixes::default()
+            }
+        );
+        assert_eq!(outcome.ignored.total(), 4);
     }
 
     #[test]
