@@ -44,15 +44,6 @@ impl<K: Eq + Hash + Clone, M: Message> Registry<K, M> {
         self.report();
     }
 
-    /// The live actors whose id matches `wanted`.
-    pub fn matching(&self, wanted: impl Fn(&K) -> bool) -> Vec<ActorRef<M>> {
-        self.actors
-            .iter()
-            .filter(|e| wanted(e.key()))
-            .map(|e| e.value().clone())
-            .collect()
-    }
-
     /// The live actors whose id matches `wanted`, with their ids.
     pub fn entries(&self, wanted: impl Fn(&K) -> bool) -> Vec<(K, ActorRef<M>)> {
         self.actors

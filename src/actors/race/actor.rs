@@ -371,7 +371,7 @@ impl Actor for RaceActor {
         schedule_clock(&myself, st);
         // After a restart the standings are empty: running racers report again. (At first
         // start there are none yet; they report as they recover.)
-        for racer in st.ctx.racers.matching(|(race, _)| *race == st.id) {
+        for (_, racer) in st.ctx.racers.entries(|(race, _)| *race == st.id) {
             let _ = racer.cast(RacerMsg::Report);
         }
         Ok(())

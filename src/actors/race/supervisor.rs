@@ -221,15 +221,12 @@ impl RaceSupervisorState {
             let Some((race_id, bib)) = parse_racer_id(key.id()).filter(|(r, _)| *r == id) else {
                 continue;
             };
-            // A running racer reports when the race starts (its `post_start`).
-            if self.ctx.racers.get(&(race_id.clone(), bib)).is_some() {
-                continue;
-            }
             if let Some(waiters) = self.stopping.get_mut(&Child::Racer(race_id.clone(), bib)) {
                 waiters.push(Waiter::Start);
                 continue;
             }
-            self.spawn_racer(myself, race_id, bib)
+            // A running racer reports when the race starts (its `post_start`).
+            self.racer(myself, race_id, bib)
                 .await
                 .map_err(|e| format!("racer {key}: {e}"))?;
         }
@@ -290,12 +287,8 @@ impl RaceSupervisorState {
 
     /// Where race `id` belongs now, judged from its summary in the directory.
     fn placement(&self, id: &RaceId) -> Residency {
-        let summary = self
-            .ctx
-            .directory
-            .get(id)
-            .map(|entry| entry.value().clone());
-        self.ctx.placement(summary.as_ref(), false)
+        let summary = self.ctx.directory.get(id);
+        self.ctx.placement(summary.as_deref(), false)
     }
 
     /// Remembers when a sleeping race's clock next acts and re-arms the wake timer.
