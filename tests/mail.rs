@@ -4,25 +4,15 @@
 
 mod common;
 
-use common::mail::{envelope, settled};
-use common::TestServer;
+use common::mail::{envelope, settled, start_sink};
+use common::{free_port, TestServer};
 use peloton::actors::mail::job::JobSummary;
 use peloton::actors::mail::MailDomain;
 use peloton::config::Config;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
-
-/// A free loopback port (bound, then released for the server under test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A Python sink server (SMTP or HTTP) writing what it receives into a folder.
 struct Sink {
@@ -37,19 +27,9 @@ impl Sink {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/support")
             .join(script);
-        let mut child = Command::new("python3")
-            .arg(path)
-            .arg(port.to_string())
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs the sink (pip install aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "{script} did not start");
+        let mut command = Command::new("python3");
+        command.arg(path).arg(port.to_string()).arg(dir.path());
+        let child = start_sink(command, script);
         Sink { child, dir, port }
     }
 

@@ -8,12 +8,11 @@
 
 mod common;
 
-use common::mail::{envelope, settled};
-use common::TestServer;
+use common::mail::{envelope, settled, start_sink};
+use common::{free_port, TestServer};
 use peloton::config::{Config, Overrides};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// The TLS SMTP server: aiosmtpd with `tls_context` + `require_starttls` (STARTTLS mode:
@@ -57,15 +56,6 @@ print("ready", flush=True)
 while True:
     time.sleep(3600)
 "#;
-
-/// A free loopback port (bound, then released for the server under test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs `openssl` with `args` in `dir`; fails the test (naming the command) if it cannot.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -212,20 +202,13 @@ impl TlsSink {
     fn start_with(mode: &str, (cert, key): &(PathBuf, PathBuf), quiet: bool) -> TlsSink {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .args(["-c", TLS_SINK, mode, &port.to_string()])
             .arg(dir.path())
             .args([cert, key])
-            .args(quiet.then_some("quiet"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs the TLS sink (pip install aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "the {mode} sink did not start");
+            .args(quiet.then_some("quiet"));
+        let child = start_sink(command, &format!("the {mode} TLS sink"));
         TlsSink { child, dir, port }
     }
 

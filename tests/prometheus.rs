@@ -15,7 +15,8 @@ mod common;
 
 use common::patrol::{answer, ask, at, import_basics, officer_row};
 use common::{
-    counter, dense_gpx, fix_at, http_get, http_request, live_race_on, racer_phone, TestServer,
+    counter, dense_gpx, fix_at, free_port, http_get, http_request, live_race_on, racer_phone,
+    TestServer,
 };
 use futures_util::SinkExt;
 use peloton::auth::Role;
@@ -311,14 +312,6 @@ fn skip_string(chars: &[char], mut i: usize) -> usize {
         i += if chars[i] == '\\' { 2 } else { 1 };
     }
     i + 1
-}
-
-/// A free loopback port (bound, then released for whoever is started on it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Seconds since the epoch, as Prometheus counts time.

@@ -12,7 +12,7 @@
 mod common;
 mod webdriver;
 
-use common::{gpx, keys_for, live_race_on, results, token, ChildServer};
+use common::{free_port, gpx, keys_for, live_race_on, results, token, ChildServer};
 use peloton::actors::racer::actor::racer_key;
 use peloton::actors::racer::RacerEvent;
 use peloton::auth::Role;
@@ -25,7 +25,7 @@ use peloton::persist::{record, Store};
 use peloton::time::now_ms;
 use serde_json::{json, Value};
 use std::time::Duration;
-use webdriver::{free_port, Browser};
+use webdriver::Browser;
 
 /// The recorded ride whose start is the course.
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";

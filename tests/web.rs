@@ -6,14 +6,16 @@
 mod common;
 mod webdriver;
 
-use common::{gpx_with_checkpoints, keys_for, live_race_on, racer_phone, token, ChildServer};
+use common::{
+    free_port, gpx_with_checkpoints, keys_for, live_race_on, racer_phone, token, ChildServer,
+};
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{Reply, Request, StandingView, WireFix};
 use std::time::Duration;
-use webdriver::{free_port, Browser};
+use webdriver::Browser;
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
 const T0: i64 = 1_796_115_600_000;

@@ -1,9 +1,28 @@
-//! What the mail tests share: an envelope of numbered mails, and waiting for jobs to settle.
+//! What the mail tests share: starting a sink, an envelope of numbered mails, and waiting
+//! for jobs to settle.
 
 use peloton::actors::mail::job::JobSummary;
 use peloton::actors::mail::message::MailMessage;
 use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// Starts a Python sink server (`command`, whose stdout is taken) and waits for the
+/// `ready` line it prints once it listens; `what` names it when it does not start.
+pub fn start_sink(mut command: Command, what: &str) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 runs {what} (pip install aiosmtpd): {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the sink's first line");
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+    child
+}
 
 /// An envelope of `n` mails to racer0…, each body naming its place (`Body of mail {i} in
 /// {correlation}/{sequence}`), so a sink's copy can be matched to its job.

@@ -161,6 +161,14 @@ pub async fn results(client: &mut Client, race: &str) -> (Vec<ResultView>, RaceS
     }
 }
 
+/// A free loopback port: bound, then released for whatever the test starts on it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// The `peloton` binary built for these tests.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peloton"))

@@ -2,7 +2,7 @@
 //! Debian's headless Chromium, spoken to over plain HTTP on loopback with the tests' own
 //! request helper, so the suite needs no browser-automation crate.
 
-use crate::common::http_request;
+use crate::common::{free_port, http_request};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -203,14 +203,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Standard base64 (WebDriver screenshots), ignoring padding and whitespace.
