@@ -11,6 +11,7 @@
 //! definition and one check.
 
 mod check;
+mod cluster;
 mod layers;
 mod mail;
 mod patrol;
@@ -19,6 +20,7 @@ mod race;
 mod server;
 
 pub use check::ConfigError;
+pub use cluster::ClusterConfig;
 pub use layers::DEFAULT_CONFIG;
 pub use mail::MailConfig;
 pub use patrol::PatrolConfig;
@@ -56,6 +58,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Patrol: duty windows, proximity, connections, points, messages.
     pub patrol: PatrolConfig,
+    /// Cluster mode: the journal on NATS JetStream (off unless `nats_url` is set).
+    pub cluster: ClusterConfig,
 }
 
 /// Command-line values that beat every other layer.
@@ -132,6 +136,7 @@ impl Config {
         self.tracking.validate()?;
         self.mail.validate()?;
         self.patrol.validate()?;
+        self.cluster.validate()?;
         self.log.validate()
     }
 

@@ -16,7 +16,8 @@ use crate::auth::Keys;
 use crate::config::Config;
 use crate::net::http;
 use crate::net::mail::{transports, TransportSettings};
-use crate::persist::{backup, Journal, JournalWriter, Store};
+use crate::persist::jetstream::JetStreamJournal;
+use crate::persist::{backup, Journal, JournalOwner, JournalWriter, Store};
 use crate::time::now_ms;
 use ractor::{Actor, ActorRef};
 use std::net::SocketAddr;
@@ -48,8 +49,8 @@ pub struct RunningServer {
     backups: Option<tokio::task::JoinHandle<()>>,
     /// Turns race events into mail jobs, stopped at shutdown.
     mail_trigger: Option<tokio::task::JoinHandle<()>>,
-    /// The journal writer thread, joined last.
-    writer: Option<JournalWriter>,
+    /// The journal's writer (sled's thread, or the JetStream writer), stopped last.
+    writer: Option<JournalOwner>,
 }
 
 /// Starts everything and returns once recovery has finished and connections are served.
@@ -58,11 +59,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let starting = std::time::Instant::now();
     metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = Keys::load_or_create(&config).map_err(|e| StartError(e.to_string()))?;
-    let data_dir = config.server.data_dir.clone();
-    let store = Store::open(&data_dir)
-        .map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
-    let (journal, writer) = JournalWriter::start(store, config.persist.group_commit_max_batch)
-        .map_err(|e| StartError(format!("journal writer: {e}")))?;
+    let (journal, writer) = open_journal(&config)?;
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.server.listen)))?;
@@ -137,7 +134,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         races.clone(),
         Duration::from_secs(config.mail.idempotency_retention_secs),
     )));
-    let backups = (config.persist.backup_every_hours > 0)
+    // In cluster mode the journal is JetStream's, replicated there: its backups are the
+    // NATS servers' (`nats stream backup`), not a file of this node's.
+    let backups = (config.persist.backup_every_hours > 0 && !config.cluster.enabled())
         .then(|| tokio::spawn(scheduled_backups(config.clone(), journal.clone())));
     engine
         .become_ready(Services {
@@ -159,6 +158,27 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         mail_trigger,
         writer: Some(writer),
     })
+}
+
+/// The journal the configuration asks for: JetStream in cluster mode (`[cluster]`), else
+/// sled in the data folder.
+fn open_journal(config: &Config) -> Result<(Journal, JournalOwner), StartError> {
+    if config.cluster.enabled() {
+        let (journal, writer) = JetStreamJournal::start(&config.cluster)
+            .map_err(|e| StartError(format!("cluster journal: {e}")))?;
+        tracing::info!(
+            nats = %config.cluster.nats_url,
+            replicas = config.cluster.replicas,
+            "cluster mode: journal on NATS JetStream"
+        );
+        return Ok((journal, JournalOwner::JetStream(writer)));
+    }
+    let data_dir = &config.server.data_dir;
+    let store = Store::open(data_dir)
+        .map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
+    let (journal, writer) = JournalWriter::start(store, config.persist.group_commit_max_batch)
+        .map_err(|e| StartError(format!("journal writer: {e}")))?;
+    Ok((journal, JournalOwner::Sled(writer)))
 }
 
 impl RunningServer {

@@ -9,6 +9,8 @@
 //!   batches appends and flushes them together; an append resolves only once on disk.
 //! - [`record`]: the versioned byte encoding of every stored value, and the batch framing
 //!   that stores all the events of one append as one journal record.
+//! - [`jetstream`]: the replicated backend (cluster mode): journals on NATS JetStream,
+//!   appends acknowledged once a majority of replicas stored them, fenced per actor.
 //! - [`backup`]: consistent backup files, their verification, and restore.
 //!
 //! Nothing here knows what an event means: persist stores bytes for actor keys. The domains
@@ -16,6 +18,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod jetstream;
 pub mod journal;
 pub mod record;
 pub mod sled_backend;
@@ -24,6 +27,26 @@ pub mod store;
 pub use backend::{Compaction, Durable, JournalBackend};
 pub use journal::{Journal, Recovered, Restored};
 pub use sled_backend::JournalWriter;
+
+/// What keeps a journal's writes going, stopped last at shutdown: the sled writer thread
+/// (the embedded default) or the runtime of the JetStream writer (cluster mode).
+pub enum JournalOwner {
+    /// The embedded backend's writer thread.
+    Sled(JournalWriter),
+    /// The replicated backend's writer and NATS client.
+    JetStream(jetstream::JetStreamWriter),
+}
+
+impl JournalOwner {
+    /// Waits for the writer to finish what was queued, then stops it. Call after every
+    /// [`Journal`] handle is gone, from a blocking context.
+    pub fn join(self) {
+        match self {
+            JournalOwner::Sled(writer) => writer.join(),
+            JournalOwner::JetStream(writer) => writer.join(),
+        }
+    }
+}
 pub use store::{ActorKey, Store};
 
 /// A storage failure. Each variant says enough to act on without reading the code.
@@ -53,6 +76,16 @@ pub enum PersistError {
     /// The journal writer has stopped (shutdown or a fatal storage error).
     #[error("the journal is closed")]
     Closed,
+    /// The actor's journal moved on without this writer (another node appended, or a
+    /// record reported as failed landed after all): nothing was stored, and the actor must
+    /// recover from the journal before it writes again.
+    #[error("journal of {actor} was written elsewhere: {reason}")]
+    Fenced {
+        /// The actor key.
+        actor: String,
+        /// What the journal held instead.
+        reason: String,
+    },
     /// A backup file is damaged or not a backup.
     #[error("backup: {0}")]
     Backup(String),

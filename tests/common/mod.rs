@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod mail;
+pub mod nats;
 pub mod patrol;
 pub mod sim;
 

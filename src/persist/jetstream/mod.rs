@@ -1,0 +1,386 @@
+//! The replicated backend: actors' journals on NATS JetStream (cluster mode, `[cluster]`).
+//!
+//! - [`names`]: where an actor's journal lives (stream per kind, subject per actor, snapshot
+//!   key), pure.
+//! - [`writer`]: the append pipeline; an append is answered once JetStream acknowledged its
+//!   record, which it does after a majority of the stream's replicas stored it. Every record
+//!   expects its actor's previous one, so a second writer of one journal is refused.
+//! - [`streams`]: finding and creating streams, reading an actor's records, snapshot values.
+//!
+//! Everything NATS runs on a runtime of its own (one thread, `peloton-nats`): the trait's
+//! reads are synchronous (sled answers them from memory or disk), so here the caller's thread
+//! waits for the answer from that runtime, which never waits for the caller's. Reads happen
+//! when an actor recovers, not per request.
+
+mod names;
+mod streams;
+mod writer;
+
+use super::backend::{BoxFuture, Compaction, Durable, JournalBackend};
+use super::backup::BackupSummary;
+use super::store::{ActorKey, RawEvents};
+use super::{Journal, PersistError};
+use crate::config::ClusterConfig;
+use async_nats::jetstream::{self as js, kv, stream::StorageType};
+use futures_util::StreamExt;
+use names::Layout;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use streams::Streams;
+use tokio::sync::{mpsc, oneshot};
+use writer::{Op, Writer};
+
+/// Capacity of the channel into the writer; a full channel slows appenders down.
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// Acknowledgements JetStream may owe this node at once before publishing waits for them:
+/// bounds the memory of a burst while leaving the pipeline deep enough for group commit.
+const MAX_ACKS_IN_FLIGHT: usize = 16_384;
+
+/// The JetStream backend: appends to the writer task, reads answered from the streams.
+pub struct JetStreamJournal {
+    /// Into the writer task.
+    ops: mpsc::Sender<Op>,
+    /// The streams, for reads.
+    streams: Arc<Streams>,
+    /// The snapshot bucket.
+    snapshots: kv::Store,
+    /// The runtime NATS work runs on.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Owns the runtime the NATS client and the writer run on; [`JetStreamWriter::join`] waits
+/// for the writer to answer everything queued, then stops it.
+pub struct JetStreamWriter {
+    /// The runtime (taken at join or drop: a runtime must not be dropped inside another).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Signalled when the writer task ended.
+    finished: std::sync::mpsc::Receiver<()>,
+}
+
+impl JetStreamJournal {
+    /// Connects to the cluster's NATS servers, finds or creates the snapshot bucket, and
+    /// starts the writer. Fails (naming what) when NATS cannot be reached or refuses.
+    pub fn start(config: &ClusterConfig) -> Result<(Journal, JetStreamWriter), PersistError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("peloton-nats")
+            .enable_all()
+            .build()?;
+        let timeout = Duration::from_millis(config.ack_timeout_ms);
+        let config = config.clone();
+        let (ops, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (finished_tx, finished) = std::sync::mpsc::channel();
+        let handle = runtime.handle().clone();
+        let connected = wait_for(&handle, timeout * 8, async move {
+            let (streams, snapshots, node) = connect(&config, timeout).await?;
+            let writer = Writer::new(
+                streams.clone(),
+                snapshots.clone(),
+                Layout::new(&config.prefix),
+                node,
+            );
+            tokio::spawn(async move {
+                writer.run(rx).await;
+                let _ = finished_tx.send(());
+            });
+            Ok((streams, snapshots))
+        });
+        let (streams, snapshots) = match connected {
+            Ok(parts) => parts,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let backend = JetStreamJournal {
+            ops,
+            streams,
+            snapshots,
+            runtime: handle,
+        };
+        Ok((
+            Journal::new(Arc::new(backend)),
+            JetStreamWriter {
+                runtime: Some(runtime),
+                finished,
+            },
+        ))
+    }
+
+    /// Sends one operation to the writer.
+    async fn send(&self, op: Op) -> Result<(), PersistError> {
+        self.ops.send(op).await.map_err(|_| PersistError::Closed)
+    }
+
+    /// Runs `read` on the NATS runtime and waits for its answer.
+    fn read<T, F>(&self, read: impl FnOnce(Arc<Streams>, kv::Store) -> F) -> Result<T, PersistError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, PersistError>> + Send + 'static,
+    {
+        let future = read(self.streams.clone(), self.snapshots.clone());
+        // A read waits for several messages, each within the read timeout; the bound here
+        // only stops a caller waiting forever on a runtime that stopped.
+        wait_for(&self.runtime, self.streams.read_timeout() * 60, future)
+    }
+}
+
+/// Runs `future` on `runtime` and blocks this thread until it answers or `limit` passes.
+fn wait_for<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    limit: Duration,
+    future: impl Future<Output = Result<T, PersistError>> + Send + 'static,
+) -> Result<T, PersistError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(PersistError::Storage(format!(
+            "NATS JetStream did not answer within {} ms",
+            limit.as_millis()
+        ))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(PersistError::Closed),
+    }
+}
+
+/// Connects, and finds or creates the snapshot bucket.
+async fn connect(
+    config: &ClusterConfig,
+    timeout: Duration,
+) -> Result<(Arc<Streams>, kv::Store, String), PersistError> {
+    let node = config.node_name();
+    let mut options = if config.credentials_file.as_os_str().is_empty() {
+        async_nats::ConnectOptions::new()
+    } else {
+        async_nats::ConnectOptions::with_credentials_file(&config.credentials_file)
+            .await
+            .map_err(|e| {
+                PersistError::Storage(format!(
+                    "cluster.credentials_file {}: {e}",
+                    config.credentials_file.display()
+                ))
+            })?
+    };
+    options = options
+        .name(format!("peloton {node}"))
+        .connection_timeout(timeout)
+        .request_timeout(Some(timeout));
+    let urls: Vec<String> = config
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().to_owned())
+        .collect();
+    let client = options.connect(urls).await.map_err(|e| {
+        PersistError::Storage(format!("cannot reach NATS at {}: {e}", config.nats_url))
+    })?;
+    let context = js::ContextBuilder::new()
+        .timeout(timeout)
+        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let layout = Layout::new(&config.prefix);
+    let replicas = usize::try_from(config.replicas).unwrap_or(1);
+    let bucket = layout.snapshot_bucket();
+    let bucket_config = kv::Config {
+        bucket: bucket.clone(),
+        description: "Peloton actor snapshots".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let snapshots = streams::patiently(&format!("bucket {bucket}"), timeout, || async {
+        match context.get_key_value(&bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) => context
+                .create_key_value(bucket_config.clone())
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await?;
+    let streams = Arc::new(Streams::new(context, layout, replicas, timeout));
+    Ok((streams, snapshots, node))
+}
+
+impl JetStreamWriter {
+    /// Waits (up to a minute) for the writer to answer everything queued, once every
+    /// [`Journal`] handle is gone, then stops the runtime. Call from a blocking context.
+    pub fn join(mut self) {
+        let _ = self.finished.recv_timeout(Duration::from_secs(60));
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for JetStreamWriter {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl JournalBackend for JetStreamJournal {
+    fn enqueue(
+        &self,
+        actor: ActorKey,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<Durable, PersistError>> {
+        Box::pin(async move {
+            let (done, durable) = Durable::pending();
+            self.send(Op::Append {
+                actor,
+                first_seq,
+                events,
+                done,
+            })
+            .await?;
+            Ok(durable)
+        })
+    }
+
+    fn snapshot(
+        &self,
+        actor: ActorKey,
+        seq: u64,
+        state: Vec<u8>,
+        compaction: Compaction,
+    ) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(self.send(Op::Snapshot {
+            actor,
+            seq,
+            state,
+            compaction,
+        }))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), PersistError>> {
+        Box::pin(async move {
+            let (done, wait) = oneshot::channel();
+            self.send(Op::Flush { done }).await?;
+            wait.await.map_err(|_| PersistError::Closed)?
+        })
+    }
+
+    fn backup(&self, _path: PathBuf) -> BoxFuture<'_, Result<BackupSummary, PersistError>> {
+        Box::pin(async move {
+            Err(PersistError::Backup(
+                "in cluster mode the journal is JetStream's: back its streams and the snapshot \
+                 bucket up with `nats stream backup` (the replicas are the first line of defence)"
+                    .into(),
+            ))
+        })
+    }
+
+    fn latest_snapshot(&self, actor: &ActorKey) -> Result<Option<(u64, Vec<u8>)>, PersistError> {
+        let names = self.streams.layout().actor(actor)?;
+        self.read(move |_, snapshots| async move {
+            Ok(snapshot_of(&snapshots, &names.snapshot_key)
+                .await?
+                .map(|(seq, _, state)| (seq, state)))
+        })
+    }
+
+    fn events_after(&self, actor: &ActorKey, seq: u64) -> Result<RawEvents, PersistError> {
+        let names = self.streams.layout().actor(actor)?;
+        self.read(move |streams, snapshots| async move {
+            let Some(stream) = streams.stream(&names.kind, false).await? else {
+                return Ok(Vec::new());
+            };
+            // The snapshot says where its records end: later events are read from there.
+            let from = match snapshot_of(&snapshots, &names.snapshot_key).await? {
+                Some((covered, from, _)) if covered <= seq => from,
+                _ => 0,
+            };
+            let records = streams::records(&streams, &stream, &names.subject, from).await?;
+            streams::events(&names.subject, &records, seq)
+        })
+    }
+
+    fn history(&self, actor: &ActorKey) -> Result<RawEvents, PersistError> {
+        self.events_after(actor, 0)
+    }
+
+    fn last_seq(&self, actor: &ActorKey) -> Result<u64, PersistError> {
+        let names = self.streams.layout().actor(actor)?;
+        self.read(move |streams, _| async move {
+            match streams.stream(&names.kind, false).await? {
+                Some(stream) => Ok(streams::last_record(&stream, &names.subject)
+                    .await?
+                    .last_event),
+                None => Ok(0),
+            }
+        })
+    }
+
+    fn page_before(
+        &self,
+        actor: &ActorKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<RawEvents, PersistError> {
+        let end = before.unwrap_or(u64::MAX);
+        let mut events = self.events_after(actor, 0)?;
+        events.retain(|(seq, _)| *seq < end);
+        events.reverse();
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    fn actors(&self, kind: &str, id_prefix: &str) -> Result<Vec<ActorKey>, PersistError> {
+        let kind = kind.to_owned();
+        let id_prefix = id_prefix.to_owned();
+        let (_, subjects) = self.streams.layout().stream_of(&kind)?;
+        self.read(move |streams, snapshots| async move {
+            let layout = streams.layout().clone();
+            let mut found = BTreeSet::new();
+            if let Some(stream) = streams.stream(&kind, false).await? {
+                let mut listed = stream
+                    .info_with_subjects(&subjects)
+                    .await
+                    .map_err(|e| streams::unavailable(&format!("subjects of {kind}"), e))?;
+                while let Some(entry) = listed.next().await {
+                    let (subject, _) = entry
+                        .map_err(|e| streams::unavailable(&format!("subjects of {kind}"), e))?;
+                    found.extend(layout.actor_of_subject(&subject));
+                }
+            }
+            let mut keys = snapshots
+                .keys()
+                .await
+                .map_err(|e| streams::unavailable("snapshot keys", e))?;
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| streams::unavailable("snapshot keys", e))?;
+                found.extend(layout.actor_of_snapshot_key(&key));
+            }
+            let prefix = format!("{kind}/{id_prefix}");
+            Ok(found
+                .into_iter()
+                .filter(|actor| actor.as_str().starts_with(&prefix))
+                .collect())
+        })
+    }
+}
+
+/// An actor's snapshot: (last event covered, record to read from, state).
+async fn snapshot_of(
+    snapshots: &kv::Store,
+    key: &str,
+) -> Result<Option<(u64, u64, Vec<u8>)>, PersistError> {
+    let value = snapshots
+        .get(key)
+        .await
+        .map_err(|e| streams::unavailable(&format!("snapshot {key}"), e))?;
+    value
+        .map(|value| streams::decode_snapshot(key, &value))
+        .transpose()
+}
