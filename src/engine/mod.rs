@@ -35,6 +35,18 @@ pub use handle::{Engine, Services, SessionGuard, SessionTracker};
 #[error("{0}")]
 pub struct StartError(pub String);
 
+/// A domain that did not recover stops what was started before it (the supervision tree
+/// and the listener), so a failed start leaves nothing running; `failed` says what failed.
+fn abandon(
+    root: &ActorRef<RootMsg>,
+    listener: &tokio::task::JoinHandle<()>,
+    failed: String,
+) -> StartError {
+    root.stop(None);
+    listener.abort();
+    StartError(failed)
+}
+
 /// A started server.
 pub struct RunningServer {
     /// The address actually bound (useful with port 0).
@@ -80,21 +92,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     )
     .await
     .map_err(|e| StartError(format!("supervision tree: {e}")))?;
-    let races = match RaceDomain::start(
+    let races = RaceDomain::start(
         &root,
         journal.clone(),
         RaceSettings::from_config(&config),
         crate::api::tick_encoder(),
     )
     .await
-    {
-        Ok(races) => races,
-        Err(e) => {
-            root.stop(None);
-            listener.abort();
-            return Err(StartError(format!("recovery failed: {e}")));
-        }
-    };
+    .map_err(|e| abandon(&root, &listener, format!("recovery failed: {e}")))?;
     let mail_started = match transports(&TransportSettings::from_config(&config)) {
         Ok(transports) => {
             let settings = MailSettings::from_config(&config);
@@ -102,16 +107,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         Err(e) => Err(e),
     };
-    let mail = match mail_started {
-        Ok(mail) => mail,
-        Err(e) => {
-            root.stop(None);
-            listener.abort();
-            return Err(StartError(format!("mail recovery failed: {e}")));
-        }
-    };
+    let mail = mail_started
+        .map_err(|e| abandon(&root, &listener, format!("mail recovery failed: {e}")))?;
     let patrol_settings = PatrolSettings::from_config(&config).map_err(StartError)?;
-    let patrol = match PatrolDomain::start(
+    let patrol = PatrolDomain::start(
         &root,
         journal.clone(),
         mail.clone(),
@@ -121,14 +120,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         restart_window,
     )
     .await
-    {
-        Ok(patrol) => patrol,
-        Err(e) => {
-            root.stop(None);
-            listener.abort();
-            return Err(StartError(format!("patrol recovery failed: {e}")));
-        }
-    };
+    .map_err(|e| abandon(&root, &listener, format!("patrol recovery failed: {e}")))?;
     let mail_trigger = Some(tokio::spawn(crate::actors::mail::trigger::race_results(
         mail.clone(),
         races.clone(),

@@ -21,40 +21,32 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
+/// `Content-Type` of the HTML pages.
+const HTML: &str = "text/html; charset=utf-8";
+/// `Content-Type` of the scripts.
+const JS: &str = "text/javascript; charset=utf-8";
+/// `Content-Type` of the style sheets.
+const CSS: &str = "text/css; charset=utf-8";
+
+/// One row of [`ASSETS`].
+const fn embedded(path: &'static str, content_type: &'static str, body: &'static [u8]) -> Asset {
+    Asset {
+        path,
+        content_type,
+        body,
+    }
+}
+
 /// Every file of the pages. `/` is the spectator page; it reads `?race=` and `#token=` so a
 /// share link opens one race directly. `/ride` is the racer page; it reads its racer token
 /// from `#token=`, which never reaches the server's logs.
 const ASSETS: [Asset; 6] = [
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../web/index.html"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/app.js"),
-    },
-    Asset {
-        path: "/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/style.css"),
-    },
-    Asset {
-        path: "/ride",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../web/ride.html"),
-    },
-    Asset {
-        path: "/ride.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../web/ride.js"),
-    },
-    Asset {
-        path: "/ride.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/ride.css"),
-    },
+    embedded("/", HTML, include_bytes!("../../web/index.html")),
+    embedded("/app.js", JS, include_bytes!("../../web/app.js")),
+    embedded("/style.css", CSS, include_bytes!("../../web/style.css")),
+    embedded("/ride", HTML, include_bytes!("../../web/ride.html")),
+    embedded("/ride.js", JS, include_bytes!("../../web/ride.js")),
+    embedded("/ride.css", CSS, include_bytes!("../../web/ride.css")),
 ];
 
 /// The asset served at `path`, if any (`/index.html` is the page too).

@@ -15,6 +15,7 @@ use super::book::{Book, MessagePlan};
 use super::book_rules::{BookCommand, BookContext, BookMail, BookOutcome};
 use super::context::PatrolContext;
 use super::import::ImportKind;
+use super::ledger::{ConnectRequest, DonateRequest};
 use super::msg::OfficerCard;
 use super::msg::{BookMsg, Redemption};
 use super::notice::{Connection, MessageRecord, Notice, StoredMessage};
@@ -106,13 +107,13 @@ impl BookState {
         precinct: String,
         at_ms: i64,
     ) -> Result<(Connection, Connection), Rejection> {
-        let command = BookCommand::Connect {
+        let command = BookCommand::Connect(ConnectRequest {
             connection_id,
             officer,
             citizen,
             precinct,
             at_ms,
-        };
+        });
         let BookOutcome::Connected {
             for_officer,
             for_citizen,
@@ -152,13 +153,13 @@ impl BookState {
         points: u64,
         at_ms: i64,
     ) -> Result<(u64, u64), Rejection> {
-        let command = BookCommand::Donate {
+        let command = BookCommand::Donate(DonateRequest {
             request_id,
             user,
             charity_id,
             points,
             at_ms,
-        };
+        });
         match self.execute(command).await? {
             BookOutcome::Donated { points, balance } => Ok((points, balance)),
             _ => Err(Rejection::internal("a donation recorded something else")),

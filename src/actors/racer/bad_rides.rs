@@ -5,7 +5,7 @@
 //! true distance along the course of every fix is known.
 
 use super::state::{
-    CourseGeometry, CutRule, Fix, FixVerdict, RacerEvent, RacerState, TrackingRules,
+    CourseGeometry, CutRule, Fix, FixVerdict, RacerEvent, RacerState, SuspectedCut, TrackingRules,
 };
 use crate::actors::race::domain::RaceSettings;
 use crate::cli::sim::faults;
@@ -258,6 +258,32 @@ fn rides_it_without_a_cut(geo: &CourseGeometry, steps: &[Step]) -> Outcome {
     o
 }
 
+/// Rides `r` with the stretch from step `i` to step `j` cut out: the outcome and the one
+/// cut it flagged (the test fails if it flagged none or several).
+fn ride_a_cut(r: &RealRide, i: usize, j: usize, rules: &TrackingRules) -> (Outcome, SuspectedCut) {
+    let o = ride(&r.geo, &cut(&r.steps, i, j), rules);
+    let cuts = &o.state.incidents.cuts;
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    let c = cuts[0];
+    (o, c)
+}
+
+/// Fails unless the cut `c` starts within 300 m of where step `i` of `r` truly is.
+fn assert_cut_starts_near(c: &SuspectedCut, r: &RealRide, i: usize) {
+    let from = r.steps[i].truth_m.unwrap();
+    assert!(
+        (c.from_m - from).abs() < 300.0,
+        "cut from {} vs {from}",
+        c.from_m
+    );
+}
+
+/// Fails unless the cut `c` ends within 600 m of where step `j` of `r` truly is.
+fn assert_cut_ends_near(c: &SuspectedCut, r: &RealRide, j: usize) {
+    let to = r.steps[j].truth_m.unwrap();
+    assert!((c.to_m - to).abs() < 600.0, "cut to {} vs {to}", c.to_m);
+}
+
 #[test]
 fn the_rides_as_recorded_finish_with_no_incident() {
     for name in [
@@ -324,23 +350,10 @@ fn a_ten_minute_dropout_then_a_jump_far_ahead_is_not_a_cut() {
 fn a_cut_across_the_course_s_own_bends_is_flagged_and_credited_under_flag() {
     let r = real_ride("mtb-pause-celje-2018-06-26.gpx");
     let (i, j) = best_cut(&r, 10_000.0..20_000.0, 500.0);
-    let (from, to) = (r.steps[i].truth_m.unwrap(), r.steps[j].truth_m.unwrap());
-    let steps = cut(&r.steps, i, j);
-    let o = ride(&r.geo, &steps, &RULES);
-    assert_eq!(
-        o.state.incidents.cuts.len(),
-        1,
-        "{:?}",
-        o.state.incidents.cuts
-    );
-    let c = o.state.incidents.cuts[0];
+    let (o, c) = ride_a_cut(&r, i, j, &RULES);
     assert!(!c.held);
-    assert!(
-        (c.from_m - from).abs() < 300.0,
-        "cut from {} vs {from}",
-        c.from_m
-    );
-    assert!((c.to_m - to).abs() < 600.0, "cut to {} vs {to}", c.to_m);
+    assert_cut_starts_near(&c, &r, i);
+    assert_cut_ends_near(&c, &r, j);
     assert!(o.state.incidents.cut_suspected());
     assert!(
         o.state.finished_at_ms.is_some(),
@@ -352,21 +365,9 @@ fn a_cut_across_the_course_s_own_bends_is_flagged_and_credited_under_flag() {
 fn a_short_cut_of_two_kilometres_through_250_m_is_flagged_too() {
     let r = real_ride("loop-celje-resevno-2021-03-27.gpx");
     let (i, j) = best_cut(&r, 1_500.0..5_000.0, 600.0);
-    let (from, to) = (r.steps[i].truth_m.unwrap(), r.steps[j].truth_m.unwrap());
-    let o = ride(&r.geo, &cut(&r.steps, i, j), &RULES);
-    assert_eq!(
-        o.state.incidents.cuts.len(),
-        1,
-        "{:?}",
-        o.state.incidents.cuts
-    );
-    let c = o.state.incidents.cuts[0];
-    assert!(
-        (c.from_m - from).abs() < 300.0,
-        "cut from {} vs {from}",
-        c.from_m
-    );
-    assert!((c.to_m - to).abs() < 600.0, "cut to {} vs {to}", c.to_m);
+    let (o, c) = ride_a_cut(&r, i, j, &RULES);
+    assert_cut_starts_near(&c, &r, i);
+    assert_cut_ends_near(&c, &r, j);
     assert!(o.state.finished_at_ms.is_some());
 }
 
@@ -384,19 +385,8 @@ fn a_shortcut_at_a_plausible_speed_is_caught_by_the_racer_s_own_pace() {
         (to - from) / (straight / speed) < RULES.max_course_speed_mps,
         "the speed rule alone would see this one"
     );
-    let o = ride(&r.geo, &cut(&r.steps, i, j), &RULES);
-    assert_eq!(
-        o.state.incidents.cuts.len(),
-        1,
-        "{:?}",
-        o.state.incidents.cuts
-    );
-    let c = o.state.incidents.cuts[0];
-    assert!(
-        (c.from_m - from).abs() < 300.0,
-        "cut from {} vs {from}",
-        c.from_m
-    );
+    let (_, c) = ride_a_cut(&r, i, j, &RULES);
+    assert_cut_starts_near(&c, &r, i);
 }
 
 #[test]
@@ -404,19 +394,12 @@ fn under_hold_a_cutter_is_not_credited_past_the_cut() {
     let r = real_ride("mtb-pause-celje-2018-06-26.gpx");
     let (i, j) = best_cut(&r, 10_000.0..20_000.0, 500.0);
     let from = r.steps[i].truth_m.unwrap();
-    let steps = cut(&r.steps, i, j);
     let hold = TrackingRules {
         cut_rule: CutRule::Hold,
         ..*RULES
     };
-    let o = ride(&r.geo, &steps, &hold);
-    assert_eq!(
-        o.state.incidents.cuts.len(),
-        1,
-        "{:?}",
-        o.state.incidents.cuts
-    );
-    assert!(o.state.incidents.cuts[0].held);
+    let (o, c) = ride_a_cut(&r, i, j, &hold);
+    assert!(c.held);
     assert!(o.state.finished_at_ms.is_none());
     let p = o.state.progress_m.unwrap();
     assert!((p - from).abs() < 300.0, "held at {p}, cut from {from}");

@@ -14,7 +14,10 @@
 use super::book::{validate_display_name, Book, BookEvent, Profile};
 use super::import::{ImportKind, ImportRows};
 use super::ledger::LedgerEvent;
-use super::ledger::{utc_day, AwardRules, Decision as Ledger, LedgerCommand, LedgerError};
+use super::ledger::{
+    utc_day, AwardRules, ConnectRequest, Decision as Ledger, DonateRequest, LedgerCommand,
+    LedgerError,
+};
 use super::notice::Connection;
 use super::voucher::{self, Voucher, VoucherKey};
 use crate::aggregate::{Aggregate, Decision};
@@ -38,18 +41,7 @@ pub enum BookCommand {
     /// An admin imports rows (already validated by the API).
     Import(ImportRows),
     /// An officer accepted a citizen they met in person.
-    Connect {
-        /// The connect request's id; a retry carries the same.
-        connection_id: String,
-        /// The officer.
-        officer: String,
-        /// The citizen.
-        citizen: String,
-        /// The officer's precinct.
-        precinct: String,
-        /// When, ms since the epoch.
-        at_ms: UnixMillis,
-    },
+    Connect(ConnectRequest),
     /// A user spends points on an offer.
     Redeem {
         /// Idempotency key.
@@ -62,18 +54,7 @@ pub enum BookCommand {
         at_ms: UnixMillis,
     },
     /// A user gives points to a charity.
-    Donate {
-        /// Idempotency key.
-        request_id: String,
-        /// The user.
-        user: String,
-        /// The charity.
-        charity_id: String,
-        /// Points.
-        points: u64,
-        /// When, ms since the epoch.
-        at_ms: UnixMillis,
-    },
+    Donate(DonateRequest),
 }
 
 /// What the book's decisions read besides the book: the configured awards and the key
@@ -455,49 +436,24 @@ impl Aggregate for Book {
                     outcome,
                 })
             }
-            BookCommand::Connect {
-                connection_id,
-                officer,
-                citizen,
-                precinct,
-                at_ms,
-            } => self.decide_connect(
-                LedgerCommand::Connect {
-                    connection_id,
-                    officer,
-                    citizen,
-                    precinct,
-                    at_ms,
-                },
-                context.award,
-            ),
+            BookCommand::Connect(connect) => {
+                self.decide_connect(LedgerCommand::Connect(connect), context.award)
+            }
             BookCommand::Redeem {
                 request_id,
                 user,
                 offer_id,
                 at_ms,
             } => self.decide_redeem(request_id, user, offer_id, at_ms, context),
-            BookCommand::Donate {
-                request_id,
-                user,
-                charity_id,
-                points,
-                at_ms,
-            } => {
-                if self.directory.charity(&charity_id).is_none() {
+            BookCommand::Donate(donation) => {
+                if self.directory.charity(&donation.charity_id).is_none() {
                     return Err(Rejection::new(
                         ErrorCode::NotFound,
-                        format!("no charity {charity_id}"),
+                        format!("no charity {}", donation.charity_id),
                     ));
                 }
-                let command = LedgerCommand::Donate {
-                    request_id,
-                    user: user.clone(),
-                    charity_id,
-                    points,
-                    at_ms,
-                };
-                self.decide_donate(command, &user, context.award)
+                let user = donation.user.clone();
+                self.decide_donate(LedgerCommand::Donate(donation), &user, context.award)
             }
         }
     }
@@ -593,13 +549,13 @@ mod tests {
     fn connect(book: &mut Book, id: &str, at_ms: UnixMillis) -> BookOutcome {
         run(
             book,
-            BookCommand::Connect {
+            BookCommand::Connect(ConnectRequest {
                 connection_id: id.into(),
                 officer: "o1".into(),
                 citizen: "c1".into(),
                 precinct: "p1".into(),
                 at_ms,
-            },
+            }),
         )
         .unwrap()
     }
@@ -667,13 +623,13 @@ mod tests {
         // A retry journals nothing and submits the same mails (the mail domain sends once).
         let decision = book
             .decide(
-                BookCommand::Connect {
+                BookCommand::Connect(ConnectRequest {
                     connection_id: "k1".into(),
                     officer: "o1".into(),
                     citizen: "c1".into(),
                     precinct: "p1".into(),
                     at_ms: DAY,
-                },
+                }),
                 BookContext {
                     award: &AWARD,
                     voucher_key: &key(),
@@ -760,12 +716,14 @@ mod tests {
             },
         );
         assert_eq!(missing.unwrap_err().code, ErrorCode::NotFound);
-        let donation = |charity: &str, request_id: &str| BookCommand::Donate {
-            request_id: request_id.into(),
-            user: "c1".into(),
-            charity_id: charity.into(),
-            points: 4,
-            at_ms: DAY,
+        let donation = |charity: &str, request_id: &str| {
+            BookCommand::Donate(DonateRequest {
+                request_id: request_id.into(),
+                user: "c1".into(),
+                charity_id: charity.into(),
+                points: 4,
+                at_ms: DAY,
+            })
         };
         assert_eq!(
             run(&mut book, donation("zoo", "d1")).unwrap_err().code,

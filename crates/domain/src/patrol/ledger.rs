@@ -56,23 +56,43 @@ pub struct AwardRules {
     pub daily_cap: u64,
 }
 
+/// An accepted connect request between a citizen and an officer, already checked in person
+/// by the caller. The book is asked for it and hands it to the ledger as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// Caller-chosen id of the connection; a retry carries the same id.
+    pub connection_id: String,
+    /// The on-duty officer's user id.
+    pub officer: String,
+    /// The citizen's user id.
+    pub citizen: String,
+    /// Where it happened: the report's grouping and both users' new home precinct.
+    pub precinct: String,
+    /// When, ms since the epoch; decides the UTC day the award counts against.
+    pub at_ms: UnixMillis,
+}
+
+/// A gift of points to a charity. The book is asked for it, checks the charity exists and
+/// hands it to the ledger as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DonateRequest {
+    /// Client-chosen id making the donation idempotent per user.
+    pub request_id: String,
+    /// Whose points.
+    pub user: String,
+    /// The charity.
+    pub charity_id: String,
+    /// How many points.
+    pub points: u64,
+    /// When, ms since the epoch.
+    pub at_ms: UnixMillis,
+}
+
 /// What the ledger is asked to do; times are passed in by the caller, never read from a clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LedgerCommand {
-    /// An accepted connect request between a citizen and an officer, already checked in person
-    /// by the caller.
-    Connect {
-        /// Caller-chosen id of the connection; a retry carries the same id.
-        connection_id: String,
-        /// The on-duty officer's user id.
-        officer: String,
-        /// The citizen's user id.
-        citizen: String,
-        /// Where it happened: the report's grouping and both users' new home precinct.
-        precinct: String,
-        /// When, ms since the epoch; decides the UTC day the award counts against.
-        at_ms: UnixMillis,
-    },
+    /// A connection to record, with its awards.
+    Connect(ConnectRequest),
     /// Spend points on a retailer offer, for a voucher.
     Redeem {
         /// Client-chosen id making the redemption idempotent per user.
@@ -89,18 +109,7 @@ pub enum LedgerCommand {
         precinct: Option<String>,
     },
     /// Give points to a charity.
-    Donate {
-        /// Client-chosen id making the donation idempotent per user.
-        request_id: String,
-        /// Whose points.
-        user: String,
-        /// The charity.
-        charity_id: String,
-        /// How many points.
-        points: u64,
-        /// When, ms since the epoch.
-        at_ms: UnixMillis,
-    },
+    Donate(DonateRequest),
 }
 
 /// What happened, as journaled; [`Ledger::apply`] rebuilds the state from these alone.
@@ -376,13 +385,14 @@ impl Ledger {
     /// Decides what `cmd` does, without changing anything.
     pub fn handle(&self, cmd: &LedgerCommand, rules: &AwardRules) -> Result<Decision, LedgerError> {
         match cmd {
-            LedgerCommand::Connect {
-                connection_id,
-                officer,
-                citizen,
-                precinct,
-                at_ms,
-            } => self.decide_connect(connection_id, officer, citizen, precinct, *at_ms, rules),
+            LedgerCommand::Connect(c) => self.decide_connect(
+                &c.connection_id,
+                &c.officer,
+                &c.citizen,
+                &c.precinct,
+                c.at_ms,
+                rules,
+            ),
             LedgerCommand::Redeem {
                 request_id,
                 user,
@@ -398,13 +408,9 @@ impl Ledger {
                 *at_ms,
                 precinct.as_deref(),
             ),
-            LedgerCommand::Donate {
-                request_id,
-                user,
-                charity_id,
-                points,
-                at_ms,
-            } => self.decide_donate(request_id, user, charity_id, *points, *at_ms),
+            LedgerCommand::Donate(d) => {
+                self.decide_donate(&d.request_id, &d.user, &d.charity_id, d.points, d.at_ms)
+            }
         }
     }
 
@@ -961,13 +967,13 @@ mod tests {
         precinct: &str,
         at_ms: i64,
     ) -> LedgerCommand {
-        LedgerCommand::Connect {
+        LedgerCommand::Connect(ConnectRequest {
             connection_id: id.into(),
             officer: officer.into(),
             citizen: citizen.into(),
             precinct: precinct.into(),
             at_ms,
-        }
+        })
     }
 
     fn redeem(id: &str, user: &str, offer: &str, cost: u64) -> LedgerCommand {
@@ -982,13 +988,13 @@ mod tests {
     }
 
     fn donate(id: &str, user: &str, charity: &str, points: u64) -> LedgerCommand {
-        LedgerCommand::Donate {
+        LedgerCommand::Donate(DonateRequest {
             request_id: id.into(),
             user: user.into(),
             charity_id: charity.into(),
             points,
             at_ms: DAY0 + 2_000,
-        }
+        })
     }
 
     /// Handles, applies, and returns what was journaled (nothing for a replay).
@@ -1427,13 +1433,13 @@ mod tests {
                 }
             ),
             1 => (0..6u8, 0..4usize, 0..2u8, 0..40u64, at).prop_map(|(r, u, c, points, at)| {
-                LedgerCommand::Donate {
+                LedgerCommand::Donate(DonateRequest {
                     request_id: format!("r{r}"),
                     user: USERS[u].into(),
                     charity_id: format!("c{c}"),
                     points,
                     at_ms: DAY0 + at,
-                }
+                })
             }),
         ]
     }

@@ -100,6 +100,67 @@ pub struct DeviceReport {
     pub source: DeviceProtocol,
 }
 
+/// What a decoder read from one report, in the wire's units. Each decoder fills one from
+/// its own fields and units; [`Reading::report`] then applies the rules all protocols share,
+/// so they are written once.
+pub(crate) struct Reading {
+    /// The app's identifier, already checked.
+    pub(crate) device_id: String,
+    /// Fix time, ms since the epoch.
+    pub(crate) at_ms: i64,
+    /// Latitude ×1e7.
+    pub(crate) lat_e7: i32,
+    /// Longitude ×1e7.
+    pub(crate) lon_e7: i32,
+    /// Accuracy in decimetres; `None` when the app reported none (or "unknown").
+    pub(crate) accuracy_dm: Option<u32>,
+    /// Speed in cm/s, if reported.
+    pub(crate) speed_cmps: Option<u32>,
+    /// Altitude in decimetres, if reported.
+    pub(crate) elevation_dm: Option<i32>,
+    /// Battery level in percent, if reported.
+    pub(crate) battery_pct: Option<u8>,
+    /// Course over ground in degrees, if reported.
+    pub(crate) bearing_deg: Option<f32>,
+}
+
+impl Reading {
+    /// A reading of time and place only; the decoder adds whatever else the app reported.
+    pub(crate) fn at(device_id: String, at_ms: i64, lat_e7: i32, lon_e7: i32) -> Self {
+        Self {
+            device_id,
+            at_ms,
+            lat_e7,
+            lon_e7,
+            accuracy_dm: None,
+            speed_cmps: None,
+            elevation_dm: None,
+            battery_pct: None,
+            bearing_deg: None,
+        }
+    }
+
+    /// The report as the ingest takes it: a fix without an accuracy gets
+    /// [`UNKNOWN_ACCURACY_DM`] and says so in [`DeviceReport::accuracy_known`].
+    pub(crate) fn report(self, source: DeviceProtocol) -> DeviceReport {
+        DeviceReport {
+            device_id: self.device_id,
+            fix: WireFix {
+                at_ms: self.at_ms,
+                lat_e7: self.lat_e7,
+                lon_e7: self.lon_e7,
+                accuracy_dm: self.accuracy_dm.unwrap_or(UNKNOWN_ACCURACY_DM),
+                speed_cmps: self.speed_cmps,
+                elevation_dm: self.elevation_dm,
+            },
+            accuracy_known: self.accuracy_dm.is_some(),
+            battery_pct: self.battery_pct,
+            bearing_deg: self.bearing_deg,
+            source,
+        }
+    }
+}
+
 /// Why a report was refused, so the ingest can pick a status code and log the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceErrorCode {
@@ -334,6 +395,15 @@ pub(crate) fn timestamp_or_bad(
     })
 }
 
+/// A JSON body that must be one object, or BadBody.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, DeviceError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(root)) => Ok(root),
+        Ok(_) => Err(DeviceError::body("the body is not a JSON object")),
+        Err(e) => Err(DeviceError::body(format_args!("the body is not JSON: {e}"))),
+    }
+}
+
 /// BadField for a JSON value of the wrong type, saying what it is and what was wanted.
 pub(crate) fn wrong_type(field: &'static str, expected: &str, got: &Value) -> DeviceError {
     let kind = match got {
@@ -373,6 +443,20 @@ pub(crate) fn number(
         },
         Some(Value::Null) | None => Ok(None),
         Some(other) => Err(wrong_type(field, "a number", other)),
+    }
+}
+
+/// An optional number converted to the wire's unit by `convert` (which may itself find it
+/// "unknown"); `null` counts as absent.
+pub(crate) fn optional<T>(
+    parent: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+    convert: impl FnOnce(&'static str, f64) -> Result<Option<T>, DeviceError>,
+) -> Result<Option<T>, DeviceError> {
+    match number(parent, key, field)? {
+        Some(v) => convert(field, v),
+        None => Ok(None),
     }
 }
 

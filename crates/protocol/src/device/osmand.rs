@@ -51,11 +51,11 @@
 //! (the background-geolocation batch mode) is refused, as Traccar refuses it.
 
 use super::{
-    accuracy_dm, battery_pct, bearing, check_size, elevation_dm, finite, lat_e7, lon_e7, number,
-    object, parse_number, speed_cmps, timestamp, timestamp_or_bad, validate_device_id, wrong_type,
-    DeviceError, DeviceErrorCode, DeviceProtocol, DeviceReport, UNKNOWN_ACCURACY_DM,
+    accuracy_dm, battery_pct, bearing, check_size, elevation_dm, finite, json_object, lat_e7,
+    lon_e7, number, object, optional, parse_number, speed_cmps, timestamp, timestamp_or_bad,
+    validate_device_id, wrong_type, DeviceError, DeviceErrorCode, DeviceProtocol, DeviceReport,
+    Reading,
 };
-use crate::protocol::WireFix;
 use serde_json::Value;
 
 /// Metres per second in one knot (1852 m per hour).
@@ -183,32 +183,21 @@ pub fn decode_query(query: &str, now_ms: i64) -> Result<DeviceReport, DeviceErro
         None => None,
     };
 
-    let accuracy = accuracy.or(hdop);
-    Ok(DeviceReport {
-        device_id,
-        fix: WireFix {
-            at_ms,
-            lat_e7: lat,
-            lon_e7: lon,
-            accuracy_dm: accuracy.unwrap_or(UNKNOWN_ACCURACY_DM),
-            speed_cmps: speed,
-            elevation_dm: elevation,
-        },
-        accuracy_known: accuracy.is_some(),
+    let reading = Reading {
+        accuracy_dm: accuracy.or(hdop),
+        speed_cmps: speed,
+        elevation_dm: elevation,
         battery_pct: battery,
         bearing_deg,
-        source: DeviceProtocol::OsmAnd,
-    })
+        ..Reading::at(device_id, at_ms, lat, lon)
+    };
+    Ok(reading.report(DeviceProtocol::OsmAnd))
 }
 
 /// Decode Traccar Client's JSON body.
 pub fn decode_json(body: &[u8]) -> Result<DeviceReport, DeviceError> {
     check_size(body.len())?;
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| DeviceError::body(format_args!("the body is not JSON: {e}")))?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| DeviceError::body("the body is not a JSON object"))?;
+    let root = &json_object(body)?;
 
     let device_id = match root.get("device_id") {
         Some(Value::String(id)) => validate_device_id("device_id", id)?,
@@ -234,54 +223,37 @@ pub fn decode_json(body: &[u8]) -> Result<DeviceReport, DeviceError> {
     let lat = lat_e7("location.coords.latitude", lat)?;
     let lon = lon_e7("location.coords.longitude", lon)?;
 
-    let speed = match number(coords, "speed", "location.coords.speed")? {
-        Some(mps) => speed_cmps("location.coords.speed", mps)?,
-        None => None,
-    };
-    let bearing_deg = match number(coords, "heading", "location.coords.heading")? {
-        Some(deg) => bearing("location.coords.heading", deg)?,
-        None => None,
-    };
-    let accuracy = match number(coords, "accuracy", "location.coords.accuracy")? {
-        Some(m) => accuracy_dm("location.coords.accuracy", m)?,
-        None => None,
-    };
-    let elevation = match number(coords, "altitude", "location.coords.altitude")? {
-        Some(m) => Some(elevation_dm("location.coords.altitude", m)?),
-        None => None,
-    };
-    let battery = match object(location, "battery", "location.battery")? {
-        Some(battery) => match number(battery, "level", "location.battery.level")? {
-            // A fraction 0..=1; Traccar stores `(int) (level * 100)`, we round.
-            Some(level) => battery_pct(
+    let reading = Reading {
+        speed_cmps: optional(coords, "speed", "location.coords.speed", speed_cmps)?,
+        bearing_deg: optional(coords, "heading", "location.coords.heading", bearing)?,
+        accuracy_dm: optional(coords, "accuracy", "location.coords.accuracy", accuracy_dm)?,
+        elevation_dm: optional(
+            coords,
+            "altitude",
+            "location.coords.altitude",
+            |field, m| elevation_dm(field, m).map(Some),
+        )?,
+        battery_pct: match object(location, "battery", "location.battery")? {
+            Some(battery) => optional(
+                battery,
+                "level",
                 "location.battery.level",
-                finite("location.battery.level", level)? * 100.0,
+                |field, level| {
+                    // A fraction 0..=1; Traccar stores `(int) (level * 100)`, we round.
+                    battery_pct(field, finite(field, level)? * 100.0)
+                },
             )?,
             None => None,
         },
-        None => None,
+        ..Reading::at(device_id, at_ms, lat, lon)
     };
-
-    Ok(DeviceReport {
-        device_id,
-        fix: WireFix {
-            at_ms,
-            lat_e7: lat,
-            lon_e7: lon,
-            accuracy_dm: accuracy.unwrap_or(UNKNOWN_ACCURACY_DM),
-            speed_cmps: speed,
-            elevation_dm: elevation,
-        },
-        accuracy_known: accuracy.is_some(),
-        battery_pct: battery,
-        bearing_deg,
-        source: DeviceProtocol::OsmAnd,
-    })
+    Ok(reading.report(DeviceProtocol::OsmAnd))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::UNKNOWN_ACCURACY_DM;
 
     #[test]
     fn knots_become_cm_per_second() {

@@ -38,11 +38,10 @@
 //! the booklet says to ignore it.
 
 use super::{
-    accuracy_dm, battery_pct, bearing, check_size, elevation_dm, lat_e7, lon_e7, number,
-    speed_cmps, timestamp, validate_device_id, DeviceError, DeviceProtocol, DeviceReport,
-    UNKNOWN_ACCURACY_DM,
+    accuracy_dm, battery_pct, bearing, check_size, elevation_dm, json_object, lat_e7, lon_e7,
+    number, optional, speed_cmps, timestamp, validate_device_id, DeviceError, DeviceProtocol,
+    DeviceReport, Reading,
 };
-use crate::protocol::WireFix;
 use serde_json::Value;
 
 /// The reply body OwnTracks expects with `200 OK`: an empty JSON array (nothing to push
@@ -60,11 +59,7 @@ pub fn decode(body: &[u8], device_hint: Option<&str>) -> Result<Option<DeviceRep
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| DeviceError::body(format_args!("the body is not JSON: {e}")))?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| DeviceError::body("the body is not a JSON object"))?;
+    let root = &json_object(body)?;
     match root.get("_type") {
         Some(Value::String(t)) if t == "location" => {}
         Some(Value::String(_)) => return Ok(None),
@@ -115,42 +110,19 @@ pub fn decode(body: &[u8], device_hint: Option<&str>) -> Result<Option<DeviceRep
         Some(_) => return Err(DeviceError::bad("tst", "is not a number")),
     };
 
-    let accuracy = match number(root, "acc", "acc")? {
-        Some(m) => accuracy_dm("acc", m)?,
-        None => None,
+    let reading = Reading {
+        accuracy_dm: optional(root, "acc", "acc", accuracy_dm)?,
+        elevation_dm: optional(root, "alt", "alt", |field, m| {
+            elevation_dm(field, m).map(Some)
+        })?,
+        speed_cmps: optional(root, "vel", "vel", |field, kmh| {
+            speed_cmps(field, kmh / 3.6)
+        })?,
+        bearing_deg: optional(root, "cog", "cog", bearing)?,
+        battery_pct: optional(root, "batt", "batt", battery_pct)?,
+        ..Reading::at(device_id, at_ms, lat, lon)
     };
-    let elevation = match number(root, "alt", "alt")? {
-        Some(m) => Some(elevation_dm("alt", m)?),
-        None => None,
-    };
-    let speed = match number(root, "vel", "vel")? {
-        Some(kmh) => speed_cmps("vel", kmh / 3.6)?,
-        None => None,
-    };
-    let bearing_deg = match number(root, "cog", "cog")? {
-        Some(deg) => bearing("cog", deg)?,
-        None => None,
-    };
-    let battery = match number(root, "batt", "batt")? {
-        Some(pct) => battery_pct("batt", pct)?,
-        None => None,
-    };
-
-    Ok(Some(DeviceReport {
-        device_id,
-        fix: WireFix {
-            at_ms,
-            lat_e7: lat,
-            lon_e7: lon,
-            accuracy_dm: accuracy.unwrap_or(UNKNOWN_ACCURACY_DM),
-            speed_cmps: speed,
-            elevation_dm: elevation,
-        },
-        accuracy_known: accuracy.is_some(),
-        battery_pct: battery,
-        bearing_deg,
-        source: DeviceProtocol::OwnTracks,
-    }))
+    Ok(Some(reading.report(DeviceProtocol::OwnTracks)))
 }
 
 #[cfg(test)]
