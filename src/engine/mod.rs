@@ -109,7 +109,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     };
     let mail = mail_started
         .map_err(|e| abandon(&root, &listener, format!("mail recovery failed: {e}")))?;
-    let patrol_settings = PatrolSettings::from_config(&config).map_err(StartError)?;
+    let patrol_settings =
+        PatrolSettings::from_config(&config).map_err(|e| abandon(&root, &listener, e))?;
     let patrol = PatrolDomain::start(
         &root,
         journal.clone(),
