@@ -15,6 +15,7 @@ pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod fuzz;

@@ -7,10 +7,18 @@
 mod common;
 
 use common::nats::{cluster_config, NatsServer};
+use peloton::cluster::{Link, LinkRuntime};
 use peloton::persist::jetstream::JetStreamJournal;
 use peloton::persist::{
     ActorKey, Compaction, Journal, JournalOwner, JournalWriter, PersistError, Store,
 };
+
+/// A JetStream journal over a link of its own.
+fn start(config: &peloton::config::ClusterConfig) -> (Journal, (JournalOwner, LinkRuntime)) {
+    let (link, runtime) = Link::connect(config).unwrap();
+    let (journal, writer) = JetStreamJournal::start(&link, None).unwrap();
+    (journal, (JournalOwner::JetStream(writer), runtime))
+}
 
 /// A journal on sled in a temporary folder.
 fn sled_journal() -> (Journal, JournalOwner, tempfile::TempDir) {
@@ -21,13 +29,16 @@ fn sled_journal() -> (Journal, JournalOwner, tempfile::TempDir) {
 }
 
 /// A journal on JetStream at `urls`, under `prefix` (a fresh one unless given).
-fn jetstream_journal(urls: &str, replicas: u64, prefix: Option<&str>) -> (Journal, JournalOwner) {
+fn jetstream_journal(
+    urls: &str,
+    replicas: u64,
+    prefix: Option<&str>,
+) -> (Journal, (JournalOwner, LinkRuntime)) {
     let mut config = cluster_config(urls, replicas);
     if let Some(prefix) = prefix {
         config.prefix = prefix.to_owned();
     }
-    let (journal, writer) = JetStreamJournal::start(&config).unwrap();
-    (journal, JournalOwner::JetStream(writer))
+    start(&config)
 }
 
 /// The contract every backend keeps, on `journal`.
@@ -194,7 +205,7 @@ async fn acknowledged_appends_survive_kill9_of_the_nats_server() {
     let mut nats = NatsServer::start();
     let mut config = cluster_config(&nats.url, 1);
     config.ack_timeout_ms = 1000;
-    let (journal, _writer) = JetStreamJournal::start(&config).unwrap();
+    let (journal, _writer) = start(&config);
     let actor = ActorKey::new("racer", "r9.1");
     for seq in 1..=200u64 {
         journal.append(&actor, seq, &[seq]).await.unwrap();
@@ -206,7 +217,7 @@ async fn acknowledged_appends_survive_kill9_of_the_nats_server() {
         "an append with NATS down is not acknowledged"
     );
     nats.restart();
-    let (reader, _w) = JetStreamJournal::start(&config).unwrap();
+    let (reader, _w) = start(&config);
     let events: Vec<(u64, u64)> = reader.history(&actor).unwrap();
     assert!(
         events.len() >= 200,

@@ -18,8 +18,10 @@ pub struct ClusterConfig {
     /// client takes them, so one variable (`PELOTON_CLUSTER_NATS_URL`) sets the whole list.
     /// Empty: cluster mode off, the journal in sled.
     pub nats_url: String,
-    /// This node's name in logs and in the header of every journal record it writes, so an
-    /// operator can tell which node wrote what. Empty: the host name.
+    /// This node's name: in its leases (a node restarted under the same name takes its
+    /// own leases back at once), in logs, and in the header of every journal record it
+    /// writes. Must differ between nodes running at the same time. Empty: the host name
+    /// (a StatefulSet pod's name).
     pub node_id: String,
     /// A NATS credentials file (JWT and NKey seed, as `nsc` writes it). Empty: none, for a
     /// NATS server without accounts (tests, a private network).
@@ -31,6 +33,10 @@ pub struct ClusterConfig {
     /// How long an append waits for JetStream's acknowledgement before the server answers
     /// the client `unavailable`, and how long a read may take.
     pub ack_timeout_ms: u64,
+    /// How long the lease bucket keeps a node's lease on a race after its last renewal: a
+    /// node that dies loses its races to another within this, plus the takeover's replay.
+    /// Renewed every third of it; the node stops writing a fifth of it before it lapses.
+    pub lease_ttl_ms: u64,
     /// First part of every stream, subject and bucket name, so several deployments (or
     /// tests) can share one NATS cluster without seeing each other's journals.
     pub prefix: String,
@@ -63,6 +69,7 @@ impl ClusterConfig {
             &[
                 ("replicas", self.replicas, 1, MAX_REPLICAS),
                 ("ack_timeout_ms", self.ack_timeout_ms, 100, 300_000),
+                ("lease_ttl_ms", self.lease_ttl_ms, 1000, 600_000),
             ],
             |min, max, value| format!("must be between {min} and {max}, got {value}"),
         )?;
@@ -122,6 +129,7 @@ mod tests {
             credentials_file: PathBuf::new(),
             replicas: 3,
             ack_timeout_ms: 5000,
+            lease_ttl_ms: 3000,
             prefix: "peloton".into(),
         }
     }

@@ -13,6 +13,7 @@ use crate::actors::race::domain::RaceSettings;
 use crate::actors::race::RaceDomain;
 use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::auth::Keys;
+use crate::cluster::{Leases, Link, LinkRuntime};
 use crate::config::Config;
 use crate::net::http;
 use crate::net::mail::{transports, TransportSettings};
@@ -63,6 +64,8 @@ pub struct RunningServer {
     mail_trigger: Option<tokio::task::JoinHandle<()>>,
     /// The journal's writer (sled's thread, or the JetStream writer), stopped last.
     writer: Option<JournalOwner>,
+    /// Cluster mode: the NATS connection and the leases, stopped after the writer.
+    cluster: Option<Cluster>,
 }
 
 /// Starts everything and returns once recovery has finished and connections are served.
@@ -71,7 +74,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let starting = std::time::Instant::now();
     metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = Keys::load_or_create(&config).map_err(|e| StartError(e.to_string()))?;
-    let (journal, writer) = open_journal(&config)?;
+    let cluster = match config.cluster.enabled() {
+        true => Some(join_cluster(&config).await?),
+        false => None,
+    };
+    let (journal, writer) = match &cluster {
+        Some(cluster) => cluster.journal()?,
+        None => sled_journal(&config)?,
+    };
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.server.listen)))?;
@@ -97,6 +107,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         journal.clone(),
         RaceSettings::from_config(&config),
         crate::api::tick_encoder(),
+        cluster.as_ref().map(|c| c.leases.clone()),
     )
     .await
     .map_err(|e| abandon(&root, &listener, format!("recovery failed: {e}")))?;
@@ -150,22 +161,64 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         backups,
         mail_trigger,
         writer: Some(writer),
+        cluster,
     })
 }
 
-/// The journal the configuration asks for: JetStream in cluster mode (`[cluster]`), else
-/// sled in the data folder.
-fn open_journal(config: &Config) -> Result<(Journal, JournalOwner), StartError> {
-    if config.cluster.enabled() {
-        let (journal, writer) = JetStreamJournal::start(&config.cluster)
+/// What cluster mode gives this node: the connection, its leases, and the runtime both
+/// run on (stopped last at shutdown).
+struct Cluster {
+    /// The connection.
+    link: Link,
+    /// Leases on races.
+    leases: Leases,
+    /// Owns the NATS runtime.
+    runtime: LinkRuntime,
+}
+
+/// Connects to the cluster's NATS servers and starts the leases.
+async fn join_cluster(config: &Config) -> Result<Cluster, StartError> {
+    let (link, runtime) =
+        Link::connect(&config.cluster).map_err(|e| StartError(format!("cluster: {e}")))?;
+    let leases = Leases::start(&link)
+        .await
+        .map_err(|e| StartError(format!("cluster leases: {e}")))?;
+    tracing::info!(
+        node = link.node(),
+        nats = %config.cluster.nats_url,
+        replicas = config.cluster.replicas,
+        "cluster mode: journal on NATS JetStream, races leased"
+    );
+    Ok(Cluster {
+        link,
+        leases,
+        runtime,
+    })
+}
+
+impl Cluster {
+    /// The JetStream journal, whose writes of a race's journals go out only while this node
+    /// holds the race's lease: a node that could not renew stops writing before another can
+    /// take the race, whatever its actors are doing.
+    fn journal(&self) -> Result<(Journal, JournalOwner), StartError> {
+        let leases = self.leases.clone();
+        let guard: crate::persist::jetstream::WriteGuard =
+            Arc::new(
+                move |actor| match crate::actors::race::lease_of_actor(actor) {
+                    Some(lease) if !leases.holds(&lease) => {
+                        Err(format!("this node does not hold lease {lease}"))
+                    }
+                    _ => Ok(()),
+                },
+            );
+        let (journal, writer) = JetStreamJournal::start(&self.link, Some(guard))
             .map_err(|e| StartError(format!("cluster journal: {e}")))?;
-        tracing::info!(
-            nats = %config.cluster.nats_url,
-            replicas = config.cluster.replicas,
-            "cluster mode: journal on NATS JetStream"
-        );
-        return Ok((journal, JournalOwner::JetStream(writer)));
+        Ok((journal, JournalOwner::JetStream(writer)))
     }
+}
+
+/// The embedded journal: sled in the data folder.
+fn sled_journal(config: &Config) -> Result<(Journal, JournalOwner), StartError> {
     let data_dir = &config.server.data_dir;
     let store = Store::open(data_dir)
         .map_err(|e| StartError(format!("data folder {}: {e}", data_dir.display())))?;
@@ -203,6 +256,9 @@ impl RunningServer {
         }
         // The writer thread stops once every journal handle is gone; sled flushed above.
         drop(self.writer.take());
+        if let Some(cluster) = self.cluster.take() {
+            cluster.runtime.stop();
+        }
         tracing::info!("stopped");
     }
 

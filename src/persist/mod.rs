@@ -97,6 +97,13 @@ impl From<sled::Error> for PersistError {
     }
 }
 
+impl From<String> for PersistError {
+    /// A storage service's own message (NATS), with no finer kind to give it.
+    fn from(message: String) -> Self {
+        PersistError::Storage(message)
+    }
+}
+
 impl From<std::io::Error> for PersistError {
     fn from(e: std::io::Error) -> Self {
         PersistError::Storage(e.to_string())

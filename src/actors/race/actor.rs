@@ -73,6 +73,9 @@ pub struct RaceContext {
     pub paces: DashMap<(RaceId, u32), Pace>,
     /// How long a race or racer with nothing to do stays resident (`None`: for ever).
     pub passivate_after: Option<std::time::Duration>,
+    /// Cluster mode: the leases that make this node the owner of a race (`None`: one node,
+    /// which owns every race).
+    pub leases: Option<crate::cluster::Leases>,
 }
 
 impl RaceContext {

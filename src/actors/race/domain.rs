@@ -102,6 +102,7 @@ impl RaceDomain {
         journal: Journal,
         settings: RaceSettings,
         encoder: TickEncoder,
+        leases: Option<crate::cluster::Leases>,
     ) -> Result<RaceDomain, String> {
         let ctx = Arc::new(RaceContext {
             journal,
@@ -121,6 +122,7 @@ impl RaceDomain {
             pace: settings.pace,
             paces: DashMap::new(),
             passivate_after: settings.passivate_after,
+            leases,
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {

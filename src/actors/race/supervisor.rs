@@ -19,12 +19,13 @@
 
 use super::actor::{LoadedRace, RaceActor, RaceArgs, RaceContext, RaceMsg};
 use super::residency::Residency;
-use super::KIND;
+use super::{lease_key, race_of_lease, KIND};
 use crate::actors::racer::actor::{parse_racer_id, RacerActor, RacerArgs};
 use crate::actors::racer::msg::RacerMsg;
 use crate::actors::racer::KIND as RACER_KIND;
 use crate::actors::restart::RestartBudget;
 use crate::actors::slot::SupervisorSlot;
+use crate::cluster::Taken;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::metrics as m;
@@ -86,6 +87,16 @@ pub enum RaceSupervisorMsg {
     },
     /// A sleeping race's clock may have something to do.
     WakeDue,
+    /// Cluster mode: this node lost race `key`'s lease; it stops serving the race at once.
+    LeaseLost {
+        /// The lease.
+        key: String,
+    },
+    /// Cluster mode: losses went unheard (the listener fell behind); every race whose lease
+    /// this node no longer holds stops.
+    LeasesUnknown,
+    /// Cluster mode: time to take over resident races nobody serves (their node died).
+    Claim,
 }
 
 /// An actor a sweep found idle.
@@ -169,6 +180,10 @@ pub struct RaceSupervisorState {
     sweep_timer: Option<tokio::task::JoinHandle<()>>,
     /// A sweep is asking actors now: the next waits, so sweeps never pile up.
     sweeping: bool,
+    /// Cluster mode: relays lost leases into this supervisor's mailbox.
+    lease_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Cluster mode: the interval timer of [`RaceSupervisorMsg::Claim`].
+    claim_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The ractor behaviour of the race supervisor.
@@ -180,6 +195,86 @@ pub struct RaceSupervisor;
 const WAKE_RECHECK_MS: UnixMillis = 3_600_000;
 
 impl RaceSupervisorState {
+    /// Cluster mode: takes race `id`'s lease for this node (nothing to take on one node).
+    /// The refusal names the node that serves the race.
+    async fn own(&self, id: &RaceId) -> Result<(), Rejection> {
+        let Some(leases) = &self.ctx.leases else {
+            return Ok(());
+        };
+        match leases.take(&lease_key(id)).await {
+            Ok(Taken::Here) => Ok(()),
+            Ok(Taken::ElseWhere(node)) => Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("race {id} is served by node {node}; connect to that node, or retry"),
+            )),
+            Err(e) => {
+                tracing::warn!(race = %id, "race lease not decided: {e}");
+                Err(Rejection::new(
+                    ErrorCode::Unavailable,
+                    format!("race {id}: which node serves it could not be decided; retry"),
+                ))
+            }
+        }
+    }
+
+    /// Cluster mode: gives race `id`'s lease up (it sleeps, or the node stops), so another
+    /// node may take it at once.
+    async fn disown(&self, id: &RaceId) {
+        if let Some(leases) = &self.ctx.leases {
+            leases.give_up(&lease_key(id)).await;
+        }
+    }
+
+    /// Cluster mode: race `id`'s lease is lost, so its actors stop now, before the new owner
+    /// could write: out of the registries first, so no request reaches them.
+    fn evict(&mut self, id: &RaceId) {
+        for ((race, bib), racer) in self.ctx.racers.entries(|(race, _)| race == id) {
+            self.ctx.racers.remove_if(&(race, bib), racer.get_id());
+            racer.stop(Some("lease lost".into()));
+        }
+        if let Some(race) = self.ctx.races.get(id) {
+            self.ctx.races.remove_if(id, race.get_id());
+            race.stop(Some("lease lost".into()));
+        }
+        tracing::warn!(race = %id, "lease lost: race no longer served here");
+    }
+
+    /// Cluster mode: starts the resident races nobody serves (their node died and their
+    /// leases lapsed) whose lease this node can take. Races are listed from the journal, not
+    /// the directory, so those created on other nodes since this one started are found too.
+    async fn claim(&mut self, myself: &ActorRef<RaceSupervisorMsg>) {
+        let keys = match self.ctx.journal.actors(KIND) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("races not listed for takeover: {e}");
+                return;
+            }
+        };
+        for key in keys {
+            let Ok(id) = RaceId::parse(key.id()) else {
+                continue;
+            };
+            let here = self.ctx.races.get(&id).is_some()
+                || self.stopping.contains_key(&Child::Race(id.clone()));
+            if here {
+                continue;
+            }
+            if !self.ctx.directory.contains_key(&id) {
+                if let Err(e) = LoadedRace::load(&self.ctx, &id) {
+                    tracing::warn!(race = %id, "race created elsewhere not read: {e}");
+                    continue;
+                }
+            }
+            if self.placement(&id) != Residency::Resident || self.own(&id).await.is_err() {
+                continue;
+            }
+            match self.wake(myself, &id).await {
+                Ok(_) => tracing::info!(race = %id, "race taken over"),
+                Err(e) => tracing::warn!(race = %id, "race not taken over: {}", e.message),
+            }
+        }
+    }
+
     async fn spawn_race(
         &mut self,
         myself: &ActorRef<RaceSupervisorMsg>,
@@ -271,7 +366,13 @@ impl RaceSupervisorState {
         child: Child,
     ) -> Result<(), ActorProcessingErr> {
         match child {
-            Child::Race(id) => self.activate(myself, id, None).await.map(drop),
+            Child::Race(id) => {
+                if let Err(refused) = self.own(&id).await {
+                    tracing::warn!(race = %id, "not restarted here: {}", refused.message);
+                    return Ok(());
+                }
+                self.activate(myself, id, None).await.map(drop)
+            }
             Child::Racer(race, bib) => self.spawn_racer(myself, race, bib).await.map(drop),
         }
     }
@@ -370,10 +471,13 @@ impl RaceSupervisorState {
                 let placement = self.placement(&id);
                 if waiters.is_empty() {
                     match placement {
-                        Residency::Asleep {
-                            wake_at_ms: Some(at),
-                        } => return self.schedule_wake(myself, id, at),
-                        Residency::Asleep { wake_at_ms: None } => return,
+                        Residency::Asleep { wake_at_ms } => {
+                            self.disown(&id).await;
+                            if let Some(at) = wake_at_ms {
+                                self.schedule_wake(myself, id, at);
+                            }
+                            return;
+                        }
                         Residency::Resident => {}
                     }
                 }
@@ -411,6 +515,7 @@ impl RaceSupervisorState {
         if let Some(resident) = self.ctx.races.get(id) {
             return Ok(resident);
         }
+        self.own(id).await?;
         let started = Instant::now();
         let woken = self.activate(myself, id.clone(), None).await.map_err(|e| {
             tracing::error!(race = %id, "race actor did not wake: {e}");
@@ -494,7 +599,30 @@ impl Actor for RaceSupervisor {
             wake_timer: None,
             sweep_timer,
             sweeping: false,
+            lease_watch: None,
+            claim_timer: None,
         };
+        if let Some(leases) = state.ctx.leases.clone() {
+            let mut lost = leases.lost();
+            let supervisor = myself.clone();
+            state.lease_watch = Some(tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let told = match lost.recv().await {
+                        Ok(key) => supervisor.cast(RaceSupervisorMsg::LeaseLost { key }),
+                        Err(RecvError::Lagged(_)) => {
+                            supervisor.cast(RaceSupervisorMsg::LeasesUnknown)
+                        }
+                        Err(RecvError::Closed) => return,
+                    };
+                    if told.is_err() {
+                        return;
+                    }
+                }
+            }));
+            let every = leases.ttl() / 3;
+            state.claim_timer = Some(myself.send_interval(every, || RaceSupervisorMsg::Claim));
+        }
         let (mut stored, mut asleep) = (0usize, 0usize);
         for key in state.ctx.journal.actors(KIND)? {
             let id = RaceId::parse(key.id())
@@ -504,6 +632,11 @@ impl Actor for RaceSupervisor {
             stored += 1;
             match loaded.residency(&state.ctx) {
                 Residency::Resident => {
+                    if let Err(refused) = state.own(&id).await {
+                        // Another node serves it; loading listed it in the directory.
+                        tracing::info!(race = %id, "{}", refused.message);
+                        continue;
+                    }
                     state
                         .activate(&myself, id, Some(loaded))
                         .await
@@ -538,7 +671,21 @@ impl Actor for RaceSupervisor {
         if let Some(timer) = state.wake_timer.take() {
             timer.abort();
         }
+        for task in [state.lease_watch.take(), state.claim_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
         myself.stop_children(None);
+        // Another node may take this node's races at once instead of after the TTL.
+        if let Some(leases) = &state.ctx.leases {
+            for key in leases.held() {
+                if race_of_lease(&key).is_some() {
+                    leases.give_up(&key).await;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -552,16 +699,19 @@ impl Actor for RaceSupervisor {
             RaceSupervisorMsg::Spawn { id, reply } => {
                 let outcome = match state.ctx.races.get(&id) {
                     Some(existing) => Ok(existing),
-                    None => state
-                        .spawn_race(&myself, id.clone(), None)
-                        .await
-                        .map_err(|e| {
-                            tracing::error!(race = %id, "race actor did not start: {e}");
-                            Rejection::new(
-                                ErrorCode::Unavailable,
-                                format!("race {id} could not be started"),
-                            )
-                        }),
+                    None => match state.own(&id).await {
+                        Err(refused) => Err(refused),
+                        Ok(()) => state
+                            .spawn_race(&myself, id.clone(), None)
+                            .await
+                            .map_err(|e| {
+                                tracing::error!(race = %id, "race actor did not start: {e}");
+                                Rejection::new(
+                                    ErrorCode::Unavailable,
+                                    format!("race {id} could not be started"),
+                                )
+                            }),
+                    },
                 };
                 let _ = reply.send(outcome);
             }
@@ -578,6 +728,10 @@ impl Actor for RaceSupervisor {
                     waiters.push(Waiter::Racer(reply));
                     return Ok(());
                 }
+                if let Err(refused) = state.own(&race).await {
+                    let _ = reply.send(Err(refused));
+                    return Ok(());
+                }
                 // pre_start refuses unknown races and bibs; its reason is the answer.
                 let outcome = state
                     .racer(&myself, race, bib)
@@ -586,6 +740,9 @@ impl Actor for RaceSupervisor {
                 let _ = reply.send(outcome);
             }
             RaceSupervisorMsg::StartRacers { race, bibs } => {
+                if state.own(&race).await.is_err() {
+                    return Ok(()); // served elsewhere: that node starts them
+                }
                 for bib in bibs {
                     if state
                         .stopping
@@ -619,6 +776,27 @@ impl Actor for RaceSupervisor {
                 }
                 state.arm_wake(&myself);
             }
+            RaceSupervisorMsg::LeaseLost { key } => {
+                if let Some(id) = race_of_lease(&key) {
+                    state.evict(&id);
+                }
+            }
+            RaceSupervisorMsg::LeasesUnknown => {
+                let ids: Vec<RaceId> = state
+                    .ctx
+                    .races
+                    .entries(|_| true)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                let leases = state.ctx.leases.clone();
+                for id in ids {
+                    if leases.as_ref().is_some_and(|l| !l.holds(&lease_key(&id))) {
+                        state.evict(&id);
+                    }
+                }
+            }
+            RaceSupervisorMsg::Claim => state.claim(&myself).await,
         }
         Ok(())
     }
@@ -707,7 +885,7 @@ mod tests {
             start_mode: crate::actors::race::state::StartMode::Gun,
             passivate_after: None,
         };
-        let domain = RaceDomain::start(&root, journal, settings, crate::api::tick_encoder())
+        let domain = RaceDomain::start(&root, journal, settings, crate::api::tick_encoder(), None)
             .await
             .unwrap();
         let course = Course::from_degrees(&[(46.0, 15.0), (46.01, 15.0)], 10).unwrap();

@@ -7,10 +7,10 @@
 //!   expects its actor's previous one, so a second writer of one journal is refused.
 //! - [`streams`]: finding and creating streams, reading an actor's records, snapshot values.
 //!
-//! Everything NATS runs on a runtime of its own (one thread, `peloton-nats`): the trait's
-//! reads are synchronous (sled answers them from memory or disk), so here the caller's thread
-//! waits for the answer from that runtime, which never waits for the caller's. Reads happen
-//! when an actor recovers, not per request.
+//! Everything NATS runs on the [`Link`]'s runtime: the trait's reads are synchronous (sled
+//! answers them from memory or disk), so here the caller's thread waits for the answer from
+//! that runtime, which never waits for the caller's. Reads happen when an actor recovers,
+//! not per request.
 
 mod names;
 mod streams;
@@ -20,8 +20,8 @@ use super::backend::{BoxFuture, Compaction, Durable, JournalBackend};
 use super::backup::BackupSummary;
 use super::store::{ActorKey, RawEvents};
 use super::{Journal, PersistError};
-use crate::config::ClusterConfig;
-use async_nats::jetstream::{self as js, kv, stream::StorageType};
+use crate::cluster::Link;
+use async_nats::jetstream::{kv, stream::StorageType};
 use futures_util::StreamExt;
 use names::Layout;
 use std::collections::BTreeSet;
@@ -36,9 +36,10 @@ use writer::{Op, Writer};
 /// Capacity of the channel into the writer; a full channel slows appenders down.
 const QUEUE_CAPACITY: usize = 65_536;
 
-/// Acknowledgements JetStream may owe this node at once before publishing waits for them:
-/// bounds the memory of a burst while leaving the pipeline deep enough for group commit.
-const MAX_ACKS_IN_FLIGHT: usize = 16_384;
+/// Whether this node may write `actor`'s journal now (`Err`: why not). Cluster mode
+/// installs one that checks the lease of the actor's race, so a node that lost (or could
+/// not renew) a lease stops writing at once, before another node can take it over.
+pub type WriteGuard = Arc<dyn Fn(&ActorKey) -> Result<(), String> + Send + Sync>;
 
 /// The JetStream backend: appends to the writer task, reads answered from the streams.
 pub struct JetStreamJournal {
@@ -48,66 +49,54 @@ pub struct JetStreamJournal {
     streams: Arc<Streams>,
     /// The snapshot bucket.
     snapshots: kv::Store,
-    /// The runtime NATS work runs on.
-    runtime: tokio::runtime::Handle,
+    /// The connection and the runtime NATS work runs on.
+    link: Link,
 }
 
-/// Owns the runtime the NATS client and the writer run on; [`JetStreamWriter::join`] waits
-/// for the writer to answer everything queued, then stops it.
+/// The writer's end: [`JetStreamWriter::join`] waits for it to answer everything queued.
 pub struct JetStreamWriter {
-    /// The runtime (taken at join or drop: a runtime must not be dropped inside another).
-    runtime: Option<tokio::runtime::Runtime>,
     /// Signalled when the writer task ended.
     finished: std::sync::mpsc::Receiver<()>,
 }
 
 impl JetStreamJournal {
-    /// Connects to the cluster's NATS servers, finds or creates the snapshot bucket, and
-    /// starts the writer. Fails (naming what) when NATS cannot be reached or refuses.
-    pub fn start(config: &ClusterConfig) -> Result<(Journal, JetStreamWriter), PersistError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("peloton-nats")
-            .enable_all()
-            .build()?;
-        let timeout = Duration::from_millis(config.ack_timeout_ms);
-        let config = config.clone();
+    /// Finds or creates the snapshot bucket over `link` and starts the writer, which asks
+    /// `guard` before each record. Fails, naming what, when JetStream refuses or does not
+    /// answer.
+    pub fn start(
+        link: &Link,
+        guard: Option<WriteGuard>,
+    ) -> Result<(Journal, JetStreamWriter), PersistError> {
         let (ops, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (finished_tx, finished) = std::sync::mpsc::channel();
-        let handle = runtime.handle().clone();
-        let connected = wait_for(&handle, timeout * 8, async move {
-            let (streams, snapshots, node) = connect(&config, timeout).await?;
-            let writer = Writer::new(
-                streams.clone(),
-                snapshots.clone(),
-                Layout::new(&config.prefix),
-                node,
-            );
-            tokio::spawn(async move {
-                writer.run(rx).await;
-                let _ = finished_tx.send(());
-            });
-            Ok((streams, snapshots))
-        });
-        let (streams, snapshots) = match connected {
-            Ok(parts) => parts,
-            Err(e) => {
-                runtime.shutdown_background();
-                return Err(e);
+        let setup = {
+            let link = link.clone();
+            async move {
+                let (streams, snapshots) = buckets(&link).await?;
+                let writer = Writer::new(
+                    streams.clone(),
+                    snapshots.clone(),
+                    Layout::new(&link.config().prefix),
+                    link.node().to_owned(),
+                    guard,
+                );
+                tokio::spawn(async move {
+                    writer.run(rx).await;
+                    let _ = finished_tx.send(());
+                });
+                Ok::<_, PersistError>((streams, snapshots))
             }
         };
+        let (streams, snapshots) = link.block_on(link.timeout() * 8, setup)?;
         let backend = JetStreamJournal {
             ops,
             streams,
             snapshots,
-            runtime: handle,
+            link: link.clone(),
         };
         Ok((
             Journal::new(Arc::new(backend)),
-            JetStreamWriter {
-                runtime: Some(runtime),
-                finished,
-            },
+            JetStreamWriter { finished },
         ))
     }
 
@@ -125,67 +114,14 @@ impl JetStreamJournal {
         let future = read(self.streams.clone(), self.snapshots.clone());
         // A read waits for several messages, each within the read timeout; the bound here
         // only stops a caller waiting forever on a runtime that stopped.
-        wait_for(&self.runtime, self.streams.read_timeout() * 60, future)
+        self.link.block_on(self.streams.read_timeout() * 60, future)
     }
 }
 
-/// Runs `future` on `runtime` and blocks this thread until it answers or `limit` passes.
-fn wait_for<T: Send + 'static>(
-    runtime: &tokio::runtime::Handle,
-    limit: Duration,
-    future: impl Future<Output = Result<T, PersistError>> + Send + 'static,
-) -> Result<T, PersistError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime.spawn(async move {
-        let _ = tx.send(future.await);
-    });
-    match rx.recv_timeout(limit) {
-        Ok(result) => result,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(PersistError::Storage(format!(
-            "NATS JetStream did not answer within {} ms",
-            limit.as_millis()
-        ))),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(PersistError::Closed),
-    }
-}
-
-/// Connects, and finds or creates the snapshot bucket.
-async fn connect(
-    config: &ClusterConfig,
-    timeout: Duration,
-) -> Result<(Arc<Streams>, kv::Store, String), PersistError> {
-    let node = config.node_name();
-    let mut options = if config.credentials_file.as_os_str().is_empty() {
-        async_nats::ConnectOptions::new()
-    } else {
-        async_nats::ConnectOptions::with_credentials_file(&config.credentials_file)
-            .await
-            .map_err(|e| {
-                PersistError::Storage(format!(
-                    "cluster.credentials_file {}: {e}",
-                    config.credentials_file.display()
-                ))
-            })?
-    };
-    options = options
-        .name(format!("peloton {node}"))
-        .connection_timeout(timeout)
-        .request_timeout(Some(timeout));
-    let urls: Vec<String> = config
-        .nats_url
-        .split(',')
-        .map(|url| url.trim().to_owned())
-        .collect();
-    let client = options.connect(urls).await.map_err(|e| {
-        PersistError::Storage(format!("cannot reach NATS at {}: {e}", config.nats_url))
-    })?;
-    let context = js::ContextBuilder::new()
-        .timeout(timeout)
-        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
-        .backpressure_on_inflight(true)
-        .build(client);
-    let layout = Layout::new(&config.prefix);
-    let replicas = usize::try_from(config.replicas).unwrap_or(1);
+/// The streams' handle and the snapshot bucket, found or created.
+async fn buckets(link: &Link) -> Result<(Arc<Streams>, kv::Store), PersistError> {
+    let layout = Layout::new(&link.config().prefix);
+    let replicas = usize::try_from(link.config().replicas).unwrap_or(1);
     let bucket = layout.snapshot_bucket();
     let bucket_config = kv::Config {
         bucket: bucket.clone(),
@@ -195,7 +131,8 @@ async fn connect(
         num_replicas: replicas,
         ..Default::default()
     };
-    let snapshots = streams::patiently(&format!("bucket {bucket}"), timeout, || async {
+    let context = link.context().clone();
+    let snapshots = streams::patiently(&format!("bucket {bucket}"), link.timeout(), || async {
         match context.get_key_value(&bucket).await {
             Ok(store) => Ok(store),
             Err(_) => context
@@ -205,26 +142,15 @@ async fn connect(
         }
     })
     .await?;
-    let streams = Arc::new(Streams::new(context, layout, replicas, timeout));
-    Ok((streams, snapshots, node))
+    let streams = Arc::new(Streams::new(context, layout, replicas, link.timeout()));
+    Ok((streams, snapshots))
 }
 
 impl JetStreamWriter {
     /// Waits (up to a minute) for the writer to answer everything queued, once every
-    /// [`Journal`] handle is gone, then stops the runtime. Call from a blocking context.
-    pub fn join(mut self) {
+    /// [`Journal`] handle is gone. Call from a blocking context.
+    pub fn join(self) {
         let _ = self.finished.recv_timeout(Duration::from_secs(60));
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for JetStreamWriter {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

@@ -150,6 +150,8 @@ pub(super) struct Writer {
     layout: Layout,
     /// This node's name, written in every record's header.
     node: String,
+    /// Asked before each record whether this node may write the actor's journal.
+    guard: Option<super::WriteGuard>,
     /// Every actor written to since start.
     actors: HashMap<ActorKey, ActorLog>,
     /// Operations in flight.
@@ -169,12 +171,14 @@ impl Writer {
         snapshots: kv::Store,
         layout: Layout,
         node: String,
+        guard: Option<super::WriteGuard>,
     ) -> Writer {
         Writer {
             streams,
             snapshots,
             layout,
             node,
+            guard,
             actors: HashMap::new(),
             in_flight: FuturesUnordered::new(),
             outstanding: BTreeSet::new(),
@@ -297,6 +301,17 @@ impl Writer {
                 for pending in group {
                     self.outstanding.remove(&pending.ticket);
                     let _ = pending.done.send(Ok(()));
+                }
+                continue;
+            }
+            if let Some(refused) = self.guard.as_ref().and_then(|guard| guard(actor).err()) {
+                let error = PersistError::Fenced {
+                    actor: actor.to_string(),
+                    reason: refused,
+                };
+                for pending in group {
+                    self.outstanding.remove(&pending.ticket);
+                    let _ = pending.done.send(Err(error.clone()));
                 }
                 continue;
             }
