@@ -276,3 +276,32 @@ async fn a_replicated_journal_keeps_acknowledging_with_one_node_gone() {
         (1..=acked).map(|s| (s, s)).collect::<Vec<_>>()[..]
     );
 }
+
+/// A journal whose guard refuses (a node that lost a race's lease) writes nothing: the
+/// append is fenced before it reaches NATS, and other actors' appends go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_journal_writes_nothing_it_may_not() {
+    let nats = NatsServer::start();
+    let config = cluster_config(&nats.url, 1);
+    let (link, _runtime) = Link::connect(&config).unwrap();
+    let refused = ActorKey::new("race", "lost");
+    let guard: peloton::persist::jetstream::WriteGuard = std::sync::Arc::new({
+        let refused = refused.clone();
+        move |actor| match actor == &refused {
+            true => Err("this node does not hold lease race.lost".into()),
+            false => Ok(()),
+        }
+    });
+    let (journal, _writer) = JetStreamJournal::start(&link, Some(guard)).unwrap();
+    let error = journal.append(&refused, 1, &["x"]).await.unwrap_err();
+    assert!(matches!(error, PersistError::Fenced { .. }), "{error:?}");
+    let allowed = ActorKey::new("race", "kept");
+    journal.append(&allowed, 1, &["y"]).await.unwrap();
+    let (reader, _w) = start(&config);
+    assert_eq!(
+        reader.last_seq(&refused).unwrap(),
+        0,
+        "nothing of the refused actor"
+    );
+    assert_eq!(reader.history::<String>(&allowed).unwrap().len(), 1);
+}

@@ -153,8 +153,9 @@ async fn another_node_takes_over_what_a_killed_node_acknowledged_within_5_s() {
 }
 
 /// A node paused (SIGSTOP) past its lease, while another takes its race over, and then
-/// resumed: its own racer socket's next fix is refused, not written, and the new owner's
-/// journal goes on undisturbed.
+/// resumed: it no longer writes the race's journals itself (its socket's fixes are answered
+/// by the new owner), and the new owner's journal goes on undisturbed, which it could not if
+/// the old owner had appended behind its back (the next append would be fenced).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_that_resumes_never_writes_again() {
     let nats = NatsServer::start();
@@ -200,16 +201,15 @@ async fn a_paused_owner_that_resumes_never_writes_again() {
         .status()
         .unwrap();
     assert!(resumed.success());
-    // A's socket is still open: its next fix must not be acknowledged, since A's lease is
-    // gone and B wrote after it.
+    // A's socket is still open: its fixes now go to B, the race's owner.
     for i in 16..=18u32 {
         assert!(
-            !send_fix(&mut phone_a, &index, start, i).await,
-            "fix {i} acknowledged by the node that lost the race"
+            send_fix(&mut phone_a, &index, start, i).await,
+            "fix {i} on A answered by B"
         );
     }
     // B's journal was never written behind its back: it keeps acknowledging in order.
-    for i in 16..=20u32 {
+    for i in 19..=20u32 {
         assert!(
             send_fix(&mut phone_b, &index, start, i).await,
             "fix {i} acked by B"
@@ -219,5 +219,75 @@ async fn a_paused_owner_that_resumes_never_writes_again() {
     assert_eq!(progress(&rows, 1), 20 * 600);
     drop(phone_a);
     node_a.kill9();
+    node_b.kill9();
+}
+
+/// Any node takes any socket: a racer and an admin connected to the node that does not own
+/// the race are answered by the one that does (fixes acknowledged, standings current); a
+/// spectator there is told which node serves the race. When the owner dies, the node the
+/// sockets are on takes the race over and the same sockets carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_any_node_are_answered_by_the_owner() {
+    let nats = NatsServer::start();
+    let prefix = format!("fwd{}", free_port());
+    let dir_a = tempfile::tempdir().unwrap();
+    let node_a = ChildServer::start(dir_a.path(), &node_env(&nats.url, &prefix, "a"));
+    let keys = keys_for(dir_a.path());
+    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
+    let mut admin_a = Client::connect(&node_a.url, &admin_token, Codec::Binary)
+        .await
+        .unwrap();
+    let start = now_ms() - 600_000;
+    let race = live_race(&mut admin_a, RIDE, start, 2).await;
+    let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
+    let index = CourseIndex::from(&course);
+
+    let dir_b = node_folder(dir_a.path());
+    let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
+    let mut phone_b = racer_phone(&node_b.url, &keys, &race, 1).await;
+    let mut admin_b = Client::connect(&node_b.url, &admin_token, Codec::Json)
+        .await
+        .unwrap();
+    for i in 1..=10u32 {
+        assert!(
+            send_fix(&mut phone_b, &index, start, i).await,
+            "fix {i} sent to B, acknowledged by A"
+        );
+    }
+    // Both nodes answer with A's current standing.
+    assert_eq!(progress(&standings(&mut admin_b, &race).await, 1), 10 * 600);
+    assert_eq!(progress(&standings(&mut admin_a, &race).await, 1), 10 * 600);
+    // A spectator on B is told where the race is served.
+    let viewer = token(&keys, Role::Spectator, "viewer", None, 600);
+    let mut spectator = Client::connect(&node_b.url, &viewer, Codec::Binary)
+        .await
+        .unwrap();
+    let refused = spectator
+        .request(Request::RaceSubscribe {
+            race_id: race.clone(),
+            since_seq: None,
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("served by node a"), "{refused}");
+
+    drop(admin_a);
+    node_a.kill9();
+    // The same sockets on B carry on once B has taken the race over.
+    let began = Instant::now();
+    let mut i = 11;
+    while i <= 15 {
+        if send_fix(&mut phone_b, &index, start, i).await {
+            i += 1;
+        } else {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "B never took over"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(progress(&standings(&mut admin_b, &race).await, 1), 15 * 600);
     node_b.kill9();
 }

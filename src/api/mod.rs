@@ -13,6 +13,7 @@
 mod backup;
 mod caller;
 pub mod device;
+pub mod forward;
 mod mail;
 mod outcome;
 pub mod patrol;
@@ -30,7 +31,7 @@ pub use self::rules::{Rule, Scope};
 pub use self::token::{guest_token, guests_welcome, Minted};
 pub use crate::actors::race::feed::{Frames, Outgoing, TickView};
 
-use crate::auth::Role;
+use crate::auth::{Claims, Role};
 use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
 use crate::net::protocol::Request;
@@ -124,25 +125,53 @@ pub fn permitted(role: Role, request: &Request) -> bool {
 /// then the token's expiry, then the race scope, then whether the server has finished
 /// recovering, and only then the domain.
 pub async fn handle(engine: &Engine, caller: &mut Caller, request: Request) -> Outcome {
-    let claims = &caller.claims;
-    let rule = rule(&request);
+    if let Err(refused) = admit(engine, &caller.claims, &request) {
+        return Outcome::Reply(Err(refused));
+    }
+    // Cluster mode: what only a race's owner can answer is answered there.
+    if let Some(answered) = forward::elsewhere(engine, &caller.claims, &request).await {
+        return answered;
+    }
+    dispatch(engine, caller, request).await
+}
+
+/// Cluster mode: answers a request another node forwarded here (see [`forward`]) as this
+/// node answers its own sockets, never forwarding it again.
+pub async fn answer_forwarded(engine: &Engine, envelope: &[u8]) -> Vec<u8> {
+    let (claims, request) = match forward::open(envelope) {
+        Ok(opened) => opened,
+        Err(why) => return forward::unreadable(why),
+    };
+    let mut caller = Caller::new(claims);
+    let outcome = match admit(engine, &caller.claims, &request) {
+        Ok(()) => dispatch(engine, &mut caller, request).await,
+        Err(refused) => Outcome::Reply(Err(refused)),
+    };
+    forward::answer_bytes(outcome)
+}
+
+/// The request's rule for the holder of `claims`: role, then token expiry, then race scope.
+fn admit(engine: &Engine, claims: &Claims, request: &Request) -> Result<(), Rejection> {
+    let rule = rule(request);
     if !rule.permits(claims.role) {
-        return Outcome::Reply(Err(Rejection::new(
+        return Err(Rejection::new(
             ErrorCode::Forbidden,
             format!("role {} may not send {}", claims.role, request.type_name()),
-        )));
+        ));
     }
     let leeway_ms =
         i64::try_from(engine.config.auth.leeway_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     if !rule.after_expiry && claims.expired_at(now_ms(), leeway_ms) {
-        return Outcome::Reply(Err(Rejection::new(
+        return Err(Rejection::new(
             ErrorCode::TokenExpired,
             "token expired; send refresh_token or reconnect",
-        )));
+        ));
     }
-    if let Err(rejection) = rule.check_scope(claims) {
-        return Outcome::Reply(Err(rejection));
-    }
+    rule.check_scope(claims)
+}
+
+/// Hands an admitted request to its domain, once recovery has finished.
+async fn dispatch(engine: &Engine, caller: &mut Caller, request: Request) -> Outcome {
     let Some(services) = engine.services() else {
         return Outcome::Reply(Err(Rejection::new(
             ErrorCode::Unavailable,

@@ -53,9 +53,22 @@ impl ClusterConfig {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
+        // A host name may hold dots, which separate the tokens of the subject the node
+        // takes forwarded requests on: anything but letters, digits, `-` and `_` becomes `-`.
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
-            .map(|name| name.trim().to_owned())
+            .map(|name| {
+                name.trim()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect::<String>()
+            })
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "peloton".to_owned())
     }

@@ -45,11 +45,13 @@ pub struct Engine {
     pub sessions: Arc<SessionTracker>,
     /// Where the sockets' writers run (`ws.writer_threads`; none: on the server's runtime).
     writers: Option<WriterRuntime>,
+    /// Cluster mode: this node's connection and leases (none: one node, which serves all).
+    pub cluster: Option<crate::cluster::Node>,
 }
 
 impl Engine {
     /// A server that is not ready yet: no services, not shutting down, no sessions.
-    pub fn new(config: Config, keys: Keys) -> Engine {
+    pub fn new(config: Config, keys: Keys, cluster: Option<crate::cluster::Node>) -> Engine {
         let (shutdown, _) = watch::channel(false);
         let writers = match config.ws.writer_threads {
             0 => None,
@@ -69,6 +71,7 @@ impl Engine {
             shutdown,
             sessions: Arc::new(SessionTracker::default()),
             writers,
+            cluster,
         }
     }
 

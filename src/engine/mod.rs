@@ -13,7 +13,7 @@ use crate::actors::race::domain::RaceSettings;
 use crate::actors::race::RaceDomain;
 use crate::actors::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::auth::Keys;
-use crate::cluster::{Leases, Link, LinkRuntime};
+use crate::cluster::{Leases, Link, LinkRuntime, Node};
 use crate::config::Config;
 use crate::net::http;
 use crate::net::mail::{transports, TransportSettings};
@@ -36,6 +36,12 @@ pub use handle::{Engine, Services, SessionGuard, SessionTracker};
 #[error("{0}")]
 pub struct StartError(pub String);
 
+/// Start-up failed before the supervision tree exists: the listener stops.
+fn abandon_listener(listener: &tokio::task::JoinHandle<()>, failed: String) -> StartError {
+    listener.abort();
+    StartError(failed)
+}
+
 /// A domain that did not recover stops what was started before it (the supervision tree
 /// and the listener), so a failed start leaves nothing running; `failed` says what failed.
 fn abandon(
@@ -44,8 +50,7 @@ fn abandon(
     failed: String,
 ) -> StartError {
     root.stop(None);
-    listener.abort();
-    StartError(failed)
+    abandon_listener(listener, failed)
 }
 
 /// A started server.
@@ -88,8 +93,28 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
-    let engine = Arc::new(Engine::new(config.clone(), keys));
+    let engine = Arc::new(Engine::new(
+        config.clone(),
+        keys,
+        cluster.as_ref().map(|c| c.node.clone()),
+    ));
     let listener = tokio::spawn(http::serve(listener, engine.clone()));
+    if let Some(cluster) = &cluster {
+        // Requests other nodes forward here are answered as this node's own sockets' are
+        // ("still recovering" until recovery ends).
+        let answering = engine.clone();
+        let answer: crate::cluster::forward::Answerer = Arc::new(move |envelope| {
+            let engine = answering.clone();
+            Box::pin(async move { crate::api::answer_forwarded(&engine, &envelope).await })
+        });
+        crate::cluster::forward::serve(
+            &cluster.node.link,
+            tokio::runtime::Handle::current(),
+            answer,
+        )
+        .await
+        .map_err(|e| abandon_listener(&listener, format!("cluster: {e}")))?;
+    }
 
     let restart_window = Duration::from_secs(config.supervision.restart_window_secs);
     let (root, _) = RootSupervisor::spawn(
@@ -107,7 +132,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         journal.clone(),
         RaceSettings::from_config(&config),
         crate::api::tick_encoder(),
-        cluster.as_ref().map(|c| c.leases.clone()),
+        cluster.as_ref().map(|c| c.node.leases.clone()),
     )
     .await
     .map_err(|e| abandon(&root, &listener, format!("recovery failed: {e}")))?;
@@ -165,13 +190,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })
 }
 
-/// What cluster mode gives this node: the connection, its leases, and the runtime both
+/// What cluster mode gives this node: the connection and its leases, and the runtime both
 /// run on (stopped last at shutdown).
 struct Cluster {
-    /// The connection.
-    link: Link,
-    /// Leases on races.
-    leases: Leases,
+    /// The connection and the leases, shared with the API.
+    node: Node,
     /// Owns the NATS runtime.
     runtime: LinkRuntime,
 }
@@ -190,8 +213,7 @@ async fn join_cluster(config: &Config) -> Result<Cluster, StartError> {
         "cluster mode: journal on NATS JetStream, races leased"
     );
     Ok(Cluster {
-        link,
-        leases,
+        node: Node { link, leases },
         runtime,
     })
 }
@@ -201,7 +223,7 @@ impl Cluster {
     /// holds the race's lease: a node that could not renew stops writing before another can
     /// take the race, whatever its actors are doing.
     fn journal(&self) -> Result<(Journal, JournalOwner), StartError> {
-        let leases = self.leases.clone();
+        let leases = self.node.leases.clone();
         let guard: crate::persist::jetstream::WriteGuard =
             Arc::new(
                 move |actor| match crate::actors::race::lease_of_actor(actor) {
@@ -211,7 +233,7 @@ impl Cluster {
                     _ => Ok(()),
                 },
             );
-        let (journal, writer) = JetStreamJournal::start(&self.link, Some(guard))
+        let (journal, writer) = JetStreamJournal::start(&self.node.link, Some(guard))
             .map_err(|e| StartError(format!("cluster journal: {e}")))?;
         Ok((journal, JournalOwner::JetStream(writer)))
     }

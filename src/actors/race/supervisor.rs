@@ -728,9 +728,13 @@ impl Actor for RaceSupervisor {
                     waiters.push(Waiter::Racer(reply));
                     return Ok(());
                 }
-                if let Err(refused) = state.own(&race).await {
-                    let _ = reply.send(Err(refused));
-                    return Ok(());
+                // Cluster mode: a racer runs where its race runs, and a race taken over
+                // for this racer's fix starts (with its racers) first.
+                if state.ctx.leases.is_some() && state.ctx.races.get(&race).is_none() {
+                    if let Err(refused) = state.wake(&myself, &race).await {
+                        let _ = reply.send(Err(refused));
+                        return Ok(());
+                    }
                 }
                 // pre_start refuses unknown races and bibs; its reason is the answer.
                 let outcome = state

@@ -1,0 +1,84 @@
+//! Requests between nodes: any node takes any socket, and what must be answered by the
+//! node that owns a race is sent there over NATS request–reply and answered back.
+//!
+//! Bytes in, bytes out: what a request means is the API's ([`crate::api::forward`]). Each
+//! node listens on `<prefix>.node.<node>.api`; a request waits at most the link's timeout
+//! for its answer. NATS core, not JetStream: a forwarded request is retried by the client
+//! that sent it, as any request that got `unavailable`.
+
+use super::link::Link;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Answers one forwarded request's bytes.
+pub type Answerer =
+    Arc<dyn Fn(Bytes) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+
+/// The subject node `node` takes forwarded requests on.
+fn subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.node.{node}.api")
+}
+
+/// Sends one request's bytes to node `node` and waits for its answer.
+pub async fn ask(link: &Link, node: &str, request: Vec<u8>) -> Result<Bytes, String> {
+    let client = link.context().client();
+    let subject = subject(&link.config().prefix, node);
+    let timeout = link.timeout();
+    link.run(async move {
+        match tokio::time::timeout(timeout, client.request(subject, request.into())).await {
+            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Err(e)) => Err(format!("node {e}")),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    })
+    .await?
+}
+
+/// Listens for requests forwarded to this node and answers each with `answer`, one task
+/// per request, on the server's runtime (`server`), where the actors are.
+pub async fn serve(
+    link: &Link,
+    server: tokio::runtime::Handle,
+    answer: Answerer,
+) -> Result<(), String> {
+    let client = link.context().client();
+    let subject = subject(&link.config().prefix, link.node());
+    let mut requests = link
+        .run({
+            let client = client.clone();
+            let subject = subject.clone();
+            async move { client.subscribe(subject).await }
+        })
+        .await?
+        .map_err(|e| format!("cannot listen on {subject}: {e}"))?;
+    link.spawn(async move {
+        while let Some(request) = requests.next().await {
+            let Some(reply_to) = request.reply.clone() else {
+                continue;
+            };
+            let answer = answer.clone();
+            let client = client.clone();
+            server.spawn(async move {
+                let answered = answer(request.payload).await;
+                if let Err(e) = client.publish(reply_to, answered.into()).await {
+                    tracing::warn!("a forwarded request's answer was not sent: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_has_its_own_subject() {
+        assert_eq!(subject("peloton", "a"), "peloton.node.a.api");
+        assert_ne!(subject("peloton", "a"), subject("peloton", "b"));
+    }
+}
