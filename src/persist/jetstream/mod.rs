@@ -16,8 +16,7 @@ mod names;
 mod streams;
 mod writer;
 
-use super::backend::{BoxFuture, Compaction, Durable, JournalBackend};
-use super::backup::BackupSummary;
+use super::backend::{JournalBackend, WriteQueue};
 use super::store::{ActorKey, RawEvents};
 use super::{Journal, PersistError};
 use crate::cluster::Link;
@@ -26,25 +25,19 @@ use futures_util::StreamExt;
 use names::Layout;
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use streams::Streams;
-use tokio::sync::{mpsc, oneshot};
-use writer::{Op, Writer};
+pub use writer::WriteGuard;
+use writer::Writer;
 
 /// Capacity of the channel into the writer; a full channel slows appenders down.
 const QUEUE_CAPACITY: usize = 65_536;
 
-/// Whether this node may write `actor`'s journal now (`Err`: why not). Cluster mode
-/// installs one that checks the lease of the actor's race, so a node that lost (or could
-/// not renew) a lease stops writing at once, before another node can take it over.
-pub type WriteGuard = Arc<dyn Fn(&ActorKey) -> Result<(), String> + Send + Sync>;
-
 /// The JetStream backend: appends to the writer task, reads answered from the streams.
 pub struct JetStreamJournal {
     /// Into the writer task.
-    ops: mpsc::Sender<Op>,
+    writes: WriteQueue,
     /// The streams, for reads.
     streams: Arc<Streams>,
     /// The snapshot bucket.
@@ -67,7 +60,7 @@ impl JetStreamJournal {
         link: &Link,
         guard: Option<WriteGuard>,
     ) -> Result<(Journal, JetStreamWriter), PersistError> {
-        let (ops, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (writes, rx) = WriteQueue::new(QUEUE_CAPACITY);
         let (finished_tx, finished) = std::sync::mpsc::channel();
         let setup = {
             let link = link.clone();
@@ -89,7 +82,7 @@ impl JetStreamJournal {
         };
         let (streams, snapshots) = link.block_on(link.timeout() * 8, setup)?;
         let backend = JetStreamJournal {
-            ops,
+            writes,
             streams,
             snapshots,
             link: link.clone(),
@@ -98,11 +91,6 @@ impl JetStreamJournal {
             Journal::new(Arc::new(backend)),
             JetStreamWriter { finished },
         ))
-    }
-
-    /// Sends one operation to the writer.
-    async fn send(&self, op: Op) -> Result<(), PersistError> {
-        self.ops.send(op).await.map_err(|_| PersistError::Closed)
     }
 
     /// Runs `read` on the NATS runtime and waits for its answer.
@@ -155,56 +143,8 @@ impl JetStreamWriter {
 }
 
 impl JournalBackend for JetStreamJournal {
-    fn enqueue(
-        &self,
-        actor: ActorKey,
-        first_seq: u64,
-        events: Vec<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<Durable, PersistError>> {
-        Box::pin(async move {
-            let (done, durable) = Durable::pending();
-            self.send(Op::Append {
-                actor,
-                first_seq,
-                events,
-                done,
-            })
-            .await?;
-            Ok(durable)
-        })
-    }
-
-    fn snapshot(
-        &self,
-        actor: ActorKey,
-        seq: u64,
-        state: Vec<u8>,
-        compaction: Compaction,
-    ) -> BoxFuture<'_, Result<(), PersistError>> {
-        Box::pin(self.send(Op::Snapshot {
-            actor,
-            seq,
-            state,
-            compaction,
-        }))
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<(), PersistError>> {
-        Box::pin(async move {
-            let (done, wait) = oneshot::channel();
-            self.send(Op::Flush { done }).await?;
-            wait.await.map_err(|_| PersistError::Closed)?
-        })
-    }
-
-    fn backup(&self, _path: PathBuf) -> BoxFuture<'_, Result<BackupSummary, PersistError>> {
-        Box::pin(async move {
-            Err(PersistError::Backup(
-                "in cluster mode the journal is JetStream's: back its streams and the snapshot \
-                 bucket up with `nats stream backup` (the replicas are the first line of defence)"
-                    .into(),
-            ))
-        })
+    fn writes(&self) -> &WriteQueue {
+        &self.writes
     }
 
     fn latest_snapshot(&self, actor: &ActorKey) -> Result<Option<(u64, Vec<u8>)>, PersistError> {

@@ -12,7 +12,7 @@
 //! of an actor that arrive while its record is in flight wait, and go out together as one
 //! record when it is acknowledged.
 
-use super::super::backend::Compaction;
+use super::super::backend::{Compaction, Waiter, WriteOp};
 use super::super::store::ActorKey;
 use super::super::{record, PersistError};
 use super::names::{ActorNames, Layout, NODE_HEADER, SEQ_HEADER};
@@ -30,46 +30,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-/// Where the outcome of an append or flush goes.
-pub(super) type Waiter = oneshot::Sender<Result<(), PersistError>>;
+/// Whether this node may write `actor`'s journal now (`Err`: why not). Cluster mode
+/// installs one that checks the lease of the actor's race, so a node that lost (or could
+/// not renew) a lease stops writing at once, before another node can take it over.
+pub type WriteGuard = Arc<dyn Fn(&ActorKey) -> Result<(), String> + Send + Sync>;
 
 /// A record's payload is kept below this when appends queued behind one in flight are
 /// merged, well under NATS's default `max_payload` of 1 MiB; a single larger append goes
 /// alone, and NATS refuses it if it is over the server's limit.
 const MERGE_BYTES: usize = 256 * 1024;
-
-/// One request to the writer.
-pub(super) enum Op {
-    /// Publish events `first_seq..` of `actor` as one record; `done` after the ack.
-    Append {
-        /// Whose journal.
-        actor: ActorKey,
-        /// Sequence number of the first event.
-        first_seq: u64,
-        /// The encoded events.
-        events: Vec<Vec<u8>>,
-        /// Answered once JetStream acknowledged the record.
-        done: Waiter,
-    },
-    /// Store `actor`'s snapshot covering events up to `seq`.
-    Snapshot {
-        /// Whose snapshot.
-        actor: ActorKey,
-        /// The last event it covers.
-        seq: u64,
-        /// The snapshot as the journal encoded it (its sequence number, then the state).
-        state: Vec<u8>,
-        /// What becomes of the records it covers.
-        compaction: Compaction,
-    },
-    /// Answer once every append sent before is acknowledged (or failed).
-    Flush {
-        /// Answered then.
-        done: Waiter,
-    },
-}
 
 /// An append waiting for its actor's record in flight.
 struct Pending {
@@ -151,7 +122,7 @@ pub(super) struct Writer {
     /// This node's name, written in every record's header.
     node: String,
     /// Asked before each record whether this node may write the actor's journal.
-    guard: Option<super::WriteGuard>,
+    guard: Option<WriteGuard>,
     /// Every actor written to since start.
     actors: HashMap<ActorKey, ActorLog>,
     /// Operations in flight.
@@ -171,7 +142,7 @@ impl Writer {
         snapshots: kv::Store,
         layout: Layout,
         node: String,
-        guard: Option<super::WriteGuard>,
+        guard: Option<WriteGuard>,
     ) -> Writer {
         Writer {
             streams,
@@ -188,7 +159,7 @@ impl Writer {
     }
 
     /// Runs until every sender is gone and everything in flight has ended.
-    pub(super) async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
+    pub(super) async fn run(mut self, mut ops: mpsc::Receiver<WriteOp>) {
         let mut open = true;
         loop {
             tokio::select! {
@@ -205,9 +176,9 @@ impl Writer {
     }
 
     /// Takes one request.
-    fn accept(&mut self, op: Op) {
+    fn accept(&mut self, op: WriteOp) {
         match op {
-            Op::Append {
+            WriteOp::Append {
                 actor,
                 first_seq,
                 events,
@@ -232,7 +203,7 @@ impl Writer {
                     }
                 }
             }
-            Op::Snapshot {
+            WriteOp::Snapshot {
                 actor,
                 seq,
                 state,
@@ -244,7 +215,15 @@ impl Writer {
                 }
                 Err(e) => tracing::warn!(%actor, "snapshot not stored: {e}"),
             },
-            Op::Flush { done } => self.flushes.push((self.next_ticket, done)),
+            WriteOp::Flush { done } => self.flushes.push((self.next_ticket, done)),
+            WriteOp::Backup { done, .. } => {
+                let _ = done.send(Err(PersistError::Backup(
+                    "in cluster mode the journal is JetStream's: back its streams and the \
+                     snapshot bucket up with `nats stream backup` (the replicas are the first \
+                     line of defence)"
+                        .into(),
+                )));
+            }
         }
         self.answer_flushes();
     }
@@ -634,6 +613,7 @@ fn store_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     fn pending(first_seq: u64, events: usize, bytes: usize) -> Pending {
         let (done, _) = oneshot::channel();
