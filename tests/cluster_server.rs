@@ -309,3 +309,35 @@ async fn requests_on_any_node_are_answered_by_the_owner() {
     }
     assert_eq!(progress(&standings(&mut admin_b, race).await, 1), 15 * 600);
 }
+
+/// `/readyz` answers 503 while the node has no NATS connection (it could neither write a
+/// journal nor renew a lease), and 200 again once the client has reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_nats_is_not_ready() {
+    let mut nats = NatsServer::start();
+    let prefix = format!("ready{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildServer::start(dir.path(), &node_env(&nats.url, &prefix, "a"));
+    let ready = |want: u16| {
+        let addr = node.addr;
+        async move {
+            let began = Instant::now();
+            loop {
+                let (status, _) = common::http_get(addr, "/readyz HTTP/1.1\r\nHost: x").await;
+                if status == want {
+                    return began.elapsed();
+                }
+                assert!(
+                    began.elapsed() < Duration::from_secs(15),
+                    "/readyz never answered {want} (last {status})"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ready(200).await;
+    nats.kill9();
+    ready(503).await;
+    nats.restart();
+    ready(200).await;
+}

@@ -451,9 +451,15 @@ async fn a_refused_permission_a_poor_fix_and_a_closed_race_are_said_plainly() {
             .starts_with("Location permission was refused"),
         "{message}"
     );
-    // The page is not tracking, offers Start again, and took nothing.
+    // The page is not tracking, offers Start again, and took nothing. The button's label
+    // is set in the same turn as the message on a quiet machine, a turn later on a busy one.
     let state = browser
-        .eval("return [window.ride.tracking, document.querySelector('#start').textContent, window.ride.taken];")
+        .wait_for(
+            "const label = document.querySelector('#start').textContent;\
+             return !window.ride.tracking && label === 'Start'\
+                 ? [window.ride.tracking, label, window.ride.taken] : null;",
+            Duration::from_secs(10),
+        )
         .await;
     assert_eq!(state, json!([false, "Start", 0]));
 

@@ -73,6 +73,11 @@ impl Link {
         ))
     }
 
+    /// Whether the connection to NATS is up now (the client reconnects by itself).
+    pub fn connected(&self) -> bool {
+        self.context.client().connection_state() == async_nats::connection::State::Connected
+    }
+
     /// The JetStream context.
     pub fn context(&self) -> &js::Context {
         &self.context

@@ -113,7 +113,13 @@ impl Engine {
 
     /// Whether requests are served (recovery done, not shutting down).
     pub fn is_ready(&self) -> bool {
+        // In cluster mode a node without its NATS connection can neither write a journal
+        // nor renew a lease: a load balancer should send sockets elsewhere.
         self.ready.load(Ordering::Acquire)
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|node| node.link.connected())
     }
 
     /// A receiver that changes to `true` when shutdown begins.

@@ -19,9 +19,11 @@ const FALLBACK_SPEED_MPS: f64 = 8.0;
 /// before it.
 const RUN_OUT_M: [f64; 4] = [10.0, 25.0, 40.0, 60.0];
 
-/// The last leg's direction is taken from at least this far back, so two GPS points a few
-/// centimetres apart cannot aim the run-out sideways (the server's finish line does the same).
-const DIRECTION_BASE_M: f64 = 20.0;
+/// The last leg's direction is taken from at least this far back, so GPS noise cannot aim
+/// the run-out sideways: two points 20 m apart with 14 m of noise each can point anywhere
+/// within 90° of the way the rider went, and a run-out aimed that far off misses the finish
+/// line (a property test found such a ride); 100 m back keeps it within about 15°.
+const DIRECTION_BASE_M: f64 = 100.0;
 
 /// The run-out is ridden at the ride's average speed over its last this-many milliseconds...
 const FINISH_SPEED_WINDOW_MS: i64 = 30_000;
