@@ -54,9 +54,9 @@ impl Node {
     }
 }
 
-/// A phone's fix `i`: 50 m along the course per fix, a second apart.
+/// A phone's fix `i`: 10 m along the course per fix, a second apart (36 km/h).
 fn fix(index: &CourseIndex, start: i64, i: u32) -> WireFix {
-    let p: Position = index.position_at(f64::from(i) * 50.0 % 20_000.0);
+    let p: Position = index.position_at(f64::from(i) * 10.0);
     WireFix {
         at_ms: start + i64::from(i) * 1000,
         lat_e7: p.lat_e7,
@@ -164,11 +164,15 @@ async fn run(kills: usize) {
             subscribed.is_ok(),
             "subscribe on the new owner: {subscribed:?}"
         );
-        let _ = phone
+        let moved = phone
             .request(Request::Fixes {
                 fixes: vec![fix(&index, start, next_fix)],
             })
             .await;
+        assert!(
+            matches!(moved, Ok(Reply::FixesAck { accepted: 1, .. })),
+            "{moved:?}"
+        );
         next_fix += 1;
         loop {
             match spectator.next_push(Duration::from_secs(10)).await {

@@ -20,9 +20,10 @@
 //!   database (`Store::open`) and drops it afterwards, like a process restart (the OS page
 //!   cache stays warm).
 //!
-//! - `journal/append_jetstream/{pipelined_64_tasks,one_at_a_time}`: the same two cases on
-//!   cluster mode's journal, NATS JetStream (a local `nats-server`, one replica), where an
-//!   append resolves on JetStream's acknowledgement and group commit is pipelining.
+//! - `journal/append_jetstream_r{1,3}/{pipelined_64_tasks,one_at_a_time}`: the same two
+//!   cases on cluster mode's journal, NATS JetStream (one local `nats-server` with one
+//!   replica; three servers with three replicas), where an append resolves on JetStream's
+//!   acknowledgement and group commit is pipelining.
 //!
 //! Events are a small serde struct (a position fix, 90 bytes as a record). Data lives
 //! in `tempfile::TempDir`s on the default temporary directory.
@@ -283,42 +284,55 @@ fn bench_append(c: &mut Criterion) {
     bench_append_jetstream(c, &rt, events);
 }
 
-/// The same two cases on cluster mode's journal: NATS JetStream (one local `nats-server`,
-/// one replica, file storage), where group commit is pipelining: records of different
-/// actors go out back to back and their acknowledgements come back together.
+/// The same two cases on cluster mode's journal, NATS JetStream with file storage: one
+/// local `nats-server` with one replica, then a three-server cluster on this machine with
+/// three replicas (an append is acknowledged once two of them stored it). Group commit is
+/// pipelining there: records of different actors go out back to back and their
+/// acknowledgements come back together.
 fn bench_append_jetstream(c: &mut Criterion, rt: &tokio::runtime::Runtime, events: u64) {
-    let nats = nats::NatsServer::start();
-    let mut group = c.benchmark_group("journal/append_jetstream");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sampling_mode(SamplingMode::Flat)
-        .throughput(Throughput::Elements(events));
-    for (name, pipelined) in [("pipelined_64_tasks", true), ("one_at_a_time", false)] {
-        // Each case on a prefix of its own: fresh journals for the same actor keys.
-        let config = nats::cluster_config(&nats.url, 1);
-        let (link, _runtime) = Link::connect(&config).expect("connect to nats-server");
-        let (journal, _writer) = JetStreamJournal::start(&link, None).expect("journal");
-        let mut round = 0;
-        let before = WriterCounters::read();
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    if pipelined {
-                        rt.block_on(group_commit_round(&journal, round));
-                    } else {
-                        rt.block_on(flush_per_event_round(&journal, round));
+    for replicas in [1u64, 3] {
+        let servers = if replicas == 1 {
+            vec![nats::NatsServer::start()]
+        } else {
+            nats::NatsServer::cluster(3)
+        };
+        let urls = servers
+            .iter()
+            .map(|server| server.url.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut group = c.benchmark_group(format!("journal/append_jetstream_r{replicas}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sampling_mode(SamplingMode::Flat)
+            .throughput(Throughput::Elements(events));
+        for (name, pipelined) in [("pipelined_64_tasks", true), ("one_at_a_time", false)] {
+            // Each case on a prefix of its own: fresh journals for the same actor keys.
+            let config = nats::cluster_config(&urls, replicas);
+            let (link, _runtime) = Link::connect(&config).expect("connect to nats-server");
+            let (journal, _writer) = JetStreamJournal::start(&link, None).expect("journal");
+            let mut round = 0;
+            let before = WriterCounters::read();
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        if pipelined {
+                            rt.block_on(group_commit_round(&journal, round));
+                        } else {
+                            rt.block_on(flush_per_event_round(&journal, round));
+                        }
+                        round += 1;
                     }
-                    round += 1;
-                }
-                start.elapsed()
-            })
-        });
-        WriterCounters::report_since(before, name);
+                    start.elapsed()
+                })
+            });
+            WriterCounters::report_since(before, name);
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 /// Writes 1,000,000 events with group commit: every actor's events in appends of

@@ -48,20 +48,26 @@ impl Link {
         let handle = runtime.handle().clone();
         let timeout = Duration::from_millis(config.ack_timeout_ms);
         let node = config.node_name();
+        // The context is built on the NATS runtime: it spawns the task that collects
+        // acknowledgements, which must run there, whatever runtime (if any) calls this.
         let connecting = {
             let config = config.clone();
             let node = node.clone();
-            async move { client(&config, &node, timeout).await }
+            async move {
+                let client = client(&config, &node, timeout).await?;
+                Ok::<_, String>(
+                    js::ContextBuilder::new()
+                        .timeout(timeout)
+                        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+                        .backpressure_on_inflight(true)
+                        .build(client),
+                )
+            }
         };
         let owner = LinkRuntime {
             runtime: Some(runtime),
         };
-        let client = run_blocking(&handle, timeout * 2, connecting)?;
-        let context = js::ContextBuilder::new()
-            .timeout(timeout)
-            .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
-            .backpressure_on_inflight(true)
-            .build(client);
+        let context = run_blocking(&handle, timeout * 2, connecting)?;
         Ok((
             Link {
                 runtime: handle,
