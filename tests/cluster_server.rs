@@ -7,7 +7,7 @@
 mod common;
 
 use common::nats::NatsServer;
-use common::{fix_at, free_port, keys_for, live_race, racer_phone, token, ChildServer};
+use common::{fix_at, free_port, keys_for, live_race, racer_phone, standings, token, ChildServer};
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
@@ -29,18 +29,6 @@ fn node_folder(secret_from: &Path) -> tempfile::TempDir {
     )
     .unwrap();
     dir
-}
-
-async fn standings(admin: &mut Client, race: &str) -> Vec<StandingView> {
-    let Ok(Reply::Standings(rows)) = admin
-        .request(Request::RaceStandings {
-            race_id: race.into(),
-        })
-        .await
-    else {
-        panic!("standings")
-    };
-    rows
 }
 
 /// The environment of cluster node `node` on NATS `url` under `prefix`.

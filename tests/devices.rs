@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{gpx, keys_for, live_race_on, racer_phone, token, ChildServer, TestServer};
+use common::{gpx, keys_for, live_race_on, racer_phone, standings, token, ChildServer, TestServer};
 use peloton::auth::Role;
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
@@ -90,18 +90,6 @@ fn traccar_json(id: &str, index: &CourseIndex, d: f64) -> String {
     format!(
         r#"{{"device_id":"{id}","location":{{"timestamp":"{stamp}","coords":{{"latitude":{lat},"longitude":{lon},"accuracy":5,"speed":8,"heading":90,"altitude":250}},"battery":{{"level":0.8}}}}}}"#
     )
-}
-
-async fn standings(admin: &mut Client, race: &str) -> Vec<StandingView> {
-    let Ok(Reply::Standings(rows)) = admin
-        .request(Request::RaceStandings {
-            race_id: race.into(),
-        })
-        .await
-    else {
-        panic!("standings")
-    };
-    rows
 }
 
 fn progress_of(rows: &[StandingView], bib: u32) -> u32 {

@@ -162,6 +162,22 @@ pub async fn results(client: &mut Client, race: &str) -> (Vec<ResultView>, RaceS
     }
 }
 
+/// The race's current standings, as `admin` is answered them.
+pub async fn standings(
+    admin: &mut Client,
+    race: &str,
+) -> Vec<peloton::net::protocol::StandingView> {
+    let Ok(Reply::Standings(rows)) = admin
+        .request(Request::RaceStandings {
+            race_id: race.into(),
+        })
+        .await
+    else {
+        panic!("standings of {race}")
+    };
+    rows
+}
+
 /// A free loopback port: bound, then released for whatever the test starts on it.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
