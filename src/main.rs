@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use peloton::cli::args::{Cli, Command, ServeArgs};
-use peloton::cli::{admin, sim, CliError};
+use peloton::cli::{admin, cluster, sim, CliError};
 use peloton::config::{Config, LogConfig, LogFormat, Overrides};
 use std::io::{IsTerminal, Write};
 
@@ -15,6 +15,7 @@ fn main() {
         Command::Restore(args) => admin::restore(args),
         Command::Backup(command) => admin::backup(command),
         Command::Sim(command) => runtime().and_then(|rt| rt.block_on(sim::run(command))),
+        Command::Cluster(command) => cluster::run(command),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

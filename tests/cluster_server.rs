@@ -87,6 +87,8 @@ fn progress(rows: &[StandingView], bib: u32) -> u32 {
 struct TwoNodes {
     /// The NATS server (dropped last).
     _nats: NatsServer,
+    /// The journal prefix both nodes share.
+    prefix: String,
     /// Node A (until killed) and its folder.
     node_a: Option<ChildServer>,
     _dir_a: tempfile::TempDir,
@@ -124,6 +126,7 @@ impl TwoNodes {
         let node_b = ChildServer::start(dir_b.path(), &node_env(&nats.url, &prefix, "b"));
         TwoNodes {
             _nats: nats,
+            prefix,
             node_a: Some(node_a),
             _dir_a: dir_a,
             node_b,
@@ -328,4 +331,58 @@ async fn a_node_without_nats_is_not_ready() {
     ready(503).await;
     nats.restart();
     ready(200).await;
+}
+
+/// `peloton cluster status --json` reads the cluster from NATS: both nodes up with their
+/// addresses, the race's lease held by the node that created it, the journal streams with
+/// their records. Without `[cluster]` it says cluster mode is off, exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_lists_nodes_leases_and_streams() {
+    let nodes = TwoNodes::start("status").await;
+    let nats_url = nodes._nats.url.clone();
+    let prefix = nodes.prefix.clone();
+    let output = common::bin()
+        .args(["cluster", "status", "--json"])
+        .env("PELOTON_CLUSTER_NATS_URL", &nats_url)
+        .env("PELOTON_CLUSTER_PREFIX", &prefix)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{status}");
+    assert_eq!(status["nodes"][0]["address"], nodes.a().addr.to_string());
+    let race_lease = format!("race.{}", nodes.race);
+    assert!(
+        status["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["key"] == race_lease.as_str() && l["node"] == "a"),
+        "{status}"
+    );
+    let race_stream = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == format!("{prefix}_race").as_str())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(race_stream["messages"].as_u64().unwrap() > 0);
+
+    let off = common::bin()
+        .args(["cluster", "status"])
+        .env_remove("PELOTON_CLUSTER_NATS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&off.stderr).contains("cluster mode is off"));
 }

@@ -29,6 +29,23 @@ pub enum Command {
     /// Simulate racers against a running server: the demo and the load generator.
     #[command(subcommand)]
     Sim(super::sim::SimCommand),
+    /// Cluster mode: what NATS holds of the cluster (no node need be up).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `peloton cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes up, leases and their holders, journal streams with their replicas' lag.
+    Status {
+        /// A config file layered over the embedded defaults (its `[cluster]` is used).
+        #[arg(long, env = "PELOTON_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print exactly one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `peloton serve`.

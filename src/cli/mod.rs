@@ -4,7 +4,7 @@
 //! that runs them ([`mail`], [`patrol`], [`sim`]). Admin commands in [`admin`] and the
 //! simulators in [`sim`] (with the faults it can rehearse in [`sim::faults`]) speak the binary
 //! protocol through [`crate::net::client`]; [`racers`] builds registrations and CSV imports;
-//! [`mail`] runs `peloton admin mail …`; [`patrol`] runs imports, voucher checks and the patrol
+//! [`mail`] runs `peloton admin mail …`; [`cluster`] reads the cluster's state from NATS; [`patrol`] runs imports, voucher checks and the patrol
 //! report; [`keys`] finds the server's signing secret for the commands that sign offline;
 //! [`output`] prints tables for people and exactly one JSON document for scripts (`--json`).
 //!
@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod cluster;
 pub mod invite;
 pub mod keys;
 pub mod mail;

@@ -100,6 +100,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     let listener = tokio::spawn(http::serve(listener, engine.clone()));
     if let Some(cluster) = &cluster {
+        let card = crate::cluster::status::NodeCard {
+            node: cluster.node.link.node().to_owned(),
+            address: addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: crate::time::now_ms(),
+        };
+        crate::cluster::status::announce(&cluster.node.link, card)
+            .await
+            .map_err(|e| abandon_listener(&listener, format!("cluster: {e}")))?;
         // Requests other nodes forward here are answered as this node's own sockets' are
         // ("still recovering" until recovery ends).
         let answering = engine.clone();
