@@ -347,12 +347,7 @@ async fn cluster_status_lists_nodes_leases_and_streams() {
         .env("PELOTON_CLUSTER_PREFIX", &prefix)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&common::cli::ok(output)).unwrap();
     let names: Vec<&str> = status["nodes"]
         .as_array()
         .unwrap()
