@@ -106,6 +106,9 @@ async fn contract(journal: &Journal) {
         .unwrap();
     journal.flush().await.unwrap();
     wait_for_snapshot(journal, &race, 1).await;
+    // Listed by its snapshot alone once the records it covers are gone.
+    journal.flush().await.unwrap();
+    assert_eq!(journal.actors("race").unwrap(), vec![race.clone()]);
     journal.append(&race, 2, &["started"]).await.unwrap();
     let recovered = journal.load::<String, String>(&race).unwrap();
     assert_eq!(recovered.snapshot, Some((1, "race at 1".to_owned())));

@@ -209,24 +209,21 @@ impl JournalBackend for JetStreamJournal {
         self.read(move |streams, snapshots| async move {
             let layout = streams.layout().clone();
             let mut found = BTreeSet::new();
+            // The kind's journal subjects, and its snapshot keys (a purged journal leaves
+            // only the snapshot): both listed by the server, filtered to this kind, rather
+            // than every key of every kind read back here.
             if let Some(stream) = streams.stream(&kind, false).await? {
-                let mut listed = stream
-                    .info_with_subjects(&subjects)
-                    .await
-                    .map_err(|e| streams::unavailable(&format!("subjects of {kind}"), e))?;
-                while let Some(entry) = listed.next().await {
-                    let (subject, _) = entry
-                        .map_err(|e| streams::unavailable(&format!("subjects of {kind}"), e))?;
+                for subject in subjects_of(&stream, &subjects).await? {
                     found.extend(layout.actor_of_subject(&subject));
                 }
             }
-            let mut keys = snapshots
-                .keys()
-                .await
-                .map_err(|e| streams::unavailable("snapshot keys", e))?;
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| streams::unavailable("snapshot keys", e))?;
-                found.extend(layout.actor_of_snapshot_key(&key));
+            let snapshot_keys = format!("{}{kind}.>", snapshots.prefix);
+            for subject in subjects_of(&snapshots.stream, &snapshot_keys).await? {
+                found.extend(
+                    subject
+                        .strip_prefix(snapshots.prefix.as_str())
+                        .and_then(|key| layout.actor_of_snapshot_key(key)),
+                );
             }
             let prefix = format!("{kind}/{id_prefix}");
             Ok(found
@@ -235,6 +232,23 @@ impl JournalBackend for JetStreamJournal {
                 .collect())
         })
     }
+}
+
+/// The subjects of `stream` matching `filter` that hold messages, as the server lists them.
+async fn subjects_of(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> Result<Vec<String>, PersistError> {
+    let failed = |e: &dyn std::fmt::Display| streams::unavailable(&format!("subjects {filter}"), e);
+    let mut listed = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut subjects = Vec::new();
+    while let Some(entry) = listed.next().await {
+        subjects.push(entry.map_err(|e| failed(&e))?.0);
+    }
+    Ok(subjects)
 }
 
 /// An actor's snapshot: (last event covered, record to read from, state).
