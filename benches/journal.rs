@@ -33,7 +33,10 @@
 #[path = "../tests/common/nats.rs"]
 mod nats;
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
 use peloton::cluster::Link;
 use peloton::metrics;
 use peloton::persist::jetstream::JetStreamJournal;
@@ -231,6 +234,44 @@ impl WriterCounters {
     }
 }
 
+/// A benchmark group for the append comparison: 10 samples of `events` events each.
+fn append_group<'a>(c: &'a mut Criterion, name: &str, events: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(events));
+    group
+}
+
+/// Times one case of the comparison on `journal` (fresh for it): 64 appenders at once, or one
+/// append at a time. `round` keeps sequence numbers increasing across iterations.
+fn bench_case(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    journal: &Journal,
+    all_at_once: bool,
+) {
+    let mut round = 0;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                if all_at_once {
+                    rt.block_on(group_commit_round(journal, round));
+                } else {
+                    rt.block_on(flush_per_event_round(journal, round));
+                }
+                round += 1;
+            }
+            start.elapsed()
+        })
+    });
+}
+
 fn bench_append(c: &mut Criterion) {
     let rt = runtime();
     let events = APPENDERS as u64 * EVENTS_PER_APPENDER;
@@ -240,46 +281,15 @@ fn bench_append(c: &mut Criterion) {
             .expect("encode event")
             .len()
     );
-    let mut group = c.benchmark_group("journal/append");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sampling_mode(SamplingMode::Flat)
-        .throughput(Throughput::Elements(events));
-
     metrics::install();
-    let db = Db::new();
-    let mut round = 0;
-    let before = WriterCounters::read();
-    group.bench_function("group_commit_64_tasks", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(group_commit_round(&db.journal, round));
-                round += 1;
-            }
-            start.elapsed()
-        })
-    });
-    db.stop();
-    WriterCounters::report_since(before, "group_commit_64_tasks");
-
-    let db = Db::new();
-    let mut round = 0;
-    let before = WriterCounters::read();
-    group.bench_function("flush_per_event", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(flush_per_event_round(&db.journal, round));
-                round += 1;
-            }
-            start.elapsed()
-        })
-    });
-    db.stop();
-    WriterCounters::report_since(before, "flush_per_event");
+    let mut group = append_group(c, "journal/append", events);
+    for (name, all_at_once) in [("group_commit_64_tasks", true), ("flush_per_event", false)] {
+        let db = Db::new();
+        let before = WriterCounters::read();
+        bench_case(&mut group, &rt, name, &db.journal, all_at_once);
+        db.stop();
+        WriterCounters::report_since(before, name);
+    }
     group.finish();
     bench_append_jetstream(c, &rt, events);
 }
@@ -301,34 +311,14 @@ fn bench_append_jetstream(c: &mut Criterion, rt: &tokio::runtime::Runtime, event
             .map(|server| server.url.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let mut group = c.benchmark_group(format!("journal/append_jetstream_r{replicas}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-            .sampling_mode(SamplingMode::Flat)
-            .throughput(Throughput::Elements(events));
-        for (name, pipelined) in [("pipelined_64_tasks", true), ("one_at_a_time", false)] {
+        let mut group = append_group(c, &format!("journal/append_jetstream_r{replicas}"), events);
+        for (name, all_at_once) in [("pipelined_64_tasks", true), ("one_at_a_time", false)] {
             // Each case on a prefix of its own: fresh journals for the same actor keys.
             let config = nats::cluster_config(&urls, replicas);
             let (link, _runtime) = Link::connect(&config).expect("connect to nats-server");
             let (journal, _writer) = JetStreamJournal::start(&link, None).expect("journal");
-            let mut round = 0;
             let before = WriterCounters::read();
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        if pipelined {
-                            rt.block_on(group_commit_round(&journal, round));
-                        } else {
-                            rt.block_on(flush_per_event_round(&journal, round));
-                        }
-                        round += 1;
-                    }
-                    start.elapsed()
-                })
-            });
+            bench_case(&mut group, rt, name, &journal, all_at_once);
             WriterCounters::report_since(before, name);
         }
         group.finish();

@@ -30,7 +30,7 @@ pub async fn ask(link: &Link, node: &str, request: Vec<u8>) -> Result<Bytes, Str
     link.run(async move {
         match tokio::time::timeout(timeout, client.request(subject, request.into())).await {
             Ok(Ok(message)) => Ok(message.payload),
-            Ok(Err(e)) => Err(format!("node {e}")),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }
     })

@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             node: cluster.node.link.node().to_owned(),
             address: addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at_ms: crate::time::now_ms(),
+            started_at_ms: now_ms(),
         };
         crate::cluster::status::announce(&cluster.node.link, card)
             .await
