@@ -7,7 +7,9 @@
 mod common;
 
 use common::nats::NatsServer;
-use common::{fix_at, free_port, keys_for, live_race, racer_phone, standings, token, ChildServer};
+use common::{
+    fix_at, free_port, keys_for, live_race, racer_phone, standings, token, ChildServer, LiveTable,
+};
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
@@ -248,8 +250,8 @@ async fn a_paused_owner_that_resumes_never_writes_again() {
 }
 
 /// Any node takes any socket: a racer and an admin connected to the node that does not own
-/// the race are answered by the one that does (fixes acknowledged, standings current); a
-/// spectator there is told which node serves the race. When the owner dies, the node the
+/// the race are answered by the one that does (fixes acknowledged, standings current). When
+/// the owner dies, the node the
 /// sockets are on takes the race over and the same sockets carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_on_any_node_are_answered_by_the_owner() {
@@ -267,21 +269,6 @@ async fn requests_on_any_node_are_answered_by_the_owner() {
     assert_eq!(progress(&standings(&mut admin_b, race).await, 1), 10 * 600);
     let mut admin_a = nodes.admin(nodes.a()).await;
     assert_eq!(progress(&standings(&mut admin_a, race).await, 1), 10 * 600);
-    // A spectator on B is told where the race is served.
-    let viewer = token(&nodes.keys, Role::Spectator, "viewer", None, 600);
-    let mut spectator = Client::connect(&nodes.node_b.url, &viewer, Codec::Binary)
-        .await
-        .unwrap();
-    let refused = spectator
-        .request(Request::RaceSubscribe {
-            race_id: race.clone(),
-            since_seq: None,
-        })
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(refused.contains("served by node a"), "{refused}");
-
     drop(admin_a);
     nodes.kill_a();
     // The same sockets on B carry on once B has taken the race over.
@@ -380,4 +367,149 @@ async fn cluster_status_lists_nodes_leases_and_streams() {
         .unwrap();
     assert_eq!(off.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&off.stderr).contains("cluster mode is off"));
+}
+
+/// A spectator socket on `node` subscribed to `race`, and its table.
+async fn spectator(nodes: &TwoNodes, node: &ChildServer) -> (Client, LiveTable) {
+    let viewer = token(&nodes.keys, Role::Spectator, "viewer", None, 600);
+    let mut socket = Client::connect(&node.url, &viewer, Codec::Binary)
+        .await
+        .unwrap();
+    let reply = socket
+        .request(Request::RaceSubscribe {
+            race_id: nodes.race.clone(),
+            since_seq: None,
+        })
+        .await
+        .unwrap();
+    let Reply::Subscribed(snapshot) = reply else {
+        panic!("subscribed: {reply:?}")
+    };
+    assert!(
+        !snapshot.course.is_empty(),
+        "a first snapshot has the course"
+    );
+    (socket, LiveTable::from_snapshot(snapshot))
+}
+
+/// Applies `socket`'s updates to `table` until `until` holds (panics on a silent gap, any
+/// other push, or 15 s without it).
+async fn read_while(
+    socket: &mut Client,
+    table: &mut LiveTable,
+    until: impl Fn(&LiveTable) -> bool,
+) {
+    let began = Instant::now();
+    while !until(table) {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "stuck at {table:?}"
+        );
+        let push = socket
+            .next_push(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("no update after {table:?}: {e}"));
+        if let Err(other) = table.apply(push) {
+            panic!("unexpected push {other:?}");
+        }
+    }
+}
+
+/// Any node serves spectators: one on the owner A and one on B follow the same ticks (B's
+/// through its mirror of A's feed, relayed once per tick: the same sequence numbers and the
+/// same rows), and a spectator moving from B to A resumes with `since_seq`. When A is killed, B takes the race over and its spectator carries on on the
+/// same socket: the owner's new feed reaches it as a marked full table or catch-up, never a
+/// silent gap, and the racer's later fixes (now sent to B) reach it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spectators_on_any_node_follow_the_owner_and_carry_on_after_its_kill() {
+    let mut nodes = TwoNodes::start("mirror").await;
+    let race = nodes.race.clone();
+    let (mut on_a, mut table_a) = spectator(&nodes, nodes.a()).await;
+    let (mut on_b, mut table_b) = spectator(&nodes, &nodes.node_b).await;
+    let first_on_b = (table_b.seq, table_b.rows.clone());
+    let mut phone = nodes.phone(nodes.a()).await;
+    for i in 1..=10u32 {
+        assert!(nodes.fix(&mut phone, i).await, "fix {i} acked by A");
+    }
+    let moved = |t: &LiveTable| t.rows.get(&1).is_some_and(|r| r.progress_dm >= 10 * 600);
+    read_while(&mut on_a, &mut table_a, moved).await;
+    read_while(&mut on_b, &mut table_b, moved).await;
+    // The same tick on both nodes is the same table, row for row.
+    for _ in 0..20 {
+        if table_a.seq == table_b.seq {
+            break;
+        }
+        let (behind, table, ahead) = if table_a.seq < table_b.seq {
+            (&mut on_a, &mut table_a, table_b.seq)
+        } else {
+            (&mut on_b, &mut table_b, table_a.seq)
+        };
+        read_while(behind, table, |t| t.seq >= ahead).await;
+    }
+    assert_eq!(
+        table_a.seq, table_b.seq,
+        "both nodes publish the owner's ticks"
+    );
+    assert_eq!(table_a.rows, table_b.rows, "the same rows at the same tick");
+    drop(phone);
+
+    // A spectator leaving B for A resumes from the last tick B sent it: B published A's
+    // sequence numbers, so A's recent ticks continue it exactly.
+    let viewer = token(&nodes.keys, Role::Spectator, "mover", None, 600);
+    let mut moved = Client::connect(&nodes.a().url, &viewer, Codec::Binary)
+        .await
+        .unwrap();
+    let reply = moved
+        .request(Request::RaceSubscribe {
+            race_id: race.clone(),
+            since_seq: Some(first_on_b.0),
+        })
+        .await
+        .unwrap();
+    let Reply::Subscribed(snapshot) = reply else {
+        panic!("subscribed: {reply:?}")
+    };
+    assert!(snapshot.resumed, "A still has every tick after B's first");
+    let mut table = LiveTable {
+        rows: first_on_b.1,
+        seq: first_on_b.0,
+        ..LiveTable::default()
+    };
+    read_while(&mut moved, &mut table, |t| t.seq >= table_a.seq).await;
+    assert_eq!(table.rows, table_a.rows, "resumed on A, the same table");
+
+    let before_kill = table_b.seq;
+    nodes.kill_a();
+    let killed = Instant::now();
+    // B's spectator sees the new owner's feed (its sequence numbers start past A's).
+    read_while(&mut on_b, &mut table_b, |t| t.seq > before_kill + 1_000).await;
+    eprintln!(
+        "spectator on B back on the new owner's feed {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        table_b.rows.get(&1).map(|r| r.progress_dm),
+        Some(10 * 600),
+        "the new owner's table holds every acknowledged fix"
+    );
+    let mut phone = nodes.phone(&nodes.node_b).await;
+    let mut i = 11;
+    while i <= 15 {
+        if nodes.fix(&mut phone, i).await {
+            i += 1;
+        } else {
+            assert!(
+                killed.elapsed() < Duration::from_secs(15),
+                "B never took over"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    read_while(&mut on_b, &mut table_b, |t| {
+        t.rows.get(&1).is_some_and(|r| r.progress_dm >= 15 * 600)
+    })
+    .await;
+    let mut admin = nodes.admin(&nodes.node_b).await;
+    let rows = standings(&mut admin, &race).await;
+    assert_eq!(progress(&rows, 1), 15 * 600);
 }

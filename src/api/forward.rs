@@ -59,7 +59,9 @@ pub(super) async fn elsewhere(
         Ok(envelope) => envelope,
         Err(e) => return Some(Outcome::Reply(Err(Rejection::internal(e)))),
     };
-    let answer = crate::cluster::forward::ask(&node.link, &owner, envelope).await;
+    let answer =
+        crate::cluster::forward::ask(&node.link, &owner, crate::cluster::forward::API, envelope)
+            .await;
     Some(match answer.and_then(|bytes| outcome(bytes.as_ref())) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Reply(Err(Rejection::new(

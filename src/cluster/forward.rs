@@ -1,9 +1,10 @@
 //! Requests between nodes: any node takes any socket, and what must be answered by the
 //! node that owns a race is sent there over NATS request–reply and answered back.
 //!
-//! Bytes in, bytes out: what a request means is the API's ([`crate::api::forward`]). Each
-//! node listens on `<prefix>.node.<node>.api`; a request waits at most the link's timeout
-//! for its answer. NATS core, not JetStream: a forwarded request is retried by the client
+//! Bytes in, bytes out: what a request means is the caller's (the API's client requests,
+//! [`crate::api::forward`]; a race's spectator relay, `actors::race::relay`). Each node
+//! listens on `<prefix>.node.<node>.<service>`, one subject per service; a request waits at
+//! most the link's timeout for its answer. NATS core, not JetStream: a forwarded request is retried by the client
 //! that sent it, as any request that got `unavailable`.
 
 use super::link::Link;
@@ -17,15 +18,23 @@ use std::sync::Arc;
 pub type Answerer =
     Arc<dyn Fn(Bytes) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
 
-/// The subject node `node` takes forwarded requests on.
-fn subject(prefix: &str, node: &str) -> String {
-    format!("{prefix}.node.{node}.api")
+/// The service that answers the API's client requests.
+pub const API: &str = "api";
+
+/// The subject node `node` takes requests for `service` on.
+fn subject(prefix: &str, node: &str, service: &str) -> String {
+    format!("{prefix}.node.{node}.{service}")
 }
 
-/// Sends one request's bytes to node `node` and waits for its answer.
-pub async fn ask(link: &Link, node: &str, request: Vec<u8>) -> Result<Bytes, String> {
+/// Sends one request's bytes to `service` on node `node` and waits for its answer.
+pub async fn ask(
+    link: &Link,
+    node: &str,
+    service: &str,
+    request: Vec<u8>,
+) -> Result<Bytes, String> {
     let client = link.context().client();
-    let subject = subject(&link.config().prefix, node);
+    let subject = subject(&link.config().prefix, node, service);
     let timeout = link.timeout();
     link.run(async move {
         match tokio::time::timeout(timeout, client.request(subject, request.into())).await {
@@ -37,15 +46,16 @@ pub async fn ask(link: &Link, node: &str, request: Vec<u8>) -> Result<Bytes, Str
     .await?
 }
 
-/// Listens for requests forwarded to this node and answers each with `answer`, one task
+/// Listens for requests to this node's `service` and answers each with `answer`, one task
 /// per request, on the server's runtime (`server`), where the actors are.
 pub async fn serve(
     link: &Link,
     server: tokio::runtime::Handle,
+    service: &str,
     answer: Answerer,
 ) -> Result<(), String> {
     let client = link.context().client();
-    let subject = subject(&link.config().prefix, link.node());
+    let subject = subject(&link.config().prefix, link.node(), service);
     let mut requests = link
         .run({
             let client = client.clone();
@@ -78,7 +88,11 @@ mod tests {
 
     #[test]
     fn each_node_has_its_own_subject() {
-        assert_eq!(subject("peloton", "a"), "peloton.node.a.api");
-        assert_ne!(subject("peloton", "a"), subject("peloton", "b"));
+        assert_eq!(subject("peloton", "a", API), "peloton.node.a.api");
+        assert_ne!(subject("peloton", "a", API), subject("peloton", "b", API));
+        assert_ne!(
+            subject("peloton", "a", API),
+            subject("peloton", "a", "watch")
+        );
     }
 }

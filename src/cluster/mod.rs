@@ -1,8 +1,8 @@
 //! What cluster mode (`[cluster]`) adds besides the replicated journal
 //! (`persist::jetstream`): the node's connection to NATS ([`link`]), leases that make one
 //! node the owner of a race ([`lease`], the rule; [`leases`], the bucket), and requests
-//! sent to the node that owns what they are about ([`forward`]); who is up and what they
-//! hold ([`status`]).
+//! sent to the node that owns what they are about ([`forward`]); messages every interested
+//! node gets ([`topic`]); who is up and what they hold ([`status`]).
 //!
 //! Nothing here knows what a race is: a lease is a key. The race supervisor decides what
 //! to lease and what to stop when a lease is lost.
@@ -12,6 +12,7 @@ pub mod lease;
 pub mod leases;
 pub mod link;
 pub mod status;
+pub mod topic;
 
 pub use leases::{Leases, Taken};
 pub use link::{Link, LinkRuntime};

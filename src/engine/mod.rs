@@ -119,6 +119,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         crate::cluster::forward::serve(
             &cluster.node.link,
             tokio::runtime::Handle::current(),
+            crate::cluster::forward::API,
             answer,
         )
         .await
@@ -141,10 +142,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         journal.clone(),
         RaceSettings::from_config(&config),
         crate::api::tick_encoder(),
-        cluster.as_ref().map(|c| c.node.leases.clone()),
+        cluster.as_ref().map(|c| c.node.clone()),
     )
     .await
     .map_err(|e| abandon(&root, &listener, format!("recovery failed: {e}")))?;
+    if let Some(cluster) = &cluster {
+        // Other nodes' spectators of the races this node owns are served by relaying
+        // each tick once to those nodes.
+        let relays = crate::actors::race::relay::Relays::new(
+            cluster.node.link.clone(),
+            cluster.node.leases.clone(),
+            races.clone(),
+        );
+        crate::actors::race::relay::serve(&cluster.node.link, relays)
+            .await
+            .map_err(|e| abandon(&root, &listener, format!("cluster: {e}")))?;
+    }
     let mail_started = match transports(&TransportSettings::from_config(&config)) {
         Ok(transports) => {
             let settings = MailSettings::from_config(&config);

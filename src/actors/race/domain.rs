@@ -92,6 +92,9 @@ pub struct RaceDomain {
     supervisor: SupervisorSlot<RaceSupervisorMsg>,
     /// How long to wait for an actor.
     call_timeout: Duration,
+    /// Cluster mode: this node's mirrors of races other nodes own, which serve their
+    /// spectators here (`None`: one node, which owns every race).
+    mirrors: Option<super::mirror::Mirrors>,
 }
 
 impl RaceDomain {
@@ -102,8 +105,17 @@ impl RaceDomain {
         journal: Journal,
         settings: RaceSettings,
         encoder: TickEncoder,
-        leases: Option<crate::cluster::Leases>,
+        cluster: Option<crate::cluster::Node>,
     ) -> Result<RaceDomain, String> {
+        let mirrors = cluster.as_ref().map(|node| {
+            super::mirror::Mirrors::new(
+                node.link.clone(),
+                node.leases.clone(),
+                encoder.clone(),
+                settings.catch_up_ticks,
+                settings.resume_buffer_bytes,
+            )
+        });
         let ctx = Arc::new(RaceContext {
             journal,
             directory: DashMap::new(),
@@ -122,7 +134,7 @@ impl RaceDomain {
             pace: settings.pace,
             paces: DashMap::new(),
             passivate_after: settings.passivate_after,
-            leases,
+            leases: cluster.map(|node| node.leases),
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
@@ -136,6 +148,7 @@ impl RaceDomain {
             ctx,
             supervisor,
             call_timeout: settings.call_timeout,
+            mirrors,
         })
     }
 
@@ -201,13 +214,39 @@ impl RaceDomain {
     /// Subscribes a spectator to a race: a snapshot and the feed of ticks after it, or,
     /// for a spectator coming back with the last sequence number it saw (`since_seq`), the
     /// ticks it missed when the race still has them.
+    /// In cluster mode a race another node owns is followed through this node's mirror
+    /// of it, which serves the same snapshot and ticks.
     pub async fn subscribe(
+        &self,
+        id: &RaceId,
+        since_seq: Option<u64>,
+    ) -> Result<Subscription, Rejection> {
+        if let Some(mirrors) = &self.mirrors {
+            if mirrors.owned_elsewhere(id).await.is_some() {
+                return mirrors.subscribe(id, since_seq).await;
+            }
+        }
+        self.subscribe_here(id, since_seq).await
+    }
+
+    /// Subscribes to the race actor on this node (started, and its lease taken, when it is
+    /// not running): what [`RaceDomain::subscribe`] does for races this node serves, and
+    /// what the relay of a race to other nodes follows.
+    pub async fn subscribe_here(
         &self,
         id: &RaceId,
         since_seq: Option<u64>,
     ) -> Result<Subscription, Rejection> {
         self.ask(id, |reply| RaceMsg::Subscribe { since_seq, reply })
             .await?
+    }
+
+    /// Races this node follows for its spectators while other nodes own them.
+    pub fn mirrored(&self) -> Vec<RaceId> {
+        self.mirrors
+            .as_ref()
+            .map(|mirrors| mirrors.mirrored())
+            .unwrap_or_default()
     }
 
     /// Domain events of the race domain (a race finished), for other domains to react to.

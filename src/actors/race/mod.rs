@@ -5,7 +5,10 @@
 pub mod actor;
 pub mod device_index;
 pub mod domain;
+pub mod mirror;
+pub mod relay;
 pub mod supervisor;
+pub mod watch;
 
 // The race's rules (the domain crate), beside the shell that runs them.
 pub use peloton_domain::race::{

@@ -34,6 +34,7 @@
 //! from what was last published. Rounding there rather than here keeps every reader (ticks,
 //! `race_standings`, replays) on the same numbers.
 
+use super::relay::RelayedTick;
 use super::standings::Standing;
 use crate::ids::RaceId;
 use bytes::Bytes;
@@ -239,6 +240,38 @@ impl Published {
         Some(Outgoing { bytes, view, ticks })
     }
 
+    /// What brings a mirror of this race on another node (see [`super::relay`]) from the
+    /// tick it last followed, `last_seq`, to this one: the rows that changed since, as of
+    /// now, while the window still says which; else every row. `None` when the mirror has
+    /// this tick already.
+    pub fn relay_since(&self, last_seq: u64) -> Option<RelayedTick> {
+        let ticks = self.seq.checked_sub(last_seq).filter(|t| *t > 0)?;
+        let within = usize::try_from(ticks)
+            .ok()
+            .filter(|t| last_seq > 0 && *t <= self.recent_changes.len());
+        Some(match within {
+            Some(ticks) => RelayedTick {
+                seq: self.seq,
+                since_seq: last_seq,
+                spectators: self.spectators,
+                full: false,
+                rows: changed_rows(&self.table, &self.recent_changes, ticks),
+            },
+            None => self.relay_full(),
+        })
+    }
+
+    /// This tick as every row, for a mirror that has nothing to build on.
+    pub fn relay_full(&self) -> RelayedTick {
+        RelayedTick {
+            seq: self.seq,
+            since_seq: 0,
+            spectators: self.spectators,
+            full: true,
+            rows: self.table.clone(),
+        }
+    }
+
     /// Encodes one form of this tick (the delta was encoded when it was published).
     fn encode(&self, view: TickView, encoding: WireEncoding) -> Option<Bytes> {
         let caught_up;
@@ -307,36 +340,81 @@ impl Feed {
         }
     }
 
+    /// A feed that has published `rows` as tick `seq`: a mirror's, starting from the
+    /// snapshot its race's owner sent (see [`super::relay`]).
+    pub fn seeded(seq: u64, rows: &[Standing], catch_up_ticks: usize) -> Feed {
+        Feed {
+            seq,
+            last: rows.iter().map(|row| (row.bib, *row)).collect(),
+            published_any: true,
+            catch_up_ticks,
+            ..Feed::default()
+        }
+    }
+
     /// The next tick, or `None` when nothing changed since the last one. `full` is the
     /// standings as of the tick's instant; a row counts as changed when any field differs
     /// from what was last published, a gap's next whole second included.
     pub fn tick(&mut self, full: Vec<Standing>, spectators: u32) -> Option<TickUpdate> {
+        let unchanged = full.iter().all(|row| self.last.get(&row.bib) == Some(row));
+        if unchanged && spectators == self.spectators && self.published_any {
+            return None;
+        }
+        Some(self.tick_at(self.seq + 1, full, spectators))
+    }
+
+    /// Tick `seq` (after the last one), published whatever changed: what a mirror does
+    /// with a tick its race's owner published. Ticks skipped on the way changed nothing
+    /// this feed knows of, so they enter the catch-up window empty: a socket behind them
+    /// still gets every row changed since its own tick.
+    pub fn tick_at(&mut self, seq: u64, full: Vec<Standing>, spectators: u32) -> TickUpdate {
         let changed: Vec<Standing> = full
             .iter()
             .filter(|row| self.last.get(&row.bib) != Some(row))
             .copied()
             .collect();
-        if changed.is_empty() && spectators == self.spectators && self.published_any {
-            return None;
-        }
-        self.seq += 1;
+        let skipped = seq.saturating_sub(self.seq).saturating_sub(1);
+        self.seq = seq.max(self.seq);
         self.published_any = true;
         self.spectators = spectators;
         for row in &changed {
             self.last.insert(row.bib, *row);
         }
         if self.catch_up_ticks > 0 {
+            let empty: Arc<[u32]> = Arc::from(Vec::new());
+            let skipped = usize::try_from(skipped)
+                .unwrap_or(usize::MAX)
+                .min(self.catch_up_ticks);
+            for _ in 0..skipped {
+                self.recent_changes.push_front(empty.clone());
+            }
             self.recent_changes
                 .push_front(changed.iter().map(|row| row.bib).collect());
             self.recent_changes.truncate(self.catch_up_ticks);
         }
-        Some(TickUpdate {
+        TickUpdate {
             seq: self.seq,
             changed,
             full,
             spectators,
             recent_changes: self.recent_changes.iter().cloned().collect(),
-        })
+        }
+    }
+
+    /// Every row as last published, leader first.
+    pub fn table(&self) -> Vec<Standing> {
+        self.table_with(Vec::new())
+    }
+
+    /// Every row as last published with `rows` in place of theirs (by bib), leader first.
+    pub fn table_with(&self, rows: Vec<Standing>) -> Vec<Standing> {
+        let mut table = self.last.clone();
+        for row in rows {
+            table.insert(row.bib, row);
+        }
+        let mut rows: Vec<Standing> = table.into_values().collect();
+        rows.sort_by(|a, b| a.rank.cmp(&b.rank).then(a.bib.cmp(&b.bib)));
+        rows
     }
 
     /// Sequence number of the last published tick (the starting value before the first).

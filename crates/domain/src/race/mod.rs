@@ -9,6 +9,7 @@ pub mod devices;
 pub mod disqualification;
 pub mod feed;
 pub mod pace;
+pub mod relay;
 pub mod replay;
 pub mod residency;
 pub mod results;
