@@ -416,8 +416,8 @@ async fn read_while(
 }
 
 /// Any node serves spectators: one on the owner A and one on B follow the same ticks (B's
-/// through its mirror of A's feed, relayed once per tick: the same sequence numbers and the
-/// same rows), and a spectator moving from B to A resumes with `since_seq`. When A is killed, B takes the race over and its spectator carries on on the
+/// through its mirror of A's feed, relayed once per tick: the same sequence numbers, the
+/// same rows, the same count of spectators on both nodes), and a spectator moving from B to A resumes with `since_seq`. When A is killed, B takes the race over and its spectator carries on on the
 /// same socket: the owner's new feed reaches it as a marked full table or catch-up, never a
 /// silent gap, and the racer's later fixes (now sent to B) reach it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +426,9 @@ async fn spectators_on_any_node_follow_the_owner_and_carry_on_after_its_kill() {
     let race = nodes.race.clone();
     let (mut on_a, mut table_a) = spectator(&nodes, nodes.a()).await;
     let (mut on_b, mut table_b) = spectator(&nodes, &nodes.node_b).await;
+    // Each node's ticks count the race's spectators on every node.
+    read_while(&mut on_a, &mut table_a, |t| t.spectators == 2).await;
+    read_while(&mut on_b, &mut table_b, |t| t.spectators == 2).await;
     let first_on_b = (table_b.seq, table_b.rows.clone());
     let mut phone = nodes.phone(nodes.a()).await;
     for i in 1..=10u32 {

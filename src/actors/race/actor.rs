@@ -76,6 +76,9 @@ pub struct RaceContext {
     /// Cluster mode: the leases that make this node the owner of a race (`None`: one node,
     /// which owns every race).
     pub leases: Option<crate::cluster::Leases>,
+    /// Cluster mode: spectators following a race from other nodes, by race, while this
+    /// node relays its ticks to them (their sum, as the nodes' last watch asks said).
+    pub remote_spectators: DashMap<RaceId, u32>,
 }
 
 impl RaceContext {
@@ -591,14 +594,25 @@ fn subscribe(st: &mut RaceActorState, since_seq: Option<u64>) -> Result<Subscrip
         },
         missed,
         seq: current,
-        spectators: u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX),
+        spectators: spectators(st),
         updates,
     })
 }
 
+/// Spectators of the race across the cluster: the sockets subscribed here, plus those
+/// other nodes serve from their mirrors, in place of the one subscription through which
+/// this node relays the ticks to them.
+fn spectators(st: &RaceActorState) -> u32 {
+    let here = u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX);
+    match st.ctx.remote_spectators.get(&st.id) {
+        Some(elsewhere) => here.saturating_sub(1).saturating_add(*elsewhere),
+        None => here,
+    }
+}
+
 /// Encodes what changed once and hands it to every subscriber (nobody watching: nothing).
 fn publish(st: &mut RaceActorState) {
-    let spectators = u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX);
+    let spectators = spectators(st);
     record_gauges(st);
     if spectators == 0 {
         return;
@@ -686,7 +700,7 @@ fn record_gauges(st: &RaceActorState) {
             st.id.as_str(),
             m::RaceGauges {
                 racers: u32::try_from(race.roster.len()).unwrap_or(u32::MAX),
-                spectators: u32::try_from(st.publisher.receiver_count()).unwrap_or(u32::MAX),
+                spectators: spectators(st),
             },
         ),
         _ => m::live_races().remove(st.id.as_str()),

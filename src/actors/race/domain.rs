@@ -135,6 +135,7 @@ impl RaceDomain {
             paces: DashMap::new(),
             passivate_after: settings.passivate_after,
             leases: cluster.map(|node| node.leases),
+            remote_spectators: DashMap::new(),
         });
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
@@ -239,6 +240,19 @@ impl RaceDomain {
     ) -> Result<Subscription, Rejection> {
         self.ask(id, |reply| RaceMsg::Subscribe { since_seq, reply })
             .await?
+    }
+
+    /// Records how many spectators other nodes serve race `id` to, through this node's
+    /// relay of its ticks (`None`: the relay stopped), for the count every tick carries.
+    pub fn watched_elsewhere(&self, id: &RaceId, spectators: Option<u32>) {
+        match spectators {
+            Some(count) => {
+                self.ctx.remote_spectators.insert(id.clone(), count);
+            }
+            None => {
+                self.ctx.remote_spectators.remove(id);
+            }
+        }
     }
 
     /// Races this node follows for its spectators while other nodes own them.

@@ -27,6 +27,7 @@ use crate::ids::RaceId;
 use crate::persist::record;
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +38,26 @@ struct RelayEntry {
     asked_at: Mutex<Instant>,
     /// The last tick published.
     relayed: AtomicU64,
+    /// Spectators on each watching node, as its last ask said, and when it asked.
+    watchers: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl RelayEntry {
+    /// Records node `node`'s ask; the spectators of every node that asked lately.
+    fn asked(&self, node: String, spectators: u32) -> u32 {
+        let now = Instant::now();
+        if let Ok(mut at) = self.asked_at.lock() {
+            *at = now;
+        }
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return 0;
+        };
+        watchers.insert(node, (spectators, now));
+        watchers.retain(|_, (_, at)| now.duration_since(*at) <= WATCH_LAPSE);
+        watchers
+            .values()
+            .fold(0u32, |sum, (count, _)| sum.saturating_add(*count))
+    }
 }
 
 /// The relays this node runs for the races it owns.
@@ -92,17 +113,14 @@ impl Relays {
         tracing::debug!(race = %id, node = %request.node, spectators = request.spectators, "watched");
         let running = self.inner.running.get(&id).map(|entry| entry.clone());
         let entry = match running {
-            Some(entry) => {
-                if let Ok(mut at) = entry.asked_at.lock() {
-                    *at = Instant::now();
-                }
-                entry
-            }
+            Some(entry) => entry,
             None => match self.start(&id).await {
                 Ok(entry) => entry,
                 Err(e) => return WatchReply::Refused(e),
             },
         };
+        let elsewhere = entry.asked(request.node, request.spectators);
+        self.inner.races.watched_elsewhere(&id, Some(elsewhere));
         if request.snapshot {
             return match self.inner.races.subscribe_here(&id, None).await {
                 Ok(sub) => WatchReply::Snapshot(Box::new(RaceSnapshot {
@@ -132,6 +150,7 @@ impl Relays {
         let entry = Arc::new(RelayEntry {
             asked_at: Mutex::new(Instant::now()),
             relayed: AtomicU64::new(subscription.seq),
+            watchers: Mutex::new(HashMap::new()),
         });
         // Two asks at once start one relay: the second finds the first's entry.
         match self.inner.running.entry(id.clone()) {
@@ -147,10 +166,13 @@ impl Relays {
             relays
                 .relay(&id, subscription.updates, subscription.seq, &running)
                 .await;
-            relays
+            let removed = relays
                 .inner
                 .running
                 .remove_if(&id, |_, current| Arc::ptr_eq(current, &running));
+            if removed.is_some() {
+                relays.inner.races.watched_elsewhere(&id, None);
+            }
         });
         Ok(entry)
     }
