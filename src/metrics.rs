@@ -126,6 +126,27 @@ pub const PROCESS_RESIDENT_BYTES: &str = "peloton_process_resident_bytes";
 pub const PROCESS_OPEN_FDS: &str = "peloton_process_open_fds";
 /// Gauge by `version`, always 1: which build is running, for dashboards across an upgrade.
 pub const BUILD_INFO: &str = "peloton_build_info";
+/// Gauge, cluster mode only: 1 while this node's connection to NATS is up, 0 while the
+/// client is reconnecting. A node cut off from NATS can neither journal nor renew its
+/// leases, so its races move to another node within `cluster.lease_ttl_ms`.
+pub const CLUSTER_NATS_CONNECTED: &str = "peloton_cluster_nats_connected";
+/// Gauge, cluster mode only: leases this node holds now (the races it owns).
+pub const CLUSTER_LEASES_HELD: &str = "peloton_cluster_leases_held";
+/// Counter by `outcome`, cluster mode only: lease renewals, `ok`, `taken` (another node
+/// wrote the key since: the lease is lost) or `failed` (NATS did not answer; tried again
+/// until the lease lapses).
+pub const CLUSTER_LEASE_RENEWALS: &str = "peloton_cluster_lease_renewals_total";
+/// Counter, cluster mode only: leases this node lost without giving them up, taken by
+/// another node or lapsed because renewals failed for too long.
+pub const CLUSTER_LEASES_LOST: &str = "peloton_cluster_leases_lost_total";
+/// Counter by `outcome`, cluster mode only: requests this node sent to the node that owns
+/// what they are about, `ok` (answered), `no_responders` (no node listens under that name:
+/// it is down), `timeout` (no answer within `cluster.ack_timeout_ms`) or `error`.
+pub const CLUSTER_FORWARDED: &str = "peloton_cluster_forwarded_total";
+/// Histogram (seconds), cluster mode only: from publishing one journal record to
+/// JetStream's acknowledgement (stored on a majority of the replicas), what every append
+/// in cluster mode waits for.
+pub const JOURNAL_PUBLISH_SECONDS: &str = "peloton_journal_publish_seconds";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -145,6 +166,16 @@ pub fn install() -> Option<PrometheusHandle> {
                     b.set_buckets_for_metric(
                         Matcher::Full(JOURNAL_BATCH_EVENTS.into()),
                         &[1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+                    )
+                })
+                .and_then(|b| {
+                    // A round trip to a majority of the NATS servers: a millisecond on one
+                    // network, up to cluster.ack_timeout_ms (5 s) when one is struggling.
+                    b.set_buckets_for_metric(
+                        Matcher::Full(JOURNAL_PUBLISH_SECONDS.into()),
+                        &[
+                            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0,
+                        ],
                     )
                 });
             match builder.and_then(|b| b.install_recorder()) {

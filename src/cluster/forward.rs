@@ -8,6 +8,8 @@
 //! that sent it, as any request that got `unavailable`.
 
 use super::link::Link;
+use crate::metrics as m;
+use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::future::Future;
@@ -37,11 +39,24 @@ pub async fn ask(
     let subject = subject(&link.config().prefix, node, service);
     let timeout = link.timeout();
     link.run(async move {
-        match tokio::time::timeout(timeout, client.request(subject, request.into())).await {
-            Ok(Ok(message)) => Ok(message.payload),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        }
+        let (outcome, answer) =
+            match tokio::time::timeout(timeout, client.request(subject, request.into())).await {
+                Ok(Ok(message)) => ("ok", Ok(message.payload)),
+                Ok(Err(e)) => {
+                    let outcome = match e.kind() {
+                        RequestErrorKind::NoResponders => "no_responders",
+                        RequestErrorKind::TimedOut => "timeout",
+                        _ => "error",
+                    };
+                    (outcome, Err(e.to_string()))
+                }
+                Err(_) => (
+                    "timeout",
+                    Err(format!("no answer within {} ms", timeout.as_millis())),
+                ),
+            };
+        metrics::counter!(m::CLUSTER_FORWARDED, "outcome" => outcome).increment(1);
+        answer
     })
     .await?
 }
@@ -54,6 +69,10 @@ pub async fn serve(
     service: &str,
     answer: Answerer,
 ) -> Result<(), String> {
+    // Every outcome's series from the first scrape, so a rate of failures starts at 0.
+    for outcome in ["ok", "no_responders", "timeout", "error"] {
+        metrics::counter!(m::CLUSTER_FORWARDED, "outcome" => outcome).increment(0);
+    }
     let client = link.context().client();
     let subject = subject(&link.config().prefix, link.node(), service);
     let mut requests = link

@@ -11,6 +11,7 @@
 
 use super::lease::LeaseTable;
 use super::link::Link;
+use crate::metrics as m;
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use async_nats::jetstream::stream::StorageType;
 use bytes::Bytes;
@@ -84,6 +85,12 @@ impl Leases {
                 lost: broadcast::channel(LOST_CAPACITY).0,
             }),
         };
+        // Every series from the first scrape, so rates and alerts see the first event.
+        metrics::gauge!(m::CLUSTER_LEASES_HELD).set(0.0);
+        for outcome in ["ok", "taken", "failed"] {
+            metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => outcome).increment(0);
+        }
+        metrics::counter!(m::CLUSTER_LEASES_LOST).increment(0);
         let renewer = Arc::downgrade(&leases.inner);
         let tick = ttl / 10;
         link.spawn(async move {
@@ -143,6 +150,7 @@ impl Leases {
             let mut table = self.inner.table();
             let revision = table.revision(key);
             table.forget(key);
+            metrics::gauge!(m::CLUSTER_LEASES_HELD).set(table.keys().len() as f64);
             revision
         };
         let Some(revision) = revision else {
@@ -190,7 +198,7 @@ impl Inner {
         let sent = Instant::now();
         match self.bucket.create(key, node.clone()).await {
             Ok(revision) => {
-                self.table().written(key, revision, sent);
+                self.written(key, revision, sent);
                 return Ok(Taken::Here);
             }
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
@@ -212,7 +220,7 @@ impl Inner {
         let sent = Instant::now();
         match self.bucket.update(key, node, entry.revision).await {
             Ok(revision) => {
-                self.table().written(key, revision, sent);
+                self.written(key, revision, sent);
                 Ok(Taken::Here)
             }
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
@@ -230,6 +238,7 @@ impl Inner {
             let sent = Instant::now();
             match self.bucket.update(&key, node.clone(), revision).await {
                 Ok(revision) => {
+                    metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "ok").increment(1);
                     let mut table = self.table();
                     // Given up meanwhile: stays given up.
                     if table.revision(&key).is_some() {
@@ -238,17 +247,37 @@ impl Inner {
                 }
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(lease = %key, "lease taken by another node");
+                    metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "taken").increment(1);
+                    metrics::counter!(m::CLUSTER_LEASES_LOST).increment(1);
                     self.table().forget(&key);
                     let _ = self.lost.send(key);
                 }
                 // Tried again at the next tick, until the lease lapses.
-                Err(e) => tracing::warn!(lease = %key, "lease not renewed: {e}"),
+                Err(e) => {
+                    tracing::warn!(lease = %key, "lease not renewed: {e}");
+                    metrics::counter!(m::CLUSTER_LEASE_RENEWALS, "outcome" => "failed")
+                        .increment(1);
+                }
             }
         }
         let lapsed = self.table().lapse(Instant::now());
         for key in lapsed {
             tracing::error!(lease = %key, "lease lapsed: renewals failed for too long");
+            metrics::counter!(m::CLUSTER_LEASES_LOST).increment(1);
             let _ = self.lost.send(key);
         }
+        self.count_held();
+    }
+
+    /// Records a lease taken at `revision`, and the new number held.
+    fn written(&self, key: &str, revision: u64, sent: Instant) {
+        let mut table = self.table();
+        table.written(key, revision, sent);
+        metrics::gauge!(m::CLUSTER_LEASES_HELD).set(table.keys().len() as f64);
+    }
+
+    /// Sets [`m::CLUSTER_LEASES_HELD`] to what the table holds now.
+    fn count_held(&self) {
+        metrics::gauge!(m::CLUSTER_LEASES_HELD).set(self.table().keys().len() as f64);
     }
 }

@@ -7,6 +7,7 @@
 //! ever waiting for each other.
 
 use crate::config::ClusterConfig;
+use crate::metrics as m;
 use async_nats::jetstream as js;
 use std::future::Future;
 use std::time::Duration;
@@ -68,6 +69,10 @@ impl Link {
             runtime: Some(runtime),
         };
         let context = run_blocking(&handle, timeout * 2, connecting)?;
+        // The client's events keep the gauge current from here on; this sets where it starts.
+        metrics::gauge!(m::CLUSTER_NATS_CONNECTED).set(connected_value(
+            context.client().connection_state() == async_nats::connection::State::Connected,
+        ));
         Ok((
             Link {
                 runtime: handle,
@@ -177,12 +182,33 @@ async fn client(
         .map(|url| url.trim().to_owned())
         .collect();
     options
+        .event_callback(|event| async move {
+            // Reconnection is the client's own: the gauge shows when it is cut off.
+            match event {
+                async_nats::Event::Connected => {
+                    metrics::gauge!(m::CLUSTER_NATS_CONNECTED).set(connected_value(true));
+                }
+                async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                    metrics::gauge!(m::CLUSTER_NATS_CONNECTED).set(connected_value(false));
+                }
+                _ => {}
+            }
+        })
         .name(format!("peloton {node}"))
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
         .connect(urls)
         .await
         .map_err(|e| format!("cannot reach NATS at {}: {e}", config.nats_url))
+}
+
+/// [`m::CLUSTER_NATS_CONNECTED`]'s value: 1 connected, 0 not.
+fn connected_value(connected: bool) -> f64 {
+    if connected {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 impl LinkRuntime {

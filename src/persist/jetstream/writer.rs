@@ -488,6 +488,7 @@ fn publish(
             .payload(Bytes::from(record::batch(events)))
             .headers(headers)
             .expected_last_subject_sequence(tip.record);
+        let published = Instant::now();
         let sent = streams
             .context()
             .send_publish(names.subject.clone(), message)
@@ -497,7 +498,11 @@ fn publish(
             Err(e) => Err(e),
         };
         let result = match result {
-            Ok(ack) => Ok(ack.sequence),
+            Ok(ack) => {
+                metrics::histogram!(m::JOURNAL_PUBLISH_SECONDS)
+                    .record(published.elapsed().as_secs_f64());
+                Ok(ack.sequence)
+            }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 Err(PublishFailure::Fenced(e.to_string()))
             }
