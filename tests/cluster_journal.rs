@@ -308,3 +308,23 @@ async fn a_guarded_journal_writes_nothing_it_may_not() {
     );
     assert_eq!(reader.history::<String>(&allowed).unwrap().len(), 1);
 }
+
+/// An append larger than the NATS servers take in one message (`max_payload`, 1 MiB by
+/// default) is refused before anything is sent, as `TooLarge` with its size and the
+/// limit; the connection stays up and the actor's journal goes on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_over_max_payload_is_refused_and_the_journal_goes_on() {
+    let nats = NatsServer::start();
+    let (journal, _writer) = jetstream_journal(&nats.url, 1, None);
+    let race = ActorKey::new("race", "big");
+    journal.append(&race, 1, &["small"]).await.unwrap();
+    let huge = "x".repeat(2 << 20);
+    let refused = journal.append(&race, 2, &[huge]).await.unwrap_err();
+    let PersistError::TooLarge { bytes, limit, .. } = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(bytes > 2 << 20 && limit < 1 << 20, "{bytes} over {limit}");
+    journal.append(&race, 2, &["after"]).await.unwrap();
+    let history: Vec<(u64, String)> = journal.history(&race).unwrap();
+    assert_eq!(history, vec![(1, "small".into()), (2, "after".into())]);
+}

@@ -13,6 +13,7 @@
 
 mod common;
 
+use common::nats::NatsServer;
 use common::patrol::{answer, ask, at, import_basics, officer_row};
 use common::{
     counter, dense_gpx, fix_at, free_port, http_get, http_request, live_race_on, racer_phone,
@@ -124,12 +125,39 @@ async fn every_dashboard_query_and_alert_metric_has_series_from_a_real_server() 
     })
     .await;
 
+    // A second node in the same process, in cluster mode on a real nats-server: the
+    // metrics recorder is the process's, so the scraped server's `/metrics` also carries
+    // the cluster families (NATS connection, leases, forwarding, JetStream publishes).
+    let nats = NatsServer::start();
+    let clustered = TestServer::start_with(|c| {
+        c.cluster.nats_url = nats.url.clone();
+        c.cluster.node_id = "prom".into();
+        c.cluster.prefix = format!("prom{}", free_port());
+    })
+    .await;
+
     let scratch = tempfile::tempdir().expect("tempdir");
     let prom = Prometheus::start(prometheus, scratch.path(), server.addr).await;
     prom.wait_for_a_scrape(Duration::from_secs(30)).await;
 
+    // Journal records published to JetStream before and after the workload, so their
+    // latency histogram has a rate within the queries' window.
+    let mut cluster_admin = clustered.client(Role::Admin, Codec::Binary).await;
+    let course_gpx = common::gpx(RIDE);
+    let cluster_race =
+        live_race_on(&mut cluster_admin, "Clustered", course_gpx.clone(), T0, 2).await;
     // Kept open while Prometheus is asked: the officer stays on duty and in the index.
     let _alive = workload(&server).await;
+    let course = Course::from_gpx(course_gpx.as_bytes(), 200_000).expect("course");
+    let index = CourseIndex::from(&course);
+    let mut phone = racer_phone(&clustered.url, &clustered.keys, &cluster_race, 1).await;
+    for step in 0..5 {
+        let fixes = fixes(&index, 0.0, step as f64 * 100.0, (step + 1) as f64 * 100.0);
+        phone
+            .request(Request::Fixes { fixes })
+            .await
+            .expect("fixes on the cluster node");
+    }
     let done = unix_seconds();
     // Two more scrapes after the workload, so every rate has the samples it needs.
     prom.wait_for_scrape_after(done + 2.0, Duration::from_secs(30))
@@ -168,7 +196,10 @@ async fn every_dashboard_query_and_alert_metric_has_series_from_a_real_server() 
         empty.join("\n")
     );
     drop(prom);
+    drop(cluster_admin);
+    clustered.stop().await;
     server.stop().await;
+    drop(nats);
 }
 
 /// Every target expression of deploy/grafana/peloton.json, with its panel's title.

@@ -234,6 +234,18 @@ async fn join_cluster(config: &Config) -> Result<Cluster, StartError> {
         replicas = config.cluster.replicas,
         "cluster mode: journal on NATS JetStream, races leased"
     );
+    // A journal record is one NATS message: a course of `race.max_course_points` must fit
+    // (10 bytes a point at most, plus the rest of the race), or creating it is refused.
+    let max_payload = link.context().client().server_info().max_payload;
+    let largest_course = config.race.limits.max_course_points.saturating_mul(10) + (64 << 10);
+    if max_payload > 0 && max_payload < largest_course {
+        tracing::warn!(
+            max_payload,
+            largest_course,
+            "the NATS servers' max_payload is below a course of race.max_course_points: \
+             larger courses are refused; raise max_payload (8MB) or lower the limit"
+        );
+    }
     Ok(Cluster {
         node: Node { link, leases },
         runtime,

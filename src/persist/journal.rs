@@ -97,7 +97,18 @@ impl Journal {
     ) -> Result<(), crate::error::Rejection> {
         self.append(actor, first_seq, events).await.map_err(|e| {
             tracing::error!(%actor, first_seq, "journal append failed: {e}");
-            crate::error::Rejection::new(crate::error::ErrorCode::Unavailable, retry_hint)
+            match e {
+                // Sent again it would fail again: the sender must make it smaller.
+                PersistError::TooLarge { bytes, limit, .. } => crate::error::Rejection::new(
+                    crate::error::ErrorCode::InvalidArgument,
+                    format!(
+                        "the change is {bytes} bytes once stored, more than this deployment's \
+                         journal takes in one record ({limit} bytes, the NATS servers' \
+                         max_payload); it was not applied"
+                    ),
+                ),
+                _ => crate::error::Rejection::new(crate::error::ErrorCode::Unavailable, retry_hint),
+            }
         })
     }
 

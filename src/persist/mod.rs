@@ -89,6 +89,17 @@ pub enum PersistError {
     /// A backup file is damaged or not a backup.
     #[error("backup: {0}")]
     Backup(String),
+    /// One append is larger than the journal can take as one record (cluster mode: the NATS
+    /// servers' `max_payload`): nothing was stored, and sending it again cannot help.
+    #[error("an append of {bytes} bytes for {actor} is more than the journal takes as one record ({limit} bytes: the NATS servers' max_payload)")]
+    TooLarge {
+        /// The actor key.
+        actor: String,
+        /// The record's size.
+        bytes: usize,
+        /// The largest record the journal takes.
+        limit: usize,
+    },
 }
 
 impl From<sled::Error> for PersistError {

@@ -42,6 +42,9 @@ pub type WriteGuard = Arc<dyn Fn(&ActorKey) -> Result<(), String> + Send + Sync>
 /// alone, and NATS refuses it if it is over the server's limit.
 const MERGE_BYTES: usize = 256 * 1024;
 
+/// What a record's headers and subject may take of the servers' `max_payload`.
+const HEADROOM_BYTES: usize = 1024;
+
 /// An append waiting for its actor's record in flight.
 struct Pending {
     /// Sequence number of its first event.
@@ -106,6 +109,13 @@ enum PublishFailure {
     Fenced(String),
     /// Anything else: the record may or may not have been stored.
     InDoubt(String),
+    /// The record is over the servers' `max_payload`: not sent.
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The servers' limit.
+        limit: usize,
+    },
 }
 
 /// An operation in flight.
@@ -390,6 +400,11 @@ impl Writer {
                                 reason: why,
                             },
                             PublishFailure::InDoubt(why) => PersistError::Storage(why),
+                            PublishFailure::TooLarge { bytes, limit } => PersistError::TooLarge {
+                                actor: actor.to_string(),
+                                bytes,
+                                limit,
+                            },
                         };
                         tracing::error!(%actor, "journal publish failed: {error}");
                         // What waited behind the failed record continues it: with a gap
@@ -481,11 +496,26 @@ fn publish(
                 started,
             };
         }
+        let payload = record::batch(events);
+        // NATS would close the connection over a message above its limit: refuse it here,
+        // with its size, before anything is sent (a few hundred bytes are the headers').
+        let limit = streams.context().client().server_info().max_payload;
+        if limit > 0 && payload.len() + HEADROOM_BYTES > limit {
+            return Completion::Published {
+                actor,
+                group,
+                result: Err(PublishFailure::TooLarge {
+                    bytes: payload.len(),
+                    limit: limit.saturating_sub(HEADROOM_BYTES),
+                }),
+                started,
+            };
+        }
         let mut headers = HeaderMap::new();
         headers.insert(SEQ_HEADER, first_seq.to_string().as_str());
         headers.insert(NODE_HEADER, node.as_str());
         let message = PublishMessage::build()
-            .payload(Bytes::from(record::batch(events)))
+            .payload(Bytes::from(payload))
             .headers(headers)
             .expected_last_subject_sequence(tip.record);
         let published = Instant::now();
