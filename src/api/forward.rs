@@ -1,5 +1,8 @@
 //! Cluster mode: a race request that must be answered by the node owning the race (its
 //! lease holder) is sent there and its answer relayed, so a client may connect to any node.
+//! Mail requests other than a submission are answered by the holder of the `mail` lease,
+//! the one node that runs mission control (a submission is stored on mission control's
+//! stream by whichever node takes it), through the same path.
 //!
 //! The envelope is the wire's own binary encoding, so nothing new needs a schema: the
 //! caller's claims (JSON, length-prefixed), then the request as a `peloton.v1.bin` client
@@ -14,6 +17,7 @@
 
 use super::outcome::Outcome;
 use super::race;
+use crate::actors::mail::cluster::LEASE as MAIL_LEASE;
 use crate::actors::race::lease_key;
 use crate::api::rules::Scope;
 use crate::auth::Claims;
@@ -22,6 +26,21 @@ use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
 use crate::net::codec::Codec;
 use crate::net::protocol::{ClientFrame, Request, ServerFrame, WireError};
+
+/// What owns `request`'s answer: the lease whose holder answers it, and what it is, for
+/// messages (`None`: this node answers it).
+fn owner_lease(request: &Request, claims: &Claims) -> Option<(String, String)> {
+    match request {
+        Request::MailStatus { .. }
+        | Request::MailList { .. }
+        | Request::MailFailed { .. }
+        | Request::MailRetry { .. }
+        | Request::MailRetryAllDead => Some((MAIL_LEASE.to_owned(), "mission control".to_owned())),
+        other => {
+            owned_by_race(other, claims).map(|race| (lease_key(&race), format!("race {race}")))
+        }
+    }
+}
 
 /// The race whose owner must answer `request` (`None`: this node answers it).
 fn owned_by_race(request: &Request, claims: &Claims) -> Option<RaceId> {
@@ -36,21 +55,28 @@ fn owned_by_race(request: &Request, claims: &Claims) -> Option<RaceId> {
     RaceId::parse(&race).ok()
 }
 
-/// In cluster mode, the answer of the node that owns `request`'s race, when that is
-/// another node (`None`: this node answers).
+/// In cluster mode, the answer of the node that owns `request`'s race (or mission
+/// control), when that is another node (`None`: this node answers).
 pub(super) async fn elsewhere(
     engine: &Engine,
     claims: &Claims,
     request: &Request,
 ) -> Option<Outcome> {
     let node = engine.cluster.as_ref()?;
-    let race = owned_by_race(request, claims)?;
-    let key = lease_key(&race);
+    let (key, what) = owner_lease(request, claims)?;
     if node.leases.holds(&key) {
         return None;
     }
     let owner = match node.leases.owner(&key).await {
         Ok(Some(owner)) if owner != node.link.node() && !owner.is_empty() => owner,
+        // Mission control is nowhere yet (its owner died, the lease has not lapsed or
+        // been taken): only its owner knows the jobs.
+        _ if key == MAIL_LEASE => {
+            return Some(Outcome::Reply(Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "mission control is changing nodes; retry",
+            ))))
+        }
         // Nobody serves it (this node takes it), or the bucket could not say (this node
         // tries, and says why not).
         _ => return None,
@@ -66,7 +92,7 @@ pub(super) async fn elsewhere(
         Ok(outcome) => outcome,
         Err(e) => Outcome::Reply(Err(Rejection::new(
             ErrorCode::Unavailable,
-            format!("race {race} is served by node {owner}, which did not answer ({e}); retry"),
+            format!("{what} is served by node {owner}, which did not answer ({e}); retry"),
         ))),
     })
 }
@@ -222,6 +248,29 @@ mod tests {
         assert_eq!(owned_by_race(&standings, &racer), RaceId::parse("r2").ok());
         assert_eq!(owned_by_race(&Request::RaceList, &racer), None);
         assert_eq!(owned_by_race(&Request::Ping, &racer), None);
+        let mail = Request::MailList {
+            state: None,
+            limit: 10,
+        };
+        assert_eq!(
+            owner_lease(&mail, &racer).map(|(key, _)| key),
+            Some("mail".into())
+        );
+        assert_eq!(
+            owner_lease(&standings, &racer).map(|(key, _)| key),
+            Some("race.r2".into())
+        );
+        let submit = Request::MailSubmit(crate::net::protocol::MailEnvelope {
+            correlation_id: "c".into(),
+            sequence: 1,
+            sent_at_ms: 0,
+            messages: Vec::new(),
+        });
+        assert_eq!(
+            owner_lease(&submit, &racer),
+            None,
+            "any node stores a submission"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod lease;
 pub mod leases;
 pub mod link;
+pub mod mail_bus;
 pub mod status;
 pub mod topic;
 

@@ -161,7 +161,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let mail_started = match transports(&TransportSettings::from_config(&config)) {
         Ok(transports) => {
             let settings = MailSettings::from_config(&config);
-            MailDomain::start(&root, journal.clone(), settings, transports).await
+            let node = cluster.as_ref().map(|c| c.node.clone());
+            MailDomain::start_in(&root, journal.clone(), settings, transports, node).await
         }
         Err(e) => Err(e),
     };
@@ -254,19 +255,21 @@ async fn join_cluster(config: &Config) -> Result<Cluster, StartError> {
 
 impl Cluster {
     /// The JetStream journal, whose writes of a race's journals go out only while this node
-    /// holds the race's lease: a node that could not renew stops writing before another can
-    /// take the race, whatever its actors are doing.
+    /// holds the race's lease (and of mail jobs only while it holds `mail`): a node that
+    /// could not renew stops writing before another can take over, whatever its actors are
+    /// doing.
     fn journal(&self) -> Result<(Journal, JournalOwner), StartError> {
         let leases = self.node.leases.clone();
-        let guard: crate::persist::jetstream::WriteGuard =
-            Arc::new(
-                move |actor| match crate::actors::race::lease_of_actor(actor) {
-                    Some(lease) if !leases.holds(&lease) => {
-                        Err(format!("this node does not hold lease {lease}"))
-                    }
-                    _ => Ok(()),
-                },
-            );
+        let guard: crate::persist::jetstream::WriteGuard = Arc::new(move |actor| {
+            match crate::actors::race::lease_of_actor(actor)
+                .or_else(|| crate::actors::mail::lease_of_actor(actor))
+            {
+                Some(lease) if !leases.holds(&lease) => {
+                    Err(format!("this node does not hold lease {lease}"))
+                }
+                _ => Ok(()),
+            }
+        });
         let (journal, writer) = JetStreamJournal::start(&self.node.link, Some(guard))
             .map_err(|e| StartError(format!("cluster journal: {e}")))?;
         Ok((journal, JournalOwner::JetStream(writer)))

@@ -6,6 +6,7 @@
 //! so 100,000 waiting jobs cost no task, no actor and no socket.
 
 use super::backoff::{Backoff, JitterSource};
+use super::cluster::{MailCluster, Outcome};
 use super::contacts::ContactBook;
 use super::gate::Gate;
 use super::idempotency::IdempotencyWindow;
@@ -52,6 +53,13 @@ pub struct MailContext {
     pub window: Mutex<IdempotencyWindow<Vec<JobId>>>,
     /// Contacts' newest addresses (the stale-update rule).
     pub contacts: Mutex<ContactBook>,
+    /// How long the window remembers an envelope, to start it afresh.
+    pub retention_ms: i64,
+    /// Cluster mode: the `mail` lease and mission control's stream (`None`: one node).
+    pub cluster: Option<MailCluster>,
+    /// Whether this node runs mission control now (always, on one node): set by the
+    /// supervisor, watched by the reader of submitted envelopes.
+    pub owning: tokio::sync::watch::Sender<bool>,
 }
 
 impl MailContext {
@@ -62,6 +70,37 @@ impl MailContext {
             metrics::gauge!(m::MAIL_JOBS, "state" => old.status.name()).decrement(1.0);
         }
         metrics::gauge!(m::MAIL_JOBS, "state" => new).increment(1.0);
+    }
+
+    /// Cluster mode: announces a job that has ended on the outcomes subject, in the
+    /// background (the job's own journal is what counts; a lost announcement is logged).
+    pub fn announce(&self, summary: &JobSummary) {
+        let (Some(cluster), Some(outcome)) = (&self.cluster, Outcome::of(summary)) else {
+            return;
+        };
+        let bus = cluster.bus.clone();
+        tokio::spawn(async move {
+            let published = match serde_json::to_vec(&outcome) {
+                Ok(payload) => bus.outcome(&outcome.message_id(), payload).await,
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = published {
+                tracing::warn!(job = %outcome.job, "mail outcome not announced: {e}");
+            }
+        });
+    }
+
+    /// Forgets every job, envelope and contact (this node no longer runs mission control:
+    /// the next owner has them, and this node reads them again if it owns it again).
+    pub fn forget_all(&self) {
+        for entry in self.directory.iter() {
+            let state = entry.value().status.name();
+            metrics::gauge!(m::MAIL_JOBS, "state" => state).decrement(1.0);
+        }
+        self.directory.clear();
+        *self.window.lock().unwrap_or_else(|e| e.into_inner()) =
+            IdempotencyWindow::new(self.retention_ms);
+        *self.contacts.lock().unwrap_or_else(|e| e.into_inner()) = ContactBook::default();
     }
 }
 
@@ -221,7 +260,10 @@ async fn attempt(st: &mut JobActorState) {
         }
     };
     let due = match execute(st, command).await {
-        Ok(summary) => summary.status.due_at(st.ctx.clock.now_ms()),
+        Ok(summary) => {
+            st.ctx.announce(&summary);
+            summary.status.due_at(st.ctx.clock.now_ms())
+        }
         // The outcome is not stored: the job is still Sending and will be attempted again
         // (same Message-ID), which the receiver can deduplicate.
         Err(_) => Some(

@@ -17,8 +17,11 @@
 //! - [`msg`]: the job actor's and the supervisor's messages, which both of them import.
 //! - [`domain`]: the facade (`MailDomain::submit`, status, lists, re-drive).
 //! - [`trigger`]: results mails when a race finishes.
+//! - [`cluster`]: cluster mode: one owner by the `mail` lease, submissions and outcomes
+//!   on mission control's stream.
 
 pub mod actor;
+pub mod cluster;
 pub mod domain;
 pub mod gate;
 pub mod msg;
@@ -30,6 +33,7 @@ pub use peloton_domain::mail::{
     backoff, breaker, contacts, idempotency, job, message, schedule, transport,
 };
 
+pub use cluster::lease_of_actor;
 pub use domain::{EnvelopeMessage, MailDomain, MailRequest, MailSettings};
 
 /// The journal kind of mail job actors (`mail/<job id>`).

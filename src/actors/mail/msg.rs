@@ -62,4 +62,16 @@ pub enum MailSupervisorMsg {
     },
     /// The schedule's timer fired.
     Tick,
+    /// Cluster mode: time to take the `mail` lease if nobody holds it (its owner died),
+    /// or to notice that this node's lapsed.
+    Claim,
+    /// Cluster mode: this node lost lease `key`; if it is `mail`, mission control stops
+    /// here at once.
+    LeaseLost {
+        /// The lease.
+        key: String,
+    },
+    /// Cluster mode: losses went unheard (the listener fell behind): mission control stops
+    /// here unless this node still holds `mail`.
+    LeasesUnknown,
 }

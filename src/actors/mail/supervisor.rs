@@ -2,20 +2,29 @@
 //! wakes jobs when they are due and their transport's breaker lets traffic through, and
 //! supervises the job actors it spawns.
 //!
+//! In cluster mode it does all that only while this node holds the `mail` lease
+//! ([`super::cluster`]): it tries to take it at start and every third of the lease's TTL
+//! (a dead owner's lease lapses, and the first node to ask takes mission control over,
+//! reading every job from the shared journal), and when the lease is lost it stops its job
+//! actors and its schedule at once and forgets what it had read.
+//!
 //! It is also the scheduler: one timer for the earliest due job (a `BTreeMap`-like queue per
 //! transport), instead of one timer or actor per waiting job. A job actor that fails is not
 //! respawned at once; its job is rescheduled after the backoff base, like a failed attempt.
 
 use super::actor::{JobActor, JobArgs, MailContext};
 use super::breaker::Admission;
+use super::cluster::{Outcome, LEASE};
 use super::idempotency::EnvelopeKey;
-use super::job::{JobEvent, MailJobState, TransportKind};
+use super::job::{JobEvent, JobSummary, MailJobState, TransportKind};
 use super::message::JobId;
 use super::msg::JobMsg;
 use super::msg::MailSupervisorMsg;
 use super::schedule::Schedule;
 use super::KIND;
 use crate::actors::slot::SupervisorSlot;
+use crate::cluster::mail_bus::DUPLICATE_WINDOW;
+use crate::cluster::Taken;
 use crate::error::{ErrorCode, Rejection};
 use crate::time::UnixMillis;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -44,6 +53,13 @@ pub struct MailSupervisorState {
     schedule: Schedule,
     /// The pending wake-up and its time.
     timer: Option<(UnixMillis, Wakeup)>,
+    /// Whether this node runs mission control now (always on one node; in cluster mode
+    /// while it holds the `mail` lease and has read the jobs).
+    owner: bool,
+    /// Cluster mode: relays lost leases into this supervisor's mailbox.
+    lease_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Cluster mode: the periodic `Claim`.
+    claim_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The pending `Tick` of the schedule.
@@ -71,6 +87,75 @@ impl MailSupervisorState {
         self.children.insert(actor.get_id(), id.clone());
         self.ctx.jobs.insert(id, actor.clone());
         Ok(actor)
+    }
+
+    /// Reads every stored job and runs mission control from now on.
+    fn take_over(&mut self) -> Result<(), ActorProcessingErr> {
+        let mut schedule = Schedule::default();
+        let jobs = recover(&self.ctx, &mut schedule)?;
+        tracing::info!(jobs, waiting = schedule.len(), "mail jobs recovered");
+        self.schedule = schedule;
+        self.owner = true;
+        self.ctx.owning.send_replace(true);
+        Ok(())
+    }
+
+    /// Cluster mode: takes the `mail` lease if nobody holds it and then takes mission
+    /// control over (true: taken now, the schedule wants a dispatch); notices a lease of
+    /// this node's that lapsed unannounced.
+    async fn claim(&mut self) -> bool {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return false;
+        };
+        if self.owner {
+            if !cluster.leases.holds(LEASE) {
+                self.release();
+            }
+            return false;
+        }
+        match cluster.leases.take(LEASE).await {
+            Ok(Taken::Here) => {}
+            Ok(Taken::ElseWhere(_)) => return false,
+            Err(e) => {
+                tracing::debug!("mail lease not decided: {e}");
+                return false;
+            }
+        }
+        match self.take_over() {
+            Ok(()) => {
+                tracing::info!("mission control runs on this node (mail lease taken)");
+                true
+            }
+            Err(e) => {
+                // Another node may do better; this one tries again at the next claim.
+                tracing::error!("mail jobs not recovered; mail lease given up: {e}");
+                self.release();
+                cluster.leases.give_up(LEASE).await;
+                false
+            }
+        }
+    }
+
+    /// Cluster mode: the `mail` lease is lost, so mission control stops here now, before
+    /// the new owner sends anything: job actors killed (an attempt in flight is dropped,
+    /// and its job, still `sending` in the journal, is attempted again by the new owner
+    /// with the same Message-ID), the schedule and what was read forgotten.
+    fn release(&mut self) {
+        if self.owner {
+            tracing::warn!("mail lease lost: mission control no longer runs on this node");
+        }
+        self.owner = false;
+        self.ctx.owning.send_replace(false);
+        if let Some((_, handle)) = self.timer.take() {
+            handle.abort();
+        }
+        for (id, actor) in self.ctx.jobs.entries(|_| true) {
+            self.ctx.jobs.remove_if(&id, actor.get_id());
+            actor.kill();
+        }
+        self.schedule = Schedule::default();
+        self.awake.clear();
+        self.ctx.forget_all();
     }
 
     /// Wakes every due job whose lane has room and whose breaker admits it, then arms the
@@ -192,7 +277,13 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
         if let Some(due) = job.status.due_at(now) {
             schedule.push(job.transport, due, job.id.clone());
         }
-        ctx.publish(job.summary());
+        let summary = job.summary();
+        if ended_lately(&summary, now) {
+            // Its announcement may have been cut short by its owner's death; one that was
+            // not is dropped by JetStream as a duplicate.
+            ctx.announce(&summary);
+        }
+        ctx.publish(summary);
         count += 1;
     }
     // Only envelopes stored whole are remembered; a resubmission of one cut short by a
@@ -208,6 +299,37 @@ fn recover(ctx: &MailContext, schedule: &mut Schedule) -> Result<usize, ActorPro
     Ok(count)
 }
 
+/// Whether `summary` ended (sent or dead) recently enough at `now` that JetStream still
+/// remembers its outcome's `Nats-Msg-Id`, so announcing it again is safe.
+fn ended_lately(summary: &JobSummary, now: UnixMillis) -> bool {
+    let window = i64::try_from(DUPLICATE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    // Half the window: the dead owner's clock may run ahead of this node's.
+    Outcome::of(summary).is_some_and(|o| o.at_ms >= now.saturating_sub(window / 2))
+}
+
+/// Cluster mode: relays every lease this node loses into the supervisor's mailbox.
+fn watch_leases(
+    leases: &crate::cluster::Leases,
+    supervisor: &ActorRef<MailSupervisorMsg>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut lost = leases.lost();
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        loop {
+            let told = match lost.recv().await {
+                Ok(key) if key == LEASE => supervisor.cast(MailSupervisorMsg::LeaseLost { key }),
+                Ok(_) => Ok(()),
+                Err(RecvError::Lagged(_)) => supervisor.cast(MailSupervisorMsg::LeasesUnknown),
+                Err(RecvError::Closed) => return,
+            };
+            if told.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 impl Actor for MailSupervisor {
     type Msg = MailSupervisorMsg;
     type State = MailSupervisorState;
@@ -218,17 +340,32 @@ impl Actor for MailSupervisor {
         myself: ActorRef<MailSupervisorMsg>,
         args: MailSupervisorArgs,
     ) -> Result<MailSupervisorState, ActorProcessingErr> {
-        let mut schedule = Schedule::default();
-        let jobs = recover(&args.ctx, &mut schedule)?;
-        tracing::info!(jobs, waiting = schedule.len(), "mail jobs recovered");
-        args.slot.publish(myself);
-        Ok(MailSupervisorState {
+        let mut state = MailSupervisorState {
             ctx: args.ctx,
             children: HashMap::new(),
             awake: HashMap::new(),
-            schedule,
+            schedule: Schedule::default(),
             timer: None,
-        })
+            owner: false,
+            lease_watch: None,
+            claim_timer: None,
+        };
+        match state.ctx.cluster.clone() {
+            // One node: it always runs mission control; a failed recovery fails the start.
+            None => state.take_over()?,
+            Some(cluster) => {
+                state.lease_watch = Some(watch_leases(&cluster.leases, &myself));
+                let every = cluster.leases.ttl() / 3;
+                state.claim_timer = Some(myself.send_interval(every, || MailSupervisorMsg::Claim));
+                // Jobs are woken in `post_start`, once this supervisor runs.
+                state.claim().await;
+                if !state.owner {
+                    tracing::info!("mission control runs on another node (mail lease held)");
+                }
+            }
+        }
+        args.slot.publish(myself);
+        Ok(state)
     }
 
     async fn post_start(
@@ -248,7 +385,19 @@ impl Actor for MailSupervisor {
         if let Some((_, handle)) = state.timer.take() {
             handle.abort();
         }
+        for task in [state.lease_watch.take(), state.claim_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
         myself.stop_children(None);
+        // Another node may take mission control over at once instead of after the TTL.
+        if let (true, Some(cluster)) = (state.owner, &state.ctx.cluster) {
+            state.owner = false;
+            state.ctx.owning.send_replace(false);
+            cluster.leases.give_up(LEASE).await;
+        }
         Ok(())
     }
 
@@ -259,6 +408,16 @@ impl Actor for MailSupervisor {
         state: &mut MailSupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            MailSupervisorMsg::Spawn { reply, .. } if !state.owner => {
+                let _ = reply.send(Err(Rejection::new(
+                    ErrorCode::Unavailable,
+                    "mission control does not run on this node now; retry",
+                )));
+            }
+            MailSupervisorMsg::Schedule { .. }
+            | MailSupervisorMsg::Settled { .. }
+            | MailSupervisorMsg::Tick
+                if !state.owner => {}
             MailSupervisorMsg::Spawn { id, reply } => {
                 let outcome = state.spawn_job(&myself, id.clone()).await.map_err(|e| {
                     tracing::error!(job = %id, "mail job actor did not start: {e}");
@@ -294,6 +453,22 @@ impl Actor for MailSupervisor {
                 state.timer = None;
                 state.dispatch(&myself).await;
             }
+            MailSupervisorMsg::Claim => {
+                if state.claim().await {
+                    state.dispatch(&myself).await;
+                }
+            }
+            MailSupervisorMsg::LeaseLost { key } => {
+                if key == LEASE {
+                    state.release();
+                }
+            }
+            MailSupervisorMsg::LeasesUnknown => {
+                let held = state.ctx.cluster.as_ref().map(|c| c.leases.holds(LEASE));
+                if held == Some(false) {
+                    state.release();
+                }
+            }
         }
         Ok(())
     }
@@ -313,6 +488,10 @@ impl Actor for MailSupervisor {
             return Ok(());
         };
         state.ctx.jobs.remove_if(&id, which);
+        if !state.owner {
+            // Killed when the lease was lost: the new owner has the job.
+            return Ok(());
+        }
         // Supervision events overtake ordinary messages, so this may come before the job's
         // own `Settled`: the directory (published before the actor stopped) says what is due.
         let now = state.ctx.clock.now_ms();
