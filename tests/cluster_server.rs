@@ -74,7 +74,10 @@ async fn send_fix(phone: &mut Client, index: &CourseIndex, start: i64, i: u32) -
             true
         }
         Ok(other) => panic!("fix {i}: {other:?}"),
-        Err(_) => false,
+        Err(e) => {
+            eprintln!("fix {i} not acknowledged: {e}");
+            false
+        }
     }
 }
 
@@ -169,6 +172,19 @@ impl TwoNodes {
     async fn fix(&self, phone: &mut Client, i: u32) -> bool {
         send_fix(phone, &self.index, self.start, i).await
     }
+
+    /// Bib 1's fix `i` through `phone`, sent again while it is answered `unavailable`
+    /// (allowed for a moment around a takeover, PROTOCOL.md section 19) for at most 5 s.
+    async fn fix_within_5_s(&self, phone: &mut Client, i: u32) {
+        let began = Instant::now();
+        while !self.fix(phone, i).await {
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "fix {i} never acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +248,7 @@ async fn a_paused_owner_that_resumes_never_writes_again() {
     assert_eq!(progress(&rows, 1), 10 * 600, "B took over A's journal");
     let mut phone_b = nodes.phone(&nodes.node_b).await;
     for i in 11..=15u32 {
-        assert!(nodes.fix(&mut phone_b, i).await, "fix {i} acked by B");
+        nodes.fix_within_5_s(&mut phone_b, i).await;
     }
     signal("-CONT");
     // A's socket is still open: its fixes now go to B, the race's owner.
@@ -515,4 +531,94 @@ async fn spectators_on_any_node_follow_the_owner_and_carry_on_after_its_kill() {
     let mut admin = nodes.admin(&nodes.node_b).await;
     let rows = standings(&mut admin, &race).await;
     assert_eq!(progress(&rows, 1), 15 * 600);
+}
+
+/// The nodes `node` lists at `GET /api/nodes`, as (name, url), once it lists `count`.
+async fn listed_nodes(node: &ChildServer, count: usize) -> Vec<(String, String)> {
+    let began = Instant::now();
+    loop {
+        let (status, body) = common::http_get(node.addr, "/api/nodes HTTP/1.1\r\nHost: x").await;
+        assert_eq!(status, 200, "{body}");
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let nodes: Vec<(String, String)> = listed["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["node"].as_str().unwrap().to_owned(),
+                    n["url"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if nodes.len() == count {
+            return nodes;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client is given every node's address (`GET /api/nodes`) and moves to another when its
+/// node dies: a spectator on B (following A's race through B's mirror) whose node is killed
+/// tries the list, skips the dead node, and subscribes on A with the last sequence number
+/// it applied: A still has every tick after it (B published A's numbers), so it resumes
+/// without a snapshot and without a gap, and follows the racer's later fixes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_whose_node_dies_moves_along_the_node_list_and_resumes() {
+    let mut nodes = TwoNodes::start("moves").await;
+    let listed = listed_nodes(&nodes.node_b, 2).await;
+    let url = |node: &ChildServer| format!("ws://{}/ws", node.addr);
+    assert_eq!(
+        listed,
+        vec![
+            ("a".to_owned(), url(nodes.a())),
+            ("b".to_owned(), url(&nodes.node_b))
+        ]
+    );
+    let (mut on_b, mut table_b) = spectator(&nodes, &nodes.node_b).await;
+    let mut phone = nodes.phone(nodes.a()).await;
+    for i in 1..=5u32 {
+        assert!(nodes.fix(&mut phone, i).await, "fix {i} acked by A");
+    }
+    read_while(&mut on_b, &mut table_b, |t| {
+        t.rows.get(&1).is_some_and(|r| r.progress_dm >= 5 * 600)
+    })
+    .await;
+
+    nodes.node_b.child.kill().unwrap();
+    nodes.node_b.child.wait().unwrap();
+    assert!(
+        on_b.next_push(Duration::from_secs(5)).await.is_err(),
+        "B's socket ended with B"
+    );
+    // The dead node first: the client moves past it to the next one listed.
+    let viewer = token(&nodes.keys, Role::Spectator, "viewer", None, 600);
+    let order = [url(&nodes.node_b), url(nodes.a())];
+    let (mut moved, index) = Client::connect_any(&order, &viewer, Codec::Binary)
+        .await
+        .unwrap();
+    assert_eq!(index, 1, "connected to A");
+    let reply = moved
+        .request(Request::RaceSubscribe {
+            race_id: nodes.race.clone(),
+            since_seq: Some(table_b.seq),
+        })
+        .await
+        .unwrap();
+    let Reply::Subscribed(snapshot) = reply else {
+        panic!("subscribed: {reply:?}")
+    };
+    assert!(
+        snapshot.resumed,
+        "A has every tick after B's last: {snapshot:?}"
+    );
+    for i in 6..=8u32 {
+        assert!(nodes.fix(&mut phone, i).await, "fix {i} acked by A");
+    }
+    // The same table goes on from B's last update, through A's.
+    read_while(&mut moved, &mut table_b, |t| {
+        t.rows.get(&1).is_some_and(|r| r.progress_dm >= 8 * 600)
+    })
+    .await;
 }

@@ -455,6 +455,18 @@ async fn health_readiness_and_metrics_are_served_on_the_same_port() {
         common::http_get(server.addr, "/readyz HTTP/1.1").await,
         (200, "ready\n".into())
     );
+    // One node lists itself, at the host the client asked for (cluster mode lists every
+    // node: tests/cluster_server.rs); a host that is not a plain host is not echoed.
+    let (status, nodes) =
+        common::http_get(server.addr, "/api/nodes HTTP/1.1\r\nHost: 127.0.0.1:7400").await;
+    assert_eq!(status, 200);
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    assert_eq!(
+        nodes["nodes"][0]["url"], "ws://127.0.0.1:7400/ws",
+        "{nodes}"
+    );
+    let (_, nodes) = common::http_get(server.addr, "/api/nodes HTTP/1.1\r\nHost: a/b?c").await;
+    assert_eq!(nodes, r#"{"nodes":[]}"#);
     let (status, metrics) = common::http_get(server.addr, "/metrics HTTP/1.1").await;
     assert_eq!(status, 200);
     for name in [

@@ -25,4 +25,6 @@ pub struct Node {
     pub link: Link,
     /// The leases this node holds, and who holds the others.
     pub leases: Leases,
+    /// The nodes up, for clients that must move when their node dies.
+    pub members: status::Members,
 }

@@ -1,8 +1,9 @@
-//! Who is in the cluster and what it holds, for operators (`peloton cluster status`).
+//! Who is in the cluster and what it holds, for operators (`peloton cluster status`) and
+//! for clients (the node list a client moves along when its node dies, [`Members`]).
 //!
 //! Each node announces itself in the bucket `<prefix>_nodes`, whose keys lapse one lease TTL
-//! after their last write, and rewrites its card every third of the TTL: a node that died
-//! leaves the list as its leases lapse. The status reads that bucket, the lease bucket, and
+//! after their last write, and rewrites its card every third of the TTL, reading the others'
+//! cards as it does: a node that died leaves the list as its leases lapse. The status reads that bucket, the lease bucket, and
 //! every stream of the deployment (messages, bytes, actors, replicas and how far the furthest
 //! replica lags behind the leader).
 
@@ -20,6 +21,10 @@ pub struct NodeCard {
     pub node: String,
     /// The address it listens on, as bound.
     pub address: String,
+    /// Where clients reach its WebSocket (`cluster.advertise_url`, else `ws://<address>/ws`);
+    /// empty in a card written before nodes had it.
+    #[serde(default)]
+    pub url: String,
     /// Its build's version.
     pub version: String,
     /// When it started, ms since the epoch.
@@ -86,8 +91,32 @@ async fn nodes_bucket(link: &Link) -> Result<kv::Store, String> {
     }
 }
 
-/// Writes `card` into the nodes bucket now and every third of the lease TTL.
-pub async fn announce(link: &Link, card: NodeCard) -> Result<(), String> {
+/// The nodes up, as this node last read their cards (refreshed every third of the lease
+/// TTL), by name: what `/api/nodes` lists without a NATS round trip per request.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    /// The cards.
+    cards: std::sync::Arc<std::sync::RwLock<Vec<NodeCard>>>,
+}
+
+impl Members {
+    /// The nodes up, by name (this one at least, once it announced itself).
+    pub fn cards(&self) -> Vec<NodeCard> {
+        self.cards.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the list.
+    fn set(&self, mut cards: Vec<NodeCard>) {
+        cards.sort_by(|a, b| a.node.cmp(&b.node));
+        if let Ok(mut current) = self.cards.write() {
+            *current = cards;
+        }
+    }
+}
+
+/// Writes `card` into the nodes bucket now and every third of the lease TTL, and each time
+/// reads every node's card into `members`.
+pub async fn announce(link: &Link, card: NodeCard, members: Members) -> Result<(), String> {
     let value = serde_json::to_vec(&card).map_err(|e| e.to_string())?;
     let every = Duration::from_millis(link.config().lease_ttl_ms) / 3;
     let task_link = link.clone();
@@ -101,6 +130,15 @@ pub async fn announce(link: &Link, card: NodeCard) -> Result<(), String> {
             tick.tick().await;
             if let Err(e) = bucket.put(&key, value.clone().into()).await {
                 tracing::warn!("node card not written: {e}");
+            }
+            match entries(&bucket).await {
+                Ok(found) => members.set(
+                    found
+                        .iter()
+                        .filter_map(|(_, v)| serde_json::from_slice::<NodeCard>(v).ok())
+                        .collect(),
+                ),
+                Err(e) => tracing::warn!("node cards not read: {e}"),
             }
         }
     });

@@ -40,6 +40,11 @@ pub struct ClusterConfig {
     /// First part of every stream, subject and bucket name, so several deployments (or
     /// tests) can share one NATS cluster without seeing each other's journals.
     pub prefix: String,
+    /// The WebSocket URL clients reach this node at (`wss://a.example.com/ws`), listed by
+    /// every node at `/api/nodes` so a client whose node dies moves to another. Empty:
+    /// `ws://` + the address the node listens on + `/ws`, right only where clients reach
+    /// that address directly.
+    pub advertise_url: String,
 }
 
 impl ClusterConfig {
@@ -87,6 +92,15 @@ impl ClusterConfig {
             |min, max, value| format!("must be between {min} and {max}, got {value}"),
         )?;
         name_part("cluster.prefix", &self.prefix, false)?;
+        let advertised = self.advertise_url.trim();
+        let ws_url = ["ws://", "wss://"]
+            .iter()
+            .any(|scheme| advertised.len() > scheme.len() && advertised.starts_with(scheme));
+        if !advertised.is_empty() && !ws_url {
+            return Err(ConfigError(format!(
+                "cluster.advertise_url must be a ws:// or wss:// URL, got `{advertised}`"
+            )));
+        }
         name_part("cluster.node_id", &self.node_id, true)?;
         for url in self.nats_url.split(',').map(str::trim) {
             if url.is_empty() {
@@ -144,6 +158,7 @@ mod tests {
             ack_timeout_ms: 5000,
             lease_ttl_ms: 3000,
             prefix: "peloton".into(),
+            advertise_url: String::new(),
         }
     }
 
@@ -177,5 +192,11 @@ mod tests {
         c.node_id = "node 1".into();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("cluster.node_id"), "{err}");
+        let mut c = cluster("nats://a:4222");
+        c.advertise_url = "http://a:7400/ws".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.advertise_url"), "{err}");
+        c.advertise_url = "wss://a.example.com/ws".into();
+        c.validate().unwrap();
     }
 }

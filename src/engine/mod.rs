@@ -100,13 +100,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     let listener = tokio::spawn(http::serve(listener, engine.clone()));
     if let Some(cluster) = &cluster {
+        let advertised = config.cluster.advertise_url.trim();
         let card = crate::cluster::status::NodeCard {
             node: cluster.node.link.node().to_owned(),
             address: addr.to_string(),
+            url: if advertised.is_empty() {
+                format!("ws://{addr}{}", http::WS_PATH)
+            } else {
+                advertised.to_owned()
+            },
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at_ms: now_ms(),
         };
-        crate::cluster::status::announce(&cluster.node.link, card)
+        crate::cluster::status::announce(&cluster.node.link, card, cluster.node.members.clone())
             .await
             .map_err(|e| abandon_listener(&listener, format!("cluster: {e}")))?;
         // Requests other nodes forward here are answered as this node's own sockets' are
@@ -248,7 +254,11 @@ async fn join_cluster(config: &Config) -> Result<Cluster, StartError> {
         );
     }
     Ok(Cluster {
-        node: Node { link, leases },
+        node: Node {
+            link,
+            leases,
+            members: Default::default(),
+        },
         runtime,
     })
 }

@@ -13,7 +13,7 @@
 
 use super::codec::{Codec, BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL};
 use super::limits::{Admission, AdmissionLimits, Refusal, SocketClass, SubjectKey};
-use super::response::{json_error, refused, text, Body};
+use super::response::{json, json_error, refused, text, Body};
 use super::session;
 use crate::auth::{Claims, Role, TokenError};
 use crate::engine::Engine;
@@ -37,6 +37,8 @@ use tokio_tungstenite::WebSocketStream;
 
 /// The WebSocket endpoint's path.
 pub const WS_PATH: &str = "/ws";
+/// Where a client learns every node it may connect to (see [`nodes`]).
+pub const NODES_PATH: &str = "/api/nodes";
 /// Largest HTTP request head we read.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -246,6 +248,7 @@ async fn route(
             super::ingest::handle(req, &engine, &admission, peer).await
         }
         (&Method::GET, super::web::GUEST_TOKEN_PATH) => guest_token(&engine, &admission, peer),
+        (&Method::GET, NODES_PATH) => nodes(&engine, &req),
 
         (&Method::GET, path) => match super::web::asset(path) {
             Some(asset) => asset_response(asset),
@@ -278,6 +281,51 @@ fn asset_response(asset: &super::web::Asset) -> Response<Body> {
 /// A short-lived, read-only spectator token for the web page, when races are public (what
 /// it is and when there is one is [`crate::api::guest_token`]'s rule); at most
 /// `web.guest_tokens_per_addr_per_min` per client address.
+/// `GET /api/nodes`: the WebSocket URL of every node up, so a client whose node dies moves
+/// to another (PROTOCOL.md section 19). In cluster mode the nodes' cards as this node last
+/// read them; on one node, itself: `cluster.advertise_url`, else the host the client asked
+/// for. Public: the addresses clients connect to are no secret.
+fn nodes(engine: &Engine, req: &Request<Incoming>) -> Response<Body> {
+    let nodes: Vec<serde_json::Value> = match &engine.cluster {
+        Some(node) => node
+            .members
+            .cards()
+            .into_iter()
+            .filter(|card| !card.url.is_empty())
+            .map(|card| serde_json::json!({ "node": card.node, "url": card.url }))
+            .collect(),
+        None => {
+            let advertised = engine.config.cluster.advertise_url.trim();
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| is_host(h));
+            let url = match host {
+                _ if !advertised.is_empty() => Some(advertised.to_owned()),
+                Some(host) => Some(format!("ws://{host}{WS_PATH}")),
+                None => None,
+            };
+            url.map(
+                |url| serde_json::json!({ "node": engine.config.cluster.node_name(), "url": url }),
+            )
+            .into_iter()
+            .collect()
+        }
+    };
+    json(StatusCode::OK, &serde_json::json!({ "nodes": nodes }))
+}
+
+/// Whether `host` is a plain `host[:port]` (a name, an IPv4 address or a bracketed IPv6
+/// one), safe to put in a URL we hand back.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
 fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response<Body> {
     if let Err(refusal) = crate::api::guests_welcome(engine) {
         return json_error(
@@ -291,21 +339,13 @@ fn guest_token(engine: &Engine, admission: &Admission, peer: IpAddr) -> Response
         return refused(refusal);
     }
     match crate::api::guest_token(engine) {
-        Ok(minted) => {
-            let body = serde_json::json!({
+        Ok(minted) => json(
+            StatusCode::OK,
+            &serde_json::json!({
                 "token": minted.token,
                 "expires_at_ms": minted.expires_at_ms,
-            })
-            .to_string();
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
+            }),
+        ),
         Err(e) => {
             tracing::error!("{}", e.message);
             json_error(

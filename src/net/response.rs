@@ -22,16 +22,25 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-/// A JSON error body with the same `code`/`message` shape as protocol errors.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "code": code, "message": message }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// A JSON body, never cached (what it says is about now).
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A JSON error body with the same `code`/`message` shape as protocol errors.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "code": code, "message": message }),
+    )
 }
 
 /// The answer to a refusal by the admission limits: 503 when the server is full, 429 when

@@ -158,6 +158,25 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects to the first of `servers` that answers (a cluster's nodes, as
+    /// `GET /api/nodes` lists them: PROTOCOL.md section 19): the client and which one it
+    /// is; the last failure when none answers. A client whose node died calls it with the
+    /// others, then subscribes again with the last `seq` it applied.
+    pub async fn connect_any(
+        servers: &[String],
+        token: &str,
+        codec: Codec,
+    ) -> Result<(Client, usize), ClientError> {
+        let mut last = ClientError::Protocol("no server to connect to".into());
+        for (index, server) in servers.iter().enumerate() {
+            match Client::connect(server, token, codec).await {
+                Ok(client) => return Ok((client, index)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// What the server said about this session on connect.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome

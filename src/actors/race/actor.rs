@@ -201,6 +201,9 @@ pub enum RaceMsg {
         /// The answer.
         reply: RpcReplyPort<Residency>,
     },
+    /// The supervisor started every racer of the race that has a journal, each of which
+    /// reported on starting: the questions held until now are answered.
+    RacersStarted,
     /// Panics inside the handler: lets tests prove that supervision restarts a failed race
     /// from its persisted state. Not reachable from the protocol.
     #[cfg(test)]
@@ -216,6 +219,15 @@ impl RaceMsg {
             RaceMsg::Tick | RaceMsg::ClockCheck | RaceMsg::Residency { .. }
         )
     }
+
+    /// Whether this message asks about the standings, which a race just started rebuilds
+    /// from its racers' first reports: held until they are in.
+    fn asks_standings(&self) -> bool {
+        matches!(
+            self,
+            RaceMsg::Subscribe { .. } | RaceMsg::Standings { .. } | RaceMsg::Results { .. }
+        )
+    }
 }
 
 /// Spawn arguments: which race, and the shared context.
@@ -227,6 +239,10 @@ pub struct RaceArgs {
     /// The race as start-up already read it to decide whether it is resident; `None`: read
     /// it from the journal (a new race, a restart, a wake-up).
     pub loaded: Option<LoadedRace>,
+    /// Whether the supervisor starts the race's racers next and says so
+    /// ([`RaceMsg::RacersStarted`]): questions about the standings wait for it, since the
+    /// actor is findable (and asked, on another node's behalf too) before their reports.
+    pub racers_to_come: bool,
 }
 
 /// A race read back from its two journals, published to the directory and the device index:
@@ -306,6 +322,9 @@ pub struct RaceActorState {
     clock_timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<RaceMsg>>>>,
     /// When the race last did work someone asked for (see [`RaceMsg::is_work`]).
     last_activity: std::time::Instant,
+    /// Questions about the standings held until the racers' first reports are in (`None`:
+    /// they are, answer at once).
+    held: Option<Vec<RaceMsg>>,
 }
 
 /// The ractor behaviour of a race.
@@ -346,6 +365,7 @@ impl Actor for RaceActor {
             paced_at: None,
             clock_timer: None,
             last_activity: std::time::Instant::now(),
+            held: args.racers_to_come.then(Vec::new),
         };
         // Recovery catches up with the clock before the server reports ready: a start or
         // cut-off that passed while it was down takes effect now, journaled like any change.
@@ -392,7 +412,19 @@ impl Actor for RaceActor {
         if message.is_work() {
             st.last_activity = std::time::Instant::now();
         }
+        if let Some(held) = st.held.as_mut() {
+            if message.asks_standings() {
+                held.push(message);
+                return Ok(());
+            }
+        }
         match message {
+            RaceMsg::RacersStarted => {
+                // Behind the racers' reports in the mailbox, so answered after them.
+                for question in st.held.take().unwrap_or_default() {
+                    let _ = myself.send_message(question);
+                }
+            }
             RaceMsg::Command { command, reply } => {
                 let outcome = execute(st, command).await;
                 let _ = reply.send(outcome);

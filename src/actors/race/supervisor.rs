@@ -280,11 +280,13 @@ impl RaceSupervisorState {
         myself: &ActorRef<RaceSupervisorMsg>,
         id: RaceId,
         loaded: Option<LoadedRace>,
+        racers_to_come: bool,
     ) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
         let args = RaceArgs {
             id: id.clone(),
             ctx: self.ctx.clone(),
             loaded,
+            racers_to_come,
         };
         let (actor, _) = RaceActor::spawn_linked(None, RaceActor, args, myself.get_cell()).await?;
         self.children
@@ -302,10 +304,23 @@ impl RaceSupervisorState {
         id: RaceId,
         loaded: Option<LoadedRace>,
     ) -> Result<ActorRef<RaceMsg>, ActorProcessingErr> {
-        let race = self.spawn_race(myself, id.clone(), loaded).await?;
+        let race = self.spawn_race(myself, id.clone(), loaded, true).await?;
         if let Some(at) = self.wake_of.remove(&id) {
             self.wakes.remove(&(at, id.clone()));
         }
+        let started = self.start_racers(myself, &id).await;
+        // Whatever happened, questions held by the race are answered now (after the
+        // reports of the racers that started).
+        let _ = race.cast(RaceMsg::RacersStarted);
+        started.map(|()| race)
+    }
+
+    /// Starts every racer of race `id` that has a journal and is not running.
+    async fn start_racers(
+        &mut self,
+        myself: &ActorRef<RaceSupervisorMsg>,
+        id: &RaceId,
+    ) -> Result<(), ActorProcessingErr> {
         // Racer ids are `<race>.<bib>`; a race whose id extends this one's with a dot shares
         // the prefix, hence the check of the parsed race.
         for key in self
@@ -313,7 +328,7 @@ impl RaceSupervisorState {
             .journal
             .actors_under(RACER_KIND, &format!("{id}."))?
         {
-            let Some((race_id, bib)) = parse_racer_id(key.id()).filter(|(r, _)| *r == id) else {
+            let Some((race_id, bib)) = parse_racer_id(key.id()).filter(|(r, _)| r == id) else {
                 continue;
             };
             if let Some(waiters) = self.stopping.get_mut(&Child::Racer(race_id.clone(), bib)) {
@@ -325,7 +340,7 @@ impl RaceSupervisorState {
                 .await
                 .map_err(|e| format!("racer {key}: {e}"))?;
         }
-        Ok(race)
+        Ok(())
     }
 
     async fn spawn_racer(
@@ -702,7 +717,7 @@ impl Actor for RaceSupervisor {
                     None => match state.own(&id).await {
                         Err(refused) => Err(refused),
                         Ok(()) => state
-                            .spawn_race(&myself, id.clone(), None)
+                            .spawn_race(&myself, id.clone(), None, false)
                             .await
                             .map_err(|e| {
                                 tracing::error!(race = %id, "race actor did not start: {e}");

@@ -34,10 +34,10 @@
 //! from what was last published. Rounding there rather than here keeps every reader (ticks,
 //! `race_standings`, replays) on the same numbers.
 
-use super::relay::RelayedTick;
 use super::standings::Standing;
 use crate::ids::RaceId;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
@@ -495,6 +495,22 @@ impl RecentTicks {
         }
         Some(self.ticks.iter().filter(|t| t.seq > seq).cloned().collect())
     }
+}
+
+/// One tick as the owner of a race publishes it for mirrors on other nodes (see
+/// [`super::relay`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayedTick {
+    /// The tick's sequence number (the owner's).
+    pub seq: u64,
+    /// The rows are every row changed after this tick (0 with `full`).
+    pub since_seq: u64,
+    /// Spectators subscribed at the tick.
+    pub spectators: u32,
+    /// Whether `rows` is the whole table rather than what changed.
+    pub full: bool,
+    /// The rows, as of tick `seq`.
+    pub rows: Vec<Standing>,
 }
 
 /// What a tick's deltas cost to keep.

@@ -15,22 +15,10 @@
 
 use super::feed::{Feed, TickUpdate};
 use super::standings::Standing;
-use serde::{Deserialize, Serialize};
 
-/// One tick as the owner of a race publishes it for mirrors on other nodes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RelayedTick {
-    /// The tick's sequence number (the owner's).
-    pub seq: u64,
-    /// The rows are every row changed after this tick (0 with `full`).
-    pub since_seq: u64,
-    /// Spectators subscribed at the tick.
-    pub spectators: u32,
-    /// Whether `rows` is the whole table rather than what changed.
-    pub full: bool,
-    /// The rows, as of tick `seq`.
-    pub rows: Vec<Standing>,
-}
+// The relayed tick is made by the owner's published tick (`Published::relay_since`), so it
+// is defined beside it; it belongs to this file's story.
+pub use super::feed::RelayedTick;
 
 /// What a mirror made of a relayed tick.
 #[derive(Debug, Clone, PartialEq)]
