@@ -7,6 +7,7 @@
 mod common;
 
 use common::nats::NatsServer;
+use common::patrol::officer_row;
 use common::{
     fix_at, free_port, keys_for, live_race, racer_phone, standings, token, ChildServer, LiveTable,
 };
@@ -14,7 +15,7 @@ use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{Reply, Request, StandingView};
+use peloton::net::protocol::{ImportBatch, Push, Reply, Request, StandingView};
 use peloton::time::now_ms;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -621,4 +622,105 @@ async fn a_spectator_whose_node_dies_moves_along_the_node_list_and_resumes() {
         t.rows.get(&1).is_some_and(|r| r.progress_dm >= 8 * 600)
     })
     .await;
+}
+
+/// A replay is served on any node: B, which does not own the race, reads the race's and
+/// racers' journals from JetStream and plays them, and the race stays with A (which keeps
+/// acknowledging its racer's fixes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_played_on_a_node_that_does_not_own_the_race() {
+    let nodes = TwoNodes::start("replay").await;
+    let mut phone = nodes.phone(nodes.a()).await;
+    for i in 1..=10u32 {
+        assert!(nodes.fix(&mut phone, i).await, "fix {i} acked by A");
+    }
+    let viewer = token(&nodes.keys, Role::Spectator, "viewer", None, 600);
+    let mut on_b = Client::connect(&nodes.node_b.url, &viewer, Codec::Binary)
+        .await
+        .unwrap();
+    let reply = on_b
+        .request(Request::RaceReplay {
+            race_id: nodes.race.clone(),
+            speed: 5000.0,
+            from_ms: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::ReplayStarted { .. }), "{reply:?}");
+    let mut table = std::collections::BTreeMap::new();
+    loop {
+        match on_b.next_push(Duration::from_secs(20)).await.unwrap() {
+            Push::ReplayTick(tick) => {
+                if tick.full {
+                    table.clear();
+                }
+                for row in tick.standings {
+                    table.insert(row.bib, row);
+                }
+            }
+            Push::ReplayDone { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(table.get(&1).map(|r| r.progress_dm), Some(10 * 600));
+    // A still owns the race: its racer's next fix is acknowledged there at once.
+    assert!(nodes.fix(&mut phone, 11).await, "fix 11 acked by A");
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
+    assert_eq!(
+        progress(&standings(&mut admin_b, &nodes.race).await, 1),
+        11 * 600
+    );
+}
+
+/// Imports `batch` through `admin`, sent again while the answer is `unavailable` (a book
+/// that found the journal moved on restarts from it meanwhile): how many were refused.
+async fn import_until_stored(admin: &mut Client, batch: ImportBatch) -> u32 {
+    let mut refused = 0;
+    loop {
+        match admin.request(Request::PatrolImport(batch.clone())).await {
+            Ok(Reply::Imported { .. }) => return refused,
+            Ok(other) => panic!("import: {other:?}"),
+            Err(e) => {
+                assert!(e.to_string().contains("unavailable"), "{e}");
+                refused += 1;
+                assert!(refused < 20, "never stored: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The patrol book is one journal that every node writes with the expected last sequence:
+/// a node whose book is behind another node's write is refused (`unavailable`, nothing
+/// stored), restarts its book from the journal, and the same request sent again is stored.
+/// Without the restart the stale book would be refused for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_book_behind_another_nodes_write_catches_up_and_stores() {
+    let nodes = TwoNodes::start("book").await;
+    let mut admin_a = nodes.admin(nodes.a()).await;
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
+    let officers = |id: &str| ImportBatch::Officers(vec![officer_row(id, "north", None)]);
+    assert_eq!(import_until_stored(&mut admin_a, officers("o1")).await, 0);
+    // B read the book before A's import: its first write is refused, the next one stored.
+    let refused = import_until_stored(&mut admin_b, officers("o2")).await;
+    assert!(refused >= 1, "B's stale book was written through");
+    // And A, now behind B, catches up the same way.
+    import_until_stored(&mut admin_a, officers("o3")).await;
+    // Each node's book holds what it read when it last caught up: A every officer, B
+    // those before its restart and its own (reads between two nodes' writes can lag).
+    let checks = [
+        (nodes.a(), "o1"),
+        (nodes.a(), "o2"),
+        (nodes.a(), "o3"),
+        (&nodes.node_b, "o1"),
+        (&nodes.node_b, "o2"),
+    ];
+    for (node, id) in checks {
+        let officer = token(&nodes.keys, Role::Officer, id, None, 600);
+        let mut socket = Client::connect(&node.url, &officer, Codec::Binary)
+            .await
+            .unwrap();
+        let reply = socket.request(Request::DutyStart { minutes: None }).await;
+        assert!(matches!(reply, Ok(Reply::OnDuty { .. })), "{id}: {reply:?}");
+    }
 }

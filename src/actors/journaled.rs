@@ -41,6 +41,8 @@ pub struct Journaled<A: Aggregate> {
     journal: Journal,
     /// When to snapshot.
     policy: SnapshotPolicy,
+    /// Set when an append was fenced: the journal holds events this state lacks.
+    fenced: bool,
 }
 
 impl<A: Aggregate> Journaled<A> {
@@ -65,7 +67,15 @@ impl<A: Aggregate> Journaled<A> {
             changes: last_seq - snapshot_seq,
             journal,
             policy,
+            fenced: false,
         })
+    }
+
+    /// Whether an append was fenced: another writer appended to this journal (cluster
+    /// mode), so the state is stale and every later append would be refused too. The actor
+    /// fails, and its supervisor restarts it from the journal.
+    pub fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// The state as of the last durable event.
@@ -93,9 +103,14 @@ impl<A: Aggregate> Journaled<A> {
         if decision.events.is_empty() {
             return Ok(decision);
         }
-        self.journal
+        if let Err(refused) = self
+            .journal
             .append_or_unavailable(&self.key, self.seq + 1, &decision.events, retry_hint)
-            .await?;
+            .await
+        {
+            self.fenced |= refused.fenced;
+            return Err(refused.rejection);
+        }
         for event in &decision.events {
             self.state.apply(event);
         }

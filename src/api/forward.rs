@@ -12,8 +12,9 @@
 //! a forwarded request: a node that lost the race meanwhile answers `unavailable` naming
 //! the new owner, and the client retries.
 //!
-//! Not forwarded: subscriptions and replays (streams, answered where the race is served),
-//! the race list and race creation (any node answers them).
+//! Not forwarded: subscriptions (this node's mirror of the race serves them,
+//! `actors::race::mirror`) and replays (played here from the shared journals), the race
+//! list and race creation (any node answers them).
 
 use super::outcome::Outcome;
 use super::race;

@@ -21,6 +21,17 @@ pub struct Journal {
     backend: Arc<dyn JournalBackend>,
 }
 
+/// Why [`Journal::append_or_unavailable`] stored nothing.
+#[derive(Debug)]
+pub struct AppendRefused {
+    /// What the client is answered.
+    pub rejection: crate::error::Rejection,
+    /// The journal moved on without this writer (another node appended: cluster mode):
+    /// the actor's state is stale, and it must recover from the journal before it decides
+    /// anything again.
+    pub fenced: bool,
+}
+
 impl Journal {
     /// A journal over `backend` (sled: [`super::JournalWriter::start`]).
     pub fn new(backend: Arc<dyn JournalBackend>) -> Journal {
@@ -87,17 +98,19 @@ impl Journal {
 
     /// [`Journal::append`] for an actor answering a client: a failure is logged with the
     /// actor's key and becomes `unavailable` with `retry_hint` as the message, since the
-    /// events were neither stored nor applied and sending the request again is safe.
+    /// events were neither stored nor applied and sending the request again is safe (or
+    /// `invalid_argument` for an append too large to store at all).
     pub async fn append_or_unavailable<E: Serialize>(
         &self,
         actor: &ActorKey,
         first_seq: u64,
         events: &[E],
         retry_hint: &str,
-    ) -> Result<(), crate::error::Rejection> {
+    ) -> Result<(), AppendRefused> {
         self.append(actor, first_seq, events).await.map_err(|e| {
             tracing::error!(%actor, first_seq, "journal append failed: {e}");
-            match e {
+            let fenced = matches!(e, PersistError::Fenced { .. });
+            let rejection = match e {
                 // Sent again it would fail again: the sender must make it smaller.
                 PersistError::TooLarge { bytes, limit, .. } => crate::error::Rejection::new(
                     crate::error::ErrorCode::InvalidArgument,
@@ -108,7 +121,8 @@ impl Journal {
                     ),
                 ),
                 _ => crate::error::Rejection::new(crate::error::ErrorCode::Unavailable, retry_hint),
-            }
+            };
+            AppendRefused { rejection, fenced }
         })
     }
 

@@ -23,7 +23,7 @@ use crate::actors::journaled::{Journaled, SnapshotPolicy};
 use crate::actors::mail::{EnvelopeMessage, MailRequest};
 use crate::error::{ErrorCode, Rejection};
 use crate::metrics as m;
-use crate::persist::{ActorKey, Compaction, Durable};
+use crate::persist::{ActorKey, Compaction, Durable, PersistError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -429,17 +429,18 @@ impl Actor for BookActor {
                 Ok(Sent::Queued { message, durable }) => {
                     let ctx = st.ctx.clone();
                     tokio::spawn(async move {
-                        let stored = match durable.wait().await {
-                            Ok(()) => true,
+                        let (stored, fenced) = match durable.wait().await {
+                            Ok(()) => (true, false),
                             Err(e) => {
                                 tracing::error!(seq = message.seq, "message not stored: {e}");
-                                false
+                                (false, matches!(e, PersistError::Fenced { .. }))
                             }
                         };
                         let _ = myself.cast(BookMsg::Settled {
                             from: message.from.clone(),
                             request_id,
                             stored,
+                            fenced,
                         });
                         if stored {
                             // The recipient's session confirms with `Delivered` once queued.
@@ -455,7 +456,14 @@ impl Actor for BookActor {
                 from,
                 request_id,
                 stored,
+                fenced,
             } => {
+                if fenced {
+                    // Another node wrote this conversation: the numbering is stale.
+                    return Err("a conversation's journal moved on without this node; \
+                                restarting the book from the journals"
+                        .into());
+                }
                 if !stored {
                     st.book.amend(|book| book.forget_send(&from, &request_id));
                 }
@@ -467,6 +475,12 @@ impl Actor for BookActor {
             BookMsg::Undelivered { user, reply } => {
                 let _ = reply.send(st.undelivered(&user));
             }
+        }
+        // Another node wrote the book since this state was read (cluster mode): fail, and
+        // the supervisor starts the book again from the journal, so the next request is
+        // decided on the state every node agrees on.
+        if st.book.fenced() {
+            return Err("the book's journal moved on without this node; restarting from it".into());
         }
         Ok(())
     }

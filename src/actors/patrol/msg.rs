@@ -163,6 +163,9 @@ pub enum BookMsg {
         request_id: String,
         /// Whether it is durable.
         stored: bool,
+        /// The conversation's journal moved on without this node (cluster mode): the
+        /// book's message bookkeeping is stale.
+        fenced: bool,
     },
     /// Messages of `pair` up to `seq` reached a session of `user`.
     Delivered {

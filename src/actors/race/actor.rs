@@ -286,6 +286,11 @@ impl LoadedRace {
         Ok(LoadedRace { race, devices })
     }
 
+    /// The race's rules' state as read.
+    pub fn state(&self) -> &RaceState {
+        self.race.state()
+    }
+
     /// Where the race belongs at start-up, before anyone watches or asks for it.
     pub fn residency(&self, ctx: &RaceContext) -> Residency {
         let summary = self.race.state().race.as_ref().map(|race| race.summary());

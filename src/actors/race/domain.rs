@@ -3,7 +3,7 @@
 //! rejections, so callers never handle ractor types.
 
 use super::actor::Subscription;
-use super::actor::{RaceContext, RaceMsg};
+use super::actor::{LoadedRace, RaceContext, RaceMsg};
 use super::devices::{DeviceBinding, DevicesChange, DevicesCommand};
 use super::feed::TickEncoder;
 use super::pace::{Pace, PaceRules};
@@ -255,6 +255,29 @@ impl RaceDomain {
         }
     }
 
+    /// Cluster mode: the node that owns race `id` when it is another one.
+    async fn owned_elsewhere(&self, id: &RaceId) -> Option<String> {
+        self.mirrors.as_ref()?.owned_elsewhere(id).await
+    }
+
+    /// Race `id` and its bibs as its journal holds them, read without starting its actor
+    /// (and published to this node's directory, which they bring up to date).
+    async fn read_stored(&self, id: &RaceId) -> Result<(RaceSummary, Vec<u32>), Rejection> {
+        let (ctx, race_id) = (self.ctx.clone(), id.clone());
+        let loaded = tokio::task::spawn_blocking(move || LoadedRace::load(&ctx, &race_id))
+            .await
+            .map_err(|e| Rejection::internal(format!("race {id} not read: {e}")))?
+            .map_err(|e| {
+                tracing::error!(race = %id, "race journal unreadable: {e}");
+                Rejection::new(
+                    ErrorCode::Unavailable,
+                    format!("race {id} could not be read here; retry"),
+                )
+            })?;
+        let race = loaded.state().existing(id)?;
+        Ok((race.summary(), race.roster.keys().copied().collect()))
+    }
+
     /// Races this node follows for its spectators while other nodes own them.
     pub fn mirrored(&self) -> Vec<RaceId> {
         self.mirrors
@@ -410,14 +433,22 @@ impl RaceDomain {
 
     /// A replayer over race `id`'s stored fixes (live, finished or cancelled races).
     pub async fn replay(&self, id: &RaceId) -> Result<Replayer, Rejection> {
-        let summary = self.get(id)?;
+        let (summary, bibs) = match self.owned_elsewhere(id).await {
+            // Another node serves the race: its journals are readable from here, and
+            // reading them leaves the race where it is.
+            Some(_) => self.read_stored(id).await?,
+            None => {
+                let summary = self.get(id)?;
+                let bibs: Vec<u32> = self.roster(id).await?.iter().map(|r| r.bib).collect();
+                (summary, bibs)
+            }
+        };
         if summary.status == RaceStatus::Scheduled {
             return Err(Rejection::new(
                 ErrorCode::InvalidTransition,
                 format!("race {id} has not started; there is nothing to replay"),
             ));
         }
-        let bibs: Vec<u32> = self.roster(id).await?.iter().map(|r| r.bib).collect();
         let (journal, race) = (self.ctx.journal.clone(), id.clone());
         let histories = tokio::task::spawn_blocking(move || {
             bibs.into_iter()
