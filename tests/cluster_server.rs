@@ -9,30 +9,18 @@ mod common;
 use common::nats::NatsServer;
 use common::patrol::officer_row;
 use common::{
-    fix_at, free_port, keys_for, live_race, racer_phone, standings, token, ChildServer, LiveTable,
+    fix_at, free_port, keys_for, live_race, node_folder, racer_phone, standings, token,
+    ChildServer, LiveTable,
 };
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
-use peloton::net::protocol::{ImportBatch, Push, Reply, Request, StandingView};
+use peloton::net::protocol::{ImportBatch, Reply, Request, StandingView};
 use peloton::time::now_ms;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
-
-/// A node's data folder holding the cluster's signing secret (copied from the first node,
-/// as an operator shares it with `PELOTON_AUTH_SECRET` or the secret file).
-fn node_folder(secret_from: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        secret_from.join("secret.key"),
-        dir.path().join("secret.key"),
-    )
-    .unwrap();
-    dir
-}
 
 /// The environment of cluster node `node` on NATS `url` under `prefix`.
 fn node_env<'a>(url: &'a str, prefix: &'a str, node: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -647,21 +635,7 @@ async fn a_replay_is_played_on_a_node_that_does_not_own_the_race() {
         .await
         .unwrap();
     assert!(matches!(reply, Reply::ReplayStarted { .. }), "{reply:?}");
-    let mut table = std::collections::BTreeMap::new();
-    loop {
-        match on_b.next_push(Duration::from_secs(20)).await.unwrap() {
-            Push::ReplayTick(tick) => {
-                if tick.full {
-                    table.clear();
-                }
-                for row in tick.standings {
-                    table.insert(row.bib, row);
-                }
-            }
-            Push::ReplayDone { .. } => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let table = common::replay_to_end(&mut on_b).await;
     assert_eq!(table.get(&1).map(|r| r.progress_dm), Some(10 * 600));
     // A still owns the race: its racer's next fix is acknowledged there at once.
     assert!(nodes.fix(&mut phone, 11).await, "fix 11 acked by A");

@@ -13,7 +13,9 @@
 mod common;
 
 use common::nats::NatsServer;
-use common::{fix_at, keys_for, live_race, live_race_on, token, ChildServer, LiveTable};
+use common::{
+    fix_at, keys_for, live_race, live_race_on, node_folder, token, ChildServer, LiveTable,
+};
 use peloton::auth::{Keys, Role};
 use peloton::geo::{Course, CourseIndex};
 use peloton::net::client::Client;
@@ -21,7 +23,6 @@ use peloton::net::codec::Codec;
 use peloton::net::protocol::{Reply, Request, StandingView};
 use peloton::time::now_ms;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
@@ -46,17 +47,6 @@ fn node_env<'a>(urls: &'a str, prefix: &'a str, node: &'a str) -> Vec<(&'a str, 
         ("PELOTON_CLUSTER_REPLICAS", "3"),
         ("PELOTON_PERSIST_SNAPSHOT_EVERY", "5"),
     ]
-}
-
-/// A folder holding the cluster's signing secret, copied from the first node's.
-fn node_folder(secret_from: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        secret_from.join("secret.key"),
-        dir.path().join("secret.key"),
-    )
-    .unwrap();
-    dir
 }
 
 /// One racer's phone and what it had acknowledged.

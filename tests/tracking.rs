@@ -12,8 +12,7 @@ use peloton::geo::{Course, CourseIndex, Position};
 use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{
-    Push, RaceCreate, RaceStateView, RacerView, Reply, Request, ResultStatusView, StandingView,
-    WireFix,
+    RaceCreate, RaceStateView, RacerView, Reply, Request, ResultStatusView, StandingView, WireFix,
 };
 
 const RIDE: &str = "loop-celje-resevno-2020-09-20.gpx";
@@ -266,25 +265,7 @@ async fn the_finish_order_is_the_arrival_order_and_spikes_and_resends_change_not
         panic!("replay")
     };
     assert!(from_ms.is_some() && to_ms > from_ms);
-    let mut table = std::collections::BTreeMap::new();
-    loop {
-        match viewer
-            .next_push(std::time::Duration::from_secs(20))
-            .await
-            .unwrap()
-        {
-            Push::ReplayTick(tick) => {
-                if tick.full {
-                    table.clear();
-                }
-                for row in tick.standings {
-                    table.insert(row.bib, row);
-                }
-            }
-            Push::ReplayDone { .. } => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let table = common::replay_to_end(&mut viewer).await;
     let replayed: Vec<_> = table
         .values()
         .map(|s| (s.bib, s.rank, s.finished_at_ms))

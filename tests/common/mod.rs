@@ -546,3 +546,40 @@ impl LiveTable {
         Ok(())
     }
 }
+
+/// A data folder for another cluster node, holding the cluster's signing secret copied from
+/// the first node's folder (as an operator shares it with `PELOTON_AUTH_SECRET` or the file).
+pub fn node_folder(secret_from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        secret_from.join("secret.key"),
+        dir.path().join("secret.key"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Reads a started replay's pushes to its `replay_done`: the table they build, by bib.
+pub async fn replay_to_end(
+    viewer: &mut Client,
+) -> std::collections::BTreeMap<u32, peloton::net::protocol::StandingView> {
+    let mut table = std::collections::BTreeMap::new();
+    loop {
+        match viewer
+            .next_push(std::time::Duration::from_secs(20))
+            .await
+            .unwrap()
+        {
+            peloton::net::protocol::Push::ReplayTick(tick) => {
+                if tick.full {
+                    table.clear();
+                }
+                for row in tick.standings {
+                    table.insert(row.bib, row);
+                }
+            }
+            peloton::net::protocol::Push::ReplayDone { .. } => return table,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -92,6 +92,49 @@ struct MirrorState {
 }
 
 impl MirrorState {
+    /// A mirror of the owner's `snapshot`, answered by node `owner`.
+    fn new(
+        snapshot: RaceSnapshot,
+        owner: String,
+        catch_up_ticks: usize,
+        resume_buffer_bytes: usize,
+    ) -> MirrorState {
+        let mut st = MirrorState {
+            summary: snapshot.summary.clone(),
+            course: Vec::new(),
+            checkpoints: Vec::new(),
+            roster: Vec::new(),
+            mirror: Mirror::new(snapshot.seq, &snapshot.standings, catch_up_ticks),
+            spectators: snapshot.spectators,
+            recent: RecentTicks::new(resume_buffer_bytes),
+            publisher: tokio::sync::watch::Sender::new(None),
+            retired: false,
+            owner: String::new(),
+            behind: false,
+        };
+        // The mirror starts at the snapshot's tick: its table as a tick adds nothing.
+        let _ = st.adopt(snapshot, owner);
+        st
+    }
+
+    /// Takes the race as `snapshot` (answered by node `owner`) has it; its standings as a
+    /// full tick, for the caller to follow.
+    fn adopt(&mut self, snapshot: RaceSnapshot, owner: String) -> RelayedTick {
+        self.summary = snapshot.summary;
+        self.course = snapshot.course;
+        self.checkpoints = snapshot.checkpoints;
+        self.roster = snapshot.roster;
+        self.owner = owner;
+        self.behind = false;
+        RelayedTick {
+            seq: snapshot.seq,
+            since_seq: 0,
+            spectators: snapshot.spectators,
+            full: true,
+            rows: snapshot.standings,
+        }
+    }
+
     /// A new spectator's snapshot and feed: the ticks after `since_seq` when the mirror
     /// still has them, else the whole race as of the mirror's tick.
     fn subscription(&self, since_seq: Option<u64>) -> Subscription {
@@ -216,29 +259,13 @@ impl Mirrors {
                 return Err(unavailable("its owner is changing".into()))
             }
         };
-        let RaceSnapshot {
-            summary,
-            course,
-            checkpoints,
-            roster,
-            standings,
-            seq,
-            spectators,
-        } = snapshot;
         let mirror = Arc::new(RaceMirror {
-            state: Mutex::new(MirrorState {
-                summary,
-                course,
-                checkpoints,
-                roster,
-                mirror: Mirror::new(seq, &standings, self.inner.catch_up_ticks),
-                spectators,
-                recent: RecentTicks::new(self.inner.resume_buffer_bytes),
-                publisher: tokio::sync::watch::Sender::new(None),
-                retired: false,
+            state: Mutex::new(MirrorState::new(
+                snapshot,
                 owner,
-                behind: false,
-            }),
+                self.inner.catch_up_ticks,
+                self.inner.resume_buffer_bytes,
+            )),
         });
         let mirrors = self.clone();
         let id = id.clone();
@@ -358,28 +385,7 @@ impl Mirrors {
                     snapshot = true;
                 }
                 WatchReply::Snapshot(snapshot) => {
-                    let RaceSnapshot {
-                        summary,
-                        course,
-                        checkpoints,
-                        roster,
-                        standings,
-                        seq,
-                        spectators,
-                    } = *snapshot;
-                    st.summary = summary;
-                    st.course = course;
-                    st.checkpoints = checkpoints;
-                    st.roster = roster;
-                    st.owner = owner;
-                    st.behind = false;
-                    let tick = RelayedTick {
-                        seq,
-                        since_seq: 0,
-                        spectators,
-                        full: true,
-                        rows: standings,
-                    };
+                    let tick = st.adopt(*snapshot, owner);
                     // A snapshot at the mirror's own tick or before it mends nothing new:
                     // the ticks after it are on their way.
                     let _ = self.publish(id, &mut st, tick);

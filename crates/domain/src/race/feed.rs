@@ -519,10 +519,12 @@ fn delta_bytes(tick: &RecentTick) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(bib: u32, rank: u32, progress_m: f64) -> Standing {
+    /// A row at `progress_m`, gap 0, nothing else set: what the feed's and the relay's
+    /// tests move racers with.
+    pub(crate) fn row(bib: u32, rank: u32, progress_m: f64) -> Standing {
         Standing {
             bib,
             rank,

@@ -78,25 +78,11 @@ impl Mirror {
 mod tests {
     use super::*;
     use crate::ids::RaceId;
+    use crate::race::feed::tests::row;
     use crate::race::feed::{Published, TickEncoder, TickFrame, WireEncoding};
     use bytes::Bytes;
     use std::collections::HashMap;
     use std::sync::Arc;
-
-    fn row(bib: u32, rank: u32, progress_m: f64) -> Standing {
-        Standing {
-            bib,
-            rank,
-            progress_m,
-            gap_ms: Some(0),
-            finished_at_ms: None,
-            off_course: false,
-            cut_suspected: false,
-            checkpoints_passed: 0,
-            last_split_ms: None,
-            live: Default::default(),
-        }
-    }
 
     /// Standings after `progress`: furthest first, ties by bib.
     fn table(progress: &HashMap<u32, f64>) -> Vec<Standing> {
