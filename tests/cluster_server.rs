@@ -698,3 +698,44 @@ async fn a_book_behind_another_nodes_write_catches_up_and_stores() {
         assert!(matches!(reply, Ok(Reply::OnDuty { .. })), "{id}: {reply:?}");
     }
 }
+
+/// Every node's race list follows races changed on other nodes: B, which read the race at
+/// its start (live), lists it cancelled within a second or so of A cancelling it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_changed_on_one_node_is_listed_changed_by_the_others() {
+    let nodes = TwoNodes::start("list").await;
+    let mut admin_a = nodes.admin(nodes.a()).await;
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
+    let state_on_b = |races: &[peloton::net::protocol::RaceView]| {
+        races
+            .iter()
+            .find(|r| r.id == nodes.race)
+            .map(|r| format!("{:?}", r.state))
+    };
+    let Ok(Reply::Races(races)) = admin_b.request(Request::RaceList).await else {
+        panic!("race list")
+    };
+    assert_eq!(state_on_b(&races).as_deref(), Some("Live"));
+    let cancelled = admin_a
+        .request(Request::RaceCancel {
+            id: nodes.race.clone(),
+            reason: Some("storm".into()),
+        })
+        .await;
+    assert!(matches!(cancelled, Ok(Reply::Race(_))), "{cancelled:?}");
+    let began = Instant::now();
+    loop {
+        let Ok(Reply::Races(races)) = admin_b.request(Request::RaceList).await else {
+            panic!("race list")
+        };
+        let listed = state_on_b(&races);
+        if listed.as_deref() == Some("Cancelled") {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "B lists {listed:?} for the race A cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

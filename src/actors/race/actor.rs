@@ -79,6 +79,9 @@ pub struct RaceContext {
     /// Cluster mode: spectators following a race from other nodes, by race, while this
     /// node relays its ticks to them (their sum, as the nodes' last watch asks said).
     pub remote_spectators: DashMap<RaceId, u32>,
+    /// Cluster mode: where a race's summary goes after each change, for the other nodes'
+    /// directories (`None`: one node).
+    pub news: Option<super::news::News>,
 }
 
 impl RaceContext {
@@ -723,6 +726,9 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     };
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
+    if let Some(news) = &st.ctx.news {
+        news.tell(summary.clone());
+    }
     record_gauges(st);
     Ok(summary)
 }

@@ -116,6 +116,13 @@ impl RaceDomain {
                 settings.resume_buffer_bytes,
             )
         });
+        let (news, heard) = match &cluster {
+            Some(node) => {
+                let (news, heard) = super::news::start(&node.link).await?;
+                (Some(news), Some(heard))
+            }
+            None => (None, None),
+        };
         let ctx = Arc::new(RaceContext {
             journal,
             directory: DashMap::new(),
@@ -136,7 +143,17 @@ impl RaceDomain {
             passivate_after: settings.passivate_after,
             leases: cluster.map(|node| node.leases),
             remote_spectators: DashMap::new(),
+            news,
         });
+        if let Some(mut heard) = heard {
+            // Races other nodes created or changed, into this node's directory.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                while let Some(summary) = heard.recv().await {
+                    ctx.directory.insert(summary.id.clone(), summary);
+                }
+            });
+        }
         let supervisor = SupervisorSlot::new("race");
         let args = RaceSupervisorArgs {
             slot: supervisor.clone(),

@@ -6,6 +6,7 @@ pub mod actor;
 pub mod device_index;
 pub mod domain;
 pub mod mirror;
+pub mod news;
 pub mod relay;
 pub mod supervisor;
 pub mod watch;
