@@ -739,3 +739,49 @@ async fn a_race_changed_on_one_node_is_listed_changed_by_the_others() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A tracking app reports to any node: a device id bound on A (the race's owner) after B
+/// started is known to B within a second or so, and B hands the app's fixes (OsmAnd over
+/// HTTP) to A, which stores them for the racer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_app_reports_to_a_node_that_does_not_own_the_race() {
+    let nodes = TwoNodes::start("device").await;
+    let mut admin_a = nodes.admin(nodes.a()).await;
+    let reply = admin_a
+        .request(Request::RaceDeviceBind {
+            race_id: nodes.race.clone(),
+            bib: 2,
+            device_id: Some("phone-of-bib-2".into()),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::Devices { .. }), "{reply:?}");
+    let report = |i: u32| {
+        let p = nodes.index.position_at(f64::from(i) * 60.0);
+        format!(
+            "/?id=phone-of-bib-2&lat={}&lon={}&timestamp={}&accuracy=5 HTTP/1.1\r\nHost: x",
+            p.lat(),
+            p.lon(),
+            (nodes.start + i64::from(i) * 10_000) / 1000
+        )
+    };
+    let began = Instant::now();
+    let mut i = 1;
+    while i <= 5 {
+        let (status, body) = common::http_get(nodes.node_b.addr, &report(i)).await;
+        if status == 200 {
+            i += 1;
+            continue;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "report {i} to B: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admin_b = nodes.admin(&nodes.node_b).await;
+    assert_eq!(
+        progress(&standings(&mut admin_b, &nodes.race).await, 2),
+        5 * 600
+    );
+}

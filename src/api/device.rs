@@ -2,18 +2,22 @@
 //! nothing but a device id: the id names the racer (an admin bound it, `devices` in the race
 //! domain), then the fix takes exactly the WebSocket path's way in ([`super::race`]'s
 //! `store_fixes`): the same checks, the racer's rules, the journal, and an answer only once
-//! it is durable. A resend (these apps resend whatever got no answer) is a fix the racer's
+//! it is durable. In cluster mode an app may report to any node: a node that does not own
+//! the race forwards the fixes to the one that does, as the racer's phone would be. A resend (these apps resend whatever got no answer) is a fix the racer's
 //! rules already have, so it is ignored and changes nothing.
 //!
 //! How each refusal becomes an HTTP status is the net layer's choice (`net::ingest`); here
 //! refusals are typed rejections like any other request's.
 
+use super::outcome::Outcome;
 use super::race::store_fixes;
 use crate::actors::racer::msg::FixesOutcome;
+use crate::auth::Role;
 use crate::engine::Engine;
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::RaceId;
-use crate::net::protocol::WireFix;
+use crate::net::protocol::{Reply, Request, WireFix};
+use crate::time::now_ms;
 
 /// Where a device's fix went and what the racer's rules made of it.
 #[derive(Debug, Clone)]
@@ -65,8 +69,54 @@ pub async fn ingest(
                 ErrorCode::NotFound => DeviceRefusal::UnknownDevice(rejection),
                 _ => DeviceRefusal::Refused(rejection),
             })?;
+    // Cluster mode: another node owns the race, and judges the fixes as if the racer's
+    // phone had sent them there (the device's binding stands for the racer's token).
+    let claims = crate::auth::claims_for(
+        Role::Racer,
+        &bib.to_string(),
+        Some(race.as_str()),
+        now_ms() / 1000,
+        FORWARDED_CLAIMS_SECS,
+    );
+    let request = Request::Fixes {
+        fixes: fixes.to_vec(),
+    };
+    if let Some(answer) = super::forward::elsewhere(engine, &claims, &request).await {
+        let outcome = match answer {
+            Outcome::Reply(Ok(reply)) | Outcome::ReplyThenPush { reply, .. } => reply,
+            Outcome::Reply(Err(rejection)) => return Err(DeviceRefusal::Refused(rejection)),
+            _ => {
+                return Err(DeviceRefusal::Refused(Rejection::internal(
+                    "the race's node answered a device's fixes with a stream",
+                )))
+            }
+        };
+        return match outcome {
+            Reply::FixesAck {
+                accepted,
+                ignored,
+                last_at_ms,
+            } => Ok(DeviceAck {
+                race,
+                bib,
+                outcome: FixesOutcome {
+                    accepted,
+                    ignored,
+                    last_at_ms,
+                },
+            }),
+            other => Err(DeviceRefusal::Refused(Rejection::internal(format!(
+                "the race's node answered a device's fixes with {}",
+                other.type_name()
+            )))),
+        };
+    }
     let outcome = store_fixes(engine, services, &race, bib, fixes)
         .await
         .map_err(DeviceRefusal::Refused)?;
     Ok(DeviceAck { race, bib, outcome })
 }
+
+/// How long the claims a device's forwarded fixes carry stay good: the owner checks expiry
+/// as for any token, and the forward takes at most the link's timeout.
+const FORWARDED_CLAIMS_SECS: u64 = 60;

@@ -13,6 +13,7 @@ use super::devices::{
 };
 use super::disqualification::verdict;
 use super::feed::{Feed, Published, RecentTick, RecentTicks, TickEncoder};
+use super::news::RaceNews;
 use super::pace::{paces, Pace, PaceRules};
 use super::residency::{residency, Residency};
 use super::results::{results, ResultRow};
@@ -727,7 +728,7 @@ async fn execute(st: &mut RaceActorState, command: RaceCommand) -> Result<RaceSu
     let summary = race.summary();
     st.ctx.directory.insert(st.id.clone(), summary.clone());
     if let Some(news) = &st.ctx.news {
-        news.tell(summary.clone());
+        news.tell(RaceNews::Summary(summary.clone()));
     }
     record_gauges(st);
     Ok(summary)
@@ -787,9 +788,22 @@ async fn change_devices(
         .outcome;
     if let Some(old) = &change.replaced {
         st.ctx.devices.unbind(old, &st.id);
+        if let Some(news) = &st.ctx.news {
+            news.tell(RaceNews::Unbound {
+                device_id: old.clone(),
+                race: st.id.clone(),
+            });
+        }
     }
     if let Some(binding) = &change.binding {
         st.ctx.devices.bind(&binding.device_id, &st.id, binding.bib);
+        if let Some(news) = &st.ctx.news {
+            news.tell(RaceNews::Bound {
+                device_id: binding.device_id.clone(),
+                race: st.id.clone(),
+                bib: binding.bib,
+            });
+        }
     }
     Ok(change)
 }

@@ -6,6 +6,7 @@ use super::actor::Subscription;
 use super::actor::{LoadedRace, RaceContext, RaceMsg};
 use super::devices::{DeviceBinding, DevicesChange, DevicesCommand};
 use super::feed::TickEncoder;
+use super::news::RaceNews;
 use super::pace::{Pace, PaceRules};
 use super::replay::{timeline, Replayer};
 use super::results::ResultRow;
@@ -146,11 +147,23 @@ impl RaceDomain {
             news,
         });
         if let Some(mut heard) = heard {
-            // Races other nodes created or changed, into this node's directory.
+            // What other nodes changed, into this node's directory and device index.
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                while let Some(summary) = heard.recv().await {
-                    ctx.directory.insert(summary.id.clone(), summary);
+                while let Some(news) = heard.recv().await {
+                    match news {
+                        RaceNews::Summary(summary) => {
+                            ctx.directory.insert(summary.id.clone(), summary);
+                        }
+                        RaceNews::Bound {
+                            device_id,
+                            race,
+                            bib,
+                        } => ctx.devices.bind(&device_id, &race, bib),
+                        RaceNews::Unbound { device_id, race } => {
+                            ctx.devices.unbind(&device_id, &race)
+                        }
+                    }
                 }
             });
         }
