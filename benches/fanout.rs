@@ -14,7 +14,24 @@
 //! (`BATCH` fixes per request, default 1, at most 2,000 so a frame stays under 64 KiB;
 //! `SPECTATORS` defaults to 0 there). `cargo test --benches` runs a tiny smoke: the default
 //! mode (3 racers, 5 spectators, 2 s), then 2 races (3 racers each, 4 spectators, 1 s), then
-//! saturate (3 racers, 1 s); with `MODE` or `RACES` set it runs only that scenario.
+//! saturate (3 racers, 1 s), then the cluster mode below (3 racers, 6 spectators, 2 s); with
+//! `MODE`, `RACES` or `NODES` set it runs only that scenario.
+//!
+//! Cluster (`NODES=3`, issue 19; defaults R=100, S=1000, D=15 s): the same fan-out on
+//! cluster mode (NATS JetStream), twice in the same run, each time on a fresh local
+//! `nats-server` (monitoring port on): (a) one `peloton` node with all S spectators, then (b)
+//! `NODES` nodes sharing the first node's signing secret, the races created on node 0 (their
+//! owner), every racer's phone on node 0, and the S spectators split evenly over the nodes
+//! (spectator k of a race on node k mod N; the other nodes serve theirs from a mirror fed by
+//! the owner's relayed ticks). No bare baseline: (a) is the reference. Besides the fan-out
+//! figures (CPU summed over every `peloton` process), it reads the NATS server's counters
+//! (`/connz`, per node by its connection name, and `/varz`, the whole server) before and
+//! after the window and divides the bytes and messages by the ticks the races published in
+//! it (node 0's `peloton_race_tick_bytes_count`): bytes on NATS per tick per node, in (node →
+//! NATS: journal appends, the relay's ticks, watch asks) and out (NATS → node: journal acks,
+//! relayed ticks, watch answers). A connection of the bench's own, subscribed to the tick
+//! topics as one more node would be, counts the relayed ticks alone. The nats-server's own
+//! CPU is shown apart.
 //!
 //! Peloton side: starts `peloton serve` on 127.0.0.1:0 with a temporary data folder, creates
 //! N races on the Celje loop starting now (same course, same start), registers R racers
@@ -70,6 +87,8 @@
 //! used. The saturate baseline runs inside the bench process (it has no spectators), so it
 //! has no such line.
 
+#[path = "../tests/common/nats.rs"]
+mod nats;
 mod support;
 
 use support::figures::{env_or, ms, pct, ratio};
@@ -114,6 +133,9 @@ const SATURATE_RATE_LIMIT: &str = "1000000";
 /// Client buffers, as `Client` uses.
 const CLIENT_BUFFER_BYTES: usize = 8 * 1024;
 
+/// p50, p99 and the number of samples of a set of durations.
+type Quantiles = (Duration, Duration, usize);
+
 /// Send instants of fixes, by (race, bib, lat, lon).
 type Sent = Arc<Mutex<HashMap<(usize, u32, i32, i32), Instant>>>;
 
@@ -124,6 +146,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum Mode {
     Fanout,
     Saturate,
+    /// The fan-out on cluster mode: one node, then `Scenario::nodes` nodes.
+    Cluster,
 }
 
 /// One run's shape.
@@ -137,27 +161,39 @@ struct Scenario {
     stalled: usize,
     secs: u64,
     batch: usize,
+    /// Cluster mode: the nodes of the second run (the first has one).
+    nodes: usize,
 }
 
 impl Scenario {
     fn from_env(benching: bool) -> Scenario {
+        let nodes = std::env::var_os("NODES").is_some();
         let mode = match std::env::var("MODE").as_deref() {
+            Err(_) | Ok("") if nodes => Mode::Cluster,
             Err(_) | Ok("") | Ok("fanout") | Ok("fan-out") => Mode::Fanout,
             Ok("saturate") => Mode::Saturate,
-            Ok(other) => panic!("MODE={other}: expected fanout or saturate"),
+            Ok("cluster") => Mode::Cluster,
+            Ok(other) => panic!("MODE={other}: expected fanout, saturate or cluster"),
         };
         let spectators = match mode {
-            Mode::Fanout => env_or("SPECTATORS", if benching { 1000 } else { 5 }).max(1),
+            Mode::Fanout | Mode::Cluster => {
+                env_or("SPECTATORS", if benching { 1000 } else { 5 }).max(1)
+            }
             Mode::Saturate => env_or("SPECTATORS", 0),
+        };
+        let secs = match mode {
+            Mode::Cluster => 15,
+            Mode::Fanout | Mode::Saturate => 20,
         };
         Scenario {
             mode,
             races: env_or("RACES", 1).max(1),
             racers: env_or("RACERS", if benching { 100 } else { 3 }).max(1),
             spectators,
-            secs: env_or("SECONDS", if benching { 20 } else { 2 }).max(1) as u64,
+            secs: env_or("SECONDS", if benching { secs } else { 2 }).max(1) as u64,
             batch: env_or("BATCH", 1).clamp(1, MAX_BATCH),
             stalled: env_or("STALLED", 0).min(spectators),
+            nodes: env_or("NODES", 3).max(1),
         }
     }
 }
@@ -167,6 +203,8 @@ impl Scenario {
 struct Seen {
     /// The race it watched (index into the bench's races).
     race: usize,
+    /// The node it was connected to (0: the races' owner; always 0 outside cluster mode).
+    node: usize,
     /// (seq, arrival, form) per update frame.
     frames: Vec<(u64, Instant, Form)>,
     /// Fix → arrival latencies (sampled spectators only).
@@ -209,6 +247,8 @@ struct Figures {
 /// One spectator socket to open.
 struct Target {
     race: usize,
+    /// The node `url` is (0 outside cluster mode), kept with what the socket saw.
+    node: usize,
     url: String,
     token: String,
     subscribe: Option<String>,
@@ -461,7 +501,9 @@ async fn connect_spectators(
             }
             drop(permit);
             let _ = ready.send(()).await;
-            watch(client, target.race, stop, sent, target.sizes).await
+            let mut seen = watch(client, target.race, stop, sent, target.sizes).await;
+            seen.node = target.node;
+            seen
         }));
     }
     drop(ready_tx);
@@ -551,11 +593,13 @@ fn start_offset(index: &CourseIndex, i: usize) -> f64 {
 
 /// A running `peloton serve` with N live races of R registered racers.
 struct Server {
-    _dir: tempfile::TempDir,
+    /// Its data folder (in cluster mode the other nodes copy its signing secret).
+    dir: tempfile::TempDir,
     child: std::process::Child,
     url: String,
     keys: Keys,
-    admin: Client,
+    /// The admin socket that set the races up, closed at [`Server::stop`].
+    admin: Option<Client>,
     now_s: i64,
     start_ms: i64,
     races: Vec<String>,
@@ -592,11 +636,11 @@ impl Server {
             .await;
         }
         Server {
-            _dir: dir,
+            dir,
             child,
             url,
             keys,
-            admin,
+            admin: Some(admin),
             now_s,
             start_ms,
             races: ids,
@@ -628,23 +672,291 @@ impl Server {
             .collect()
     }
 
-    /// Reads the peak RSS, then ends the process.
+    /// Reads the peak RSS, then ends the process (dropping it ends the process too).
     async fn stop(mut self, mut usage: ServerUse) -> ServerUse {
         usage.peak_rss_kib = peak_rss_kib(self.pid());
-        self.admin.close().await;
+        if let Some(admin) = self.admin.take() {
+            admin.close().await;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         usage
     }
 }
 
-async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Option<u64>) {
+impl Drop for Server {
+    /// A bench that fails half-way leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a run's `peloton` processes are.
+#[derive(Clone, Copy)]
+enum Layout<'a> {
+    /// One server on its own data folder (the default mode).
+    Standalone,
+    /// `nodes` cluster-mode nodes on `nats`: node 0 owns the races and holds the racers'
+    /// phones, the spectators are split evenly over all of them.
+    Cluster {
+        /// The NATS server every node connects to, whose counters the run reads.
+        nats: &'a nats::NatsServer,
+        /// How many `peloton` nodes, node 0 included.
+        nodes: usize,
+    },
+}
+
+/// A cluster node other than node 0 (which is the [`Server`] that created the races), on a
+/// data folder holding only the cluster's signing secret; killed when dropped.
+struct Node {
+    /// Its data folder, removed when the node is dropped.
+    _dir: tempfile::TempDir,
+    /// The process, for its pid in /proc and to kill it.
+    child: std::process::Child,
+    /// `ws://127.0.0.1:PORT`, where its share of the spectators connect.
+    url: String,
+}
+
+impl Node {
+    /// Starts a node whose data folder gets a copy of `secret_from`'s `secret.key`, as an
+    /// operator shares the secret between nodes.
+    fn start(secret_from: &std::path::Path, env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            secret_from.join("secret.key"),
+            dir.path().join("secret.key"),
+        )
+        .expect("copy the cluster's secret");
+        let (child, url) = support::start_server(dir.path(), env);
+        Node {
+            _dir: dir,
+            child,
+            url,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment of cluster node `node` on `nats` under journal prefix `prefix`.
+fn node_env(nats: &str, prefix: &str, node: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("PELOTON_CLUSTER_NATS_URL", nats.to_owned()),
+        ("PELOTON_CLUSTER_PREFIX", prefix.to_owned()),
+        ("PELOTON_CLUSTER_NODE_ID", format!("n{node}")),
+    ]
+}
+
+/// What one Peloton run measured.
+struct Measured {
+    /// What the spectators saw, over every node.
+    figures: Figures,
+    /// Each `peloton` process's use of the machine, node 0 first.
+    usage: Vec<ServerUse>,
+    /// Sockets closed as too slow (4008), summed over the nodes.
+    too_slow: Option<u64>,
+    /// Fix → spectator latency of the spectators on node 0 and on the other nodes.
+    latency_by_node: (Option<Quantiles>, Option<Quantiles>),
+    /// Cluster mode: the NATS traffic in the window and the ticks the races published in it.
+    nats: Option<(NatsCounters, u64)>,
+    /// Cluster mode: the nats-server's own CPU in the window.
+    nats_usage: Option<ServerUse>,
+    /// Update frames delivered inside the window to each node's spectators, node 0 first.
+    frames_by_node: Vec<usize>,
+}
+
+impl Measured {
+    /// CPU seconds of every `peloton` process in the window, summed.
+    fn cpu_s(&self) -> Option<f64> {
+        self.usage.iter().map(|u| u.cpu_s).sum()
+    }
+
+    /// The window the CPU was read over, in seconds.
+    fn window_s(&self) -> f64 {
+        self.usage.first().map_or(0.0, |u| u.window.as_secs_f64())
+    }
+
+    /// KiB of resident memory the sockets added over every `peloton` process, per socket.
+    fn rss_per_socket_kib(&self, sockets: usize) -> Option<f64> {
+        let added: Option<u64> = self
+            .usage
+            .iter()
+            .map(|u| Some(u.rss_load_kib?.saturating_sub(u.rss_idle_kib?)))
+            .sum();
+        if sockets == 0 {
+            return None;
+        }
+        Some(added? as f64 / sockets as f64)
+    }
+}
+
+/// Message counters of one NATS connection, or of the whole server.
+#[derive(Clone, Copy, Default, Debug)]
+struct Traffic {
+    /// Messages the server received (from this connection).
+    in_msgs: u64,
+    /// Their bytes.
+    in_bytes: u64,
+    /// Messages the server delivered (to this connection).
+    out_msgs: u64,
+    /// Their bytes.
+    out_bytes: u64,
+}
+
+impl Traffic {
+    fn from_json(v: &serde_json::Value) -> Traffic {
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Traffic {
+            in_msgs: n("in_msgs"),
+            in_bytes: n("in_bytes"),
+            out_msgs: n("out_msgs"),
+            out_bytes: n("out_bytes"),
+        }
+    }
+
+    /// What was counted since `before`.
+    fn since(&self, before: &Traffic) -> Traffic {
+        Traffic {
+            in_msgs: self.in_msgs.saturating_sub(before.in_msgs),
+            in_bytes: self.in_bytes.saturating_sub(before.in_bytes),
+            out_msgs: self.out_msgs.saturating_sub(before.out_msgs),
+            out_bytes: self.out_bytes.saturating_sub(before.out_bytes),
+        }
+    }
+
+    fn add(&mut self, other: &Traffic) {
+        self.in_msgs += other.in_msgs;
+        self.in_bytes += other.in_bytes;
+        self.out_msgs += other.out_msgs;
+        self.out_bytes += other.out_bytes;
+    }
+}
+
+/// The name of the bench's own NATS connection that subscribes to the races' tick topics:
+/// what NATS delivers to it is one node's copy of the relayed ticks.
+const TICK_TAP: &str = "fanout bench tick tap";
+
+/// A nats-server's counters at one instant: the whole server (`/varz`), each `peloton`
+/// node's connections (`/connz`, by the name the node gives its connection,
+/// `peloton <node id>`) and the bench's tick tap.
+#[derive(Clone, Default, Debug)]
+struct NatsCounters {
+    /// The whole server, the tap included.
+    total: Traffic,
+    /// Each node's connections, by node id.
+    by_node: BTreeMap<String, Traffic>,
+    /// The bench's [`TICK_TAP`]: its `out` is one node's copy of the relayed ticks.
+    tap: Traffic,
+}
+
+/// Subscribes, as one more node would, to every relayed tick under `prefix` (subject
+/// `<prefix>.topic.tick.>`, `cluster::topic`), on a connection named [`TICK_TAP`], and
+/// drops what arrives; its counters in `/connz` are then what one watching node receives
+/// of the relay. The connection ends when the returned task is aborted.
+async fn tick_tap(url: &str, prefix: &str) -> Option<tokio::task::JoinHandle<()>> {
+    let client = async_nats::ConnectOptions::new()
+        .name(TICK_TAP)
+        .connect(url)
+        .await
+        .ok()?;
+    let mut ticks = client
+        .subscribe(format!("{prefix}.topic.tick.>"))
+        .await
+        .ok()?;
+    client.flush().await.ok()?;
+    Some(tokio::spawn(async move {
+        let _client = client;
+        while ticks.next().await.is_some() {}
+    }))
+}
+
+impl NatsCounters {
+    /// Reads `/varz` and `/connz` from the monitoring port; `None` when either fails.
+    async fn read(monitor: u16) -> Option<NatsCounters> {
+        let host = format!("127.0.0.1:{monitor}");
+        let varz: serde_json::Value =
+            serde_json::from_str(&support::http_body(&host, "/varz").await?).ok()?;
+        let connz: serde_json::Value =
+            serde_json::from_str(&support::http_body(&host, "/connz?limit=4096").await?).ok()?;
+        let mut by_node: BTreeMap<String, Traffic> = BTreeMap::new();
+        let mut tap = Traffic::default();
+        for c in connz.get("connections")?.as_array()? {
+            let name = c.get("name").and_then(serde_json::Value::as_str);
+            if name == Some(TICK_TAP) {
+                tap.add(&Traffic::from_json(c));
+            } else if let Some(node) = name.and_then(|n| n.strip_prefix("peloton ")) {
+                by_node
+                    .entry(node.to_owned())
+                    .or_default()
+                    .add(&Traffic::from_json(c));
+            }
+        }
+        Some(NatsCounters {
+            total: Traffic::from_json(&varz),
+            by_node,
+            tap,
+        })
+    }
+
+    /// What was counted since `before`.
+    fn since(&self, before: &NatsCounters) -> NatsCounters {
+        NatsCounters {
+            total: self.total.since(&before.total),
+            by_node: self
+                .by_node
+                .iter()
+                .map(|(node, t)| {
+                    let b = before.by_node.get(node).copied().unwrap_or_default();
+                    (node.clone(), t.since(&b))
+                })
+                .collect(),
+            tap: self.tap.since(&before.tap),
+        }
+    }
+}
+
+/// Runs the fan-out on Peloton laid out as `layout`, `counts[j]` spectators on race j, and
+/// measures it; every process it started has ended when it returns.
+async fn peloton_side(s: &Scenario, counts: &[usize], layout: Layout<'_>) -> Measured {
     let (racers, secs) = (s.racers, s.secs);
     let (gpx, index) = course();
-    let server = Server::start(s.races, racers, &gpx, &[]).await;
+    let (nodes, cluster_env) = match layout {
+        Layout::Standalone => (1, None),
+        Layout::Cluster { nats, nodes } => {
+            let prefix = nats::cluster_config(&nats.url, 1).prefix;
+            (nodes, Some((nats.url.clone(), prefix)))
+        }
+    };
+    let env_of = |node: usize| {
+        cluster_env
+            .as_ref()
+            .map_or_else(Vec::new, |(url, prefix)| node_env(url, prefix, node))
+    };
+    let env0 = env_of(0);
+    let env0: Vec<(&str, &str)> = env0.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(s.races, racers, &gpx, &env0).await;
+    let others: Vec<Node> = (1..nodes)
+        .map(|node| {
+            let env = env_of(node);
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Node::start(server.dir.path(), &env)
+        })
+        .collect();
+    let urls: Vec<String> = std::iter::once(server.url.clone())
+        .chain(others.iter().map(|n| n.url.clone()))
+        .collect();
+    let pids: Vec<u32> = std::iter::once(server.pid())
+        .chain(others.iter().map(|n| n.child.id()))
+        .collect();
     let start_ms = server.start_ms;
 
-    let rss_idle = rss_kib(server.pid());
+    let rss_idle: Vec<Option<u64>> = pids.iter().map(|&pid| rss_kib(pid)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     let samples_per_race = LATENCY_SAMPLES.div_ceil(s.races);
@@ -652,12 +964,15 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
     for (race, &n) in counts.iter().enumerate() {
         let token = server.token(Role::Spectator, "fan", race);
         for k in 0..n {
+            let node = k % nodes;
             targets.push(Target {
                 race,
-                url: server.url.clone(),
+                node,
+                url: urls[node].clone(),
                 token: token.clone(),
                 subscribe: Some(server.races[race].clone()),
                 sample: k < samples_per_race,
+                // The first spectator of each race is on node 0.
                 sizes: k == 0,
             });
         }
@@ -669,7 +984,7 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
             server.token(Role::Spectator, "stalled", race),
             &server.races[race],
         );
-        (server.url.clone(), token, Some(race_id.clone()))
+        (urls[k % nodes].clone(), token, Some(race_id.clone()))
     })
     .await;
 
@@ -684,10 +999,29 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
         }
     })
     .await;
+    let monitor = match layout {
+        Layout::Cluster { nats, .. } => Some(nats.monitor_port()),
+        Layout::Standalone => None,
+    };
+    let tap = match (&cluster_env, layout) {
+        (Some((_, prefix)), Layout::Cluster { nats, .. }) => tick_tap(&nats.url, prefix).await,
+        _ => None,
+    };
+    let nats_before = match monitor {
+        Some(port) => NatsCounters::read(port).await,
+        None => None,
+    };
     let ticks_before = published_ticks(&server.url).await;
     let t0 = Instant::now();
     let d = Duration::from_secs(secs);
-    let cpu = CpuWindow::start(server.pid(), t0 + d);
+    let cpus: Vec<CpuWindow> = pids
+        .iter()
+        .map(|&pid| CpuWindow::start(pid, t0 + d))
+        .collect();
+    let nats_cpu = match layout {
+        Layout::Cluster { nats, .. } => nats.pid().map(|pid| CpuWindow::start(pid, t0 + d)),
+        Layout::Standalone => None,
+    };
     let total = phones.len();
     let mut riders = Vec::with_capacity(total);
     for (g, mut phone) in phones.into_iter().enumerate() {
@@ -729,6 +1063,15 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
         acks.extend(r.await.expect("racer"));
     }
     tokio::time::sleep_until((t0 + d + Duration::from_millis(750)).into()).await;
+    // The ticks and the NATS traffic, read together: the bytes per tick divide one by the other.
+    let ticks_after = published_ticks(&server.url).await;
+    let nats_after = match monitor {
+        Some(port) => NatsCounters::read(port).await,
+        None => None,
+    };
+    if let Some(tap) = tap {
+        tap.abort();
+    }
     stop.store(true, Ordering::Relaxed);
     let mut seen = Vec::with_capacity(s.spectators);
     for w in watchers {
@@ -736,17 +1079,64 @@ async fn peloton_side(s: &Scenario, counts: &[usize]) -> (Figures, ServerUse, Op
     }
     let mut figures = summarise(&seen, s.races, t0, d);
     figures.ack = p50_p99(acks);
-    let usage = cpu.finish(rss_idle).await;
-    let too_slow = metric(&server.url, "peloton_ws_closes_total{code=\"4008\"}").await;
-    // The deltas the races published in the window, whatever the spectators got.
-    if let (Some(before), Some(after)) = (ticks_before, published_ticks(&server.url).await) {
-        let ticks = after.2.saturating_sub(before.2).max(1);
-        figures.frame_bytes = (after.0.saturating_sub(before.0) / ticks) as usize;
-        figures.rows = (after.1.saturating_sub(before.1) / ticks) as usize;
+    let latency_on = |owner: bool| {
+        p50_p99(
+            seen.iter()
+                .filter(|s| (s.node == 0) == owner)
+                .flat_map(|s| s.latencies.clone())
+                .collect(),
+        )
+    };
+    let latency_by_node = (latency_on(true), latency_on(false));
+    let mut frames_by_node = vec![0usize; nodes];
+    for s in &seen {
+        frames_by_node[s.node] += s
+            .frames
+            .iter()
+            .filter(|(_, at, _)| *at >= t0 && *at <= t0 + d)
+            .count();
     }
+    let mut usage = Vec::with_capacity(cpus.len());
+    for (cpu, idle) in cpus.into_iter().zip(rss_idle) {
+        usage.push(cpu.finish(idle).await);
+    }
+    let nats_usage = match nats_cpu {
+        Some(cpu) => Some(cpu.finish(None).await),
+        None => None,
+    };
+    let mut too_slow = None;
+    for url in &urls {
+        if let Some(n) = metric(url, "peloton_ws_closes_total{code=\"4008\"}").await {
+            *too_slow.get_or_insert(0) += n;
+        }
+    }
+    // The deltas the races published in the window, whatever the spectators got.
+    let mut ticks = 0;
+    if let (Some(before), Some(after)) = (ticks_before, ticks_after) {
+        ticks = after.2.saturating_sub(before.2);
+        let per = ticks.max(1);
+        figures.frame_bytes = (after.0.saturating_sub(before.0) / per) as usize;
+        figures.rows = (after.1.saturating_sub(before.1) / per) as usize;
+    }
+    let nats = nats_before
+        .zip(nats_after)
+        .map(|(before, after)| (after.since(&before), ticks));
     drop(stalled);
-    let usage = server.stop(usage).await;
-    (figures, usage, too_slow)
+    for (use_, node) in usage.iter_mut().skip(1).zip(&others) {
+        use_.peak_rss_kib = peak_rss_kib(node.child.id());
+    }
+    drop(others);
+    let first = usage.remove(0);
+    usage.insert(0, server.stop(first).await);
+    Measured {
+        figures,
+        usage,
+        too_slow,
+        latency_by_node,
+        nats,
+        nats_usage,
+        frames_by_node,
+    }
 }
 
 fn baseline_frame(seq: u64, rows: usize, spectators: usize) -> Bytes {
@@ -972,6 +1362,7 @@ async fn baseline_side(
         for _ in 0..n {
             targets.push(Target {
                 race,
+                node: 0,
                 url: url.clone(),
                 token: "none".into(),
                 subscribe: None,
@@ -1030,7 +1421,13 @@ async fn run_fanout(s: Scenario) {
             counts.iter().max().unwrap_or(&0),
         );
     }
-    let (ours, server, too_slow) = peloton_side(&s, &counts).await;
+    let Measured {
+        figures: ours,
+        mut usage,
+        too_slow,
+        ..
+    } = peloton_side(&s, &counts, Layout::Standalone).await;
+    let server = usage.remove(0);
     // Every race's baseline frames are the size of the deltas Peloton published (the server's
     // median over every race's ticks: the races are alike; a spectator that fell behind got
     // catch-ups, so what the spectators saw is not a fair sample of a tick's size).
@@ -1162,6 +1559,300 @@ async fn run_fanout(s: Scenario) {
         base_server
             .peak_rss_kib
             .map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    );
+}
+
+/// One row of the cluster table: the one-node run, the N-node run, their ratio.
+fn cluster_row(name: &str, a: String, b: String, r: String) {
+    println!("{name:<40} {a:>22} {b:>22} {r:>7}");
+}
+
+/// A number of bytes or messages per tick (0 without ticks).
+fn per_tick(value: u64, ticks: u64) -> f64 {
+    if ticks == 0 {
+        0.0
+    } else {
+        value as f64 / ticks as f64
+    }
+}
+
+/// Cluster mode: the same spectators on one node, then split over `s.nodes` nodes, each
+/// run on a fresh local nats-server.
+async fn run_cluster(s: Scenario) {
+    let (racers, spectators, secs, races) = (s.racers, s.spectators, s.secs, s.races);
+    let counts = spread(spectators - s.stalled, races);
+    println!(
+        "cluster fan-out: {races} race(s) x {racers} racers, {spectators} spectators, {secs} s; \
+         1 node, then {} nodes, each time on a fresh local nats-server (JetStream, 1 replica); \
+         races created on node 0 (their owner), racers' phones on node 0, spectators split \
+         evenly over the nodes",
+        s.nodes
+    );
+    let layouts: Vec<usize> = if s.nodes > 1 {
+        vec![1, s.nodes]
+    } else {
+        vec![1]
+    };
+    let mut sides: Vec<(usize, Measured)> = Vec::with_capacity(layouts.len());
+    for &nodes in &layouts {
+        let nats = nats::NatsServer::start();
+        let measured = peloton_side(&s, &counts, Layout::Cluster { nats: &nats, nodes }).await;
+        drop(nats);
+        for (node, frames) in measured.frames_by_node.iter().enumerate() {
+            // A node whose spectators got nothing means its mirror never followed the race.
+            assert!(
+                *frames > 0,
+                "{nodes} node(s): the spectators on node {node} received no update"
+            );
+        }
+        sides.push((nodes, measured));
+    }
+    let one = &sides[0].1;
+    let many = sides.get(1).map(|(_, m)| m);
+    let col = |f: &dyn Fn(&Measured) -> String| (f(one), many.map_or(String::new(), f));
+    let num = |name: &str, f: &dyn Fn(&Measured) -> Option<f64>, show: &dyn Fn(f64) -> String| {
+        let (a, b) = (f(one), many.and_then(f));
+        cluster_row(
+            name,
+            a.map_or("n/a".into(), show),
+            b.map_or(
+                if many.is_some() {
+                    "n/a".into()
+                } else {
+                    String::new()
+                },
+                show,
+            ),
+            a.zip(b).map_or(String::new(), |(a, b)| ratio(b, a)),
+        );
+    };
+    cluster_row(
+        "",
+        "1 node".into(),
+        many.map_or(String::new(), |_| format!("{} nodes", s.nodes)),
+        "ratio".into(),
+    );
+    let per_node = |nodes: usize| {
+        let mut on = vec![0usize; nodes];
+        for &n in &counts {
+            for (node, k) in spread(n, nodes).into_iter().enumerate() {
+                on[node] += k;
+            }
+        }
+        on.iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    cluster_row(
+        "spectator sockets per node",
+        per_node(1),
+        many.map_or(String::new(), |_| per_node(s.nodes)),
+        String::new(),
+    );
+    let (a, b) = col(&|m| format!("{} / {}", m.figures.frame_bytes, m.figures.rows));
+    cluster_row("delta frame (bytes / rows)", a, b, String::new());
+    let (a, b) = col(&|m| m.figures.updates.to_string());
+    cluster_row("updates (distinct seq)", a, b, String::new());
+    let (a, b) = col(&|m| format!("{} / {}", m.figures.full_frames, m.figures.catch_up_frames));
+    cluster_row("full-table / catch-up frames", a, b, String::new());
+    num(
+        "frames delivered / (seqs x sockets)",
+        &|m| Some(m.figures.delivered_share),
+        &|v| format!("{v:.3}"),
+    );
+    num(
+        "delivered frames/s",
+        &|m| Some(m.figures.frames_per_s),
+        &|v| format!("{v:.0}"),
+    );
+    let (a, b) = col(&|m| {
+        m.frames_by_node
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    });
+    cluster_row("frames delivered, by node", a, b, String::new());
+    let millis = |v: f64| format!("{:.2} ms", v * 1000.0);
+    num(
+        "spread p50 (last - first arrival)",
+        &|m| Some(m.figures.spread_p50.as_secs_f64()),
+        &millis,
+    );
+    num(
+        "spread p99",
+        &|m| Some(m.figures.spread_p99.as_secs_f64()),
+        &millis,
+    );
+    let samples = |l: &Option<Quantiles>| l.map_or(0, |(_, _, n)| n);
+    let (a, b) = col(&|m| samples(&m.figures.latency).to_string());
+    cluster_row(
+        "fix -> spectator samples (fix x socket)",
+        a,
+        b,
+        String::new(),
+    );
+    for (name, p99) in [
+        ("fix -> spectator p50", false),
+        ("fix -> spectator p99", true),
+    ] {
+        num(
+            name,
+            &|m| {
+                m.figures
+                    .latency
+                    .map(|(p50, p99s, _)| if p99 { p99s } else { p50 }.as_secs_f64())
+            },
+            &millis,
+        );
+    }
+    let (a, b) = col(&|m| {
+        let show = |l: Option<Quantiles>| {
+            l.map_or("-".into(), |(p50, p99, n)| {
+                format!("{} / {} ({n})", ms(p50), ms(p99))
+            })
+        };
+        show(m.latency_by_node.0)
+    });
+    cluster_row("  on node 0: p50 / p99 (samples)", a, b, String::new());
+    if let Some(m) = many {
+        let show = m.latency_by_node.1.map_or("-".into(), |(p50, p99, n)| {
+            format!("{} / {} ({n})", ms(p50), ms(p99))
+        });
+        cluster_row(
+            "  on the other nodes: p50 / p99",
+            String::new(),
+            show,
+            String::new(),
+        );
+    }
+    for (name, p99) in [("fix ack p50", false), ("fix ack p99", true)] {
+        num(
+            name,
+            &|m| {
+                m.figures
+                    .ack
+                    .map(|(p50, p99s, _)| if p99 { p99s } else { p50 }.as_secs_f64())
+            },
+            &millis,
+        );
+    }
+    num(
+        "peloton CPU per 1,000 frames (sum)",
+        &|m| {
+            let cpu = m.cpu_s()?;
+            (m.figures.delivered > 0).then(|| cpu * 1000.0 / m.figures.delivered as f64)
+        },
+        &|v| format!("{v:.3} s"),
+    );
+    num(
+        "peloton cores used (sum)",
+        &|m| Some(m.cpu_s()? / m.window_s().max(1e-9)),
+        &|v| format!("{v:.2}"),
+    );
+    let (a, b) = col(&|m| {
+        m.usage
+            .iter()
+            .map(|u| {
+                u.cpu_s.map_or("n/a".into(), |c| {
+                    format!("{:.2}", c / m.window_s().max(1e-9))
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    });
+    cluster_row("  cores used, by node", a, b, String::new());
+    num(
+        "nats-server cores used",
+        &|m| {
+            let u = m.nats_usage.as_ref()?;
+            Some(u.cpu_s? / u.window.as_secs_f64().max(1e-9))
+        },
+        &|v| format!("{v:.2}"),
+    );
+    let sockets = spectators + races * racers;
+    num(
+        "peloton RSS per socket (sum)",
+        &|m| m.rss_per_socket_kib(sockets),
+        &|v| format!("{v:.1} KiB"),
+    );
+    let (a, b) = col(&|m| {
+        m.usage
+            .iter()
+            .map(|u| {
+                u.peak_rss_kib
+                    .map_or("n/a".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    });
+    cluster_row("peak RSS by node (MiB)", a, b, String::new());
+    let (a, b) = col(&|m| m.nats.as_ref().map_or("n/a".into(), |(_, t)| t.to_string()));
+    cluster_row("ticks published in the window", a, b, String::new());
+    let traffic = |t: &Traffic, ticks: u64, out: bool| {
+        let (bytes, msgs) = if out {
+            (t.out_bytes, t.out_msgs)
+        } else {
+            (t.in_bytes, t.in_msgs)
+        };
+        format!(
+            "{:.0} B ({:.1} msgs)",
+            per_tick(bytes, ticks),
+            per_tick(msgs, ticks)
+        )
+    };
+    for node in 0..s.nodes {
+        let name = format!("n{node}");
+        for (dir, out) in [("in (node -> NATS)", false), ("out (NATS -> node)", true)] {
+            let (a, b) = col(&|m| {
+                m.nats
+                    .as_ref()
+                    .and_then(|(c, ticks)| Some(traffic(c.by_node.get(&name)?, *ticks, out)))
+                    .unwrap_or_else(|| "-".into())
+            });
+            cluster_row(
+                &format!("NATS per tick, node {node} {dir}"),
+                a,
+                b,
+                String::new(),
+            );
+        }
+    }
+    let (a, b) = col(&|m| {
+        m.nats
+            .as_ref()
+            .map_or("n/a".into(), |(c, ticks)| traffic(&c.tap, *ticks, true))
+    });
+    cluster_row(
+        "  of which relayed ticks (one node's copy)",
+        a,
+        b,
+        String::new(),
+    );
+    for (dir, out) in [("in", false), ("out", true)] {
+        // Without the bench's own tap, which is no node.
+        let (a, b) = col(&|m| {
+            m.nats.as_ref().map_or("n/a".into(), |(c, ticks)| {
+                traffic(&c.total.since(&c.tap), *ticks, out)
+            })
+        });
+        cluster_row(
+            &format!("NATS per tick, whole server {dir}"),
+            a,
+            b,
+            String::new(),
+        );
+    }
+    if s.stalled > 0 {
+        let (a, b) = col(&|m| m.too_slow.map_or("n/a".into(), |n| n.to_string()));
+        cluster_row("closed as too slow (4008)", a, b, String::new());
+    }
+    println!(
+        "note: every process (the {} peloton nodes, nats-server and this bench's client sockets) \
+         shares this machine's {} cores",
+        s.nodes,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 }
 
@@ -1447,6 +2138,7 @@ async fn peloton_saturate(s: &Scenario) -> (Saturated, ServerUse, i64, Arc<Cours
         for _ in 0..n {
             targets.push(Target {
                 race,
+                node: 0,
                 url: server.url.clone(),
                 token: token.clone(),
                 subscribe: Some(server.races[race].clone()),
@@ -1635,10 +2327,13 @@ fn main() {
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a tiny smoke.
     let benching = std::env::args().any(|a| a == "--bench");
-    let configured = std::env::var_os("MODE").is_some() || std::env::var_os("RACES").is_some();
+    let configured = ["MODE", "RACES", "NODES"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
     let mut scenarios = vec![Scenario::from_env(benching)];
     if !benching && !configured {
-        // The smoke: the default mode above, then two races, then saturate, all tiny.
+        // The smoke: the default mode above, then two races, then saturate, then cluster mode
+        // on three nodes, all tiny.
         let tiny = Scenario {
             mode: Mode::Fanout,
             races: 2,
@@ -1647,12 +2342,20 @@ fn main() {
             stalled: 0,
             secs: 1,
             batch: 1,
+            nodes: 3,
         };
         scenarios.push(tiny);
         scenarios.push(Scenario {
             mode: Mode::Saturate,
             races: 1,
             spectators: 0,
+            ..tiny
+        });
+        scenarios.push(Scenario {
+            mode: Mode::Cluster,
+            races: 1,
+            spectators: 6,
+            secs: 2,
             ..tiny
         });
     }
@@ -1666,6 +2369,7 @@ fn main() {
             match s.mode {
                 Mode::Fanout => run_fanout(s).await,
                 Mode::Saturate => run_saturate(s).await,
+                Mode::Cluster => run_cluster(s).await,
             }
         });
     }

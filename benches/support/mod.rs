@@ -1,7 +1,8 @@
 //! What the benches that drive the real `peloton` binary share: starting it on a free
 //! loopback port with its own data folder, the signing keys that folder holds, opening many
-//! sockets to it, reading its `/metrics`, what /proc says of it (`process`), and how figures
-//! are printed (`figures`). Each bench uses a part of it, so unused items are allowed here.
+//! sockets to it, reading its `/metrics` (and a nats-server's monitoring JSON), what /proc
+//! says of it (`process`), and how figures are printed (`figures`). Each bench uses a part
+//! of it, so unused items are allowed here.
 #![allow(dead_code)]
 
 pub mod figures;
@@ -62,6 +63,23 @@ pub async fn metrics_text(host: &str) -> Option<String> {
         .ok()?
         .ok()?;
     text.starts_with("HTTP/1.1 200").then_some(text)
+}
+
+/// The body of `GET path` from `host` (`127.0.0.1:port`), asked as HTTP/1.0 so that the
+/// answer is never chunked (nats-server's monitoring endpoints chunk larger answers to
+/// HTTP/1.1); `None` when it does not answer 200 within 10 s.
+pub async fn http_body(host: &str, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
 }
 
 /// Runs `peloton serve` on 127.0.0.1:0 with data in `data` and extra environment `env`,

@@ -137,6 +137,17 @@ impl NatsServer {
         answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
     }
 
+    /// The monitoring port (`/varz`, `/connz`, `/healthz`), for the benches that read the
+    /// server's message counters.
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor
+    }
+
+    /// The process id while it runs, for the benches that read its CPU time in /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9`: the process dies with whatever it had not written.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
