@@ -181,10 +181,13 @@ async fn outcomes(url: &str, prefix: &str) -> HashMap<(String, String), usize> {
     use async_nats::jetstream::consumer::pull::OrderedConfig;
     let client = async_nats::connect(url).await.unwrap();
     let jetstream = async_nats::jetstream::new(client);
-    let stream = jetstream
+    let mut stream = jetstream
         .get_stream(format!("{prefix}_mission_control"))
         .await
         .unwrap();
+    // Kept for a week, not for ever: a season of mail does not pile up in NATS.
+    let kept = stream.info().await.unwrap().config.max_age;
+    assert_eq!(kept, Duration::from_secs(7 * 24 * 3600));
     let subject = format!("{prefix}.mission-control.outcomes");
     let total = stream
         .info_with_subjects(subject.clone())

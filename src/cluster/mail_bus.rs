@@ -34,6 +34,10 @@ const FETCH_WAIT: Duration = Duration::from_secs(1);
 const MIN_ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long JetStream remembers a `Nats-Msg-Id` and drops a message carrying it again.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long the stream keeps envelopes and outcomes: an envelope is read within seconds
+/// (its jobs then live in the journal), and outcomes are for whoever follows them; without
+/// a limit a season of mail would pile up in NATS. Far longer than the duplicate window.
+pub const RETAIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Pause before an envelope the owner could not handle now is offered again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -98,6 +102,7 @@ impl MailBus {
             storage: StorageType::File,
             num_replicas: usize::try_from(link.config().replicas).unwrap_or(1),
             duplicate_window: DUPLICATE_WINDOW,
+            max_age: RETAIN,
             ..Default::default()
         };
         let context = link.context().clone();
