@@ -68,11 +68,11 @@ pub(super) async fn elsewhere(
     if node.leases.holds(&key) {
         return None;
     }
-    let owner = match node.leases.owner(&key).await {
-        Ok(Some(owner)) if owner != node.link.node() && !owner.is_empty() => owner,
+    let owner = match node.leases.holder_elsewhere(&key).await {
+        Some(owner) => owner,
         // Mission control is nowhere yet (its owner died, the lease has not lapsed or
         // been taken): only its owner knows the jobs.
-        _ if key == MAIL_LEASE => {
+        None if key == MAIL_LEASE => {
             return Some(Outcome::Reply(Err(Rejection::new(
                 ErrorCode::Unavailable,
                 "mission control is changing nodes; retry",
@@ -80,7 +80,7 @@ pub(super) async fn elsewhere(
         }
         // Nobody serves it (this node takes it), or the bucket could not say (this node
         // tries, and says why not).
-        _ => return None,
+        None => return None,
     };
     let envelope = match envelope(claims, request) {
         Ok(envelope) => envelope,

@@ -127,6 +127,19 @@ impl Leases {
         self.inner.table().holds(key, Instant::now())
     }
 
+    /// The node holding `key` when it is another one: `None` when this node holds it,
+    /// nobody does, or the bucket could not say (the caller then acts itself, and is told
+    /// by the lease or the journal if it may not).
+    pub async fn holder_elsewhere(&self, key: &str) -> Option<String> {
+        if self.holds(key) {
+            return None;
+        }
+        match self.owner(key).await {
+            Ok(Some(owner)) if owner != self.inner.link.node() && !owner.is_empty() => Some(owner),
+            _ => None,
+        }
+    }
+
     /// Which node holds `key`, if any.
     pub async fn owner(&self, key: &str) -> Result<Option<String>, String> {
         let bucket = self.inner.bucket.clone();

@@ -308,14 +308,6 @@ impl RaceDomain {
         Ok((race.summary(), race.roster.keys().copied().collect()))
     }
 
-    /// Races this node follows for its spectators while other nodes own them.
-    pub fn mirrored(&self) -> Vec<RaceId> {
-        self.mirrors
-            .as_ref()
-            .map(|mirrors| mirrors.mirrored())
-            .unwrap_or_default()
-    }
-
     /// Domain events of the race domain (a race finished), for other domains to react to.
     pub fn domain_events(
         &self,

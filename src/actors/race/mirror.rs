@@ -192,14 +192,7 @@ impl Mirrors {
     /// The node that owns race `id` when it is another one (`None`: this node serves the
     /// race itself, taking it if nobody does).
     pub async fn owned_elsewhere(&self, id: &RaceId) -> Option<String> {
-        let key = lease_key(id);
-        if self.inner.leases.holds(&key) {
-            return None;
-        }
-        match self.inner.leases.owner(&key).await {
-            Ok(Some(owner)) if owner != self.inner.link.node() && !owner.is_empty() => Some(owner),
-            _ => None,
-        }
+        self.inner.leases.holder_elsewhere(&lease_key(id)).await
     }
 
     /// Subscribes a spectator of race `id`, owned by another node, to this node's mirror
@@ -227,16 +220,6 @@ impl Mirrors {
             ErrorCode::Unavailable,
             format!("race {id} cannot be followed from this node now; retry"),
         ))
-    }
-
-    /// Races mirrored now (for tests and status).
-    pub fn mirrored(&self) -> Vec<RaceId> {
-        self.inner
-            .races
-            .iter()
-            .filter(|e| e.value().initialized())
-            .map(|e| e.key().clone())
-            .collect()
     }
 
     /// Starts the mirror of race `id`: listens for its ticks first, then takes the

@@ -222,11 +222,6 @@ impl Relays {
             }
         }
     }
-
-    /// Races relayed now (for tests and status).
-    pub fn relaying(&self) -> Vec<RaceId> {
-        self.inner.running.iter().map(|e| e.key().clone()).collect()
-    }
 }
 
 /// Serves watch asks on this node.
