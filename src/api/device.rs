@@ -69,8 +69,26 @@ pub async fn ingest(
                 ErrorCode::NotFound => DeviceRefusal::UnknownDevice(rejection),
                 _ => DeviceRefusal::Refused(rejection),
             })?;
-    // Cluster mode: another node owns the race, and judges the fixes as if the racer's
-    // phone had sent them there (the device's binding stands for the racer's token).
+    if let Some(forwarded) = fixes_elsewhere(engine, &race, bib, fixes).await {
+        let outcome = forwarded.map_err(DeviceRefusal::Refused)?;
+        return Ok(DeviceAck { race, bib, outcome });
+    }
+    let outcome = store_fixes(engine, services, &race, bib, fixes)
+        .await
+        .map_err(DeviceRefusal::Refused)?;
+    Ok(DeviceAck { race, bib, outcome })
+}
+
+/// Cluster mode, a race another node owns: that node judges the fixes as if the racer's
+/// phone had sent them there (the device's binding stands for the racer's token) and its
+/// answer is returned; `None` on one node, or when this node serves the race.
+async fn fixes_elsewhere(
+    engine: &Engine,
+    race: &RaceId,
+    bib: u32,
+    fixes: &[WireFix],
+) -> Option<Result<FixesOutcome, Rejection>> {
+    engine.cluster.as_ref()?;
     let claims = crate::auth::claims_for(
         Role::Racer,
         &bib.to_string(),
@@ -81,40 +99,30 @@ pub async fn ingest(
     let request = Request::Fixes {
         fixes: fixes.to_vec(),
     };
-    if let Some(answer) = super::forward::elsewhere(engine, &claims, &request).await {
-        let outcome = match answer {
-            Outcome::Reply(Ok(reply)) | Outcome::ReplyThenPush { reply, .. } => reply,
-            Outcome::Reply(Err(rejection)) => return Err(DeviceRefusal::Refused(rejection)),
-            _ => {
-                return Err(DeviceRefusal::Refused(Rejection::internal(
-                    "the race's node answered a device's fixes with a stream",
-                )))
-            }
-        };
-        return match outcome {
-            Reply::FixesAck {
-                accepted,
-                ignored,
-                last_at_ms,
-            } => Ok(DeviceAck {
-                race,
-                bib,
-                outcome: FixesOutcome {
-                    accepted,
-                    ignored,
-                    last_at_ms,
-                },
-            }),
-            other => Err(DeviceRefusal::Refused(Rejection::internal(format!(
-                "the race's node answered a device's fixes with {}",
-                other.type_name()
-            )))),
-        };
-    }
-    let outcome = store_fixes(engine, services, &race, bib, fixes)
-        .await
-        .map_err(DeviceRefusal::Refused)?;
-    Ok(DeviceAck { race, bib, outcome })
+    let reply = match super::forward::elsewhere(engine, &claims, &request).await? {
+        Outcome::Reply(Ok(reply)) | Outcome::ReplyThenPush { reply, .. } => reply,
+        Outcome::Reply(Err(rejection)) => return Some(Err(rejection)),
+        _ => {
+            return Some(Err(Rejection::internal(
+                "the race's node answered a device's fixes with a stream",
+            )))
+        }
+    };
+    Some(match reply {
+        Reply::FixesAck {
+            accepted,
+            ignored,
+            last_at_ms,
+        } => Ok(FixesOutcome {
+            accepted,
+            ignored,
+            last_at_ms,
+        }),
+        other => Err(Rejection::internal(format!(
+            "the race's node answered a device's fixes with {}",
+            other.type_name()
+        ))),
+    })
 }
 
 /// How long the claims a device's forwarded fixes carry stay good: the owner checks expiry
