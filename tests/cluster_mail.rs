@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::mail::start_sink;
+use common::mail::{received_mails, start_sink};
 use common::nats::NatsServer;
 use common::{free_port, keys_for, token, ChildServer};
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use peloton::net::client::Client;
 use peloton::net::codec::Codec;
 use peloton::net::protocol::{MailEnvelope, MailJobView, MailMessageView, Reply, Request};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -47,14 +47,8 @@ impl Sink {
 
     /// How often each Message-ID arrived.
     fn message_ids(&self) -> HashMap<String, usize> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("eml"))
-            .collect();
-        files.sort();
         let mut seen = HashMap::new();
-        for file in files {
+        for file in received_mails(self.dir.path()) {
             let raw = std::fs::read_to_string(&file).unwrap();
             let id = raw
                 .lines()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::mail::{envelope, settled, start_sink};
+use common::mail::{envelope, received_mails, settled, start_sink};
 use common::{free_port, TestServer};
 use peloton::config::{Config, Overrides};
 use std::path::{Path, PathBuf};
@@ -214,13 +214,7 @@ impl TlsSink {
 
     /// (raw message, TLS version) of each mail received, oldest first.
     fn received(&self) -> Vec<(String, String)> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("eml"))
-            .collect();
-        files.sort();
-        files
+        received_mails(self.dir.path())
             .iter()
             .map(|p| {
                 let raw = std::fs::read_to_string(p).unwrap();

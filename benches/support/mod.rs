@@ -54,15 +54,7 @@ where
 /// `None` when it does not answer 200 within 10 s.
 pub async fn metrics_text(host: &str) -> Option<String> {
     let host = host.trim_start_matches("ws://").split('/').next()?;
-    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    text.starts_with("HTTP/1.1 200").then_some(text)
+    http_body(host, "/metrics").await
 }
 
 /// The body of `GET path` from `host` (`127.0.0.1:port`), asked as HTTP/1.0 so that the

@@ -1,10 +1,11 @@
-//! What the mail tests share: starting a sink, an envelope of numbered mails, and waiting
-//! for jobs to settle.
+//! What the mail tests share: starting a sink, reading what it received, an envelope of
+//! numbered mails, and waiting for jobs to settle.
 
 use peloton::actors::mail::job::JobSummary;
 use peloton::actors::mail::message::MailMessage;
 use peloton::actors::mail::{EnvelopeMessage, MailDomain, MailRequest};
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,6 +23,18 @@ pub fn start_sink(mut command: Command, what: &str) -> Child {
         .expect("the sink's first line");
     assert_eq!(line.trim(), "ready", "{what} did not start");
     child
+}
+
+/// The mails a sink wrote into `dir` (`.eml` files, named in the order they came), oldest
+/// first.
+pub fn received_mails(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("eml"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// An envelope of `n` mails to racer0…, each body naming its place (`Body of mail {i} in
